@@ -1,0 +1,54 @@
+//! Collector settings as written in `[collector]`.
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CollectorConfig {
+    /// Capacity of the queue from the gateway's metering task. When full, the metering task waits (and
+    /// the gateway's own queue spills to disk); clients are never blocked.
+    #[serde(default = "default_queue_capacity")]
+    pub queue_capacity: usize,
+    /// A batch is written when it holds this many events…
+    #[serde(default = "default_batch_max_rows")]
+    pub batch_max_rows: usize,
+    /// …or when this much time has passed since the last write, whichever comes first.
+    #[serde(default = "default_flush_interval_ms")]
+    pub flush_interval_ms: u64,
+}
+
+impl Default for CollectorConfig {
+    fn default() -> Self {
+        CollectorConfig {
+            queue_capacity: default_queue_capacity(),
+            batch_max_rows: default_batch_max_rows(),
+            flush_interval_ms: default_flush_interval_ms(),
+        }
+    }
+}
+
+impl CollectorConfig {
+    /// Pure checks; the error names the key.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.queue_capacity == 0 {
+            return Err("collector.queue_capacity: must be greater than 0".into());
+        }
+        if self.batch_max_rows == 0 {
+            return Err("collector.batch_max_rows: must be greater than 0".into());
+        }
+        if self.flush_interval_ms == 0 {
+            return Err("collector.flush_interval_ms: must be greater than 0".into());
+        }
+        Ok(())
+    }
+}
+
+fn default_queue_capacity() -> usize {
+    16_384
+}
+fn default_batch_max_rows() -> usize {
+    100_000
+}
+fn default_flush_interval_ms() -> u64 {
+    1_000
+}

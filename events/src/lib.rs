@@ -1,0 +1,14 @@
+//! The call event: the single source of truth for what one request through tollgate was, what it used
+//! and what it cost. Every other crate reads and writes this schema; none keeps a private copy of it.
+
+mod arrow_schema;
+mod event;
+mod money;
+mod price;
+mod tokens;
+
+pub use arrow_schema::{call_event_schema, to_record_batch};
+pub use event::{CallEvent, ClientApi, Endpoint, Outcome, UsageSource, SCHEMA_VERSION};
+pub use money::{format_usd, format_usd_signed, parse_usd_to_nano, MoneyError};
+pub use price::{ModelPrice, PriceError, PriceSpec, PriceTable, Usage, BUILTIN_PRICES_READ_ON};
+pub use tokens::TokenEstimator;

@@ -1,0 +1,325 @@
+//! Metering: the `CallGuard` that every request carries and that emits exactly one call event when it is
+//! dropped (whatever ended the call), the bounded queue those events go through, and the metering task
+//! that fills in estimated usage and cost off the request path.
+//!
+//! When the queue is full the guard does not block and does not drop: it finishes the event inline and
+//! appends it to a spill file (JSON lines), which the metering task replays once the queue has room.
+
+use crate::metrics::GatewayMetrics;
+use bytes::Bytes;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::mpsc;
+use tollgate_events::{CallEvent, Outcome, PriceTable, TokenEstimator, Usage, UsageSource, SCHEMA_VERSION};
+use tracing::{error, warn};
+
+/// What is needed to count tokens the provider did not report.
+#[derive(Debug, Default)]
+pub struct EstimateInput {
+    /// The request body as the client sent it; prompt tokens are counted from it.
+    pub request_body: Bytes,
+    /// Count prompt tokens (the provider reported none).
+    pub input: bool,
+    /// Count output tokens from `output_text` (the provider reported none).
+    pub output: bool,
+    /// Content the client received so far.
+    pub output_text: String,
+}
+
+/// An event on its way to the metering task.
+#[derive(Debug)]
+pub struct PendingEvent {
+    pub event: Box<CallEvent>,
+    pub estimate: Option<Box<EstimateInput>>,
+}
+
+struct MeterInner {
+    tx: mpsc::Sender<PendingEvent>,
+    prices: Arc<PriceTable>,
+    estimator: Arc<TokenEstimator>,
+    spill_path: PathBuf,
+    spill_lock: Mutex<()>,
+    metrics: Arc<GatewayMetrics>,
+}
+
+/// Cheap to clone; shared by all request handlers.
+#[derive(Clone)]
+pub struct Meter {
+    inner: Arc<MeterInner>,
+}
+
+/// Receiving half, consumed by [`run_metering`].
+pub struct MeterReceiver {
+    rx: mpsc::Receiver<PendingEvent>,
+    inner: Arc<MeterInner>,
+}
+
+impl Meter {
+    pub fn new(
+        capacity: usize,
+        prices: Arc<PriceTable>,
+        spill_path: PathBuf,
+        metrics: Arc<GatewayMetrics>,
+    ) -> (Meter, MeterReceiver) {
+        let (tx, rx) = mpsc::channel(capacity);
+        let inner = Arc::new(MeterInner {
+            tx,
+            prices,
+            estimator: Arc::new(TokenEstimator::new()),
+            spill_path,
+            spill_lock: Mutex::new(()),
+            metrics,
+        });
+        (Meter { inner: inner.clone() }, MeterReceiver { rx, inner })
+    }
+
+    pub fn metrics(&self) -> &GatewayMetrics {
+        &self.inner.metrics
+    }
+
+    /// Events waiting for the metering task.
+    pub fn queue_depth(&self) -> usize {
+        self.inner.tx.max_capacity() - self.inner.tx.capacity()
+    }
+
+    fn submit(&self, p: PendingEvent) {
+        self.inner.metrics.events_emitted.inc();
+        match self.inner.tx.try_send(p) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(p)) | Err(mpsc::error::TrySendError::Closed(p)) => {
+                self.inner.metrics.events_spilled.inc();
+                let ev = finish_event(p, &self.inner.prices, &self.inner.estimator);
+                if let Err(error) = append_spill(&self.inner.spill_path, &self.inner.spill_lock, &ev) {
+                    self.inner.metrics.events_lost.inc();
+                    error!(%error, event_id = %ev.event_id, path = %self.inner.spill_path.display(), "event queue full and spill failed: event lost");
+                } else {
+                    warn!(event_id = %ev.event_id, "event queue full: event spilled to disk");
+                }
+            }
+        }
+    }
+}
+
+fn append_spill(path: &PathBuf, lock: &Mutex<()>, ev: &CallEvent) -> std::io::Result<()> {
+    let mut line = serde_json::to_vec(ev).map_err(std::io::Error::other)?;
+    line.push(b'\n');
+    let _g = lock.lock().map_err(|_| std::io::Error::other("spill lock poisoned"))?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+    f.write_all(&line)?;
+    f.sync_data()
+}
+
+/// Fills in estimated usage (when the provider reported none) and the cost. Pure CPU.
+pub fn finish_event(p: PendingEvent, prices: &PriceTable, estimator: &TokenEstimator) -> CallEvent {
+    let mut ev = *p.event;
+    if let Some(est) = p.estimate {
+        let model = if ev.served_model.is_empty() { ev.requested_model.clone() } else { ev.served_model.clone() };
+        if est.input {
+            let body: serde_json::Value = serde_json::from_slice(&est.request_body).unwrap_or_default();
+            ev.input_tokens = estimator.count_request(&model, &body);
+            ev.cached_input_tokens = 0;
+        }
+        if est.output {
+            ev.output_tokens = estimator.count_text(&model, &est.output_text);
+        }
+        if est.input || est.output {
+            ev.usage_source = UsageSource::Estimated;
+        }
+    }
+    let usage = Usage {
+        input: ev.input_tokens,
+        output: ev.output_tokens,
+        cached_input: ev.cached_input_tokens,
+        cache_write: ev.cache_write_tokens,
+        reasoning: ev.reasoning_tokens,
+    };
+    if usage != Usage::default() {
+        let price = prices.get(&ev.served_model).or_else(|| prices.get(&ev.requested_model));
+        if let Some(price) = price {
+            ev.cost_nanousd = price.cost_nanousd(&usage);
+            ev.price_id = price.price_id.clone();
+        }
+    }
+    ev
+}
+
+/// Runs until every `Meter` clone is dropped and the queue is empty: finishes events and hands them to
+/// `out` (the collector's queue, which applies backpressure here, never to clients). Replays the spill
+/// file whenever the queue is idle.
+pub async fn run_metering(mut r: MeterReceiver, out: mpsc::Sender<CallEvent>) {
+    let inner = r.inner.clone();
+    // Events spilled by an earlier run go first.
+    replay_spill(&inner, &out).await;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            p = r.rx.recv() => {
+                let Some(p) = p else { break };
+                let ev = finish_event(p, &inner.prices, &inner.estimator);
+                inner.metrics.observe(&ev);
+                if out.send(ev).await.is_err() {
+                    error!("collector queue closed; metering stops");
+                    return;
+                }
+            }
+            _ = tick.tick() => {
+                if r.rx.is_empty() {
+                    replay_spill(&inner, &out).await;
+                }
+            }
+        }
+    }
+    replay_spill(&inner, &out).await;
+}
+
+async fn replay_spill(inner: &MeterInner, out: &mpsc::Sender<CallEvent>) {
+    let replaying = inner.spill_path.with_extension("replaying");
+    // A crash mid-replay leaves `.replaying`; send it again (the collector's sinks are idempotent per
+    // event file name only within a batch, so a replay can double: see the README's delivery notes).
+    if !replaying.exists() {
+        let moved = {
+            let Ok(_g) = inner.spill_lock.lock() else { return };
+            inner.spill_path.exists() && std::fs::rename(&inner.spill_path, &replaying).is_ok()
+        };
+        if !moved {
+            return;
+        }
+    }
+    let text = match tokio::fs::read_to_string(&replaying).await {
+        Ok(t) => t,
+        Err(error) => {
+            error!(%error, path = %replaying.display(), "cannot read spill file");
+            return;
+        }
+    };
+    let mut n = 0u64;
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        match serde_json::from_str::<CallEvent>(line) {
+            Ok(ev) => {
+                inner.metrics.observe(&ev);
+                if out.send(ev).await.is_err() {
+                    return;
+                }
+                n += 1;
+            }
+            Err(error) => error!(%error, "unreadable line in spill file skipped"),
+        }
+    }
+    if let Err(error) = tokio::fs::remove_file(&replaying).await {
+        error!(%error, "cannot remove replayed spill file");
+    }
+    inner.metrics.events_replayed.add(n);
+}
+
+/// The per-request metering guard. Handlers fill it in as the call proceeds; dropping it emits the event.
+pub struct CallGuard {
+    meter: Meter,
+    pub event: Box<CallEvent>,
+    t0: Instant,
+    /// When the request was handed to the upstream.
+    pub t_sent: Option<Instant>,
+    /// Gateway time spent before sending upstream and after the upstream's headers.
+    pub overhead: Duration,
+    pub t_first_content: Option<Instant>,
+    /// Set once the call reached a final state; a guard dropped without it is a client disconnect.
+    pub finished: bool,
+    /// Whether the provider reported input / output usage.
+    pub have_input_usage: bool,
+    pub have_output_usage: bool,
+    /// Set when a request was sent upstream and its tokens may need counting.
+    pub request_body: Option<Bytes>,
+    pub output_text: String,
+}
+
+pub fn now_us() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as i64).unwrap_or(0)
+}
+
+impl CallGuard {
+    pub fn new(meter: Meter, mut event: CallEvent) -> CallGuard {
+        event.schema_version = SCHEMA_VERSION;
+        event.event_id = uuid::Uuid::now_v7().to_string();
+        event.ts_start_us = now_us();
+        event.attempt = 1;
+        CallGuard {
+            meter,
+            event: Box::new(event),
+            t0: Instant::now(),
+            t_sent: None,
+            overhead: Duration::ZERO,
+            t_first_content: None,
+            finished: false,
+            have_input_usage: false,
+            have_output_usage: false,
+            request_body: None,
+            output_text: String::new(),
+        }
+    }
+
+    pub fn started(&self) -> Instant {
+        self.t0
+    }
+
+    /// Ends the call with `outcome` (the event is emitted when the guard drops).
+    pub fn finish(&mut self, outcome: Outcome, status: u16) {
+        if !self.finished {
+            self.finished = true;
+            self.event.outcome = outcome;
+            self.event.status_code = status;
+        }
+    }
+
+    pub fn mark_content(&mut self) {
+        if self.t_first_content.is_none() {
+            self.t_first_content = Some(Instant::now());
+        }
+    }
+}
+
+fn ms(d: Duration) -> u32 {
+    u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
+}
+
+impl Drop for CallGuard {
+    fn drop(&mut self) {
+        let end = Instant::now();
+        if !self.finished {
+            self.event.outcome = Outcome::ClientDisconnect;
+            if self.event.status_code == 0 {
+                // nginx's convention for "client closed request" before a response was sent.
+                self.event.status_code = 499;
+            }
+        }
+        let ev = &mut self.event;
+        ev.ts_end_us = now_us();
+        ev.latency_ms = ms(end - self.t0);
+        ev.ttft_ms = self.t_first_content.map(|t| ms(t - self.t0)).unwrap_or(0);
+        ev.upstream_latency_ms = self.t_sent.map(|t| ms(end - t)).unwrap_or(0);
+        ev.gateway_overhead_us = u32::try_from(self.overhead.as_micros()).unwrap_or(u32::MAX);
+        ev.usage_source =
+            if self.have_input_usage || self.have_output_usage { UsageSource::Provider } else { UsageSource::None };
+        // Count tokens the provider did not report, for calls that reached it and were not refused by it.
+        // `finish_event` marks such events `estimated`.
+        let refused = ev.outcome == Outcome::UpstreamError && ev.status_code >= 400;
+        let estimate = match self.request_body.take() {
+            Some(body) if !refused && !(self.have_input_usage && self.have_output_usage) => {
+                Some(Box::new(EstimateInput {
+                    request_body: body,
+                    input: !self.have_input_usage,
+                    output: !self.have_output_usage,
+                    output_text: std::mem::take(&mut self.output_text),
+                }))
+            }
+            _ => None,
+        };
+        let event = std::mem::take(&mut self.event);
+        self.meter.submit(PendingEvent { event, estimate });
+    }
+}

@@ -1,0 +1,102 @@
+//! Gateway metrics in Prometheus text format: queue and spill counters, and per-model call, token and
+//! cost counters (cost in nano-USD, an exact integer) updated by the metering task off the request path.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use tollgate_events::CallEvent;
+
+#[derive(Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+#[derive(Default)]
+struct ModelCounters {
+    calls: u64,
+    input_tokens: u64,
+    output_tokens: u64,
+    cached_input_tokens: u64,
+    reasoning_tokens: u64,
+    cost_nanousd: u64,
+    duration_ms_sum: u64,
+    ttft_ms_sum: u64,
+    ttft_count: u64,
+}
+
+#[derive(Default)]
+pub struct GatewayMetrics {
+    /// Call events created by request handlers.
+    pub events_emitted: Counter,
+    /// Events written to the spill file because the queue was full.
+    pub events_spilled: Counter,
+    /// Events read back from the spill file.
+    pub events_replayed: Counter,
+    /// Events that could be neither queued nor spilled (disk error). Should stay 0; logged loudly.
+    pub events_lost: Counter,
+    by_model: Mutex<BTreeMap<(String, String), ModelCounters>>,
+}
+
+impl GatewayMetrics {
+    /// Called by the metering task for each finished event.
+    pub fn observe(&self, ev: &CallEvent) {
+        let Ok(mut m) = self.by_model.lock() else { return };
+        let model = if ev.served_model.is_empty() { &ev.requested_model } else { &ev.served_model };
+        let c = m.entry((model.clone(), ev.outcome.as_str().to_string())).or_default();
+        c.calls += 1;
+        c.input_tokens += ev.input_tokens;
+        c.output_tokens += ev.output_tokens;
+        c.cached_input_tokens += ev.cached_input_tokens;
+        c.reasoning_tokens += ev.reasoning_tokens;
+        c.cost_nanousd += ev.cost_nanousd;
+        c.duration_ms_sum += u64::from(ev.latency_ms);
+        if ev.ttft_ms > 0 {
+            c.ttft_ms_sum += u64::from(ev.ttft_ms);
+            c.ttft_count += 1;
+        }
+    }
+
+    pub fn render(&self, out: &mut String, queue_depth: usize) {
+        let scalar = |out: &mut String, name: &str, help: &str, kind: &str, v: u64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+        };
+        scalar(out, "tollgate_events_emitted_total", "Call events created by the gateway.", "counter", self.events_emitted.get());
+        scalar(out, "tollgate_events_spilled_total", "Call events spilled to disk because the event queue was full.", "counter", self.events_spilled.get());
+        scalar(out, "tollgate_events_replayed_total", "Spilled call events replayed into the queue.", "counter", self.events_replayed.get());
+        scalar(out, "tollgate_events_lost_total", "Call events that could be neither queued nor spilled.", "counter", self.events_lost.get());
+        scalar(out, "tollgate_event_queue_depth", "Events waiting in the gateway's metering queue.", "gauge", queue_depth as u64);
+        let Ok(m) = self.by_model.lock() else { return };
+        let families: [(&str, &str, fn(&ModelCounters) -> u64); 9] = [
+            ("tollgate_calls_total", "Calls by model and outcome.", |c| c.calls),
+            ("tollgate_input_tokens_total", "Input tokens (including cached).", |c| c.input_tokens),
+            ("tollgate_output_tokens_total", "Output tokens (including reasoning).", |c| c.output_tokens),
+            ("tollgate_cached_input_tokens_total", "Input tokens read from the provider's cache.", |c| c.cached_input_tokens),
+            ("tollgate_reasoning_tokens_total", "Reasoning tokens.", |c| c.reasoning_tokens),
+            ("tollgate_cost_nanousd_total", "Cost in nano-USD (USD x 1e9).", |c| c.cost_nanousd),
+            ("gen_ai_client_operation_duration_milliseconds_sum", "Sum of call durations.", |c| c.duration_ms_sum),
+            ("gen_ai_server_time_to_first_token_milliseconds_sum", "Sum of times to first token.", |c| c.ttft_ms_sum),
+            ("gen_ai_server_time_to_first_token_milliseconds_count", "Calls with a first token.", |c| c.ttft_count),
+        ];
+        for (name, help, get) in families {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for ((model, outcome), c) in m.iter() {
+                let _ = writeln!(out, "{name}{{gen_ai_request_model=\"{}\",outcome=\"{outcome}\"}} {}", escape(model), get(c));
+            }
+        }
+    }
+}
+
+fn escape(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}

@@ -1,0 +1,321 @@
+//! DataFusion over the Parquet call log. Report queries are fixed SQL texts whose identifiers come from
+//! a fixed list and whose values are bound parameters; `/v1/sql` runs analysts' SQL read-only, with a
+//! row cap and a timeout.
+
+use crate::error::QueryError;
+use crate::params::TimeRange;
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::datatypes::{DataType, UInt32Type, UInt64Type};
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::execution::context::{SQLOptions, SessionContext};
+use datafusion::prelude::SessionConfig;
+use datafusion::scalar::ScalarValue;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// `[query]` settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueryConfig {
+    /// Most rows `/v1/sql` returns; more are cut and the answer says `truncated`.
+    #[serde(default = "default_sql_max_rows")]
+    pub sql_max_rows: usize,
+    /// Longest a `/v1/sql` query may run before it is cancelled.
+    #[serde(default = "default_sql_timeout_ms")]
+    pub sql_timeout_ms: u64,
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        QueryConfig { sql_max_rows: default_sql_max_rows(), sql_timeout_ms: default_sql_timeout_ms() }
+    }
+}
+
+fn default_sql_max_rows() -> usize {
+    10_000
+}
+fn default_sql_timeout_ms() -> u64 {
+    10_000
+}
+
+pub struct QueryService {
+    ctx: SessionContext,
+    cfg: QueryConfig,
+}
+
+/// Sums over a group of calls. Money in exact nano-USD.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Totals {
+    pub calls: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cached_input_tokens: u64,
+    pub cache_write_tokens: u64,
+    pub reasoning_tokens: u64,
+    pub cost_nanousd: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ShowbackRow {
+    /// Group-by values in the order asked.
+    pub group: Vec<(String, String)>,
+    pub totals: Totals,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LatencyRow {
+    pub group: Vec<(String, String)>,
+    pub calls: u64,
+    /// Nearest-rank percentiles (the value at 0-based rank ⌊p·n⌋ of the sorted values), milliseconds.
+    pub latency_ms: [u32; 3],
+    /// Same over calls that produced content (ttft > 0); `None` when none did.
+    pub ttft_ms: Option<[u32; 3]>,
+}
+
+pub struct SqlResult {
+    pub batches: Vec<RecordBatch>,
+    pub truncated: bool,
+}
+
+const PERCENTILES: [f64; 3] = [0.5, 0.95, 0.99];
+
+impl QueryService {
+    /// Registers `calls` over `<data_dir>/calls` (created if missing).
+    pub fn open(data_dir: PathBuf, cfg: QueryConfig) -> Result<QueryService, QueryError> {
+        let dir = data_dir.join("calls");
+        std::fs::create_dir_all(&dir).map_err(|e| QueryError::Internal(format!("{}: {e}", dir.display())))?;
+        let abs = std::fs::canonicalize(&dir).map_err(|e| QueryError::Internal(format!("{}: {e}", dir.display())))?;
+        let url = ListingTableUrl::parse(format!("{}/", abs.display()))?;
+        let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
+            .with_file_extension(".parquet")
+            .with_table_partition_cols(vec![("date".to_string(), DataType::Utf8)]);
+        let config = ListingTableConfig::new(url)
+            .with_listing_options(options)
+            .with_schema(tollgate_events::call_event_schema());
+        let table = ListingTable::try_new(config)?;
+        let session = SessionConfig::new().with_target_partitions(2).with_information_schema(false);
+        let ctx = SessionContext::new_with_config(session);
+        ctx.register_table("calls", Arc::new(table))?;
+        Ok(QueryService { ctx, cfg })
+    }
+
+    pub fn config(&self) -> &QueryConfig {
+        &self.cfg
+    }
+
+    async fn run(&self, sql: &str, params: Vec<ScalarValue>) -> Result<Vec<RecordBatch>, QueryError> {
+        let df = self.ctx.sql(sql).await?.with_param_values(params)?;
+        Ok(df.collect().await?)
+    }
+
+    fn range_params(r: &TimeRange) -> Vec<ScalarValue> {
+        vec![
+            ScalarValue::TimestampMicrosecond(Some(r.from_us), Some("UTC".into())),
+            ScalarValue::TimestampMicrosecond(Some(r.to_us), Some("UTC".into())),
+            ScalarValue::Utf8(Some(r.from_date())),
+            ScalarValue::Utf8(Some(r.to_date())),
+        ]
+    }
+
+    /// Calls, tokens and cost per group, most expensive first.
+    pub async fn showback(&self, range: &TimeRange, group: &[(&str, &str)]) -> Result<Vec<ShowbackRow>, QueryError> {
+        let (select, by) = group_sql(group);
+        let sql = format!(
+            "SELECT {select} count(*) AS calls, sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens, \
+             sum(cached_input_tokens) AS cached_input_tokens, sum(cache_write_tokens) AS cache_write_tokens, \
+             sum(reasoning_tokens) AS reasoning_tokens, sum(cost_nanousd) AS cost_nanousd \
+             FROM calls WHERE ts_start >= $1 AND ts_start < $2 AND date >= $3 AND date <= $4 {by} \
+             ORDER BY cost_nanousd DESC{order}",
+            order = order_sql(group),
+        );
+        let batches = self.run(&sql, Self::range_params(range)).await?;
+        let mut rows = Vec::new();
+        for b in &batches {
+            for i in 0..b.num_rows() {
+                let totals = Totals {
+                    calls: u64_at(b, "calls", i)?,
+                    input_tokens: u64_at(b, "input_tokens", i)?,
+                    output_tokens: u64_at(b, "output_tokens", i)?,
+                    cached_input_tokens: u64_at(b, "cached_input_tokens", i)?,
+                    cache_write_tokens: u64_at(b, "cache_write_tokens", i)?,
+                    reasoning_tokens: u64_at(b, "reasoning_tokens", i)?,
+                    cost_nanousd: u64_at(b, "cost_nanousd", i)?,
+                };
+                rows.push(ShowbackRow { group: group_values(b, group, i)?, totals });
+            }
+        }
+        Ok(rows)
+    }
+
+    /// Latency and time-to-first-token percentiles of successful calls per group.
+    pub async fn latency(&self, range: &TimeRange, group: &[(&str, &str)]) -> Result<Vec<LatencyRow>, QueryError> {
+        let (select, by) = group_sql(group);
+        let sql = format!(
+            "SELECT {select} count(*) AS calls, \
+             array_agg(latency_ms ORDER BY latency_ms) AS lat, \
+             array_agg(ttft_ms ORDER BY ttft_ms) FILTER (WHERE ttft_ms > 0) AS ttft \
+             FROM calls WHERE ts_start >= $1 AND ts_start < $2 AND date >= $3 AND date <= $4 AND outcome = 'ok' {by} \
+             ORDER BY calls DESC{order}",
+            order = order_sql(group),
+        );
+        let batches = self.run(&sql, Self::range_params(range)).await?;
+        let mut rows = Vec::new();
+        for b in &batches {
+            for i in 0..b.num_rows() {
+                let lat = sorted_list(b, "lat", i)?;
+                let ttft = sorted_list(b, "ttft", i)?;
+                rows.push(LatencyRow {
+                    group: group_values(b, group, i)?,
+                    calls: u64_at(b, "calls", i)?,
+                    latency_ms: nearest_rank(&lat).unwrap_or([0; 3]),
+                    ttft_ms: nearest_rank(&ttft),
+                });
+            }
+        }
+        Ok(rows)
+    }
+
+    /// Runs an analyst's query read-only: one SELECT/WITH/EXPLAIN statement, no DDL, DML or SET, at most
+    /// `sql_max_rows` rows, cancelled after `sql_timeout_ms`.
+    pub async fn sql(&self, sql: &str) -> Result<SqlResult, QueryError> {
+        let first = first_keyword(sql);
+        if !matches!(first.as_str(), "SELECT" | "WITH" | "EXPLAIN" | "VALUES") {
+            return Err(QueryError::NotReadOnly(format!("statement starts with `{first}`")));
+        }
+        let options = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
+        let timeout = Duration::from_millis(self.cfg.sql_timeout_ms);
+        let max = self.cfg.sql_max_rows;
+        let work = async {
+            let df = self.ctx.sql_with_options(sql, options).await.map_err(classify)?;
+            let df = df.limit(0, Some(max + 1)).map_err(classify)?;
+            df.collect().await.map_err(classify)
+        };
+        let mut batches = tokio::time::timeout(timeout, work).await.map_err(|_| QueryError::Timeout(self.cfg.sql_timeout_ms))??;
+        let total: usize = batches.iter().map(|b| b.num_rows()).sum();
+        let truncated = total > max;
+        if truncated {
+            let mut left = max;
+            for b in batches.iter_mut() {
+                let take = b.num_rows().min(left);
+                *b = b.slice(0, take);
+                left -= take;
+            }
+        }
+        Ok(SqlResult { batches, truncated })
+    }
+}
+
+/// Analyst errors (bad SQL, unknown column, refused statement) are the analyst's to fix: say what.
+fn classify(e: datafusion::error::DataFusionError) -> QueryError {
+    use datafusion::error::DataFusionError as E;
+    match e.find_root() {
+        E::SQL(..) | E::Plan(..) | E::SchemaError(..) | E::NotImplemented(..) => QueryError::InvalidSql(e.find_root().to_string()),
+        _ => {
+            let msg = e.to_string();
+            if msg.contains("not supported") || msg.contains("DDL") || msg.contains("DML") {
+                QueryError::NotReadOnly(msg)
+            } else {
+                QueryError::InvalidSql(msg)
+            }
+        }
+    }
+}
+
+/// The first keyword of a statement, skipping whitespace, comments and opening parentheses.
+fn first_keyword(sql: &str) -> String {
+    let mut s = sql;
+    loop {
+        let t = s.trim_start_matches(|c: char| c.is_whitespace() || c == '(');
+        if let Some(rest) = t.strip_prefix("--") {
+            s = rest.split_once('\n').map(|x| x.1).unwrap_or("");
+        } else if let Some(rest) = t.strip_prefix("/*") {
+            s = rest.split_once("*/").map(|x| x.1).unwrap_or("");
+        } else {
+            return t.chars().take_while(|c| c.is_ascii_alphabetic()).collect::<String>().to_ascii_uppercase();
+        }
+    }
+}
+
+fn group_sql(group: &[(&str, &str)]) -> (String, String) {
+    if group.is_empty() {
+        return (String::new(), String::new());
+    }
+    let cols: Vec<String> = group.iter().map(|(name, col)| format!("\"{col}\" AS \"{name}\"")).collect();
+    let by: Vec<String> = group.iter().map(|(_, col)| format!("\"{col}\"")).collect();
+    (format!("{}, ", cols.join(", ")), format!("GROUP BY {}", by.join(", ")))
+}
+
+fn order_sql(group: &[(&str, &str)]) -> String {
+    group.iter().map(|(name, _)| format!(", \"{name}\"")).collect()
+}
+
+fn column<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a Arc<dyn Array>, QueryError> {
+    b.column_by_name(name).ok_or_else(|| QueryError::Internal(format!("missing column {name}")))
+}
+
+fn u64_at(b: &RecordBatch, name: &str, i: usize) -> Result<u64, QueryError> {
+    let c = column(b, name)?;
+    if c.is_null(i) {
+        return Ok(0);
+    }
+    match c.data_type() {
+        DataType::UInt64 => Ok(c.as_primitive::<UInt64Type>().value(i)),
+        DataType::Int64 => Ok(c.as_primitive::<arrow::datatypes::Int64Type>().value(i).max(0) as u64),
+        t => Err(QueryError::Internal(format!("column {name} has type {t}"))),
+    }
+}
+
+fn group_values(b: &RecordBatch, group: &[(&str, &str)], i: usize) -> Result<Vec<(String, String)>, QueryError> {
+    group
+        .iter()
+        .map(|(name, _)| {
+            let c = column(b, name)?;
+            let v = arrow::util::display::array_value_to_string(c, i).map_err(|e| QueryError::Internal(e.to_string()))?;
+            Ok(((*name).to_string(), v))
+        })
+        .collect()
+}
+
+fn sorted_list(b: &RecordBatch, name: &str, i: usize) -> Result<Vec<u32>, QueryError> {
+    let c = column(b, name)?;
+    if c.is_null(i) {
+        return Ok(Vec::new());
+    }
+    let list = c.as_list::<i32>().value(i);
+    let values = list.as_primitive::<UInt32Type>();
+    Ok(values.iter().flatten().collect())
+}
+
+/// The value at 0-based rank ⌊p·n⌋ (clamped) of sorted values, for p50/p95/p99: the definition
+/// ClickHouse's `quantileExact` uses, so both engines give the same numbers.
+fn nearest_rank(sorted: &[u32]) -> Option<[u32; 3]> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let n = sorted.len();
+    let pick = |p: f64| sorted[((p * n as f64) as usize).min(n - 1)];
+    Some([pick(PERCENTILES[0]), pick(PERCENTILES[1]), pick(PERCENTILES[2])])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank_matches_definition() {
+        let v: Vec<u32> = (1..=100).collect();
+        assert_eq!(nearest_rank(&v), Some([51, 96, 100]));
+        assert_eq!(nearest_rank(&[7]), Some([7, 7, 7]));
+        assert_eq!(nearest_rank(&[]), None);
+    }
+
+    #[test]
+    fn first_keyword_skips_comments() {
+        assert_eq!(first_keyword("  -- hi\n /* x */ (select 1)"), "SELECT");
+        assert_eq!(first_keyword("insert into calls values (1)"), "INSERT");
+        assert_eq!(first_keyword("with a as (select 1) select * from a"), "WITH");
+    }
+}

@@ -1,0 +1,56 @@
+//! Query errors, each with its HTTP status (exhaustive match) and an OpenAI-shaped error body.
+
+use axum::response::{IntoResponse, Response};
+use http::StatusCode;
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    #[error("{0}")]
+    BadParameter(String),
+    #[error("only a single SELECT, WITH or EXPLAIN statement is allowed: {0}")]
+    NotReadOnly(String),
+    #[error("invalid SQL: {0}")]
+    InvalidSql(String),
+    #[error("the query took longer than {0} ms and was cancelled")]
+    Timeout(u64),
+    #[error("query failed")]
+    Internal(String),
+}
+
+impl QueryError {
+    fn status(&self) -> StatusCode {
+        match self {
+            QueryError::BadParameter(_) | QueryError::NotReadOnly(_) | QueryError::InvalidSql(_) => StatusCode::BAD_REQUEST,
+            QueryError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            QueryError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            QueryError::BadParameter(_) => "invalid_parameter",
+            QueryError::NotReadOnly(_) => "not_read_only",
+            QueryError::InvalidSql(_) => "invalid_sql",
+            QueryError::Timeout(_) => "query_timeout",
+            QueryError::Internal(_) => "internal_error",
+        }
+    }
+}
+
+impl From<datafusion::error::DataFusionError> for QueryError {
+    fn from(e: datafusion::error::DataFusionError) -> Self {
+        QueryError::Internal(e.to_string())
+    }
+}
+
+impl IntoResponse for QueryError {
+    fn into_response(self) -> Response {
+        if let QueryError::Internal(detail) = &self {
+            // Internals stay in the log, not in the response.
+            tracing::error!(%detail, "query failed");
+        }
+        let kind = if self.status().is_server_error() { "api_error" } else { "invalid_request_error" };
+        let body = serde_json::json!({"error": {"message": self.to_string(), "type": kind, "param": null, "code": self.code()}});
+        (self.status(), [(http::header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+    }
+}

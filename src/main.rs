@@ -1,0 +1,352 @@
+//! The `tollgate` command: parses the command line and the config file and wires the gateway, collector
+//! and query crates together. No logic of its own beyond that.
+
+use anyhow::Context;
+use axum::extract::State;
+use axum::response::IntoResponse;
+use clap::{Parser, Subcommand};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tollgate_collector::{CollectorConfig, CollectorMetrics, ParquetSink, ParquetSinkConfig};
+use tollgate_gateway::config::{GatewaySettings, KeyConfig, PriceConfig, UpstreamConfig};
+use tollgate_gateway::{GatewayState, ValidatedConfig};
+use tollgate_query::{QueryConfig, QueryService, TimeRange};
+use tracing::{info, warn};
+
+#[derive(Parser)]
+#[command(name = "tollgate", version, about = "An LLM gateway that meters every call into an exact, attributed record")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run gateway, collector and query service in one process (Parquet under the data dir).
+    Serve {
+        #[arg(long, default_value = "tollgate.toml")]
+        config: PathBuf,
+    },
+    /// Check a config file and exit.
+    Check {
+        #[arg(long, default_value = "tollgate.toml")]
+        config: PathBuf,
+    },
+    /// Print a showback table (calls, tokens, cost) from the stored call log.
+    Report {
+        #[arg(long, default_value = "tollgate.toml")]
+        config: PathBuf,
+        /// YYYY-MM-DD or RFC 3339; default: first day of this month (UTC).
+        #[arg(long)]
+        from: Option<String>,
+        /// YYYY-MM-DD (inclusive) or RFC 3339 (exclusive); default: now.
+        #[arg(long)]
+        to: Option<String>,
+        #[arg(long, default_value = "department,team,model")]
+        group_by: String,
+        /// table or csv.
+        #[arg(long, default_value = "table")]
+        format: String,
+    },
+    /// Print the `sha256:` hash of a virtual key, for the `hash` field of a `[[keys]]` entry.
+    HashKey { key: String },
+}
+
+/// The whole config file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    #[serde(default)]
+    server: ServerConfig,
+    #[serde(default)]
+    storage: StorageConfig,
+    #[serde(default)]
+    gateway: GatewaySettings,
+    #[serde(default)]
+    collector: CollectorConfig,
+    #[serde(default)]
+    query: QueryConfig,
+    #[serde(default)]
+    prices: BTreeMap<String, PriceConfig>,
+    #[serde(default)]
+    upstreams: Vec<UpstreamConfig>,
+    #[serde(default)]
+    keys: Vec<KeyConfig>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServerConfig {
+    /// Address for the gateway and query APIs.
+    #[serde(default = "default_listen")]
+    listen: String,
+    /// On SIGTERM/Ctrl-C, how long open streams may run before they are cut.
+    #[serde(default = "default_grace_ms")]
+    shutdown_grace_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig { listen: default_listen(), shutdown_grace_ms: default_grace_ms() }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StorageConfig {
+    /// Where Parquet call logs (`calls/date=…/`) and the spill file live.
+    #[serde(default = "default_data_dir")]
+    data_dir: PathBuf,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig { data_dir: default_data_dir() }
+    }
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+fn default_grace_ms() -> u64 {
+    30_000
+}
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("./data")
+}
+
+/// Loads and validates; the error is one line that names the offending key.
+fn load(path: &Path) -> Result<(Config, ValidatedConfig), String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("config {}: {e}", path.display()))?;
+    let cfg: Config = toml::from_str(&text).map_err(|e| toml_error_line(path, &text, &e))?;
+    let validated = tollgate_gateway::validate(&cfg.upstreams, &cfg.keys, &cfg.prices, &cfg.gateway)
+        .map_err(|e| format!("config {}: {e}", path.display()))?;
+    cfg.collector.validate().map_err(|e| format!("config {}: {e}", path.display()))?;
+    if cfg.server.listen.parse::<std::net::SocketAddr>().is_err() {
+        return Err(format!("config {}: server.listen: `{}` is not an address like 127.0.0.1:8080", path.display(), cfg.server.listen));
+    }
+    if cfg.query.sql_max_rows == 0 || cfg.query.sql_timeout_ms == 0 {
+        return Err(format!("config {}: query.sql_max_rows and query.sql_timeout_ms must be greater than 0", path.display()));
+    }
+    Ok((cfg, validated))
+}
+
+/// toml's own error spans several lines; fold it into one that names the key at the error's line.
+fn toml_error_line(path: &Path, text: &str, e: &toml::de::Error) -> String {
+    let msg = e.message().replace('\n', " ");
+    match e.span() {
+        Some(span) => {
+            let line_no = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            let line = text.lines().nth(line_no - 1).unwrap_or("").trim();
+            let key = line.split('=').next().unwrap_or("").trim();
+            format!("config {} line {line_no} (`{key}`): {msg}", path.display())
+        }
+        None => format!("config {}: {msg}", path.display()),
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::HashKey { key } => {
+            println!("{}", tollgate_gateway::hash_key(&key));
+            Ok(())
+        }
+        Cmd::Check { config } => {
+            let (_, v) = load(&config).unwrap_or_else(|e| exit_config(e));
+            println!("config ok: {} upstreams, {} keys, {} priced models", v.upstreams.len(), v.keys.len(), v.prices.len());
+            Ok(())
+        }
+        Cmd::Serve { config } => {
+            let (cfg, validated) = load(&config).unwrap_or_else(|e| exit_config(e));
+            runtime()?.block_on(serve(cfg, validated))
+        }
+        Cmd::Report { config, from, to, group_by, format } => {
+            let (cfg, _) = load(&config).unwrap_or_else(|e| exit_config(e));
+            runtime()?.block_on(report(cfg, from, to, group_by, format))
+        }
+    }
+}
+
+fn exit_config(e: String) -> ! {
+    eprintln!("{e}");
+    std::process::exit(2)
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
+async fn serve(cfg: Config, validated: ValidatedConfig) -> anyhow::Result<()> {
+    let data_dir = cfg.storage.data_dir.clone();
+    std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+    let sink = ParquetSink::open(ParquetSinkConfig::new(data_dir.clone())).context("opening the Parquet sink")?;
+    let query = Arc::new(QueryService::open(data_dir.clone(), cfg.query.clone())?);
+
+    let (gateway, meter_rx) = GatewayState::start(validated, data_dir.join("spool").join("overflow.jsonl"));
+    let (coll_tx, coll_rx) = mpsc::channel(cfg.collector.queue_capacity);
+    let collector_metrics = Arc::new(CollectorMetrics::default());
+    let metering = tokio::spawn(tollgate_gateway::run_metering(meter_rx, coll_tx.clone()));
+    let collector = tokio::spawn(tollgate_collector::run_collector(coll_rx, sink, cfg.collector.clone(), collector_metrics.clone()));
+
+    let metrics_state = MetricsState { gateway: gateway.clone(), collector: collector_metrics, collector_tx: coll_tx };
+    let auth_state = gateway.clone();
+    let query_routes = tollgate_query::app(query).layer(axum::middleware::from_fn(
+        move |req: axum::extract::Request, next: axum::middleware::Next| {
+            let gw = auth_state.clone();
+            async move {
+                match gw.query_allowed(req.headers()) {
+                    Ok(()) => next.run(req).await,
+                    Err(e) => e.into_response(),
+                }
+            }
+        },
+    ));
+    let app = tollgate_gateway::app(gateway)
+        .merge(query_routes)
+        .merge(axum::Router::new().route("/metrics", axum::routing::get(metrics)).with_state(metrics_state))
+        .fallback(|| async { tollgate_gateway::GatewayError::NotFound });
+
+    let listener = tokio::net::TcpListener::bind(&cfg.server.listen)
+        .await
+        .with_context(|| format!("binding {}", cfg.server.listen))?;
+    let addr = listener.local_addr()?;
+    println!("listening on {addr}");
+    info!(%addr, data_dir = %data_dir.display(), "tollgate serving");
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let server = tokio::spawn(async move {
+        let mut rx = stop_rx;
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = rx.wait_for(|s| *s).await;
+            })
+            .await
+    });
+    shutdown_signal().await;
+    info!("shutting down: no new connections; waiting for open calls");
+    let _ = stop_tx.send(true);
+    let grace = Duration::from_millis(cfg.server.shutdown_grace_ms);
+    let server_abort = server.abort_handle();
+    if tokio::time::timeout(grace, server).await.is_err() {
+        warn!(grace_ms = cfg.server.shutdown_grace_ms, "open calls did not finish in time; cutting them");
+        server_abort.abort();
+    }
+    // With the server gone every event sender is dropped: metering drains, then the collector flushes.
+    let _ = metering.await;
+    let _ = collector.await;
+    info!("all call events written; bye");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+#[derive(Clone)]
+struct MetricsState {
+    gateway: Arc<GatewayState>,
+    collector: Arc<CollectorMetrics>,
+    collector_tx: mpsc::Sender<tollgate_events::CallEvent>,
+}
+
+async fn metrics(State(m): State<MetricsState>) -> impl IntoResponse {
+    let mut out = String::with_capacity(4096);
+    m.gateway.meter.metrics().render(&mut out, m.gateway.meter.queue_depth());
+    let depth = m.collector_tx.max_capacity() - m.collector_tx.capacity();
+    m.collector.render(&mut out, depth);
+    ([(http_header_content_type(), "text/plain; version=0.0.4")], out)
+}
+
+fn http_header_content_type() -> axum::http::HeaderName {
+    axum::http::header::CONTENT_TYPE
+}
+
+async fn report(cfg: Config, from: Option<String>, to: Option<String>, group_by: String, format: String) -> anyhow::Result<()> {
+    let svc = QueryService::open(cfg.storage.data_dir.clone(), cfg.query.clone())?;
+    let range = TimeRange::parse(from.as_deref(), to.as_deref())?;
+    let group = tollgate_query::parse_group_by(Some(&group_by), &[])?;
+    let rows = svc.showback(&range, &group).await?;
+    if format == "csv" {
+        print!("{}", tollgate_query::showback_csv(&group, &rows));
+        return Ok(());
+    }
+    let mut header: Vec<String> = group.iter().map(|(n, _)| (*n).to_string()).collect();
+    header.extend(["calls", "input_tokens", "output_tokens", "cost_usd"].map(String::from));
+    let mut table: Vec<Vec<String>> = vec![header];
+    let mut total = tollgate_query::Totals::default();
+    for r in &rows {
+        tollgate_query::add_totals(&mut total, &r.totals);
+        let mut line: Vec<String> = r.group.iter().map(|(_, v)| if v.is_empty() { "-".into() } else { v.clone() }).collect();
+        line.extend([
+            r.totals.calls.to_string(),
+            r.totals.input_tokens.to_string(),
+            r.totals.output_tokens.to_string(),
+            tollgate_events::format_usd(r.totals.cost_nanousd),
+        ]);
+        table.push(line);
+    }
+    let mut last: Vec<String> = group.iter().enumerate().map(|(i, _)| if i == 0 { "TOTAL".into() } else { String::new() }).collect();
+    if last.is_empty() {
+        last.push("TOTAL".into());
+        table[0].insert(0, String::new());
+        for row in table.iter_mut().skip(1) {
+            row.insert(0, String::new());
+        }
+    }
+    last.extend([
+        total.calls.to_string(),
+        total.input_tokens.to_string(),
+        total.output_tokens.to_string(),
+        tollgate_events::format_usd(total.cost_nanousd),
+    ]);
+    table.push(last);
+    let widths: Vec<usize> = (0..table[0].len()).map(|c| table.iter().map(|r| r[c].len()).max().unwrap_or(0)).collect();
+    let numeric_from = group.len().max(1);
+    println!(
+        "showback {} .. {}",
+        TimeRange::render(range.from_us),
+        if range.to_us == i64::MAX { "now".to_string() } else { TimeRange::render(range.to_us) }
+    );
+    for (i, row) in table.iter().enumerate() {
+        let cells: Vec<String> = row
+            .iter()
+            .enumerate()
+            .map(|(c, v)| if c >= numeric_from { format!("{v:>w$}", w = widths[c]) } else { format!("{v:<w$}", w = widths[c]) })
+            .collect();
+        println!("{}", cells.join("  ").trim_end());
+        if i == 0 || i == table.len() - 2 {
+            println!("{}", widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>().join("  "));
+        }
+    }
+    Ok(())
+}
