@@ -167,7 +167,7 @@ pub struct CallEvent {
     pub price_id: String,
     // time
     pub latency_ms: u32,
-    /// Time to the first byte of content; 0 when no content came.
+    /// Time to the first byte of content, rounded up to whole milliseconds; 0 means no content came.
     pub ttft_ms: u32,
     pub upstream_latency_ms: u32,
     pub gateway_overhead_us: u32,

@@ -207,16 +207,19 @@ mod tests {
         let mini = t.get("gpt-4o-mini").unwrap();
         // 1000 in x $0.15/M = $0.00015 = 150_000 nano; 500 out x $0.60/M = 300_000 nano.
         assert_eq!(mini.cost_nanousd(&Usage { input: 1000, output: 500, ..Default::default() }), 450_000);
-        // Cached at $0.075/M: 1 cached token = 0.075 nano, so 1000 cached of 1000 = 75 nano.
-        assert_eq!(mini.cost_nanousd(&Usage { input: 1000, cached_input: 1000, ..Default::default() }), 75);
-        // A fractional total rounds half up once: 7 cached tokens x 0.075 = 0.525 nano -> 1.
-        assert_eq!(mini.cost_nanousd(&Usage { input: 7, cached_input: 7, ..Default::default() }), 1);
-        // 6 x 0.075 = 0.45 -> 0.
-        assert_eq!(mini.cost_nanousd(&Usage { input: 6, cached_input: 6, ..Default::default() }), 0);
+        // Cached at $0.075/M = 75 nano-USD per token: 1000 cached = 75_000 nano.
+        assert_eq!(mini.cost_nanousd(&Usage { input: 1000, cached_input: 1000, ..Default::default() }), 75_000);
+        // At $0.0375/M one token costs 37.5 nano: the total rounds half up once, per call.
+        let mut t2 = PriceTable::default();
+        t2.set("f", &PriceSpec { input: "0.0375".into(), output: "0".into(), ..Default::default() }, "t").unwrap();
+        let f = t2.get("f").unwrap();
+        assert_eq!(f.cost_nanousd(&Usage { input: 1, ..Default::default() }), 38);
+        assert_eq!(f.cost_nanousd(&Usage { input: 2, ..Default::default() }), 75);
+        assert_eq!(f.cost_nanousd(&Usage { input: 3, ..Default::default() }), 113);
 
         let sonnet = t.get("claude-sonnet-4-5").unwrap();
-        // 10_000 in of which 2_000 read from cache and 3_000 written: 5_000 x 3 + 2_000 x 0.3 + 3_000 x 3.75
-        // = 15_000 + 600 + 11_250 = 26_850 micro-USD... per million: x1000 nano per token-dollar.
+        // 10_000 in, of which 2_000 read from cache ($0.30/M) and 3_000 written ($3.75/M), the other
+        // 5_000 at $3/M; 1_000 out at $15/M. $1/M is 1_000 nano-USD per token.
         let u = Usage { input: 10_000, output: 1_000, cached_input: 2_000, cache_write: 3_000, reasoning: 0 };
         assert_eq!(sonnet.cost_nanousd(&u), 15_000_000 + 600_000 + 11_250_000 + 15_000_000);
 
@@ -245,7 +248,8 @@ mod tests {
         let p = t.get("my-llama").unwrap();
         assert_eq!(p.input, 37_500_000);
         assert_eq!(p.cached_input, 37_500_000);
-        assert_eq!(p.cost_nanousd(&Usage { input: 1_000_000, output: 1_000_000, ..Default::default() }), 37_500_001);
+        assert_eq!(p.cost_nanousd(&Usage { input: 1_000_000, output: 1_000_000, ..Default::default() }), 37_501_000);
+        // ($0.000001/M is 1_000 nano-USD per million tokens.)
         let bad = PriceSpec { input: "abc".into(), output: "1".into(), ..Default::default() };
         let err = t.set("x", &bad, "config").unwrap_err().to_string();
         assert_eq!(err, "prices.\"x\".input: `abc` is not a decimal USD amount");

@@ -35,8 +35,9 @@ pub struct PendingEvent {
     pub estimate: Option<Box<EstimateInput>>,
 }
 
+/// State shared by the handlers' `Meter`s and the metering task. It must not hold the queue's sender,
+/// or the queue would never close and shutdown would never finish draining.
 struct MeterInner {
-    tx: mpsc::Sender<PendingEvent>,
     prices: Arc<PriceTable>,
     estimator: Arc<TokenEstimator>,
     spill_path: PathBuf,
@@ -47,6 +48,7 @@ struct MeterInner {
 /// Cheap to clone; shared by all request handlers.
 #[derive(Clone)]
 pub struct Meter {
+    tx: mpsc::Sender<PendingEvent>,
     inner: Arc<MeterInner>,
 }
 
@@ -65,14 +67,13 @@ impl Meter {
     ) -> (Meter, MeterReceiver) {
         let (tx, rx) = mpsc::channel(capacity);
         let inner = Arc::new(MeterInner {
-            tx,
             prices,
             estimator: Arc::new(TokenEstimator::new()),
             spill_path,
             spill_lock: Mutex::new(()),
             metrics,
         });
-        (Meter { inner: inner.clone() }, MeterReceiver { rx, inner })
+        (Meter { tx, inner: inner.clone() }, MeterReceiver { rx, inner })
     }
 
     pub fn metrics(&self) -> &GatewayMetrics {
@@ -81,12 +82,12 @@ impl Meter {
 
     /// Events waiting for the metering task.
     pub fn queue_depth(&self) -> usize {
-        self.inner.tx.max_capacity() - self.inner.tx.capacity()
+        self.tx.max_capacity() - self.tx.capacity()
     }
 
     fn submit(&self, p: PendingEvent) {
         self.inner.metrics.events_emitted.inc();
-        match self.inner.tx.try_send(p) {
+        match self.tx.try_send(p) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(p)) | Err(mpsc::error::TrySendError::Closed(p)) => {
                 self.inner.metrics.events_spilled.inc();
@@ -287,6 +288,10 @@ fn ms(d: Duration) -> u32 {
     u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
 }
 
+fn ms_ceil(d: Duration) -> u32 {
+    u32::try_from(d.as_micros().div_ceil(1000)).unwrap_or(u32::MAX)
+}
+
 impl Drop for CallGuard {
     fn drop(&mut self) {
         let end = Instant::now();
@@ -300,7 +305,8 @@ impl Drop for CallGuard {
         let ev = &mut self.event;
         ev.ts_end_us = now_us();
         ev.latency_ms = ms(end - self.t0);
-        ev.ttft_ms = self.t_first_content.map(|t| ms(t - self.t0)).unwrap_or(0);
+        // Rounded up, so that 0 keeps meaning "no content arrived" even for sub-millisecond answers.
+        ev.ttft_ms = self.t_first_content.map(|t| ms_ceil(t - self.t0)).unwrap_or(0);
         ev.upstream_latency_ms = self.t_sent.map(|t| ms(end - t)).unwrap_or(0);
         ev.gateway_overhead_us = u32::try_from(self.overhead.as_micros()).unwrap_or(u32::MAX);
         ev.usage_source =

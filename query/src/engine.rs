@@ -8,7 +8,9 @@ use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, UInt32Type, UInt64Type};
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::execution::cache::cache_manager::CacheManagerConfig;
 use datafusion::execution::context::{SQLOptions, SessionContext};
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::SessionConfig;
 use datafusion::scalar::ScalarValue;
 use serde::{Deserialize, Serialize};
@@ -97,7 +99,11 @@ impl QueryService {
             .with_schema(tollgate_events::call_event_schema());
         let table = ListingTable::try_new(config)?;
         let session = SessionConfig::new().with_target_partitions(2).with_information_schema(false);
-        let ctx = SessionContext::new_with_config(session);
+        // DataFusion caches directory listings forever by default: new Parquet files would never be seen.
+        // Per-file metadata and statistics caches stay on (files are immutable once renamed into place).
+        let cache = CacheManagerConfig::default().with_list_files_cache_limit(0);
+        let runtime = RuntimeEnvBuilder::new().with_cache_manager(cache).build_arc()?;
+        let ctx = SessionContext::new_with_config_rt(session, runtime);
         ctx.register_table("calls", Arc::new(table))?;
         Ok(QueryService { ctx, cfg })
     }
