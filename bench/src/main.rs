@@ -1,0 +1,431 @@
+//! `tollgate-bench`: measures the latency and throughput tollgate adds over going direct and over a bare proxy.
+
+mod load;
+mod procs;
+mod report;
+mod stats;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+use bytes::Bytes;
+use clap::{Parser, ValueEnum};
+use sha2::{Digest, Sha256};
+
+use crate::load::LoadSpec;
+use crate::procs::ChildProc;
+use crate::report::{Report, Row, RssSample};
+
+const REPRO_BUILD: &str = "cargo build --release -p tollgate -p tollgate-mock -p tollgate-bench";
+const BODY: &str =
+    r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hello there"}]}"#;
+const BODY_STREAM: &str =
+    r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hello there"}],"stream":true}"#;
+/// Sizes the per-worker latency vectors so the hot loop rarely reallocates.
+const EXPECTED_RPS: usize = 40_000;
+
+#[derive(Parser)]
+#[command(
+    about = "Load driver: direct to the mock upstream vs a bare proxy vs tollgate; writes bench/RESULTS.md",
+    after_help = "Reproduce: cargo build --release -p tollgate -p tollgate-mock -p tollgate-bench && target/release/tollgate-bench --seconds 5"
+)]
+struct Args {
+    /// Measured seconds per target, scenario and concurrency.
+    #[arg(long, default_value_t = 5)]
+    seconds: u64,
+    /// Warm-up seconds before each measured window (requests then are not counted).
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// Concurrency levels (workers, one keep-alive connection each).
+    #[arg(long, value_delimiter = ',', default_value = "1,32")]
+    concurrency: Vec<usize>,
+    /// Targets to drive; `direct,bare` skips tollgate.
+    #[arg(long, value_delimiter = ',', default_value = "direct,bare,tollgate")]
+    only: Vec<Target>,
+    /// tollgate-mock binary [default: next to this binary].
+    #[arg(long)]
+    mock: Option<PathBuf>,
+    /// bareproxy binary [default: next to this binary].
+    #[arg(long)]
+    bareproxy: Option<PathBuf>,
+    /// tollgate binary [default: next to this binary].
+    #[arg(long)]
+    tollgate: Option<PathBuf>,
+    /// Worker threads of the mock upstream.
+    #[arg(long, default_value_t = 1)]
+    mock_threads: usize,
+    /// Worker threads of the bare proxy; 0 = one per core, like `#[tokio::main]`.
+    #[arg(long, default_value_t = 0)]
+    bare_threads: usize,
+    /// Threads of this load driver's tokio runtime (1 = current_thread).
+    #[arg(long, default_value_t = 1)]
+    driver_threads: usize,
+    /// Markdown file to update [default: bench/RESULTS.md in the source tree].
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Target {
+    Direct,
+    Bare,
+    Tollgate,
+}
+
+/// A temp directory removed on drop (declared before the children so it outlives them).
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> Result<Self> {
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos();
+        let p = std::env::temp_dir().join(format!("tollgate-bench-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&p)?;
+        Ok(TempDir(p))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    if args.seconds == 0 || args.concurrency.is_empty() || args.concurrency.contains(&0) {
+        bail!("--seconds and every --concurrency value must be > 0");
+    }
+    if !(0.0..=60.0).contains(&args.warmup) {
+        bail!("--warmup must be within 0..=60 seconds");
+    }
+    let mut rt = if args.driver_threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(args.driver_threads);
+        b
+    };
+    let rt = rt.enable_all().build()?;
+    let busy_before = cpu_busy(Duration::from_secs(1));
+    if busy_before.is_some_and(|b| b > 10.0) {
+        eprintln!("warning: the CPUs were {} busy before the run; other work on these cores skews the numbers", pct(busy_before));
+    }
+
+    let bin_dir = std::env::current_exe()?
+        .parent()
+        .map(Path::to_path_buf)
+        .context("no directory for current exe")?;
+    let bin =
+        |flag: &Option<PathBuf>, name: &str| flag.clone().unwrap_or_else(|| bin_dir.join(name));
+    let tmp = TempDir::new()?;
+    let start_timeout = Duration::from_secs(10);
+
+    let mut mock_cmd = Command::new(bin(&args.mock, "tollgate-mock"));
+    mock_cmd.args([
+        "--listen",
+        "127.0.0.1:0",
+        "--threads",
+        &args.mock_threads.to_string(),
+    ]);
+    let mut mock = ChildProc::start("tollgate-mock", mock_cmd, None, start_timeout)?;
+
+    let mut bare = None;
+    if args.only.contains(&Target::Bare) {
+        let mut cmd = Command::new(bin(&args.bareproxy, "bareproxy"));
+        cmd.args([
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            &format!("http://{}", mock.addr),
+        ]);
+        cmd.args(["--threads", &args.bare_threads.to_string()]);
+        bare = Some(ChildProc::start("bareproxy", cmd, None, start_timeout)?);
+    }
+
+    let key = format!(
+        "tg-bench-{:016x}",
+        SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos() as u64
+    );
+    let mut tollgate = None;
+    if args.only.contains(&Target::Tollgate) {
+        let addr = SocketAddr::from(([127, 0, 0, 1], procs::free_port()?));
+        let config = tmp.0.join("tollgate.toml");
+        std::fs::write(
+            &config,
+            gateway_config(addr, &tmp.0.join("data"), mock.addr, &key),
+        )?;
+        let mut cmd = Command::new(bin(&args.tollgate, "tollgate"));
+        cmd.arg("serve").arg("--config").arg(&config);
+        tollgate = Some(ChildProc::start(
+            "tollgate",
+            cmd,
+            Some(addr),
+            Duration::from_secs(30),
+        )?);
+    }
+
+    let mut targets: Vec<(&'static str, SocketAddr)> = Vec::new();
+    if args.only.contains(&Target::Direct) {
+        targets.push(("direct", mock.addr));
+    }
+    if let Some(b) = &bare {
+        targets.push(("bare", b.addr));
+    }
+    if let Some(t) = &tollgate {
+        targets.push(("tollgate", t.addr));
+    }
+    let max_c = args.concurrency.iter().copied().max().unwrap_or(1);
+
+    let mut rows = Vec::new();
+    let mut rss = Vec::new();
+    for (scenario, stream) in [("non-stream", false), ("stream", true)] {
+        for &c in &args.concurrency {
+            for &(target, addr) in &targets {
+                let spec = LoadSpec {
+                    addr,
+                    path: "/v1/chat/completions".into(),
+                    body: Bytes::from_static(if stream { BODY_STREAM } else { BODY }.as_bytes()),
+                    bearer: Some(format!("Bearer {key}")),
+                    stream,
+                    concurrency: c,
+                    warmup: Duration::from_secs_f64(args.warmup),
+                    measure: Duration::from_secs(args.seconds),
+                    expected_rps: EXPECTED_RPS,
+                };
+                let summary = rt.block_on(load::run(spec))?;
+                eprintln!(
+                    "{scenario:>10} c={c:<3} {target:<8} rps={:>8.0} p50={:>8.1}µs p99={:>8.1}µs n={} errors={}",
+                    summary.rps,
+                    summary.p50_us.unwrap_or(f64::NAN),
+                    summary.p99_us.unwrap_or(f64::NAN),
+                    summary.requests,
+                    summary.errors
+                );
+                for p in [Some(&mut mock), bare.as_mut(), tollgate.as_mut()]
+                    .into_iter()
+                    .flatten()
+                {
+                    p.check_alive()?;
+                }
+                let proc_for = match target {
+                    "bare" => bare.as_ref(),
+                    "tollgate" => tollgate.as_ref(),
+                    _ => None,
+                };
+                if let (true, Some(p)) = (c == max_c, proc_for) {
+                    let (rss_kib, hwm_kib) = procs::rss_kib(p.pid())?;
+                    rss.push(RssSample {
+                        process: p.name,
+                        after: format!("{scenario} c={c}"),
+                        rss_kib,
+                        hwm_kib,
+                    });
+                }
+                rows.push(Row {
+                    scenario,
+                    stream,
+                    target,
+                    concurrency: c,
+                    summary,
+                });
+            }
+        }
+    }
+
+    let nproc = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let driver = if args.driver_threads <= 1 {
+        "a current_thread".to_string()
+    } else {
+        format!("a {}-thread", args.driver_threads)
+    };
+    let report = Report {
+        date: utc_now()?,
+        nproc,
+        cpu_model: cpu_model(),
+        command: repro_command(),
+        setup: vec![
+            format!(
+                "Each target: {} s measured after a {} s warm-up, per scenario and concurrency; c workers each own one \
+                 keep-alive HTTP/1 connection; the driver runs on {driver} tokio runtime on the same {nproc} cores as \
+                 the processes under test.",
+                args.seconds, args.warmup
+            ),
+            format!(
+                "Upstream: `tollgate-mock --threads {}` (5 content tokens, no delay). Request: `{BODY}` (plus \
+                 `\"stream\":true`), with a bearer key. bare = `bareproxy --threads {}` (hyper pass-through, no metering; \
+                 0 = one per core).",
+                args.mock_threads, args.bare_threads
+            ),
+            "Latency: request sent → last body byte read (streams: through `data: [DONE]`); first chunk = time to the \
+             first body chunk. Only requests that started and finished inside the window count. added = target − direct; \
+             RPS ratio = target ÷ direct."
+                .into(),
+            format!(
+                "CPU busy in the second before the run: {}; in the second after: {}; load average after: {}. \
+                 Anything else running on these cores skews the numbers.",
+                pct(busy_before),
+                pct(cpu_busy(Duration::from_secs(1))),
+                loadavg()
+            ),
+        ],
+        rows,
+        rss,
+        tollgate_ran: tollgate.is_some(),
+    };
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/RESULTS.md")));
+    let existing = std::fs::read_to_string(&out).ok();
+    std::fs::write(&out, report::splice(existing.as_deref(), &report.render()))
+        .with_context(|| format!("writing {}", out.display()))?;
+    eprintln!("wrote {}", out.display());
+    Ok(())
+}
+
+fn gateway_config(listen: SocketAddr, data_dir: &Path, mock: SocketAddr, key: &str) -> String {
+    let hash = hex::encode(Sha256::digest(key.as_bytes()));
+    format!(
+        r#"[server]
+listen = "{listen}"
+
+[storage]
+data_dir = "{data}"
+
+[[upstreams]]
+name = "mock"
+kind = "openai_compatible"
+base_url = "http://{mock}/v1"
+models = ["gpt-4o-mini"]
+
+[[keys]]
+id = "bench"
+hash = "sha256:{hash}"
+department = "bench"
+team = "perf"
+"#,
+        data = data_dir.display()
+    )
+}
+
+fn repro_command() -> String {
+    let args: Vec<String> = std::env::args().skip(1).map(|a| shell_quote(&a)).collect();
+    let mut cmd = format!("{REPRO_BUILD} && target/release/tollgate-bench");
+    for a in args {
+        cmd.push(' ');
+        cmd.push_str(&a);
+    }
+    cmd
+}
+
+fn shell_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.,/=:".contains(c))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+/// The 1, 5 and 15 minute load averages, to tell a quiet box from a busy one when reading results.
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" / "))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Percentage of all CPUs busy over `window`, from /proc/stat (user+nice+system+irq+softirq+steal).
+fn cpu_busy(window: Duration) -> Option<f64> {
+    fn sample() -> Option<(u64, u64)> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        let f: Vec<u64> = stat
+            .lines()
+            .next()?
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        let total: u64 = f.iter().take(8).sum();
+        let idle = f.get(3)? + f.get(4)?;
+        Some((total, idle))
+    }
+    let (t0, i0) = sample()?;
+    std::thread::sleep(window);
+    let (t1, i1) = sample()?;
+    let dt = t1.checked_sub(t0).filter(|d| *d > 0)?;
+    Some(100.0 * (dt - (i1 - i0).min(dt)) as f64 / dt as f64)
+}
+
+fn pct(v: Option<f64>) -> String {
+    v.map_or_else(|| "unknown".into(), |v| format!("{v:.0}%"))
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into())
+}
+
+fn utc_now() -> Result<String> {
+    let secs = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+    let (y, m, d) = civil_from_days((secs / 86_400) as i64);
+    let rem = secs % 86_400;
+    Ok(format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60
+    ))
+}
+
+/// Days since 1970-01-01 → (year, month, day), Howard Hinnant's algorithm.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(19_782), (2024, 2, 29));
+        assert_eq!(civil_from_days(20_454), (2026, 1, 1));
+    }
+
+    #[test]
+    fn config_hashes_the_key() {
+        let cfg = gateway_config(
+            "127.0.0.1:1".parse().unwrap(),
+            Path::new("/tmp/d"),
+            "127.0.0.1:2".parse().unwrap(),
+            "abc",
+        );
+        assert!(
+            cfg.contains("sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+        );
+        assert!(cfg.contains(r#"base_url = "http://127.0.0.1:2/v1""#));
+        assert!(cfg.contains(r#"listen = "127.0.0.1:1""#));
+    }
+}
