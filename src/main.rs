@@ -195,7 +195,7 @@ async fn serve(cfg: Config, validated: ValidatedConfig) -> anyhow::Result<()> {
     let query = Arc::new(QueryService::open(data_dir.clone(), cfg.query.clone())?);
 
     let (gateway, meter_rx) = GatewayState::start(validated, data_dir.join("spool").join("overflow.jsonl"));
-    let (coll_tx, coll_rx) = mpsc::channel(cfg.collector.queue_capacity);
+    let (coll_tx, coll_rx) = mpsc::channel(tollgate_collector::queue_batches(cfg.collector.queue_capacity));
     let collector_metrics = Arc::new(CollectorMetrics::default());
     let metering = tokio::spawn(tollgate_gateway::run_metering(meter_rx, coll_tx.clone()));
     let collector = tokio::spawn(tollgate_collector::run_collector(coll_rx, sink, cfg.collector.clone(), collector_metrics.clone()));
@@ -222,6 +222,12 @@ async fn serve(cfg: Config, validated: ValidatedConfig) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", cfg.server.listen))?;
     let addr = listener.local_addr()?;
+    // Without TCP_NODELAY the last small SSE write of a stream waits for the client's delayed ACK (~40 ms).
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!(%error, "could not set TCP_NODELAY");
+        }
+    });
     println!("listening on {addr}");
     info!(%addr, data_dir = %data_dir.display(), "tollgate serving");
 
@@ -276,7 +282,7 @@ async fn shutdown_signal() {
 struct MetricsState {
     gateway: Arc<GatewayState>,
     collector: Arc<CollectorMetrics>,
-    collector_tx: mpsc::Sender<tollgate_events::CallEvent>,
+    collector_tx: mpsc::Sender<Vec<tollgate_events::CallEvent>>,
 }
 
 async fn metrics(State(m): State<MetricsState>) -> impl IntoResponse {

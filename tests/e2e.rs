@@ -367,7 +367,7 @@ async fn attribution_headers_only_for_keys_that_allow_them() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sql_endpoint_is_read_only_capped_and_authenticated() {
-    let gw = Gateway::start_with(Opts { query: "sql_max_rows = 2".into(), ..Opts::default() }).await;
+    let gw = Gateway::start_with(Opts { query: "sql_max_rows = 2\nsql_timeout_ms = 3000\nmemory_limit_mb = 64".into(), ..Opts::default() }).await;
     for i in 0..3 {
         let r = send(&gw, &format!("q-{i}"), Some(ENG_KEY), &chat_body("gpt-4o-mini", "MOCK[tokens=1]", false)).await;
         assert_eq!(r.status(), 200);
@@ -406,6 +406,18 @@ async fn sql_endpoint_is_read_only_capped_and_authenticated() {
     }
     // The table is still all there.
     assert_eq!(gw.wait_events(3).await, 3);
+
+    // A query that would run for minutes is cancelled at the configured limit, and the server goes on
+    // serving LLM traffic meanwhile (queries run on their own thread).
+    let (st, v) = q("SELECT count(*) FROM range(100000000000) WHERE value % 7 = 3").await;
+    assert_eq!(st, 504, "{v}");
+    assert_eq!(v["error"]["code"], "query_timeout");
+    let r = send(&gw, "q-after", Some(ENG_KEY), &chat_body("gpt-4o-mini", "MOCK[tokens=1]", false)).await;
+    assert_eq!(r.status(), 200);
+    // One that needs more memory than `query.memory_limit_mb` fails cleanly instead of taking the host.
+    let (st, v) = q("SELECT a.value, b.value FROM range(100000000) a CROSS JOIN range(100000000) b ORDER BY 1 DESC LIMIT 1").await;
+    assert!(st == 400 || st == 504, "{v}");
+    assert_eq!(gw.wait_events(4).await, 4);
 
     // Report parameters are never pasted into SQL.
     for path in [

@@ -5,8 +5,9 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CollectorConfig {
-    /// Capacity of the queue from the gateway's metering task. When full, the metering task waits (and
-    /// the gateway's own queue spills to disk); clients are never blocked.
+    /// Capacity, in events (rounded up to whole batches of 1024), of the queue from the gateway's metering
+    /// task. When full, the metering task waits (and the gateway's own queue spills to disk); clients are
+    /// never blocked.
     #[serde(default = "default_queue_capacity")]
     pub queue_capacity: usize,
     /// A batch is written when it holds this many events…

@@ -13,7 +13,7 @@ use tollgate_events::CallEvent;
 use tracing::{error, info};
 
 pub use config::CollectorConfig;
-pub use parquet::{ParquetSink, ParquetSinkConfig};
+pub use parquet::{ParquetSink, ParquetSinkConfig, PendingBatch, SealedBatch};
 
 #[derive(Default)]
 pub struct CollectorMetrics {
@@ -31,7 +31,7 @@ impl CollectorMetrics {
             ("tollgate_collector_batches_written_total", "counter", "Batches written to the Parquet sink.", self.batches_written.load(Ordering::Relaxed)),
             ("tollgate_collector_write_errors_total", "counter", "Failed batch writes (retried).", self.write_errors.load(Ordering::Relaxed)),
             ("tollgate_collector_last_flush_unix_ms", "gauge", "When the last batch was written.", self.last_flush_unix_ms.load(Ordering::Relaxed)),
-            ("tollgate_collector_queue_depth", "gauge", "Events waiting in the collector's queue.", queue_depth as u64),
+            ("tollgate_collector_queue_batches", "gauge", "Batches (of up to 1024 events) waiting in the collector's queue.", queue_depth as u64),
         ];
         for (name, kind, help, v) in rows {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
@@ -39,49 +39,67 @@ impl CollectorMetrics {
     }
 }
 
-/// Runs until the sender side closes, then flushes what is left and returns.
+/// Events travel from metering to the collector in batches of at most this many.
+pub const MAX_BATCH: usize = 1024;
+
+/// Channel capacity, in batches, for a queue of `events` events.
+pub fn queue_batches(events: usize) -> usize {
+    events.div_ceil(MAX_BATCH).max(1)
+}
+
+/// Runs until the sender side closes, then flushes what is left and returns. Each event is appended to
+/// column builders as it arrives, so a pending batch holds compact columns, not event structs.
 pub async fn run_collector(
-    mut rx: mpsc::Receiver<CallEvent>,
+    mut rx: mpsc::Receiver<Vec<CallEvent>>,
     mut sink: ParquetSink,
     cfg: CollectorConfig,
     metrics: Arc<CollectorMetrics>,
 ) {
-    let mut batch: Vec<CallEvent> = Vec::with_capacity(cfg.batch_max_rows.min(16_384));
+    let mut pending = PendingBatch::default();
     let mut tick = tokio::time::interval(Duration::from_millis(cfg.flush_interval_ms));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            ev = rx.recv() => match ev {
-                Some(ev) => {
-                    batch.push(ev);
-                    if batch.len() >= cfg.batch_max_rows {
-                        flush(&mut sink, &mut batch, &metrics).await;
+            batch = rx.recv() => match batch {
+                Some(events) => {
+                    for ev in &events {
+                        sink.append(&mut pending, ev);
+                    }
+                    if pending.len() >= cfg.batch_max_rows as u64 {
+                        flush(&mut sink, &mut pending, &metrics).await;
                     }
                 }
                 None => break,
             },
             _ = tick.tick() => {
-                if !batch.is_empty() {
-                    flush(&mut sink, &mut batch, &metrics).await;
+                if !pending.is_empty() {
+                    flush(&mut sink, &mut pending, &metrics).await;
                 }
             }
         }
     }
-    if !batch.is_empty() {
-        flush(&mut sink, &mut batch, &metrics).await;
+    if !pending.is_empty() {
+        flush(&mut sink, &mut pending, &metrics).await;
     }
     info!(sink = "parquet", "collector drained and stopped");
 }
 
 /// Writes the batch, retrying with backoff until it lands: events are never dropped. While it retries,
 /// the queue fills and the metering task waits (its own queue then spills to disk).
-async fn flush(sink: &mut ParquetSink, batch: &mut Vec<CallEvent>, metrics: &CollectorMetrics) {
-    let events = std::mem::take(batch);
-    let rows = events.len() as u64;
+async fn flush(sink: &mut ParquetSink, pending: &mut PendingBatch, metrics: &CollectorMetrics) {
+    let sealed = match sink.seal(pending) {
+        Ok(s) => s,
+        Err(error) => {
+            // Only a schema bug can get here; nothing to retry.
+            metrics.write_errors.fetch_add(1, Ordering::Relaxed);
+            error!(sink = "parquet", %error, "could not build the batch; events lost");
+            return;
+        }
+    };
+    let rows = sealed.rows();
     let mut backoff = Duration::from_millis(100);
-    let events = Arc::new(events);
     loop {
-        match sink.write(events.clone()).await {
+        match sink.write(sealed.clone()).await {
             Ok(()) => {
                 metrics.events_written.fetch_add(rows, Ordering::Relaxed);
                 metrics.batches_written.fetch_add(1, Ordering::Relaxed);

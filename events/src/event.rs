@@ -179,11 +179,18 @@ pub struct CallEvent {
 impl CallEvent {
     /// The UTC calendar date of `ts_start`, `YYYY-MM-DD`: the Parquet partition the event lands in.
     pub fn date(&self) -> String {
-        chrono::DateTime::from_timestamp_micros(self.ts_start_us)
-            .unwrap_or_default()
-            .format("%Y-%m-%d")
-            .to_string()
+        date_of_day(self.day())
     }
+
+    /// Days since the Unix epoch of `ts_start` (UTC): a cheap partition key.
+    pub fn day(&self) -> i64 {
+        self.ts_start_us.div_euclid(86_400_000_000)
+    }
+}
+
+/// `YYYY-MM-DD` of a day number from [`CallEvent::day`].
+pub fn date_of_day(day: i64) -> String {
+    chrono::DateTime::from_timestamp(day * 86_400, 0).unwrap_or_default().format("%Y-%m-%d").to_string()
 }
 
 #[cfg(test)]

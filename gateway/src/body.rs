@@ -42,6 +42,9 @@ pub struct MeteredBody {
     idle: Duration,
     sleep: Pin<Box<Sleep>>,
     done: bool,
+    /// An error to hand to hyper on the next poll. Returning it at once would make hyper drop frames it
+    /// has not flushed yet; yielding once first lets the client get everything that arrived before it.
+    deferred_error: Option<BoxError>,
 }
 
 impl MeteredBody {
@@ -55,6 +58,7 @@ impl MeteredBody {
             idle,
             sleep: Box::pin(tokio::time::sleep(idle)),
             done: false,
+            deferred_error: None,
         }
     }
 
@@ -109,6 +113,10 @@ impl MeteredBody {
         let Some(payload) = line.strip_prefix(b"data:") else { return true };
         let payload = payload.strip_prefix(b" ").unwrap_or(payload);
         if payload == b"[DONE]" {
+            // The client has everything once this is forwarded; it may hang up before the upstream's end
+            // of body reaches us, and that is still a complete call.
+            let status = self.guard.event.status_code;
+            self.guard.finish(Outcome::Ok, status);
             return true;
         }
         let Ok(chunk) = serde_json::from_slice::<ChunkMeta>(payload) else { return true };
@@ -175,12 +183,30 @@ impl MeteredBody {
     }
 }
 
+impl Drop for MeteredBody {
+    fn drop(&mut self) {
+        // A client that read a whole JSON body may close before we saw the upstream's end of body: if the
+        // bytes parse as a complete response, the call is complete.
+        if !self.done && self.kind == BodyKind::Json && !self.guard.finished {
+            if let Ok(chunk) = serde_json::from_slice::<ChunkMeta>(&self.buf) {
+                self.buf.clear();
+                self.absorb(chunk);
+                let status = self.guard.event.status_code;
+                self.guard.finish(Outcome::Ok, status);
+            }
+        }
+    }
+}
+
 impl Body for MeteredBody {
     type Data = Bytes;
     type Error = BoxError;
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
+        if let Some(e) = this.deferred_error.take() {
+            return Poll::Ready(Some(Err(e)));
+        }
         if this.done {
             return Poll::Ready(None);
         }
@@ -206,7 +232,9 @@ impl Body for MeteredBody {
                     let status = this.guard.event.status_code;
                     this.guard.event.error_type = "upstream_stream_cut".into();
                     this.guard.finish(Outcome::UpstreamError, status);
-                    return Poll::Ready(Some(Err(Box::new(e))));
+                    this.deferred_error = Some(Box::new(e));
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
                 }
                 Poll::Ready(None) => {
                     this.done = true;
@@ -219,7 +247,9 @@ impl Body for MeteredBody {
                         let status = this.guard.event.status_code;
                         this.guard.event.error_type = "upstream_idle_timeout".into();
                         this.guard.finish(Outcome::Timeout, status);
-                        return Poll::Ready(Some(Err("upstream idle timeout".into())));
+                        this.deferred_error = Some("upstream idle timeout".into());
+                        cx.waker().wake_by_ref();
+                        return Poll::Pending;
                     }
                     return Poll::Pending;
                 }
@@ -228,7 +258,7 @@ impl Body for MeteredBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.done
+        self.done && self.deferred_error.is_none()
     }
 
     fn size_hint(&self) -> SizeHint {

@@ -149,41 +149,62 @@ pub fn finish_event(p: PendingEvent, prices: &PriceTable, estimator: &TokenEstim
     ev
 }
 
+/// How often the metering task drains the queue. It polls rather than being woken per event: a wake-up
+/// per call is a cross-thread hand-off on the request path, a timer tick is not.
+const DRAIN_EVERY: Duration = Duration::from_millis(20);
+/// Largest batch handed to the collector at once.
+const OUT_BATCH: usize = 1024;
+
 /// Runs until every `Meter` clone is dropped and the queue is empty: finishes events and hands them to
-/// `out` (the collector's queue, which applies backpressure here, never to clients). Replays the spill
-/// file whenever the queue is idle.
-pub async fn run_metering(mut r: MeterReceiver, out: mpsc::Sender<CallEvent>) {
+/// `out` (the collector's queue, which applies backpressure here, never to clients) in batches. Replays
+/// the spill file when the queue is idle.
+pub async fn run_metering(mut r: MeterReceiver, out: mpsc::Sender<Vec<CallEvent>>) {
     let inner = r.inner.clone();
     // Events spilled by an earlier run go first.
     replay_spill(&inner, &out).await;
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut tick = tokio::time::interval(DRAIN_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut idle_ticks = 0u32;
     loop {
-        tokio::select! {
-            biased;
-            p = r.rx.recv() => {
-                let Some(p) = p else { break };
-                let ev = finish_event(p, &inner.prices, &inner.estimator);
-                inner.metrics.observe(&ev);
-                if out.send(ev).await.is_err() {
-                    error!("collector queue closed; metering stops");
-                    return;
+        tick.tick().await;
+        let mut batch = Vec::new();
+        let closed = loop {
+            match r.rx.try_recv() {
+                Ok(p) => {
+                    let ev = finish_event(p, &inner.prices, &inner.estimator);
+                    inner.metrics.observe(&ev);
+                    batch.push(ev);
+                    if batch.len() >= OUT_BATCH {
+                        if out.send(std::mem::take(&mut batch)).await.is_err() {
+                            error!("collector queue closed; metering stops");
+                            return;
+                        }
+                    }
                 }
+                Err(mpsc::error::TryRecvError::Empty) => break false,
+                Err(mpsc::error::TryRecvError::Disconnected) => break true,
             }
-            _ = tick.tick() => {
-                if r.rx.is_empty() {
-                    replay_spill(&inner, &out).await;
-                }
-            }
+        };
+        idle_ticks = if batch.is_empty() { idle_ticks + 1 } else { 0 };
+        if !batch.is_empty() && out.send(batch).await.is_err() {
+            error!("collector queue closed; metering stops");
+            return;
+        }
+        if closed {
+            break;
+        }
+        if idle_ticks >= 50 {
+            idle_ticks = 0;
+            replay_spill(&inner, &out).await;
         }
     }
     replay_spill(&inner, &out).await;
 }
 
-async fn replay_spill(inner: &MeterInner, out: &mpsc::Sender<CallEvent>) {
+async fn replay_spill(inner: &MeterInner, out: &mpsc::Sender<Vec<CallEvent>>) {
     let replaying = inner.spill_path.with_extension("replaying");
-    // A crash mid-replay leaves `.replaying`; send it again (the collector's sinks are idempotent per
-    // event file name only within a batch, so a replay can double: see the README's delivery notes).
+    // A crash mid-replay leaves `.replaying`, which is sent again from the start: events already sent
+    // from it can then be stored twice (documented in the README; the write-ahead log of issue 5 closes it).
     if !replaying.exists() {
         let moved = {
             let Ok(_g) = inner.spill_lock.lock() else { return };
@@ -201,17 +222,22 @@ async fn replay_spill(inner: &MeterInner, out: &mpsc::Sender<CallEvent>) {
         }
     };
     let mut n = 0u64;
+    let mut batch = Vec::new();
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         match serde_json::from_str::<CallEvent>(line) {
             Ok(ev) => {
                 inner.metrics.observe(&ev);
-                if out.send(ev).await.is_err() {
+                batch.push(ev);
+                n += 1;
+                if batch.len() >= OUT_BATCH && out.send(std::mem::take(&mut batch)).await.is_err() {
                     return;
                 }
-                n += 1;
             }
             Err(error) => error!(%error, "unreadable line in spill file skipped"),
         }
+    }
+    if !batch.is_empty() && out.send(batch).await.is_err() {
+        return;
     }
     if let Err(error) = tokio::fs::remove_file(&replaying).await {
         error!(%error, "cannot remove replayed spill file");
@@ -284,10 +310,6 @@ impl CallGuard {
     }
 }
 
-fn ms(d: Duration) -> u32 {
-    u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
-}
-
 fn ms_ceil(d: Duration) -> u32 {
     u32::try_from(d.as_micros().div_ceil(1000)).unwrap_or(u32::MAX)
 }
@@ -304,10 +326,11 @@ impl Drop for CallGuard {
         }
         let ev = &mut self.event;
         ev.ts_end_us = now_us();
-        ev.latency_ms = ms(end - self.t0);
-        // Rounded up, so that 0 keeps meaning "no content arrived" even for sub-millisecond answers.
+        ev.latency_ms = ms_ceil(end - self.t0);
+        // Durations round up to whole milliseconds: 0 ttft keeps meaning "no content arrived" even for
+        // sub-millisecond answers, and ttft <= latency always holds.
         ev.ttft_ms = self.t_first_content.map(|t| ms_ceil(t - self.t0)).unwrap_or(0);
-        ev.upstream_latency_ms = self.t_sent.map(|t| ms(end - t)).unwrap_or(0);
+        ev.upstream_latency_ms = self.t_sent.map(|t| ms_ceil(end - t)).unwrap_or(0);
         ev.gateway_overhead_us = u32::try_from(self.overhead.as_micros()).unwrap_or(u32::MAX);
         ev.usage_source =
             if self.have_input_usage || self.have_output_usage { UsageSource::Provider } else { UsageSource::None };

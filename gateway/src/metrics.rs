@@ -45,7 +45,8 @@ pub struct GatewayMetrics {
     pub events_replayed: Counter,
     /// Events that could be neither queued nor spilled (disk error). Should stay 0; logged loudly.
     pub events_lost: Counter,
-    by_model: Mutex<BTreeMap<(String, String), ModelCounters>>,
+    /// model → outcome → counters; looked up by `&str`, so the common case allocates nothing.
+    by_model: Mutex<BTreeMap<String, BTreeMap<&'static str, ModelCounters>>>,
 }
 
 impl GatewayMetrics {
@@ -53,7 +54,11 @@ impl GatewayMetrics {
     pub fn observe(&self, ev: &CallEvent) {
         let Ok(mut m) = self.by_model.lock() else { return };
         let model = if ev.served_model.is_empty() { &ev.requested_model } else { &ev.served_model };
-        let c = m.entry((model.clone(), ev.outcome.as_str().to_string())).or_default();
+        if !m.contains_key(model.as_str()) {
+            m.insert(model.clone(), BTreeMap::new());
+        }
+        let Some(per_outcome) = m.get_mut(model.as_str()) else { return };
+        let c = per_outcome.entry(ev.outcome.as_str()).or_default();
         c.calls += 1;
         c.input_tokens += ev.input_tokens;
         c.output_tokens += ev.output_tokens;
@@ -90,8 +95,10 @@ impl GatewayMetrics {
         ];
         for (name, help, get) in families {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-            for ((model, outcome), c) in m.iter() {
-                let _ = writeln!(out, "{name}{{gen_ai_request_model=\"{}\",outcome=\"{outcome}\"}} {}", escape(model), get(c));
+            for (model, per_outcome) in m.iter() {
+                for (outcome, c) in per_outcome {
+                    let _ = writeln!(out, "{name}{{gen_ai_request_model=\"{}\",outcome=\"{outcome}\"}} {}", escape(model), get(c));
+                }
             }
         }
     }

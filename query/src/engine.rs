@@ -28,11 +28,23 @@ pub struct QueryConfig {
     /// Longest a `/v1/sql` query may run before it is cancelled.
     #[serde(default = "default_sql_timeout_ms")]
     pub sql_timeout_ms: u64,
+    /// Memory all running queries may use together; a query that needs more fails with a clear error.
+    #[serde(default = "default_memory_limit_mb")]
+    pub memory_limit_mb: usize,
+    /// Threads that run queries. Queries never run on the gateway's threads, so a heavy query cannot
+    /// slow down LLM traffic beyond taking these cores.
+    #[serde(default = "default_query_threads")]
+    pub threads: usize,
 }
 
 impl Default for QueryConfig {
     fn default() -> Self {
-        QueryConfig { sql_max_rows: default_sql_max_rows(), sql_timeout_ms: default_sql_timeout_ms() }
+        QueryConfig {
+            sql_max_rows: default_sql_max_rows(),
+            sql_timeout_ms: default_sql_timeout_ms(),
+            memory_limit_mb: default_memory_limit_mb(),
+            threads: default_query_threads(),
+        }
     }
 }
 
@@ -42,10 +54,29 @@ fn default_sql_max_rows() -> usize {
 fn default_sql_timeout_ms() -> u64 {
     10_000
 }
+fn default_memory_limit_mb() -> usize {
+    512
+}
+fn default_query_threads() -> usize {
+    1
+}
+
+/// A runtime that is shut down in the background when dropped (dropping a runtime inside another
+/// runtime's task would panic).
+struct QueryRuntime(Option<tokio::runtime::Runtime>);
+
+impl Drop for QueryRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
+}
 
 pub struct QueryService {
     ctx: SessionContext,
     cfg: QueryConfig,
+    rt: QueryRuntime,
 }
 
 /// Sums over a group of calls. Money in exact nano-USD.
@@ -102,19 +133,53 @@ impl QueryService {
         // DataFusion caches directory listings forever by default: new Parquet files would never be seen.
         // Per-file metadata and statistics caches stay on (files are immutable once renamed into place).
         let cache = CacheManagerConfig::default().with_list_files_cache_limit(0);
-        let runtime = RuntimeEnvBuilder::new().with_cache_manager(cache).build_arc()?;
+        let runtime = RuntimeEnvBuilder::new()
+            .with_cache_manager(cache)
+            .with_memory_limit(cfg.memory_limit_mb.max(1) * 1024 * 1024, 1.0)
+            .build_arc()?;
         let ctx = SessionContext::new_with_config_rt(session, runtime);
         ctx.register_table("calls", Arc::new(table))?;
-        Ok(QueryService { ctx, cfg })
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(cfg.threads.max(1))
+            .thread_name("tollgate-query")
+            .enable_all()
+            .build()
+            .map_err(|e| QueryError::Internal(format!("query runtime: {e}")))?;
+        Ok(QueryService { ctx, cfg, rt: QueryRuntime(Some(rt)) })
     }
 
     pub fn config(&self) -> &QueryConfig {
         &self.cfg
     }
 
+    /// Runs `work` on the query runtime; gives up (and aborts it) after `limit`. The deadline is kept on
+    /// the caller's runtime, so it fires even while a query thread is busy inside a long computation.
+    async fn on_query_runtime<T, F>(&self, limit: Duration, work: F) -> Result<T, QueryError>
+    where
+        T: Send + 'static,
+        F: std::future::Future<Output = Result<T, QueryError>> + Send + 'static,
+    {
+        let Some(rt) = self.rt.0.as_ref() else { return Err(QueryError::Internal("query runtime stopped".into())) };
+        let mut handle = rt.spawn(work);
+        match tokio::time::timeout(limit, &mut handle).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => Err(QueryError::Internal(format!("query task: {e}"))),
+            Err(_) => {
+                handle.abort();
+                Err(QueryError::Timeout(limit.as_millis() as u64))
+            }
+        }
+    }
+
     async fn run(&self, sql: &str, params: Vec<ScalarValue>) -> Result<Vec<RecordBatch>, QueryError> {
-        let df = self.ctx.sql(sql).await?.with_param_values(params)?;
-        Ok(df.collect().await?)
+        let ctx = self.ctx.clone();
+        let sql = sql.to_string();
+        // Report queries get a generous fixed limit: they are ours and scan only the asked range.
+        self.on_query_runtime(Duration::from_secs(300), async move {
+            let df = ctx.sql(&sql).await?.with_param_values(params)?;
+            Ok(df.collect().await?)
+        })
+        .await
     }
 
     fn range_params(r: &TimeRange) -> Vec<ScalarValue> {
@@ -194,12 +259,14 @@ impl QueryService {
         let options = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
         let timeout = Duration::from_millis(self.cfg.sql_timeout_ms);
         let max = self.cfg.sql_max_rows;
-        let work = async {
-            let df = self.ctx.sql_with_options(sql, options).await.map_err(classify)?;
+        let ctx = self.ctx.clone();
+        let sql = sql.to_string();
+        let work = async move {
+            let df = ctx.sql_with_options(&sql, options).await.map_err(classify)?;
             let df = df.limit(0, Some(max + 1)).map_err(classify)?;
             df.collect().await.map_err(classify)
         };
-        let mut batches = tokio::time::timeout(timeout, work).await.map_err(|_| QueryError::Timeout(self.cfg.sql_timeout_ms))??;
+        let mut batches = self.on_query_runtime(timeout, work).await?;
         let total: usize = batches.iter().map(|b| b.num_rows()).sum();
         let truncated = total > max;
         if truncated {

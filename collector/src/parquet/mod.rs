@@ -4,4 +4,4 @@ mod config;
 mod sink;
 
 pub use config::ParquetSinkConfig;
-pub use sink::ParquetSink;
+pub use sink::{ParquetSink, PendingBatch, SealedBatch};

@@ -4,6 +4,7 @@
 //! name, fsynced and renamed, so readers never see half a file.
 
 use super::config::ParquetSinkConfig;
+use arrow::array::RecordBatch;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
@@ -11,8 +12,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use tollgate_events::{to_record_batch, CallEvent};
+use tollgate_events::{date_of_day, CallEvent, CallEventBatchBuilder};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
@@ -28,6 +28,37 @@ pub enum SinkError {
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SinkError + '_ {
     move |source| SinkError::Io { path: path.to_path_buf(), source }
+}
+
+/// Events waiting to be written, already in columnar form, one builder per UTC day.
+#[derive(Default)]
+pub struct PendingBatch {
+    rows: u64,
+    /// day → (offset of the day's first event, its rows)
+    days: BTreeMap<i64, (u64, CallEventBatchBuilder)>,
+}
+
+impl PendingBatch {
+    pub fn len(&self) -> u64 {
+        self.rows
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows == 0
+    }
+}
+
+/// A finished batch: one record batch per date, each with the offset its file is named after.
+#[derive(Clone)]
+pub struct SealedBatch {
+    rows: u64,
+    files: Vec<(String, u64, RecordBatch)>,
+}
+
+impl SealedBatch {
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
 }
 
 pub struct ParquetSink {
@@ -49,19 +80,33 @@ impl ParquetSink {
         Ok(ParquetSink { cfg, next_offset })
     }
 
-    pub fn calls_dir(&self) -> PathBuf {
-        self.cfg.data_dir.join("calls")
+    /// Adds an event to the pending batch, assigning its offset.
+    pub fn append(&self, batch: &mut PendingBatch, ev: &CallEvent) {
+        let offset = self.next_offset + batch.rows;
+        let day = batch.days.entry(ev.day()).or_insert_with(|| (offset, CallEventBatchBuilder::new()));
+        day.1.append(ev);
+        batch.rows += 1;
     }
 
-    /// Writes one batch (one file per UTC date it spans) and then persists the next offset.
-    pub async fn write(&mut self, events: Arc<Vec<CallEvent>>) -> Result<(), SinkError> {
+    /// Turns the pending batch into record batches (the pending batch is empty afterwards).
+    pub fn seal(&self, batch: &mut PendingBatch) -> Result<SealedBatch, SinkError> {
+        let mut files = Vec::with_capacity(batch.days.len());
+        for (day, (offset, mut b)) in std::mem::take(&mut batch.days) {
+            files.push((date_of_day(day), offset, b.finish()?));
+        }
+        let rows = std::mem::take(&mut batch.rows);
+        Ok(SealedBatch { rows, files })
+    }
+
+    /// Writes one sealed batch (one file per date) and then persists the next offset. Safe to call again
+    /// with the same batch after a failure: the files are named by offset and replaced.
+    pub async fn write(&mut self, batch: SealedBatch) -> Result<(), SinkError> {
         let cfg = self.cfg.clone();
-        let first = self.next_offset;
-        let n = events.len() as u64;
-        tokio::task::spawn_blocking(move || write_batch(&cfg, first, &events))
+        let rows = batch.rows;
+        tokio::task::spawn_blocking(move || write_files(&cfg, &batch.files))
             .await
             .map_err(|e| SinkError::Join(e.to_string()))??;
-        self.next_offset = first + n;
+        self.next_offset += rows;
         let path = offset_path(&self.cfg.data_dir);
         write_atomically(&path, self.next_offset.to_string().as_bytes())?;
         Ok(())
@@ -80,26 +125,19 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), SinkError> {
     std::fs::rename(&tmp, path).map_err(io(path))
 }
 
-fn write_batch(cfg: &ParquetSinkConfig, first_offset: u64, events: &[CallEvent]) -> Result<(), SinkError> {
-    // Group by date, keeping each group's first offset.
-    let mut groups: BTreeMap<String, (u64, Vec<CallEvent>)> = BTreeMap::new();
-    for (i, e) in events.iter().enumerate() {
-        let g = groups.entry(e.date()).or_insert_with(|| (first_offset + i as u64, Vec::new()));
-        g.1.push(e.clone());
-    }
+fn write_files(cfg: &ParquetSinkConfig, files: &[(String, u64, RecordBatch)]) -> Result<(), SinkError> {
     let props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
         .set_max_row_group_row_count(Some(cfg.row_group_rows.max(1)))
         .build();
-    for (date, (offset, rows)) in groups {
+    for (date, offset, batch) in files {
         let dir = cfg.data_dir.join("calls").join(format!("date={date}"));
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
         let name = format!("part-{offset:020}.parquet");
         let tmp = dir.join(format!(".{name}.tmp"));
-        let batch = to_record_batch(&rows)?;
         let file = File::create(&tmp).map_err(io(&tmp))?;
         let mut w = ArrowWriter::try_new(file, batch.schema(), Some(props.clone()))?;
-        w.write(&batch)?;
+        w.write(batch)?;
         let file = w.into_inner()?;
         file.sync_all().map_err(io(&tmp))?;
         let dst = dir.join(&name);
@@ -125,10 +163,22 @@ mod tests {
         // 2023-11-14 and 2023-11-15 (UTC)
         let day1 = 1_700_000_000_000_000;
         let day2 = day1 + 86_400_000_000;
-        s.write(Arc::new(vec![ev(day1, 1), ev(day2, 2), ev(day1, 3)])).await.unwrap();
+        let mut p = PendingBatch::default();
+        for e in [ev(day1, 1), ev(day2, 2), ev(day1, 3)] {
+            s.append(&mut p, &e);
+        }
+        let sealed = s.seal(&mut p).unwrap();
+        assert!(p.is_empty());
+        // Writing the same sealed batch twice (a retry after a lost acknowledgement) replaces its files.
+        s.write(sealed.clone()).await.unwrap();
+        s.next_offset -= sealed.rows();
+        s.write(sealed).await.unwrap();
         assert!(dir.join("calls/date=2023-11-14/part-00000000000000000000.parquet").exists());
         assert!(dir.join("calls/date=2023-11-15/part-00000000000000000001.parquet").exists());
-        s.write(Arc::new(vec![ev(day1, 4)])).await.unwrap();
+        assert_eq!(std::fs::read_dir(dir.join("calls/date=2023-11-14")).unwrap().count(), 1);
+        s.append(&mut p, &ev(day1, 4));
+        let sealed = s.seal(&mut p).unwrap();
+        s.write(sealed).await.unwrap();
         assert!(dir.join("calls/date=2023-11-14/part-00000000000000000003.parquet").exists());
         // A reopened sink continues after the last offset instead of overwriting.
         let s2 = ParquetSink::open(ParquetSinkConfig::new(dir.clone())).unwrap();
