@@ -127,10 +127,17 @@ fn load(path: &Path) -> Result<(Config, ValidatedConfig), String> {
         .map_err(|e| format!("config {}: {e}", path.display()))?;
     cfg.collector.validate().map_err(|e| format!("config {}: {e}", path.display()))?;
     if cfg.server.listen.parse::<std::net::SocketAddr>().is_err() {
-        return Err(format!("config {}: server.listen: `{}` is not an address like 127.0.0.1:8080", path.display(), cfg.server.listen));
+        return Err(format!(
+            "config {}: server.listen: `{}` is not an address like 127.0.0.1:8080",
+            path.display(),
+            cfg.server.listen
+        ));
     }
     if cfg.query.sql_max_rows == 0 || cfg.query.sql_timeout_ms == 0 {
-        return Err(format!("config {}: query.sql_max_rows and query.sql_timeout_ms must be greater than 0", path.display()));
+        return Err(format!(
+            "config {}: query.sql_max_rows and query.sql_timeout_ms must be greater than 0",
+            path.display()
+        ));
     }
     Ok((cfg, validated))
 }
@@ -154,7 +161,8 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
     let cli = Cli::parse();
@@ -165,7 +173,12 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Check { config } => {
             let (_, v) = load(&config).unwrap_or_else(|e| exit_config(e));
-            println!("config ok: {} upstreams, {} keys, {} priced models", v.upstreams.len(), v.keys.len(), v.prices.len());
+            println!(
+                "config ok: {} upstreams, {} keys, {} priced models",
+                v.upstreams.len(),
+                v.keys.len(),
+                v.prices.len()
+            );
             Ok(())
         }
         Cmd::Serve { config } => {
@@ -198,7 +211,12 @@ async fn serve(cfg: Config, validated: ValidatedConfig) -> anyhow::Result<()> {
     let (coll_tx, coll_rx) = mpsc::channel(tollgate_collector::queue_batches(cfg.collector.queue_capacity));
     let collector_metrics = Arc::new(CollectorMetrics::default());
     let metering = tokio::spawn(tollgate_gateway::run_metering(meter_rx, coll_tx.clone()));
-    let collector = tokio::spawn(tollgate_collector::run_collector(coll_rx, sink, cfg.collector.clone(), collector_metrics.clone()));
+    let collector = tokio::spawn(tollgate_collector::run_collector(
+        coll_rx,
+        sink,
+        cfg.collector.clone(),
+        collector_metrics.clone(),
+    ));
 
     let metrics_state = MetricsState { gateway: gateway.clone(), collector: collector_metrics, collector_tx: coll_tx };
     let auth_state = gateway.clone();
@@ -297,7 +315,13 @@ fn http_header_content_type() -> axum::http::HeaderName {
     axum::http::header::CONTENT_TYPE
 }
 
-async fn report(cfg: Config, from: Option<String>, to: Option<String>, group_by: String, format: String) -> anyhow::Result<()> {
+async fn report(
+    cfg: Config,
+    from: Option<String>,
+    to: Option<String>,
+    group_by: String,
+    format: String,
+) -> anyhow::Result<()> {
     let svc = QueryService::open(cfg.storage.data_dir.clone(), cfg.query.clone())?;
     let range = TimeRange::parse(from.as_deref(), to.as_deref())?;
     let group = tollgate_query::parse_group_by(Some(&group_by), &[])?;
@@ -312,7 +336,8 @@ async fn report(cfg: Config, from: Option<String>, to: Option<String>, group_by:
     let mut total = tollgate_query::Totals::default();
     for r in &rows {
         tollgate_query::add_totals(&mut total, &r.totals);
-        let mut line: Vec<String> = r.group.iter().map(|(_, v)| if v.is_empty() { "-".into() } else { v.clone() }).collect();
+        let mut line: Vec<String> =
+            r.group.iter().map(|(_, v)| if v.is_empty() { "-".into() } else { v.clone() }).collect();
         line.extend([
             r.totals.calls.to_string(),
             r.totals.input_tokens.to_string(),
@@ -321,7 +346,8 @@ async fn report(cfg: Config, from: Option<String>, to: Option<String>, group_by:
         ]);
         table.push(line);
     }
-    let mut last: Vec<String> = group.iter().enumerate().map(|(i, _)| if i == 0 { "TOTAL".into() } else { String::new() }).collect();
+    let mut last: Vec<String> =
+        group.iter().enumerate().map(|(i, _)| if i == 0 { "TOTAL".into() } else { String::new() }).collect();
     if last.is_empty() {
         last.push("TOTAL".into());
         table[0].insert(0, String::new());
@@ -344,11 +370,17 @@ async fn report(cfg: Config, from: Option<String>, to: Option<String>, group_by:
         if range.to_us == i64::MAX { "now".to_string() } else { TimeRange::render(range.to_us) }
     );
     for (i, row) in table.iter().enumerate() {
-        let cells: Vec<String> = row
-            .iter()
-            .enumerate()
-            .map(|(c, v)| if c >= numeric_from { format!("{v:>w$}", w = widths[c]) } else { format!("{v:<w$}", w = widths[c]) })
-            .collect();
+        let cells: Vec<String> =
+            row.iter()
+                .enumerate()
+                .map(|(c, v)| {
+                    if c >= numeric_from {
+                        format!("{v:>w$}", w = widths[c])
+                    } else {
+                        format!("{v:<w$}", w = widths[c])
+                    }
+                })
+                .collect();
         println!("{}", cells.join("  ").trim_end());
         if i == 0 || i == table.len() - 2 {
             println!("{}", widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>().join("  "));

@@ -2,6 +2,9 @@
 //! binary, a mock upstream speaking OpenAI's JSON and SSE, then the stored call events checked through the
 //! query API to the token and the nano-dollar.
 
+// Test code: failing loudly is its job.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use async_openai::config::OpenAIConfig;
@@ -53,11 +56,8 @@ async fn openai_sdk_non_stream_stream_and_embeddings_are_metered_exactly() {
     assert_eq!((usage.prompt_tokens, usage.completion_tokens), (1200, 12));
 
     // Stream, client did not ask for usage: the gateway asks upstream and hides the extra chunk.
-    let mut stream = client
-        .chat()
-        .create_stream(chat_request("gpt-4o-mini", "hi MOCK[tokens=4,prompt_tokens=300]"))
-        .await
-        .unwrap();
+    let mut stream =
+        client.chat().create_stream(chat_request("gpt-4o-mini", "hi MOCK[tokens=4,prompt_tokens=300]")).await.unwrap();
     let mut text = String::new();
     let mut chunks = 0;
     while let Some(chunk) = stream.next().await {
@@ -77,7 +77,13 @@ async fn openai_sdk_non_stream_stream_and_embeddings_are_metered_exactly() {
     // Embeddings.
     let emb = client
         .embeddings()
-        .create(CreateEmbeddingRequestArgs::default().model("text-embedding-3-small").input("one two three four").build().unwrap())
+        .create(
+            CreateEmbeddingRequestArgs::default()
+                .model("text-embedding-3-small")
+                .input("one two three four")
+                .build()
+                .unwrap(),
+        )
         .await
         .unwrap();
     assert_eq!(emb.data.len(), 1);
@@ -102,7 +108,10 @@ async fn openai_sdk_non_stream_stream_and_embeddings_are_metered_exactly() {
     assert_eq!(u(c, "cost_nanousd"), cost(&[(4, EMB_IN)]));
     for r in &rows {
         assert_eq!(s(r, "outcome"), "ok");
-        assert_eq!((s(r, "department"), s(r, "team"), s(r, "project"), s(r, "user")), ("engineering", "core", "search", "alice"));
+        assert_eq!(
+            (s(r, "department"), s(r, "team"), s(r, "project"), s(r, "user")),
+            ("engineering", "core", "search", "alice")
+        );
         assert_eq!(s(r, "api_key_id"), "eng-key");
         assert!(s(r, "price_id").contains("@builtin-"), "{r}");
         assert!(u(r, "ttft_ms") <= u(r, "latency_ms"));
@@ -110,7 +119,13 @@ async fn openai_sdk_non_stream_stream_and_embeddings_are_metered_exactly() {
 
     // Showback sums the same events to the nano-dollar, as JSON and CSV.
     let expected_total = u(a, "cost_nanousd") + u(b, "cost_nanousd") + u(c, "cost_nanousd");
-    let r = gw.http.get(format!("{}/v1/showback?group_by=department,model", gw.url)).bearer_auth(ENG_KEY).send().await.unwrap();
+    let r = gw
+        .http
+        .get(format!("{}/v1/showback?group_by=department,model", gw.url))
+        .bearer_auth(ENG_KEY)
+        .send()
+        .await
+        .unwrap();
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(u(&v["total"], "cost_nanousd"), expected_total, "{v}");
     assert_eq!(u(&v["total"], "calls"), 3);
@@ -154,7 +169,8 @@ async fn client_that_asks_for_usage_gets_the_usage_chunk_and_price_override_is_e
     let r = gw.post("/v1/chat/completions", Some(ENG_KEY), body).await;
     assert_eq!(r.headers()["content-type"], "text/event-stream");
     let text = r.text().await.unwrap();
-    let usage_events: Vec<&str> = text.lines().filter(|l| l.contains("\"choices\":[]") && l.contains("\"prompt_tokens\":1000")).collect();
+    let usage_events: Vec<&str> =
+        text.lines().filter(|l| l.contains("\"choices\":[]") && l.contains("\"prompt_tokens\":1000")).collect();
     assert_eq!(usage_events.len(), 1, "{text}");
     assert!(text.trim_end().ends_with("data: [DONE]"));
     gw.wait_events(1).await;
@@ -168,7 +184,8 @@ async fn client_that_asks_for_usage_gets_the_usage_chunk_and_price_override_is_e
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streamed_chunks_reach_the_client_before_the_upstream_finishes() {
     let gw = Gateway::start().await;
-    let body = r#"{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"MOCK[tokens=8,delay_ms=250]"}]}"#;
+    let body =
+        r#"{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"MOCK[tokens=8,delay_ms=250]"}]}"#;
     let answered_before = gw.mock.answered();
     let t0 = Instant::now();
     let r = gw.post("/v1/chat/completions", Some(ENG_KEY), body).await;
@@ -195,7 +212,8 @@ async fn streamed_chunks_reach_the_client_before_the_upstream_finishes() {
 
 /// Sends a request with its own x-request-id.
 async fn send(gw: &Gateway, rid: &str, key: Option<&str>, body: &str) -> reqwest::Response {
-    let mut req = gw.http.post(format!("{}/v1/chat/completions", gw.url)).header("x-request-id", rid).body(body.to_string());
+    let mut req =
+        gw.http.post(format!("{}/v1/chat/completions", gw.url)).header("x-request-id", rid).body(body.to_string());
     if let Some(k) = key {
         req = req.bearer_auth(k);
     }
@@ -255,7 +273,8 @@ async fn every_outcome_produces_exactly_one_event() {
     expected.push(("r-timeout", "timeout", 504));
 
     // Upstream cuts the stream after 3 tokens: the client sees the abort; tokens are estimated.
-    let r = send(&gw, "r-cut", Some(ENG_KEY), &chat_body("gpt-4o-mini", "hello there MOCK[tokens=20,cut=3]", true)).await;
+    let r =
+        send(&gw, "r-cut", Some(ENG_KEY), &chat_body("gpt-4o-mini", "hello there MOCK[tokens=20,cut=3]", true)).await;
     assert_eq!(r.status(), 200);
     let mut stream = r.bytes_stream();
     let mut got = String::new();
@@ -275,7 +294,13 @@ async fn every_outcome_produces_exactly_one_event() {
 
     // Client hangs up after two tokens of a slow stream.
     let dropped_before = gw.mock.dropped_early();
-    let r = send(&gw, "r-hangup", Some(ENG_KEY), &chat_body("gpt-4o-mini", "please count MOCK[tokens=50,delay_ms=100]", true)).await;
+    let r = send(
+        &gw,
+        "r-hangup",
+        Some(ENG_KEY),
+        &chat_body("gpt-4o-mini", "please count MOCK[tokens=50,delay_ms=100]", true),
+    )
+    .await;
     let mut stream = r.bytes_stream();
     let mut got = String::new();
     while let Some(b) = stream.next().await {
@@ -367,7 +392,11 @@ async fn attribution_headers_only_for_keys_that_allow_them() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sql_endpoint_is_read_only_capped_and_authenticated() {
-    let gw = Gateway::start_with(Opts { query: "sql_max_rows = 2\nsql_timeout_ms = 3000\nmemory_limit_mb = 64".into(), ..Opts::default() }).await;
+    let gw = Gateway::start_with(Opts {
+        query: "sql_max_rows = 2\nsql_timeout_ms = 3000\nmemory_limit_mb = 64".into(),
+        ..Opts::default()
+    })
+    .await;
     for i in 0..3 {
         let r = send(&gw, &format!("q-{i}"), Some(ENG_KEY), &chat_body("gpt-4o-mini", "MOCK[tokens=1]", false)).await;
         assert_eq!(r.status(), 200);
@@ -415,7 +444,9 @@ async fn sql_endpoint_is_read_only_capped_and_authenticated() {
     let r = send(&gw, "q-after", Some(ENG_KEY), &chat_body("gpt-4o-mini", "MOCK[tokens=1]", false)).await;
     assert_eq!(r.status(), 200);
     // One that needs more memory than `query.memory_limit_mb` fails cleanly instead of taking the host.
-    let (st, v) = q("SELECT a.value, b.value FROM range(100000000) a CROSS JOIN range(100000000) b ORDER BY 1 DESC LIMIT 1").await;
+    let (st, v) =
+        q("SELECT a.value, b.value FROM range(100000000) a CROSS JOIN range(100000000) b ORDER BY 1 DESC LIMIT 1")
+            .await;
     assert!(st == 400 || st == 504, "{v}");
     assert_eq!(gw.wait_events(4).await, 4);
 
@@ -442,8 +473,11 @@ async fn sql_endpoint_is_read_only_capped_and_authenticated() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_shutdown_flushes_every_event_and_report_reads_them() {
     // Batches would not be written for ten minutes: only the shutdown flush can land these events.
-    let mut gw =
-        Gateway::start_with(Opts { collector: "flush_interval_ms = 600000\nbatch_max_rows = 1000000".into(), ..Opts::default() }).await;
+    let mut gw = Gateway::start_with(Opts {
+        collector: "flush_interval_ms = 600000\nbatch_max_rows = 1000000".into(),
+        ..Opts::default()
+    })
+    .await;
     let mut expected_cost = 0;
     for (i, key) in [ENG_KEY, FIN_KEY, ENG_KEY, FIN_KEY, ENG_KEY].iter().enumerate() {
         let prompt = format!("MOCK[prompt_tokens={},tokens={}]", 100 * (i + 1), i + 1);

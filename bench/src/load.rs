@@ -45,25 +45,14 @@ pub async fn run(spec: LoadSpec) -> Result<RunSummary> {
     let spec = Arc::new(spec);
     let t_measure = Instant::now() + spec.warmup;
     let t_end = t_measure + spec.measure;
-    let per_worker = (spec.expected_rps * spec.measure.as_secs().max(1) as usize
-        / spec.concurrency.max(1))
-    .max(1024);
+    let per_worker = (spec.expected_rps * spec.measure.as_secs().max(1) as usize / spec.concurrency.max(1)).max(1024);
 
     let mut handles = Vec::with_capacity(spec.concurrency);
     for _ in 0..spec.concurrency {
-        handles.push(tokio::spawn(worker(
-            spec.clone(),
-            t_measure,
-            t_end,
-            per_worker,
-        )));
+        handles.push(tokio::spawn(worker(spec.clone(), t_measure, t_end, per_worker)));
     }
     let mut latency_ns = Vec::with_capacity(per_worker * spec.concurrency);
-    let mut ttfb_ns = Vec::with_capacity(if spec.stream {
-        per_worker * spec.concurrency
-    } else {
-        0
-    });
+    let mut ttfb_ns = Vec::with_capacity(if spec.stream { per_worker * spec.concurrency } else { 0 });
     let mut errors = 0;
     for h in handles {
         let out = h.await.context("load worker died")?;
@@ -71,12 +60,7 @@ pub async fn run(spec: LoadSpec) -> Result<RunSummary> {
         ttfb_ns.extend_from_slice(&out.ttfb_ns);
         errors += out.errors;
     }
-    Ok(summarize(
-        latency_ns,
-        ttfb_ns,
-        errors,
-        spec.measure.as_secs_f64(),
-    ))
+    Ok(summarize(latency_ns, ttfb_ns, errors, spec.measure.as_secs_f64()))
 }
 
 async fn worker(spec: Arc<LoadSpec>, t_measure: Instant, t_end: Instant, cap: usize) -> WorkerOut {
@@ -105,11 +89,8 @@ async fn worker(spec: Arc<LoadSpec>, t_measure: Instant, t_end: Instant, cap: us
                 return out;
             };
             let t0 = Instant::now();
-            let res = tokio::time::timeout_at(
-                hard_deadline,
-                one_request(&mut sender, req, spec.stream, &mut tail),
-            )
-            .await;
+            let res =
+                tokio::time::timeout_at(hard_deadline, one_request(&mut sender, req, spec.stream, &mut tail)).await;
             let t1 = Instant::now();
             match res {
                 Ok(Ok(first_chunk)) => {
@@ -202,10 +183,7 @@ async fn one_request(
 }
 
 fn ends_with_done(tail: &[u8]) -> bool {
-    let trimmed = tail
-        .iter()
-        .rposition(|b| !b.is_ascii_whitespace())
-        .map_or(&tail[..0], |i| &tail[..=i]);
+    let trimmed = tail.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(&tail[..0], |i| &tail[..=i]);
     trimmed.ends_with(b"data: [DONE]")
 }
 
@@ -269,10 +247,7 @@ mod tests {
 
     #[tokio::test(flavor = "current_thread")]
     async fn dead_target_counts_errors_and_stops() {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
         let spec = LoadSpec {
             addr: port,
             path: "/".into(),

@@ -20,8 +20,7 @@ use crate::procs::ChildProc;
 use crate::report::{Report, Row, RssSample};
 
 const REPRO_BUILD: &str = "cargo build --release -p tollgate -p tollgate-mock -p tollgate-bench";
-const BODY: &str =
-    r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hello there"}]}"#;
+const BODY: &str = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hello there"}]}"#;
 const BODY_STREAM: &str =
     r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hello there"}],"stream":true}"#;
 /// Sizes the per-worker latency vectors so the hot loop rarely reallocates.
@@ -111,60 +110,38 @@ fn main() -> Result<()> {
     let rt = rt.enable_all().build()?;
     let busy_before = cpu_busy(Duration::from_secs(1));
     if busy_before.is_some_and(|b| b > 10.0) {
-        eprintln!("warning: the CPUs were {} busy before the run; other work on these cores skews the numbers", pct(busy_before));
+        eprintln!(
+            "warning: the CPUs were {} busy before the run; other work on these cores skews the numbers",
+            pct(busy_before)
+        );
     }
 
-    let bin_dir = std::env::current_exe()?
-        .parent()
-        .map(Path::to_path_buf)
-        .context("no directory for current exe")?;
-    let bin =
-        |flag: &Option<PathBuf>, name: &str| flag.clone().unwrap_or_else(|| bin_dir.join(name));
+    let bin_dir = std::env::current_exe()?.parent().map(Path::to_path_buf).context("no directory for current exe")?;
+    let bin = |flag: &Option<PathBuf>, name: &str| flag.clone().unwrap_or_else(|| bin_dir.join(name));
     let tmp = TempDir::new()?;
     let start_timeout = Duration::from_secs(10);
 
     let mut mock_cmd = Command::new(bin(&args.mock, "tollgate-mock"));
-    mock_cmd.args([
-        "--listen",
-        "127.0.0.1:0",
-        "--threads",
-        &args.mock_threads.to_string(),
-    ]);
+    mock_cmd.args(["--listen", "127.0.0.1:0", "--threads", &args.mock_threads.to_string()]);
     let mut mock = ChildProc::start("tollgate-mock", mock_cmd, None, start_timeout)?;
 
     let mut bare = None;
     if args.only.contains(&Target::Bare) {
         let mut cmd = Command::new(bin(&args.bareproxy, "bareproxy"));
-        cmd.args([
-            "--listen",
-            "127.0.0.1:0",
-            "--upstream",
-            &format!("http://{}", mock.addr),
-        ]);
+        cmd.args(["--listen", "127.0.0.1:0", "--upstream", &format!("http://{}", mock.addr)]);
         cmd.args(["--threads", &args.bare_threads.to_string()]);
         bare = Some(ChildProc::start("bareproxy", cmd, None, start_timeout)?);
     }
 
-    let key = format!(
-        "tg-bench-{:016x}",
-        SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos() as u64
-    );
+    let key = format!("tg-bench-{:016x}", SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos() as u64);
     let mut tollgate = None;
     if args.only.contains(&Target::Tollgate) {
         let addr = SocketAddr::from(([127, 0, 0, 1], procs::free_port()?));
         let config = tmp.0.join("tollgate.toml");
-        std::fs::write(
-            &config,
-            gateway_config(addr, &tmp.0.join("data"), mock.addr, &key),
-        )?;
+        std::fs::write(&config, gateway_config(addr, &tmp.0.join("data"), mock.addr, &key))?;
         let mut cmd = Command::new(bin(&args.tollgate, "tollgate"));
         cmd.arg("serve").arg("--config").arg(&config);
-        tollgate = Some(ChildProc::start(
-            "tollgate",
-            cmd,
-            Some(addr),
-            Duration::from_secs(30),
-        )?);
+        tollgate = Some(ChildProc::start("tollgate", cmd, Some(addr), Duration::from_secs(30))?);
     }
 
     let mut targets: Vec<(&'static str, SocketAddr)> = Vec::new();
@@ -204,10 +181,7 @@ fn main() -> Result<()> {
                     summary.requests,
                     summary.errors
                 );
-                for p in [Some(&mut mock), bare.as_mut(), tollgate.as_mut()]
-                    .into_iter()
-                    .flatten()
-                {
+                for p in [Some(&mut mock), bare.as_mut(), tollgate.as_mut()].into_iter().flatten() {
                     p.check_alive()?;
                 }
                 let proc_for = match target {
@@ -217,20 +191,9 @@ fn main() -> Result<()> {
                 };
                 if let (true, Some(p)) = (c == max_c, proc_for) {
                     let (rss_kib, hwm_kib) = procs::rss_kib(p.pid())?;
-                    rss.push(RssSample {
-                        process: p.name,
-                        after: format!("{scenario} c={c}"),
-                        rss_kib,
-                        hwm_kib,
-                    });
+                    rss.push(RssSample { process: p.name, after: format!("{scenario} c={c}"), rss_kib, hwm_kib });
                 }
-                rows.push(Row {
-                    scenario,
-                    stream,
-                    target,
-                    concurrency: c,
-                    summary,
-                });
+                rows.push(Row { scenario, stream, target, concurrency: c, summary });
             }
         }
     }
@@ -275,10 +238,7 @@ fn main() -> Result<()> {
         rss,
         tollgate_ran: tollgate.is_some(),
     };
-    let out = args
-        .out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/RESULTS.md")));
+    let out = args.out.clone().unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/RESULTS.md")));
     let existing = std::fs::read_to_string(&out).ok();
     std::fs::write(&out, report::splice(existing.as_deref(), &report.render()))
         .with_context(|| format!("writing {}", out.display()))?;
@@ -322,10 +282,7 @@ fn repro_command() -> String {
 }
 
 fn shell_quote(s: &str) -> String {
-    if !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_.,/=:".contains(c))
-    {
+    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_.,/=:".contains(c)) {
         s.to_string()
     } else {
         format!("'{}'", s.replace('\'', r"'\''"))
@@ -344,13 +301,7 @@ fn loadavg() -> String {
 fn cpu_busy(window: Duration) -> Option<f64> {
     fn sample() -> Option<(u64, u64)> {
         let stat = std::fs::read_to_string("/proc/stat").ok()?;
-        let f: Vec<u64> = stat
-            .lines()
-            .next()?
-            .split_whitespace()
-            .skip(1)
-            .filter_map(|x| x.parse().ok())
-            .collect();
+        let f: Vec<u64> = stat.lines().next()?.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
         let total: u64 = f.iter().take(8).sum();
         let idle = f.get(3)? + f.get(4)?;
         Some((total, idle))
@@ -382,11 +333,7 @@ fn utc_now() -> Result<String> {
     let secs = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
     let (y, m, d) = civil_from_days((secs / 86_400) as i64);
     let rem = secs % 86_400;
-    Ok(format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02} UTC",
-        rem / 3600,
-        rem % 3600 / 60
-    ))
+    Ok(format!("{y:04}-{m:02}-{d:02} {:02}:{:02} UTC", rem / 3600, rem % 3600 / 60))
 }
 
 /// Days since 1970-01-01 → (year, month, day), Howard Hinnant's algorithm.
@@ -416,15 +363,9 @@ mod tests {
 
     #[test]
     fn config_hashes_the_key() {
-        let cfg = gateway_config(
-            "127.0.0.1:1".parse().unwrap(),
-            Path::new("/tmp/d"),
-            "127.0.0.1:2".parse().unwrap(),
-            "abc",
-        );
-        assert!(
-            cfg.contains("sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
-        );
+        let cfg =
+            gateway_config("127.0.0.1:1".parse().unwrap(), Path::new("/tmp/d"), "127.0.0.1:2".parse().unwrap(), "abc");
+        assert!(cfg.contains("sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"));
         assert!(cfg.contains(r#"base_url = "http://127.0.0.1:2/v1""#));
         assert!(cfg.contains(r#"listen = "127.0.0.1:1""#));
     }

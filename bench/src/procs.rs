@@ -24,17 +24,10 @@ pub struct ChildProc {
 impl ChildProc {
     /// Starts `cmd` and waits until it prints `listening on ADDR` on stdout or stderr.
     /// `known` is the address it was told to use, taken when the line carries no parseable address.
-    pub fn start(
-        name: &'static str,
-        mut cmd: Command,
-        known: Option<SocketAddr>,
-        timeout: Duration,
-    ) -> Result<Self> {
+    pub fn start(name: &'static str, mut cmd: Command, known: Option<SocketAddr>, timeout: Duration) -> Result<Self> {
         let program = cmd.get_program().to_string_lossy().into_owned();
         if !Path::new(&program).exists() {
-            bail!(
-                "{name}: {program} not found; build it first (see the reproduce command in --help)"
-            );
+            bail!("{name}: {program} not found; build it first (see the reproduce command in --help)");
         }
         let mut child = cmd
             .stdin(Stdio::null())
@@ -50,12 +43,7 @@ impl ChildProc {
         if let Some(err) = child.stderr.take() {
             pump(err, tx, tail.clone());
         }
-        let mut me = ChildProc {
-            name,
-            addr: known.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0))),
-            child,
-            tail,
-        };
+        let mut me = ChildProc { name, addr: known.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0))), child, tail };
 
         let deadline = Instant::now() + timeout;
         loop {
@@ -70,18 +58,12 @@ impl ChildProc {
                 },
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    bail!(
-                        "{name} closed its output before listening:\n{}",
-                        me.tail_text()
-                    )
+                    bail!("{name} closed its output before listening:\n{}", me.tail_text())
                 }
             }
             me.check_alive()?;
             if Instant::now() >= deadline {
-                bail!(
-                    "{name} did not print `listening on` within {timeout:?}:\n{}",
-                    me.tail_text()
-                );
+                bail!("{name} did not print `listening on` within {timeout:?}:\n{}", me.tail_text());
             }
         }
         Ok(me)
@@ -94,11 +76,7 @@ impl ChildProc {
     /// Fails with the child's last output lines if it has exited.
     pub fn check_alive(&mut self) -> Result<()> {
         if let Some(status) = self.child.try_wait()? {
-            bail!(
-                "{} exited ({status}); last output:\n{}",
-                self.name,
-                self.tail_text()
-            );
+            bail!("{} exited ({status}); last output:\n{}", self.name, self.tail_text());
         }
         Ok(())
     }
@@ -107,11 +85,7 @@ impl ChildProc {
         // Let the pump threads catch the last lines of a child that just died.
         std::thread::sleep(Duration::from_millis(50));
         match self.tail.lock() {
-            Ok(t) => t
-                .iter()
-                .map(|l| format!("  {l}"))
-                .collect::<Vec<_>>()
-                .join("\n"),
+            Ok(t) => t.iter().map(|l| format!("  {l}")).collect::<Vec<_>>().join("\n"),
             Err(_) => String::new(),
         }
     }
@@ -125,11 +99,7 @@ impl Drop for ChildProc {
 }
 
 /// Reads lines until EOF: forwards them while someone listens and keeps the last few, so the pipe never fills.
-fn pump(
-    r: impl Read + Send + 'static,
-    tx: mpsc::Sender<String>,
-    tail: Arc<Mutex<VecDeque<String>>>,
-) {
+fn pump(r: impl Read + Send + 'static, tx: mpsc::Sender<String>, tail: Arc<Mutex<VecDeque<String>>>) {
     std::thread::spawn(move || {
         for line in BufReader::new(r).lines() {
             let Ok(line) = line else { break };
@@ -150,9 +120,7 @@ pub fn parse_listen(line: &str) -> Option<Option<SocketAddr>> {
     let rest = &clean[clean.find("listening on")? + "listening on".len()..];
     let addr = rest.split_whitespace().find_map(|tok| {
         let tok = tok.rsplit('=').next().unwrap_or(tok);
-        let tok = tok.trim_matches(|c: char| {
-            !(c.is_ascii_alphanumeric() || matches!(c, '.' | ':' | '[' | ']'))
-        });
+        let tok = tok.trim_matches(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '.' | ':' | '[' | ']')));
         let tok = tok.strip_prefix("http://").unwrap_or(tok);
         tok.parse::<SocketAddr>().ok()
     });
@@ -186,14 +154,7 @@ pub fn free_port() -> Result<u16> {
 pub fn rss_kib(pid: u32) -> Result<(u64, u64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let field = |key: &str| -> Option<u64> {
-        status.lines().find_map(|l| {
-            l.strip_prefix(key)?
-                .trim()
-                .trim_end_matches("kB")
-                .trim()
-                .parse()
-                .ok()
-        })
+        status.lines().find_map(|l| l.strip_prefix(key)?.trim().trim_end_matches("kB").trim().parse().ok())
     };
     match (field("VmRSS:"), field("VmHWM:")) {
         (Some(rss), Some(hwm)) => Ok((rss, hwm)),
@@ -213,10 +174,7 @@ mod tests {
             parse_listen("2026-01-01T00:00:00Z  INFO tollgate: listening on addr=127.0.0.1:4000"),
             Some(Some(a))
         );
-        assert_eq!(
-            parse_listen("\u{1b}[32m INFO\u{1b}[0m listening on http://127.0.0.1:4000/"),
-            Some(Some(a))
-        );
+        assert_eq!(parse_listen("\u{1b}[32m INFO\u{1b}[0m listening on http://127.0.0.1:4000/"), Some(Some(a)));
         assert_eq!(parse_listen("INFO listening on"), Some(None));
         assert_eq!(parse_listen("starting up"), None);
     }

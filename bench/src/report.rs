@@ -80,11 +80,7 @@ impl Report {
         let _ = writeln!(s, "{BEGIN}");
         let _ = writeln!(s, "## Gateway overhead: direct vs bare proxy vs tollgate\n");
         let _ = writeln!(s, "- Date: {}", self.date);
-        let _ = writeln!(
-            s,
-            "- Machine: {} cores (nproc), {}",
-            self.nproc, self.cpu_model
-        );
+        let _ = writeln!(s, "- Machine: {} cores (nproc), {}", self.nproc, self.cpu_model);
         let _ = writeln!(s, "- Reproduce: `{}`", self.command);
         for line in &self.setup {
             let _ = writeln!(s, "- {line}");
@@ -100,8 +96,7 @@ impl Report {
         for (scenario, stream) in &scenarios {
             let _ = writeln!(s, "### {scenario}\n");
             let mut head =
-                "| target | c | RPS | p50 µs | p99 µs | added p50 µs | added p99 µs | RPS ratio |"
-                    .to_string();
+                "| target | c | RPS | p50 µs | p99 µs | added p50 µs | added p99 µs | RPS ratio |".to_string();
             let mut rule = "|---|--:|--:|--:|--:|--:|--:|--:|".to_string();
             if *stream {
                 head.push_str(" first chunk p50 µs | first chunk p99 µs |");
@@ -143,36 +138,20 @@ impl Report {
             let _ = writeln!(s);
         }
 
-        let _ = writeln!(
-            s,
-            "### Memory (sampled at the end of the highest-concurrency runs)\n"
-        );
+        let _ = writeln!(s, "### Memory (sampled at the end of the highest-concurrency runs)\n");
         if self.rss.is_empty() {
             let _ = writeln!(s, "Not sampled (no proxy ran at high concurrency).\n");
         } else {
-            let _ = writeln!(
-                s,
-                "| process | after | VmRSS MiB | VmHWM MiB |\n|---|---|--:|--:|"
-            );
+            let _ = writeln!(s, "| process | after | VmRSS MiB | VmHWM MiB |\n|---|---|--:|--:|");
             for m in &self.rss {
-                let _ = writeln!(
-                    s,
-                    "| {} | {} | {:.1} | {:.1} |",
-                    m.process,
-                    m.after,
-                    mib(m.rss_kib),
-                    mib(m.hwm_kib)
-                );
+                let _ = writeln!(s, "| {} | {} | {:.1} | {:.1} |", m.process, m.after, mib(m.rss_kib), mib(m.hwm_kib));
             }
             let _ = writeln!(s);
         }
 
         let _ = writeln!(s, "### Targets (tollgate)\n");
         if !self.tollgate_ran {
-            let _ = writeln!(
-                s,
-                "Not evaluated: tollgate was not part of this run (`--only`).\n"
-            );
+            let _ = writeln!(s, "Not evaluated: tollgate was not part of this run (`--only`).\n");
         } else {
             for (scenario, _) in &scenarios {
                 let line = match (self.find(scenario, "tollgate", 1), self.direct(scenario, 1)) {
@@ -182,45 +161,22 @@ impl Report {
                     },
                     _ => "not measured (needs direct and tollgate at c=1)".into(),
                 };
-                let _ = writeln!(
-                    s,
-                    "- Added p50 ≤ {TARGET_ADDED_P50_US:.0} µs at c=1, {scenario}: {line}"
-                );
-                let line = match (
-                    self.find(scenario, "tollgate", 32),
-                    self.direct(scenario, 32),
-                ) {
+                let _ = writeln!(s, "- Added p50 ≤ {TARGET_ADDED_P50_US:.0} µs at c=1, {scenario}: {line}");
+                let line = match (self.find(scenario, "tollgate", 32), self.direct(scenario, 32)) {
                     (Some(t), Some(d)) => match rps_ratio(t.rps, d.rps) {
                         Some(r) => format!("{:.0}% — {}", r * 100.0, mark(r >= TARGET_RPS_RATIO)),
                         None => "direct made no requests — **not met**".into(),
                     },
                     _ => "not measured (needs direct and tollgate at c=32)".into(),
                 };
-                let _ = writeln!(
-                    s,
-                    "- ≥ {:.0}% of direct RPS at c=32, {scenario}: {line}",
-                    TARGET_RPS_RATIO * 100.0
-                );
+                let _ = writeln!(s, "- ≥ {:.0}% of direct RPS at c=32, {scenario}: {line}", TARGET_RPS_RATIO * 100.0);
             }
-            let peak = self
-                .rss
-                .iter()
-                .filter(|m| m.process == "tollgate")
-                .map(|m| m.rss_kib)
-                .max();
-            let hwm = self
-                .rss
-                .iter()
-                .filter(|m| m.process == "tollgate")
-                .map(|m| m.hwm_kib)
-                .max();
+            let peak = self.rss.iter().filter(|m| m.process == "tollgate").map(|m| m.rss_kib).max();
+            let hwm = self.rss.iter().filter(|m| m.process == "tollgate").map(|m| m.hwm_kib).max();
             let line = match (peak, hwm) {
-                (Some(p), Some(h)) => format!(
-                    "VmRSS {:.1} MiB (VmHWM {:.1} MiB) — {}",
-                    mib(p),
-                    mib(h),
-                    mark(mib(p) <= TARGET_RSS_MIB)
-                ),
+                (Some(p), Some(h)) => {
+                    format!("VmRSS {:.1} MiB (VmHWM {:.1} MiB) — {}", mib(p), mib(h), mark(mib(p) <= TARGET_RSS_MIB))
+                }
                 _ => "not sampled".into(),
             };
             let _ = writeln!(s, "- RSS ≤ {TARGET_RSS_MIB:.0} MB after c=32: {line}");
@@ -260,16 +216,10 @@ mod tests {
     #[test]
     fn splice_creates_replaces_and_appends() {
         let block = format!("{BEGIN}\nnew\n{END}\n");
-        assert_eq!(
-            splice(None, &block),
-            format!("# Benchmark results\n\n{block}")
-        );
+        assert_eq!(splice(None, &block), format!("# Benchmark results\n\n{block}"));
 
         let old = format!("# R\n\nintro\n\n{BEGIN}\nold\n{END}\n\n## criterion\nkept\n");
-        assert_eq!(
-            splice(Some(&old), &block),
-            format!("# R\n\nintro\n\n{block}\n## criterion\nkept\n")
-        );
+        assert_eq!(splice(Some(&old), &block), format!("# R\n\nintro\n\n{block}\n## criterion\nkept\n"));
 
         let plain = "# R\n\nother section\n";
         assert_eq!(splice(Some(plain), &block), format!("{plain}\n{block}"));
@@ -311,24 +261,13 @@ mod tests {
             command: "cmd".into(),
             setup: vec![],
             rows,
-            rss: vec![RssSample {
-                process: "tollgate",
-                after: "x".into(),
-                rss_kib: 20 * 1024,
-                hwm_kib: 30 * 1024,
-            }],
+            rss: vec![RssSample { process: "tollgate", after: "x".into(), rss_kib: 20 * 1024, hwm_kib: 30 * 1024 }],
             tollgate_ran: true,
         };
         let md = r.render();
-        assert!(
-            md.contains("| tollgate | 1 | 8000 | 120.0 | 240.0 | +70.0 | +140.0 | 0.80 | 0 |"),
-            "{md}"
-        );
+        assert!(md.contains("| tollgate | 1 | 8000 | 120.0 | 240.0 | +70.0 | +140.0 | 0.80 | 0 |"), "{md}");
         assert!(md.contains("at c=1, non-stream: 70.0 µs — **met**"), "{md}");
         assert!(md.contains("at c=32, non-stream: 75% — **met**"), "{md}");
-        assert!(
-            md.contains("VmRSS 20.0 MiB (VmHWM 30.0 MiB) — **met**"),
-            "{md}"
-        );
+        assert!(md.contains("VmRSS 20.0 MiB (VmHWM 30.0 MiB) — **met**"), "{md}");
     }
 }

@@ -28,20 +28,11 @@ fn to_us(ns: Option<u64>) -> Option<f64> {
 }
 
 /// Summarizes latencies (ns) of requests completed inside a window of `window_secs`.
-pub fn summarize(
-    mut latency_ns: Vec<u64>,
-    mut ttfb_ns: Vec<u64>,
-    errors: u64,
-    window_secs: f64,
-) -> RunSummary {
+pub fn summarize(mut latency_ns: Vec<u64>, mut ttfb_ns: Vec<u64>, errors: u64, window_secs: f64) -> RunSummary {
     latency_ns.sort_unstable();
     ttfb_ns.sort_unstable();
     let requests = latency_ns.len();
-    let rps = if window_secs > 0.0 {
-        requests as f64 / window_secs
-    } else {
-        0.0
-    };
+    let rps = if window_secs > 0.0 { requests as f64 / window_secs } else { 0.0 };
     RunSummary {
         requests,
         errors,

@@ -27,11 +27,36 @@ impl CollectorMetrics {
     pub fn render(&self, out: &mut String, queue_depth: usize) {
         use std::fmt::Write;
         let rows: [(&str, &str, &str, u64); 5] = [
-            ("tollgate_collector_events_written_total", "counter", "Call events written to the Parquet sink.", self.events_written.load(Ordering::Relaxed)),
-            ("tollgate_collector_batches_written_total", "counter", "Batches written to the Parquet sink.", self.batches_written.load(Ordering::Relaxed)),
-            ("tollgate_collector_write_errors_total", "counter", "Failed batch writes (retried).", self.write_errors.load(Ordering::Relaxed)),
-            ("tollgate_collector_last_flush_unix_ms", "gauge", "When the last batch was written.", self.last_flush_unix_ms.load(Ordering::Relaxed)),
-            ("tollgate_collector_queue_batches", "gauge", "Batches (of up to 1024 events) waiting in the collector's queue.", queue_depth as u64),
+            (
+                "tollgate_collector_events_written_total",
+                "counter",
+                "Call events written to the Parquet sink.",
+                self.events_written.load(Ordering::Relaxed),
+            ),
+            (
+                "tollgate_collector_batches_written_total",
+                "counter",
+                "Batches written to the Parquet sink.",
+                self.batches_written.load(Ordering::Relaxed),
+            ),
+            (
+                "tollgate_collector_write_errors_total",
+                "counter",
+                "Failed batch writes (retried).",
+                self.write_errors.load(Ordering::Relaxed),
+            ),
+            (
+                "tollgate_collector_last_flush_unix_ms",
+                "gauge",
+                "When the last batch was written.",
+                self.last_flush_unix_ms.load(Ordering::Relaxed),
+            ),
+            (
+                "tollgate_collector_queue_batches",
+                "gauge",
+                "Batches (of up to 1024 events) waiting in the collector's queue.",
+                queue_depth as u64,
+            ),
         ];
         for (name, kind, help, v) in rows {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");

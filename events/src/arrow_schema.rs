@@ -21,9 +21,8 @@ pub fn call_event_schema() -> SchemaRef {
             let u16f = |n: &str| Field::new(n, DataType::UInt16, false);
             let u32f = |n: &str| Field::new(n, DataType::UInt32, false);
             let u64f = |n: &str| Field::new(n, DataType::UInt64, false);
-            let list = |n: &str| {
-                Field::new(n, DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))), false)
-            };
+            let list =
+                |n: &str| Field::new(n, DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))), false);
             Arc::new(Schema::new(vec![
                 u16f("schema_version"),
                 s("event_id"),

@@ -23,11 +23,7 @@ pub fn parse_usd_to_nano(text: &str) -> Result<u64, MoneyError> {
     if frac.len() > 9 {
         return Err(MoneyError::TooPrecise(text.to_string()));
     }
-    let int: u64 = if int.is_empty() {
-        0
-    } else {
-        int.parse().map_err(|_| MoneyError::TooLarge(text.to_string()))?
-    };
+    let int: u64 = if int.is_empty() { 0 } else { int.parse().map_err(|_| MoneyError::TooLarge(text.to_string()))? };
     let mut frac_nanos: u64 = 0;
     for (i, b) in frac.bytes().enumerate() {
         frac_nanos += u64::from(b - b'0') * 10u64.pow(8 - i as u32);

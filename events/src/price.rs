@@ -155,9 +155,8 @@ impl PriceTable {
         }
         let mut best: Option<(&str, &ModelPrice)> = None;
         for (name, p) in &self.prices {
-            let matches = model.len() > name.len()
-                && model.starts_with(name.as_str())
-                && model.as_bytes()[name.len()] == b'-';
+            let matches =
+                model.len() > name.len() && model.starts_with(name.as_str()) && model.as_bytes()[name.len()] == b'-';
             if matches && best.is_none_or(|(b, _)| name.len() > b.len()) {
                 best = Some((name, p));
             }
@@ -232,7 +231,10 @@ mod tests {
     #[test]
     fn lookup_prefers_exact_then_longest_dash_prefix() {
         let t = PriceTable::builtin();
-        assert_eq!(t.get("gpt-4o-mini-2024-07-18").unwrap().price_id, format!("gpt-4o-mini@builtin-{BUILTIN_PRICES_READ_ON}"));
+        assert_eq!(
+            t.get("gpt-4o-mini-2024-07-18").unwrap().price_id,
+            format!("gpt-4o-mini@builtin-{BUILTIN_PRICES_READ_ON}")
+        );
         assert_eq!(t.get("gpt-4o-2024-08-06").unwrap().price_id, format!("gpt-4o@builtin-{BUILTIN_PRICES_READ_ON}"));
         assert_eq!(t.get("openai/gpt-4o").unwrap().price_id, format!("gpt-4o@builtin-{BUILTIN_PRICES_READ_ON}"));
         assert_eq!(t.get("claude-3-5-haiku-20241022").unwrap().input, 800_000_000);

@@ -73,10 +73,9 @@ impl TokenEstimator {
         }
         match body.get("input") {
             Some(serde_json::Value::String(s)) => self.count_text(model, s),
-            Some(serde_json::Value::Array(items)) => items
-                .iter()
-                .map(|i| i.as_str().map(|s| self.count_text(model, s)).unwrap_or(1))
-                .sum(),
+            Some(serde_json::Value::Array(items)) => {
+                items.iter().map(|i| i.as_str().map(|s| self.count_text(model, s)).unwrap_or(1)).sum()
+            }
             _ => 0,
         }
     }

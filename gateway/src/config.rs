@@ -248,14 +248,20 @@ pub fn validate(
             if table.get(m).is_none() {
                 return Err(err(
                     key("models"),
-                    format!("model `{m}` has no price; add [prices.\"{m}\"] with input and output USD per million tokens"),
+                    format!(
+                        "model `{m}` has no price; add [prices.\"{m}\"] with input and output USD per million tokens"
+                    ),
                 ));
             }
             if model_routes.insert(m.clone(), i).is_some() {
                 return Err(err(key("models"), format!("model `{m}` is served by two upstreams")));
             }
         }
-        for (t, v) in [("connect_timeout_ms", u.connect_timeout_ms), ("request_timeout_ms", u.request_timeout_ms), ("idle_timeout_ms", u.idle_timeout_ms)] {
+        for (t, v) in [
+            ("connect_timeout_ms", u.connect_timeout_ms),
+            ("request_timeout_ms", u.request_timeout_ms),
+            ("idle_timeout_ms", u.idle_timeout_ms),
+        ] {
             if v == 0 {
                 return Err(err(key(t), "must be greater than 0"));
             }
@@ -271,7 +277,8 @@ pub fn validate(
         if !ids.insert(k.id.clone()) {
             return Err(err(key("id"), format!("`{}` is used by two keys", k.id)));
         }
-        let digest = parse_key_hash(&k.hash).ok_or_else(|| err(key("hash"), "must be `sha256:` followed by 64 hex digits (see `tollgate hash-key`)"))?;
+        let digest = parse_key_hash(&k.hash)
+            .ok_or_else(|| err(key("hash"), "must be `sha256:` followed by 64 hex digits (see `tollgate hash-key`)"))?;
         for m in &k.models {
             if !model_routes.contains_key(m) {
                 return Err(err(key("models"), format!("model `{m}` is not served by any upstream")));
@@ -282,7 +289,13 @@ pub fn validate(
     if settings.event_queue_capacity == 0 {
         return Err(err("gateway.event_queue_capacity", "must be greater than 0"));
     }
-    Ok(ValidatedConfig { upstreams: upstreams.to_vec(), keys: out_keys, prices: table, model_routes, settings: settings.clone() })
+    Ok(ValidatedConfig {
+        upstreams: upstreams.to_vec(),
+        keys: out_keys,
+        prices: table,
+        model_routes,
+        settings: settings.clone(),
+    })
 }
 
 fn parse_key_hash(s: &str) -> Option<[u8; 32]> {
@@ -302,11 +315,7 @@ mod tests {
     use super::*;
 
     fn upstream(models: &[&str]) -> UpstreamConfig {
-        toml::from_str(&format!(
-            "name = \"u\"\nbase_url = \"http://localhost:1/v1\"\nmodels = {:?}",
-            models
-        ))
-        .unwrap()
+        toml::from_str(&format!("name = \"u\"\nbase_url = \"http://localhost:1/v1\"\nmodels = {:?}", models)).unwrap()
     }
 
     #[test]

@@ -174,11 +174,9 @@ pub async fn run_metering(mut r: MeterReceiver, out: mpsc::Sender<Vec<CallEvent>
                     let ev = finish_event(p, &inner.prices, &inner.estimator);
                     inner.metrics.observe(&ev);
                     batch.push(ev);
-                    if batch.len() >= OUT_BATCH {
-                        if out.send(std::mem::take(&mut batch)).await.is_err() {
-                            error!("collector queue closed; metering stops");
-                            return;
-                        }
+                    if batch.len() >= OUT_BATCH && out.send(std::mem::take(&mut batch)).await.is_err() {
+                        error!("collector queue closed; metering stops");
+                        return;
                     }
                 }
                 Err(mpsc::error::TryRecvError::Empty) => break false,
@@ -338,7 +336,7 @@ impl Drop for CallGuard {
         // `finish_event` marks such events `estimated`.
         let refused = ev.outcome == Outcome::UpstreamError && ev.status_code >= 400;
         let estimate = match self.request_body.take() {
-            Some(body) if !refused && !(self.have_input_usage && self.have_output_usage) => {
+            Some(body) if !(refused || self.have_input_usage && self.have_output_usage) => {
                 Some(Box::new(EstimateInput {
                     request_body: body,
                     input: !self.have_input_usage,

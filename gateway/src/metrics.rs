@@ -76,17 +76,50 @@ impl GatewayMetrics {
         let scalar = |out: &mut String, name: &str, help: &str, kind: &str, v: u64| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
         };
-        scalar(out, "tollgate_events_emitted_total", "Call events created by the gateway.", "counter", self.events_emitted.get());
-        scalar(out, "tollgate_events_spilled_total", "Call events spilled to disk because the event queue was full.", "counter", self.events_spilled.get());
-        scalar(out, "tollgate_events_replayed_total", "Spilled call events replayed into the queue.", "counter", self.events_replayed.get());
-        scalar(out, "tollgate_events_lost_total", "Call events that could be neither queued nor spilled.", "counter", self.events_lost.get());
-        scalar(out, "tollgate_event_queue_depth", "Events waiting in the gateway's metering queue.", "gauge", queue_depth as u64);
+        scalar(
+            out,
+            "tollgate_events_emitted_total",
+            "Call events created by the gateway.",
+            "counter",
+            self.events_emitted.get(),
+        );
+        scalar(
+            out,
+            "tollgate_events_spilled_total",
+            "Call events spilled to disk because the event queue was full.",
+            "counter",
+            self.events_spilled.get(),
+        );
+        scalar(
+            out,
+            "tollgate_events_replayed_total",
+            "Spilled call events replayed into the queue.",
+            "counter",
+            self.events_replayed.get(),
+        );
+        scalar(
+            out,
+            "tollgate_events_lost_total",
+            "Call events that could be neither queued nor spilled.",
+            "counter",
+            self.events_lost.get(),
+        );
+        scalar(
+            out,
+            "tollgate_event_queue_depth",
+            "Events waiting in the gateway's metering queue.",
+            "gauge",
+            queue_depth as u64,
+        );
         let Ok(m) = self.by_model.lock() else { return };
-        let families: [(&str, &str, fn(&ModelCounters) -> u64); 9] = [
+        type Family = (&'static str, &'static str, fn(&ModelCounters) -> u64);
+        let families: [Family; 9] = [
             ("tollgate_calls_total", "Calls by model and outcome.", |c| c.calls),
             ("tollgate_input_tokens_total", "Input tokens (including cached).", |c| c.input_tokens),
             ("tollgate_output_tokens_total", "Output tokens (including reasoning).", |c| c.output_tokens),
-            ("tollgate_cached_input_tokens_total", "Input tokens read from the provider's cache.", |c| c.cached_input_tokens),
+            ("tollgate_cached_input_tokens_total", "Input tokens read from the provider's cache.", |c| {
+                c.cached_input_tokens
+            }),
             ("tollgate_reasoning_tokens_total", "Reasoning tokens.", |c| c.reasoning_tokens),
             ("tollgate_cost_nanousd_total", "Cost in nano-USD (USD x 1e9).", |c| c.cost_nanousd),
             ("gen_ai_client_operation_duration_milliseconds_sum", "Sum of call durations.", |c| c.duration_ms_sum),
@@ -97,7 +130,12 @@ impl GatewayMetrics {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
             for (model, per_outcome) in m.iter() {
                 for (outcome, c) in per_outcome {
-                    let _ = writeln!(out, "{name}{{gen_ai_request_model=\"{}\",outcome=\"{outcome}\"}} {}", escape(model), get(c));
+                    let _ = writeln!(
+                        out,
+                        "{name}{{gen_ai_request_model=\"{}\",outcome=\"{outcome}\"}} {}",
+                        escape(model),
+                        get(c)
+                    );
                 }
             }
         }

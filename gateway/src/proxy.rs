@@ -162,12 +162,8 @@ async fn forward(st: Arc<GatewayState>, req: Request, endpoint: Endpoint, path: 
 
     let stream = endpoint != Endpoint::Embeddings && meta.stream.unwrap_or(false);
     guard.event.stream = stream;
-    let client_wants_usage = meta
-        .stream_options
-        .as_ref()
-        .and_then(|o| o.get("include_usage"))
-        .and_then(|v| v.as_bool())
-        .unwrap_or(false);
+    let client_wants_usage =
+        meta.stream_options.as_ref().and_then(|o| o.get("include_usage")).and_then(|v| v.as_bool()).unwrap_or(false);
     let hide_usage = stream && up.cfg.stream_include_usage && !client_wants_usage;
     let upstream_body = if hide_usage {
         match with_include_usage(&bytes, meta.stream_options.is_some()) {
@@ -220,9 +216,11 @@ async fn forward(st: Arc<GatewayState>, req: Request, endpoint: Endpoint, path: 
     }
 
     let kind = if stream { BodyKind::Sse { hide_usage } } else { BodyKind::Json };
-    let content_type = up_parts.headers.get(header::CONTENT_TYPE).cloned().unwrap_or_else(|| {
-        HeaderValue::from_static(if stream { "text/event-stream" } else { "application/json" })
-    });
+    let content_type = up_parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .cloned()
+        .unwrap_or_else(|| HeaderValue::from_static(if stream { "text/event-stream" } else { "application/json" }));
     let idle = Duration::from_millis(up.cfg.idle_timeout_ms);
     let mut out = Response::builder().status(status).header(header::CONTENT_TYPE, content_type);
     if stream {

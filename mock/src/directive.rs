@@ -43,9 +43,7 @@ where
 
 fn number<T: std::str::FromStr>(key: &str, value: Option<&str>) -> Result<T, String> {
     let value = value.ok_or_else(|| format!("MOCK directive `{key}` needs a value"))?;
-    value
-        .parse()
-        .map_err(|_| format!("MOCK directive `{key}` has a bad value `{value}`"))
+    value.parse().map_err(|_| format!("MOCK directive `{key}` has a bad value `{value}`"))
 }
 
 /// Parses the inside of `MOCK[...]`; unknown keys are an error so typos do not pass silently.
@@ -73,13 +71,9 @@ pub(crate) fn parse(inner: &str) -> Result<Directives, String> {
                 let name = value.unwrap_or_default();
                 let safe = !name.is_empty()
                     && !name.contains("..")
-                    && name
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+                    && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
                 if !safe {
-                    return Err(format!(
-                        "MOCK fixture name `{name}` is not a plain file name"
-                    ));
+                    return Err(format!("MOCK fixture name `{name}` is not a plain file name"));
                 }
                 d.fixture = Some(name.to_owned());
             }
@@ -106,17 +100,11 @@ mod tests {
 
     #[test]
     fn last_occurrence_wins() {
-        let texts = [
-            "MOCK[tokens=1]",
-            "hi MOCK[tokens=2] and MOCK[tokens=3, no_usage] MOCK[oops",
-        ];
+        let texts = ["MOCK[tokens=1]", "hi MOCK[tokens=2] and MOCK[tokens=3, no_usage] MOCK[oops"];
         let d = from_texts(texts.iter().copied()).unwrap();
         assert_eq!(d.tokens, Some(3));
         assert!(d.no_usage);
-        assert_eq!(
-            from_texts(["plain"].into_iter()).unwrap(),
-            Directives::default()
-        );
+        assert_eq!(from_texts(["plain"].into_iter()).unwrap(), Directives::default());
     }
 
     #[test]
@@ -124,14 +112,8 @@ mod tests {
         let d = parse("tokens=7,prompt_tokens=11,cached=4,reasoning=2,delay_ms=1,first_delay_ms=3,status=429,retry_after=1,cut=2,no_usage,finish=length,fixture=openai_chat_stream_text,hang").unwrap();
         assert_eq!(d.tokens, Some(7));
         assert_eq!(d.prompt_tokens, Some(11));
-        assert_eq!(
-            (d.cached, d.reasoning, d.delay_ms, d.first_delay_ms),
-            (4, 2, 1, 3)
-        );
-        assert_eq!(
-            (d.status, d.retry_after, d.cut),
-            (Some(429), Some(1), Some(2))
-        );
+        assert_eq!((d.cached, d.reasoning, d.delay_ms, d.first_delay_ms), (4, 2, 1, 3));
+        assert_eq!((d.status, d.retry_after, d.cut), (Some(429), Some(1), Some(2)));
         assert!(d.no_usage && d.hang);
         assert_eq!(d.finish.as_deref(), Some("length"));
         assert_eq!(d.fixture.as_deref(), Some("openai_chat_stream_text"));

@@ -56,10 +56,7 @@ pub struct RecordedRequest {
 impl RecordedRequest {
     /// First value of header `name` (any case).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
     /// The body parsed as JSON, or `Value::Null` when it is not JSON.
@@ -107,10 +104,7 @@ impl MockUpstream {
     }
 
     /// Starts on `addr`, serving `fixture=NAME` from `dir`.
-    pub async fn start_on_with_fixtures(
-        addr: SocketAddr,
-        dir: PathBuf,
-    ) -> std::io::Result<MockUpstream> {
+    pub async fn start_on_with_fixtures(addr: SocketAddr, dir: PathBuf) -> std::io::Result<MockUpstream> {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
@@ -121,9 +115,7 @@ impl MockUpstream {
             next_id: AtomicU64::new(1),
             fixture_dir: dir,
         });
-        let app = Router::new()
-            .fallback(handle)
-            .with_state(Arc::clone(&shared));
+        let app = Router::new().fallback(handle).with_state(Arc::clone(&shared));
         // Small SSE frames must not wait on Nagle + delayed ACK.
         let listener = listener.tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);
@@ -191,12 +183,7 @@ impl Shared {
         let headers = parts
             .headers
             .iter()
-            .map(|(k, v)| {
-                (
-                    k.as_str().to_owned(),
-                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
-                )
-            })
+            .map(|(k, v)| (k.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
             .collect();
         let rec = RecordedRequest {
             method: parts.method.as_str().to_owned(),
@@ -299,9 +286,7 @@ struct ContentPart {
 async fn chat(shared: &Arc<Shared>, body: &Bytes) -> Response {
     let req: ChatRequest = match serde_json::from_slice(body) {
         Ok(req) => req,
-        Err(error) => {
-            return invalid_request(&format!("invalid JSON body: {error}"), "invalid_json")
-        }
+        Err(error) => return invalid_request(&format!("invalid JSON body: {error}"), "invalid_json"),
     };
     let mut texts: Vec<&str> = Vec::with_capacity(req.messages.len());
     for message in &req.messages {
@@ -361,11 +346,7 @@ async fn chat(shared: &Arc<Shared>, body: &Bytes) -> Response {
         };
     }
 
-    let include_usage = !d.no_usage
-        && req
-            .stream_options
-            .and_then(|o| o.include_usage)
-            .unwrap_or(false);
+    let include_usage = !d.no_usage && req.stream_options.and_then(|o| o.include_usage).unwrap_or(false);
     let frames = match wire::chat_stream(&completion, include_usage) {
         Ok(frames) => frames,
         Err(_) => return internal("could not format completion stream"),
@@ -395,24 +376,15 @@ async fn before_headers(d: &Directives) -> Option<Response> {
     }
     let status = d.status?;
     let Ok(code) = StatusCode::from_u16(status) else {
-        return Some(invalid_request(
-            &format!("MOCK status {status} is not an HTTP status"),
-            "invalid_mock_directive",
-        ));
+        return Some(invalid_request(&format!("MOCK status {status} is not an HTTP status"), "invalid_mock_directive"));
     };
     if code.is_success() {
         return None;
     }
     let (kind, err_code) = wire::error_kind(status);
-    let mut resp = error_response(
-        code,
-        &format!("MOCK status {status}: simulated upstream error"),
-        kind,
-        err_code,
-    );
+    let mut resp = error_response(code, &format!("MOCK status {status}: simulated upstream error"), kind, err_code);
     if let Some(secs) = d.retry_after {
-        resp.headers_mut()
-            .insert(RETRY_AFTER, HeaderValue::from(secs));
+        resp.headers_mut().insert(RETRY_AFTER, HeaderValue::from(secs));
     }
     Some(resp)
 }
@@ -450,13 +422,7 @@ async fn fixture(shared: &Arc<Shared>, name: &str, stream: bool, d: &Directives)
     } else {
         Stop::Never
     };
-    sse_ok(FramesBody::stream(
-        frames,
-        0..done_at,
-        Duration::from_millis(d.delay_ms),
-        stop,
-        Arc::clone(shared),
-    ))
+    sse_ok(FramesBody::stream(frames, 0..done_at, Duration::from_millis(d.delay_ms), stop, Arc::clone(shared)))
 }
 
 #[derive(Deserialize)]
@@ -471,9 +437,7 @@ struct EmbeddingsRequest {
 async fn embeddings(shared: &Arc<Shared>, body: &Bytes) -> Response {
     let req: EmbeddingsRequest = match serde_json::from_slice(body) {
         Ok(req) => req,
-        Err(error) => {
-            return invalid_request(&format!("invalid JSON body: {error}"), "invalid_json")
-        }
+        Err(error) => return invalid_request(&format!("invalid JSON body: {error}"), "invalid_json"),
     };
     // Each input is text, or a token array whose length is its token count.
     let mut texts: Vec<&str> = Vec::new();
@@ -492,12 +456,7 @@ async fn embeddings(shared: &Arc<Shared>, body: &Bytes) -> Response {
                 match item {
                     Value::String(s) => texts.push(s),
                     Value::Array(tokens) => token_counts += tokens.len() as u64,
-                    _ => {
-                        return invalid_request(
-                            "'input' items must be strings or token arrays",
-                            "invalid_input",
-                        )
-                    }
+                    _ => return invalid_request("'input' items must be strings or token arrays", "invalid_input"),
                 }
             }
             items.len()
@@ -517,11 +476,7 @@ async fn embeddings(shared: &Arc<Shared>, body: &Bytes) -> Response {
     let data: Vec<Value> = (0..count)
         .map(|index| {
             let v = wire::embedding(index);
-            let embedding = if base64 {
-                json!(wire::base64_f32(&v))
-            } else {
-                json!(v)
-            };
+            let embedding = if base64 { json!(wire::base64_f32(&v)) } else { json!(v) };
             json!({"object": "embedding", "index": index, "embedding": embedding})
         })
         .collect();
@@ -535,16 +490,12 @@ async fn embeddings(shared: &Arc<Shared>, body: &Bytes) -> Response {
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 fn json_ok(shared: &Arc<Shared>, bytes: Bytes) -> Response {
     let mut resp = Response::new(Body::new(FramesBody::whole(bytes, Arc::clone(shared))));
-    resp.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     resp
 }
 
@@ -559,27 +510,16 @@ fn sse_ok(body: FramesBody) -> Response {
 fn error_response(status: StatusCode, message: &str, kind: &str, code: &str) -> Response {
     let mut resp = Response::new(Body::from(wire::error_body(message, kind, code)));
     *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     resp
 }
 
 fn invalid_request(message: &str, code: &str) -> Response {
-    error_response(
-        StatusCode::BAD_REQUEST,
-        message,
-        "invalid_request_error",
-        code,
-    )
+    error_response(StatusCode::BAD_REQUEST, message, "invalid_request_error", code)
 }
 
 fn internal(message: &str) -> Response {
-    error_response(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        message,
-        "server_error",
-        "server_error",
-    )
+    error_response(StatusCode::INTERNAL_SERVER_ERROR, message, "server_error", "server_error")
 }
 
 #[cfg(test)]

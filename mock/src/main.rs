@@ -24,14 +24,10 @@ struct Args {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.threads.max(1))
-        .enable_all()
-        .build()?;
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(args.threads.max(1)).enable_all().build()?;
     runtime.block_on(async {
-        let dir = args
-            .fixtures
-            .unwrap_or_else(tollgate_mock::default_fixture_dir);
+        let dir = args.fixtures.unwrap_or_else(tollgate_mock::default_fixture_dir);
         let mock = MockUpstream::start_on_with_fixtures(args.listen, dir).await?;
         let mut stdout = std::io::stdout().lock();
         writeln!(stdout, "listening on {}", mock.addr())?;

@@ -21,22 +21,14 @@ impl Reply {
     /// SSE `data:` payloads in order.
     fn events(&self) -> Vec<String> {
         let text = std::str::from_utf8(&self.body).unwrap();
-        assert!(
-            text.is_empty() || text.ends_with("\n\n"),
-            "partial event in {text:?}"
-        );
-        text.split("\n\n")
-            .filter(|e| !e.is_empty())
-            .map(|e| e.strip_prefix("data: ").unwrap().to_owned())
-            .collect()
+        assert!(text.is_empty() || text.ends_with("\n\n"), "partial event in {text:?}");
+        text.split("\n\n").filter(|e| !e.is_empty()).map(|e| e.strip_prefix("data: ").unwrap().to_owned()).collect()
     }
 }
 
 async fn send(addr: SocketAddr, method: &str, path: &str, body: &str) -> Reply {
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-        .await
-        .unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.unwrap();
     tokio::spawn(async move {
         let _ = conn.await;
     });
@@ -67,12 +59,7 @@ async fn send(addr: SocketAddr, method: &str, path: &str, body: &str) -> Reply {
             }
         }
     }
-    Reply {
-        status,
-        headers,
-        body: out,
-        body_error,
-    }
+    Reply { status, headers, body: out, body_error }
 }
 
 fn chat_body(content: &str, stream: bool, include_usage: Option<bool>) -> String {
@@ -100,11 +87,7 @@ fn chunk(event: &str) -> Value {
 async fn non_stream_matches_openai_shape() {
     let mock = MockUpstream::start().await.unwrap();
     assert_eq!(mock.base_url(), format!("http://{}/v1", mock.addr()));
-    let body = chat_body(
-        "hello there MOCK[tokens=3,cached=2,reasoning=4]",
-        false,
-        None,
-    );
+    let body = chat_body("hello there MOCK[tokens=3,cached=2,reasoning=4]", false, None);
     let r = send(mock.addr(), "POST", "/v1/chat/completions", &body).await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.headers["content-type"], "application/json");
@@ -169,10 +152,7 @@ async fn stream_without_usage() {
     for (i, e) in events[1..6].iter().enumerate() {
         let c = chunk(e);
         assert_eq!(c["id"], id);
-        assert_eq!(
-            c["choices"][0]["delta"],
-            json!({"content": format!("tok{i} ")})
-        );
+        assert_eq!(c["choices"][0]["delta"], json!({"content": format!("tok{i} ")}));
         assert_eq!(c["choices"][0]["finish_reason"], Value::Null);
     }
     let last = chunk(&events[6]);
@@ -194,11 +174,8 @@ async fn stream_without_usage() {
 #[tokio::test]
 async fn stream_with_usage() {
     let mock = MockUpstream::start().await.unwrap();
-    let body = chat_body(
-        "one two MOCK[tokens=2,prompt_tokens=40,cached=8,reasoning=1,finish=length]",
-        true,
-        Some(true),
-    );
+    let body =
+        chat_body("one two MOCK[tokens=2,prompt_tokens=40,cached=8,reasoning=1,finish=length]", true, Some(true));
     let r = send(mock.addr(), "POST", "/v1/chat/completions", &body).await;
     let events = r.events();
     assert_eq!(events.len(), 1 + 2 + 1 + 1 + 1);
@@ -213,14 +190,8 @@ async fn stream_with_usage() {
     assert_eq!(usage_chunk["usage"]["prompt_tokens"], 40);
     assert_eq!(usage_chunk["usage"]["completion_tokens"], 3);
     assert_eq!(usage_chunk["usage"]["total_tokens"], 43);
-    assert_eq!(
-        usage_chunk["usage"]["prompt_tokens_details"]["cached_tokens"],
-        8
-    );
-    assert_eq!(
-        usage_chunk["usage"]["completion_tokens_details"]["reasoning_tokens"],
-        1
-    );
+    assert_eq!(usage_chunk["usage"]["prompt_tokens_details"]["cached_tokens"], 8);
+    assert_eq!(usage_chunk["usage"]["completion_tokens_details"]["reasoning_tokens"], 1);
 
     // no_usage wins over include_usage.
     let body = chat_body("MOCK[no_usage,tokens=1]", true, Some(true));
@@ -296,9 +267,7 @@ async fn cut_ends_body_with_error() {
 async fn hang_until_client_leaves() {
     let mock = MockUpstream::start().await.unwrap();
     let tcp = tokio::net::TcpStream::connect(mock.addr()).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
-        .await
-        .unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.unwrap();
     let conn = tokio::spawn(conn);
     let req = http::Request::post("/v1/chat/completions")
         .header("host", "mock")
@@ -326,8 +295,7 @@ async fn hang_until_client_leaves() {
 #[tokio::test]
 async fn embeddings() {
     let mock = MockUpstream::start().await.unwrap();
-    let body =
-        json!({"model": "text-embedding-3-small", "input": "the quick brown fox"}).to_string();
+    let body = json!({"model": "text-embedding-3-small", "input": "the quick brown fox"}).to_string();
     let r = send(mock.addr(), "POST", "/v1/embeddings", &body).await;
     assert_eq!(r.status, StatusCode::OK);
     let v = r.json();
@@ -340,17 +308,13 @@ async fn embeddings() {
     assert_eq!(v["usage"], json!({"prompt_tokens": 4, "total_tokens": 4}));
 
     let body = json!({"model": "e", "input": ["a b", "c MOCK[prompt_tokens=99]", "d"]}).to_string();
-    let v = send(mock.addr(), "POST", "/v1/embeddings", &body)
-        .await
-        .json();
+    let v = send(mock.addr(), "POST", "/v1/embeddings", &body).await.json();
     assert_eq!(v["data"].as_array().unwrap().len(), 3);
     assert_eq!(v["data"][2]["index"], 2);
     assert_eq!(v["usage"]["prompt_tokens"], 99);
 
     let body = json!({"model": "e", "input": ["x y"], "encoding_format": "base64"}).to_string();
-    let v = send(mock.addr(), "POST", "/v1/embeddings", &body)
-        .await
-        .json();
+    let v = send(mock.addr(), "POST", "/v1/embeddings", &body).await.json();
     assert_eq!(v["data"][0]["embedding"].as_str().unwrap().len(), 44);
     assert_eq!(v["usage"]["prompt_tokens"], 2);
     assert_eq!(mock.answered(), 3);
@@ -378,13 +342,7 @@ async fn models_errors_and_unknown_paths() {
     let r = send(mock.addr(), "POST", "/v1/embeddings", "[").await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
 
-    let r = send(
-        mock.addr(),
-        "POST",
-        "/v1/chat/completions",
-        &chat_body("MOCK[bogus=1]", false, None),
-    )
-    .await;
+    let r = send(mock.addr(), "POST", "/v1/chat/completions", &chat_body("MOCK[bogus=1]", false, None)).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert_eq!(r.json()["error"]["code"], "invalid_mock_directive");
 
@@ -417,10 +375,7 @@ async fn fixtures_replay_verbatim() {
     let body = chat_body("MOCK[fixture=openai_chat_nonstream]", false, None);
     let r = send(mock.addr(), "POST", "/v1/chat/completions", &body).await;
     assert_eq!(r.body, expected);
-    assert_eq!(
-        r.json()["usage"]["prompt_tokens_details"]["cached_tokens"],
-        1024
-    );
+    assert_eq!(r.json()["usage"]["prompt_tokens_details"]["cached_tokens"], 1024);
 
     let body = chat_body("MOCK[fixture=openai_chat_stream_text,cut=3]", true, None);
     let r = send(mock.addr(), "POST", "/v1/chat/completions", &body).await;
@@ -438,9 +393,7 @@ async fn fixture_dir_is_configurable() {
     let dir = std::env::temp_dir().join(format!("tollgate-mock-fixtures-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("one.jsonl"), "{\"a\":1}\n\n{\"b\":2}\n").unwrap();
-    let mock = MockUpstream::start_with_fixtures(dir.clone())
-        .await
-        .unwrap();
+    let mock = MockUpstream::start_with_fixtures(dir.clone()).await.unwrap();
     let body = chat_body("MOCK[fixture=one]", true, None);
     let r = send(mock.addr(), "POST", "/v1/chat/completions", &body).await;
     assert_eq!(r.events(), vec![r#"{"a":1}"#, r#"{"b":2}"#, "[DONE]"]);
@@ -464,8 +417,5 @@ fn recording_is_capped() {
     let requests = shared.lock_requests();
     assert_eq!(requests.len(), MAX_RECORDED);
     assert_eq!(requests.front().unwrap().body, "5");
-    assert_eq!(
-        shared.received.load(Ordering::Relaxed),
-        MAX_RECORDED as u64 + 5
-    );
+    assert_eq!(shared.received.load(Ordering::Relaxed), MAX_RECORDED as u64 + 5);
 }

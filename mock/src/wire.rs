@@ -77,10 +77,7 @@ pub(crate) struct StreamFrames {
 }
 
 /// Builds every event into one buffer and slices it, so a stream costs two allocations.
-pub(crate) fn chat_stream(
-    c: &Completion<'_>,
-    include_usage: bool,
-) -> Result<StreamFrames, fmt::Error> {
+pub(crate) fn chat_stream(c: &Completion<'_>, include_usage: bool) -> Result<StreamFrames, fmt::Error> {
     let mut prefix = BytesMut::with_capacity(256);
     write!(
         prefix,
@@ -90,11 +87,7 @@ pub(crate) fn chat_stream(
         ),
         c.id, c.created, c.model_json
     )?;
-    let suffix: &[u8] = if include_usage {
-        b"],\"usage\":null}\n\n"
-    } else {
-        b"]}\n\n"
-    };
+    let suffix: &[u8] = if include_usage { b"],\"usage\":null}\n\n" } else { b"]}\n\n" };
     let tokens = usize::try_from(c.tokens).map_err(|_| fmt::Error)?;
     let count = tokens + 3 + usize::from(include_usage);
     let mut buf = BytesMut::with_capacity(count * (prefix.len() + 96) + 512);
@@ -109,20 +102,13 @@ pub(crate) fn chat_stream(
 
     for i in 0..tokens {
         buf.extend_from_slice(&prefix);
-        write!(
-            buf,
-            r#"{{"index":0,"delta":{{"content":"tok{i} "}},"logprobs":null,"finish_reason":null}}"#
-        )?;
+        write!(buf, r#"{{"index":0,"delta":{{"content":"tok{i} "}},"logprobs":null,"finish_reason":null}}"#)?;
         buf.extend_from_slice(suffix);
         ends.push(buf.len());
     }
 
     buf.extend_from_slice(&prefix);
-    write!(
-        buf,
-        r#"{{"index":0,"delta":{{}},"logprobs":null,"finish_reason":{}}}"#,
-        c.finish_json
-    )?;
+    write!(buf, r#"{{"index":0,"delta":{{}},"logprobs":null,"finish_reason":{}}}"#, c.finish_json)?;
     buf.extend_from_slice(suffix);
     ends.push(buf.len());
 
@@ -147,10 +133,7 @@ pub(crate) fn chat_stream(
             frame
         })
         .collect();
-    Ok(StreamFrames {
-        frames,
-        content: 1..1 + tokens,
-    })
+    Ok(StreamFrames { frames, content: 1..1 + tokens })
 }
 
 /// SSE frames replaying a recorded `.jsonl` fixture verbatim, then `[DONE]`.
@@ -188,13 +171,7 @@ pub(crate) fn error_kind(status: u16) -> (&'static str, &'static str) {
 }
 
 /// Model ids listed by `GET /v1/models`.
-pub(crate) const MODELS: &[&str] = &[
-    "gpt-4o-mini",
-    "gpt-4o",
-    "gpt-4.1-mini",
-    "text-embedding-3-small",
-    "mock-model",
-];
+pub(crate) const MODELS: &[&str] = &["gpt-4o-mini", "gpt-4o", "gpt-4.1-mini", "text-embedding-3-small", "mock-model"];
 
 pub(crate) fn model_object(id: &str) -> serde_json::Value {
     json!({"id": id, "object": "model", "created": 1_700_000_000u64, "owned_by": "tollgate-mock"})

@@ -285,7 +285,9 @@ impl QueryService {
 fn classify(e: datafusion::error::DataFusionError) -> QueryError {
     use datafusion::error::DataFusionError as E;
     match e.find_root() {
-        E::SQL(..) | E::Plan(..) | E::SchemaError(..) | E::NotImplemented(..) => QueryError::InvalidSql(e.find_root().to_string()),
+        E::SQL(..) | E::Plan(..) | E::SchemaError(..) | E::NotImplemented(..) => {
+            QueryError::InvalidSql(e.find_root().to_string())
+        }
         _ => {
             let msg = e.to_string();
             if msg.contains("not supported") || msg.contains("DDL") || msg.contains("DML") {
@@ -346,7 +348,8 @@ fn group_values(b: &RecordBatch, group: &[(&str, &str)], i: usize) -> Result<Vec
         .iter()
         .map(|(name, _)| {
             let c = column(b, name)?;
-            let v = arrow::util::display::array_value_to_string(c, i).map_err(|e| QueryError::Internal(e.to_string()))?;
+            let v =
+                arrow::util::display::array_value_to_string(c, i).map_err(|e| QueryError::Internal(e.to_string()))?;
             Ok(((*name).to_string(), v))
         })
         .collect()

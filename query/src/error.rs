@@ -20,7 +20,9 @@ pub enum QueryError {
 impl QueryError {
     fn status(&self) -> StatusCode {
         match self {
-            QueryError::BadParameter(_) | QueryError::NotReadOnly(_) | QueryError::InvalidSql(_) => StatusCode::BAD_REQUEST,
+            QueryError::BadParameter(_) | QueryError::NotReadOnly(_) | QueryError::InvalidSql(_) => {
+                StatusCode::BAD_REQUEST
+            }
             QueryError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             QueryError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

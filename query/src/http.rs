@@ -4,11 +4,11 @@ use crate::csv;
 use crate::engine::{QueryService, ShowbackRow, Totals};
 use crate::error::QueryError;
 use crate::params::{parse_group_by, TimeRange};
+use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use axum::body::Body;
 use serde::Deserialize;
 use std::sync::Arc;
 use tollgate_events::format_usd;
@@ -119,7 +119,8 @@ pub fn showback_csv(group: &[(&str, &str)], rows: &[ShowbackRow]) -> String {
             format_usd(t.cost_nanousd),
             t.cost_nanousd.to_string(),
         ];
-        let fields: Vec<&str> = r.group.iter().map(|(_, v)| v.as_str()).chain(nums.iter().map(String::as_str)).collect();
+        let fields: Vec<&str> =
+            r.group.iter().map(|(_, v)| v.as_str()).chain(nums.iter().map(String::as_str)).collect();
         csv::row(&mut s, fields);
     }
     s
@@ -170,7 +171,9 @@ struct SqlBody {
 async fn sql(State(svc): State<Arc<QueryService>>, body: axum::body::Bytes) -> Result<Response, QueryError> {
     let text = match serde_json::from_slice::<SqlBody>(&body) {
         Ok(b) => b.sql,
-        Err(_) => String::from_utf8(body.to_vec()).map_err(|_| QueryError::BadParameter("body must be UTF-8".into()))?,
+        Err(_) => {
+            String::from_utf8(body.to_vec()).map_err(|_| QueryError::BadParameter("body must be UTF-8".into()))?
+        }
     };
     let res = svc.sql(&text).await?;
     let mut columns = Vec::new();
@@ -186,7 +189,11 @@ async fn sql(State(svc): State<Arc<QueryService>>, body: axum::body::Bytes) -> R
         w.write_batches(&refs).map_err(|e| QueryError::Internal(e.to_string()))?;
         w.finish().map_err(|e| QueryError::Internal(e.to_string()))?;
     }
-    let rows: serde_json::Value = if buf.is_empty() { serde_json::json!([]) } else { serde_json::from_slice(&buf).map_err(|e| QueryError::Internal(e.to_string()))? };
+    let rows: serde_json::Value = if buf.is_empty() {
+        serde_json::json!([])
+    } else {
+        serde_json::from_slice(&buf).map_err(|e| QueryError::Internal(e.to_string()))?
+    };
     let row_count = rows.as_array().map(|a| a.len()).unwrap_or(0);
     Ok(json(serde_json::json!({"columns": columns, "rows": rows, "row_count": row_count, "truncated": res.truncated})))
 }

@@ -119,7 +119,10 @@ mod tests {
 
     #[test]
     fn group_by_only_from_the_list() {
-        assert_eq!(parse_group_by(Some("department, model"), &[]).unwrap(), vec![("department", "department"), ("model", "served_model")]);
+        assert_eq!(
+            parse_group_by(Some("department, model"), &[]).unwrap(),
+            vec![("department", "department"), ("model", "served_model")]
+        );
         let e = parse_group_by(Some("department; DROP TABLE calls"), &[]).unwrap_err();
         assert!(e.to_string().contains("cannot group by"));
     }

@@ -2,6 +2,8 @@
 //! real `tollgate` binary as a child process on a free port, with a generated config in a temp dir.
 
 #![allow(dead_code)]
+// Test harness: failing loudly is its job.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -174,7 +176,11 @@ allow_attribution_headers = true
     }
 
     pub async fn post(&self, path: &str, key: Option<&str>, body: &str) -> reqwest::Response {
-        let mut req = self.http.post(format!("{}{path}", self.url)).header("content-type", "application/json").body(body.to_string());
+        let mut req = self
+            .http
+            .post(format!("{}{path}", self.url))
+            .header("content-type", "application/json")
+            .body(body.to_string());
         if let Some(k) = key {
             req = req.bearer_auth(k);
         }

@@ -40,21 +40,12 @@ fn main() -> Result<()> {
 }
 
 async fn serve(args: Args) -> Result<()> {
-    let scheme = args
-        .upstream
-        .scheme()
-        .cloned()
-        .context("--upstream needs a scheme")?;
-    let authority = args
-        .upstream
-        .authority()
-        .cloned()
-        .context("--upstream needs a host:port")?;
+    let scheme = args.upstream.scheme().cloned().context("--upstream needs a scheme")?;
+    let authority = args.upstream.authority().cloned().context("--upstream needs a host:port")?;
 
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
-    let client: Client<HttpConnector, Incoming> =
-        Client::builder(TokioExecutor::new()).build(connector);
+    let client: Client<HttpConnector, Incoming> = Client::builder(TokioExecutor::new()).build(connector);
 
     let listener = TcpListener::bind(args.listen).await?;
     println!("listening on {}", listener.local_addr()?);
@@ -77,9 +68,7 @@ async fn serve(args: Args) -> Result<()> {
                 let resp: Response<ProxyBody> = match client.request(req).await {
                     Ok(resp) => resp.map(Either::Left),
                     Err(_) => {
-                        let mut resp = Response::new(Either::Right(Full::new(Bytes::from_static(
-                            b"bad gateway",
-                        ))));
+                        let mut resp = Response::new(Either::Right(Full::new(Bytes::from_static(b"bad gateway"))));
                         *resp.status_mut() = StatusCode::BAD_GATEWAY;
                         resp
                     }
@@ -89,9 +78,7 @@ async fn serve(args: Args) -> Result<()> {
         });
         tokio::spawn(async move {
             // A client hanging up is normal at the end of a bench run: nothing to report.
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
         });
     }
 }
