@@ -8,4 +8,13 @@ export CARGO_TERM_COLOR=never
 if ! command -v kill >/dev/null 2>&1; then
   apt-get update -qq && apt-get install -y -qq procps
 fi
-cargo test --workspace --locked
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --workspace --locked --all-targets 2>&1 | tee "$log"
+rc=${PIPESTATUS[0]}
+set -e
+# One closing line with the totals over every test binary.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i == "passed;") p += $(i-1); if ($i == "failed;") f += $(i-1) } }
+     END { printf "%d passed, %d failed\n", p, f }' "$log"
+exit "$rc"

@@ -465,7 +465,9 @@ async fn sql_endpoint_is_read_only_capped_and_authenticated() {
 
     // Only keys with `query = true` may read the call log.
     let r = gw.http.get(format!("{}/v1/showback", gw.url)).bearer_auth(FIN_KEY).send().await.unwrap();
-    assert_eq!(r.status(), 401);
+    assert_eq!(r.status(), 403);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "query_not_allowed");
     let r = gw.http.get(format!("{}/v1/showback", gw.url)).send().await.unwrap();
     assert_eq!(r.status(), 401);
 }
@@ -514,6 +516,39 @@ async fn graceful_shutdown_flushes_every_event_and_report_reads_them() {
     let table = std::process::Command::new(bin()).args(["report", "--config"]).arg(&gw.config).output().unwrap();
     let table = String::from_utf8(table.stdout).unwrap();
     assert!(table.contains("TOTAL") && table.contains(&format!("0.{expected_cost:09}")), "{table}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_event_queue_spills_to_disk_and_loses_nothing() {
+    // A queue of one event and a burst of concurrent calls: most events take the spill path.
+    let gw = Gateway::start_with(Opts { gateway: "event_queue_capacity = 1".into(), ..Opts::default() }).await;
+    let n = 60u64;
+    let calls = (0..n).map(|i| {
+        let gw = &gw;
+        async move {
+            let r = send(
+                gw,
+                &format!("burst-{i}"),
+                Some(ENG_KEY),
+                &chat_body("gpt-4o-mini", "MOCK[prompt_tokens=10,tokens=2]", false),
+            )
+            .await;
+            assert_eq!(r.status(), 200);
+        }
+    });
+    futures_util::future::join_all(calls).await;
+    assert_eq!(gw.wait_events(n).await, n);
+    let rows = gw.sql("SELECT count(DISTINCT event_id) AS ids, count(DISTINCT request_id) AS rids, sum(cost_nanousd) AS cost FROM calls").await;
+    assert_eq!((u(&rows[0], "ids"), u(&rows[0], "rids")), (n, n), "{rows:?}");
+    assert_eq!(u(&rows[0], "cost"), n * cost(&[(10, MINI_IN), (2, MINI_OUT)]));
+    let metrics = gw.http.get(format!("{}/metrics", gw.url)).send().await.unwrap().text().await.unwrap();
+    let metric = |name: &str| -> u64 {
+        metrics.lines().find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse().ok())).unwrap_or(0)
+    };
+    assert!(metric("tollgate_events_spilled_total ") > 0, "the spill path was not exercised:\n{metrics}");
+    assert_eq!(metric("tollgate_events_replayed_total "), metric("tollgate_events_spilled_total "));
+    assert_eq!(metric("tollgate_events_lost_total "), 0);
+    assert_eq!(metric("tollgate_events_emitted_total "), n);
 }
 
 #[test]

@@ -19,6 +19,8 @@ pub enum GatewayError {
     UnknownModel(String),
     #[error("this API key may not use the model `{0}`")]
     ModelNotAllowed(String),
+    #[error("this API key may not read the query API (set `query = true` on the key)")]
+    QueryNotAllowed,
     #[error("could not reach the upstream provider")]
     UpstreamUnreachable,
     #[error("the upstream provider did not answer in time")]
@@ -34,7 +36,7 @@ impl GatewayError {
             GatewayError::InvalidBody(_) => StatusCode::BAD_REQUEST,
             GatewayError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::UnknownModel(_) => StatusCode::NOT_FOUND,
-            GatewayError::ModelNotAllowed(_) => StatusCode::FORBIDDEN,
+            GatewayError::ModelNotAllowed(_) | GatewayError::QueryNotAllowed => StatusCode::FORBIDDEN,
             GatewayError::UpstreamUnreachable => StatusCode::BAD_GATEWAY,
             GatewayError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             GatewayError::NotFound => StatusCode::NOT_FOUND,
@@ -50,6 +52,7 @@ impl GatewayError {
             GatewayError::BodyTooLarge(_) => ("invalid_request_error", "body_too_large"),
             GatewayError::UnknownModel(_) => ("invalid_request_error", "model_not_found"),
             GatewayError::ModelNotAllowed(_) => ("invalid_request_error", "model_not_allowed"),
+            GatewayError::QueryNotAllowed => ("invalid_request_error", "query_not_allowed"),
             GatewayError::UpstreamUnreachable => ("api_error", "upstream_unreachable"),
             GatewayError::UpstreamTimeout => ("api_error", "upstream_timeout"),
             GatewayError::NotFound => ("invalid_request_error", "not_found"),
@@ -64,6 +67,7 @@ impl GatewayError {
             | GatewayError::BodyTooLarge(_)
             | GatewayError::UnknownModel(_)
             | GatewayError::ModelNotAllowed(_)
+            | GatewayError::QueryNotAllowed
             | GatewayError::NotFound => Outcome::InvalidRequest,
             GatewayError::UpstreamUnreachable => Outcome::UpstreamError,
             GatewayError::UpstreamTimeout => Outcome::Timeout,

@@ -55,7 +55,7 @@ impl GatewayState {
         if k.cfg.query {
             Ok(())
         } else {
-            Err(GatewayError::InvalidKey)
+            Err(GatewayError::QueryNotAllowed)
         }
     }
 }

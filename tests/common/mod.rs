@@ -36,6 +36,7 @@ pub struct Gateway {
 
 /// Knobs a test may turn.
 pub struct Opts {
+    pub gateway: String,
     pub collector: String,
     pub query: String,
     pub upstream_extra: String,
@@ -44,6 +45,7 @@ pub struct Opts {
 impl Default for Opts {
     fn default() -> Self {
         Opts {
+            gateway: String::new(),
             collector: "flush_interval_ms = 100".into(),
             query: String::new(),
             upstream_extra: "request_timeout_ms = 1500\nidle_timeout_ms = 5000".into(),
@@ -68,6 +70,8 @@ listen = "127.0.0.1:{port}"
 shutdown_grace_ms = 5000
 [storage]
 data_dir = "{data}"
+[gateway]
+{gateway}
 [collector]
 {collector}
 [query]
@@ -106,6 +110,7 @@ department = "research"
 allow_attribution_headers = true
 "#,
             data = dir.path().join("data").display(),
+            gateway = opts.gateway,
             collector = opts.collector,
             query = opts.query,
             base = mock.base_url(),
