@@ -308,11 +308,7 @@ async fn metrics(State(m): State<MetricsState>) -> impl IntoResponse {
     m.gateway.meter.metrics().render(&mut out, m.gateway.meter.queue_depth());
     let depth = m.collector_tx.max_capacity() - m.collector_tx.capacity();
     m.collector.render(&mut out, depth);
-    ([(http_header_content_type(), "text/plain; version=0.0.4")], out)
-}
-
-fn http_header_content_type() -> axum::http::HeaderName {
-    axum::http::header::CONTENT_TYPE
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }
 
 async fn report(

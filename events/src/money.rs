@@ -38,13 +38,6 @@ pub fn format_usd(nanos: u64) -> String {
     format!("{}.{:09}", nanos / 1_000_000_000, nanos % 1_000_000_000)
 }
 
-/// Same for signed sums (e.g. a budget's remaining headroom).
-pub fn format_usd_signed(nanos: i128) -> String {
-    let sign = if nanos < 0 { "-" } else { "" };
-    let abs = nanos.unsigned_abs();
-    format!("{sign}{}.{:09}", abs / 1_000_000_000, abs % 1_000_000_000)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -69,6 +62,5 @@ mod tests {
         assert_eq!(format_usd(0), "0.000000000");
         assert_eq!(format_usd(1_500), "0.000001500");
         assert_eq!(format_usd(12_345_678_901), "12.345678901");
-        assert_eq!(format_usd_signed(-1), "-0.000000001");
     }
 }

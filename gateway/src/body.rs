@@ -171,12 +171,20 @@ impl MeteredBody {
         }
     }
 
+    /// Takes usage from a buffered JSON body; false when the bytes are not (yet) a whole response.
+    fn absorb_json_body(&mut self) -> bool {
+        match serde_json::from_slice::<ChunkMeta>(&std::mem::take(&mut self.buf)) {
+            Ok(chunk) => {
+                self.absorb(chunk);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
     fn on_end(&mut self) {
         if self.kind == BodyKind::Json {
-            let body = std::mem::take(&mut self.buf);
-            if let Ok(chunk) = serde_json::from_slice::<ChunkMeta>(&body) {
-                self.absorb(chunk);
-            }
+            self.absorb_json_body();
         }
         let status = self.guard.event.status_code;
         self.guard.finish(Outcome::Ok, status);
@@ -187,13 +195,9 @@ impl Drop for MeteredBody {
     fn drop(&mut self) {
         // A client that read a whole JSON body may close before we saw the upstream's end of body: if the
         // bytes parse as a complete response, the call is complete.
-        if !self.done && self.kind == BodyKind::Json && !self.guard.finished {
-            if let Ok(chunk) = serde_json::from_slice::<ChunkMeta>(&self.buf) {
-                self.buf.clear();
-                self.absorb(chunk);
-                let status = self.guard.event.status_code;
-                self.guard.finish(Outcome::Ok, status);
-            }
+        if !self.done && self.kind == BodyKind::Json && !self.guard.finished && self.absorb_json_body() {
+            let status = self.guard.event.status_code;
+            self.guard.finish(Outcome::Ok, status);
         }
     }
 }
