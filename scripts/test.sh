@@ -8,6 +8,15 @@ export CARGO_TERM_COLOR=never
 if ! command -v kill >/dev/null 2>&1; then
   apt-get update -qq && apt-get install -y -qq procps
 fi
+# The ClickHouse tests start a real clickhouse-server (Debian's package) of their own.
+if ! command -v clickhouse-server >/dev/null 2>&1 && [ ! -x /usr/sbin/clickhouse-server ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clickhouse-server
+fi
+# The compatibility check replays DDL and report queries on a current ClickHouse (26.x) embedded in the
+# chdb-core wheel.
+if ! python3 -c 'import chdb' >/dev/null 2>&1; then
+  python3 -m pip install -q chdb-core
+fi
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e

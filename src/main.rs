@@ -11,10 +11,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
-use tollgate_collector::{CollectorConfig, CollectorMetrics, ParquetSink, ParquetSinkConfig};
+use tollgate_clickhouse::{ClickHouseConfig, ClickHouseSink, ClickHouseSinkMetrics};
+use tollgate_collector::{CollectorConfig, CollectorMetrics, ParquetSink, ParquetSinkConfig, SinkKind, Sinks};
 use tollgate_gateway::config::{GatewaySettings, KeyConfig, PriceConfig, UpstreamConfig};
 use tollgate_gateway::{GatewayState, ValidatedConfig};
-use tollgate_query::{QueryConfig, QueryService, TimeRange};
+use tollgate_query::{Engine, QueryConfig, QueryService, TimeRange};
 use tracing::{info, warn};
 
 #[derive(Parser)]
@@ -26,7 +27,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Run gateway, collector and query service in one process (Parquet under the data dir).
+    /// Run gateway, collector and query service in one process (Parquet under the data dir and/or
+    /// ClickHouse, as `[collector] sinks` says).
     Serve {
         #[arg(long, default_value = "tollgate.toml")]
         config: PathBuf,
@@ -54,6 +56,17 @@ enum Cmd {
     },
     /// Print the `sha256:` hash of a virtual key, for the `hash` field of a `[[keys]]` entry.
     HashKey { key: String },
+    /// Apply pending ClickHouse migrations (from `[clickhouse]` in the config, or the URL given).
+    Migrate {
+        #[arg(long, default_value = "tollgate.toml")]
+        config: PathBuf,
+        /// e.g. http://127.0.0.1:8123; overrides `clickhouse.url` (the config file is then optional).
+        #[arg(long)]
+        clickhouse_url: Option<String>,
+        /// Overrides `clickhouse.database`.
+        #[arg(long)]
+        database: Option<String>,
+    },
 }
 
 /// The whole config file.
@@ -70,6 +83,8 @@ struct Config {
     collector: CollectorConfig,
     #[serde(default)]
     query: QueryConfig,
+    #[serde(default)]
+    clickhouse: Option<ClickHouseConfig>,
     #[serde(default)]
     prices: BTreeMap<String, PriceConfig>,
     #[serde(default)]
@@ -133,6 +148,17 @@ fn load(path: &Path) -> Result<(Config, ValidatedConfig), String> {
             cfg.server.listen
         ));
     }
+    if let Some(ch) = &cfg.clickhouse {
+        ch.validate().map_err(|e| format!("config {}: {e}", path.display()))?;
+    }
+    if cfg.clickhouse.is_none() {
+        if cfg.collector.sinks.contains(&SinkKind::Clickhouse) {
+            return Err(format!("config {}: collector.sinks: `clickhouse` needs a [clickhouse] section with a url", path.display()));
+        }
+        if cfg.query.engine == Engine::Clickhouse {
+            return Err(format!("config {}: query.engine: `clickhouse` needs a [clickhouse] section with a url", path.display()));
+        }
+    }
     if cfg.query.sql_max_rows == 0 || cfg.query.sql_timeout_ms == 0 {
         return Err(format!(
             "config {}: query.sql_max_rows and query.sql_timeout_ms must be greater than 0",
@@ -185,11 +211,43 @@ fn main() -> anyhow::Result<()> {
             let (cfg, validated) = load(&config).unwrap_or_else(|e| exit_config(e));
             runtime()?.block_on(serve(cfg, validated))
         }
+        Cmd::Migrate { config, clickhouse_url, database } => {
+            let ch = migrate_target(&config, clickhouse_url, database).unwrap_or_else(|e| exit_config(e));
+            match runtime()?.block_on(tollgate_clickhouse::migrate(&ch)) {
+                Ok(applied) if applied.is_empty() => println!("database `{}` is up to date", ch.database),
+                Ok(applied) => println!("database `{}`: applied migrations {applied:?}", ch.database),
+                Err(e) => {
+                    eprintln!("{e}");
+                    std::process::exit(1);
+                }
+            }
+            Ok(())
+        }
         Cmd::Report { config, from, to, group_by, format } => {
             let (cfg, _) = load(&config).unwrap_or_else(|e| exit_config(e));
             runtime()?.block_on(report(cfg, from, to, group_by, format))
         }
     }
+}
+
+/// The ClickHouse settings `tollgate migrate` uses: the config's, with the command line's overrides.
+fn migrate_target(config: &Path, url: Option<String>, database: Option<String>) -> Result<ClickHouseConfig, String> {
+    let from_file = if url.is_none() || config.exists() { Some(load(config)?.0.clickhouse) } else { None };
+    let mut ch = match (from_file.flatten(), url.clone()) {
+        (Some(c), _) => c,
+        (None, Some(u)) => ClickHouseConfig::new(u, "tollgate"),
+        (None, None) => {
+            return Err(format!("config {}: clickhouse: no [clickhouse] section; pass --clickhouse-url", config.display()))
+        }
+    };
+    if let Some(u) = url {
+        ch.url = u;
+    }
+    if let Some(d) = database {
+        ch.database = d;
+    }
+    ch.validate()?;
+    Ok(ch)
 }
 
 fn exit_config(e: String) -> ! {
@@ -204,8 +262,18 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 async fn serve(cfg: Config, validated: ValidatedConfig) -> anyhow::Result<()> {
     let data_dir = cfg.storage.data_dir.clone();
     std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
-    let sink = ParquetSink::open(ParquetSinkConfig::new(data_dir.clone())).context("opening the Parquet sink")?;
-    let query = Arc::new(QueryService::open(data_dir.clone(), cfg.query.clone())?);
+    let mut sinks = Sinks::default();
+    if cfg.collector.sinks.contains(&SinkKind::Parquet) {
+        sinks.parquet =
+            Some(ParquetSink::open(ParquetSinkConfig::new(data_dir.clone())).context("opening the Parquet sink")?);
+    }
+    let mut ch_metrics = None;
+    if let (true, Some(ch)) = (cfg.collector.sinks.contains(&SinkKind::Clickhouse), &cfg.clickhouse) {
+        let sink = ClickHouseSink::open(ch.clone(), &data_dir).context("opening the ClickHouse sink")?;
+        ch_metrics = Some(sink.metrics.clone());
+        sinks.clickhouse = Some(sink);
+    }
+    let query = Arc::new(open_query(&cfg)?);
 
     let (gateway, meter_rx) = GatewayState::start(validated, data_dir.join("spool").join("overflow.jsonl"));
     let (coll_tx, coll_rx) = mpsc::channel(tollgate_collector::queue_batches(cfg.collector.queue_capacity));
@@ -213,12 +281,13 @@ async fn serve(cfg: Config, validated: ValidatedConfig) -> anyhow::Result<()> {
     let metering = tokio::spawn(tollgate_gateway::run_metering(meter_rx, coll_tx.clone()));
     let collector = tokio::spawn(tollgate_collector::run_collector(
         coll_rx,
-        sink,
+        sinks,
         cfg.collector.clone(),
         collector_metrics.clone(),
     ));
 
-    let metrics_state = MetricsState { gateway: gateway.clone(), collector: collector_metrics, collector_tx: coll_tx };
+    let metrics_state =
+        MetricsState { gateway: gateway.clone(), collector: collector_metrics, clickhouse: ch_metrics, collector_tx: coll_tx };
     let auth_state = gateway.clone();
     let query_routes = tollgate_query::app(query).layer(axum::middleware::from_fn(
         move |req: axum::extract::Request, next: axum::middleware::Next| {
@@ -274,6 +343,14 @@ async fn serve(cfg: Config, validated: ValidatedConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The query service on the configured engine.
+fn open_query(cfg: &Config) -> anyhow::Result<QueryService> {
+    match (cfg.query.engine, &cfg.clickhouse) {
+        (Engine::Clickhouse, Some(ch)) => Ok(QueryService::open_clickhouse(ch.clone(), cfg.query.clone())),
+        _ => Ok(QueryService::open(cfg.storage.data_dir.clone(), cfg.query.clone())?),
+    }
+}
+
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
@@ -300,6 +377,7 @@ async fn shutdown_signal() {
 struct MetricsState {
     gateway: Arc<GatewayState>,
     collector: Arc<CollectorMetrics>,
+    clickhouse: Option<Arc<ClickHouseSinkMetrics>>,
     collector_tx: mpsc::Sender<Vec<tollgate_events::CallEvent>>,
 }
 
@@ -308,6 +386,9 @@ async fn metrics(State(m): State<MetricsState>) -> impl IntoResponse {
     m.gateway.meter.metrics().render(&mut out, m.gateway.meter.queue_depth());
     let depth = m.collector_tx.max_capacity() - m.collector_tx.capacity();
     m.collector.render(&mut out, depth);
+    if let Some(ch) = &m.clickhouse {
+        ch.render(&mut out);
+    }
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }
 
@@ -318,7 +399,7 @@ async fn report(
     group_by: String,
     format: String,
 ) -> anyhow::Result<()> {
-    let svc = QueryService::open(cfg.storage.data_dir.clone(), cfg.query.clone())?;
+    let svc = open_query(&cfg)?;
     let range = TimeRange::parse(from.as_deref(), to.as_deref())?;
     let group = tollgate_query::parse_group_by(Some(&group_by), &[])?;
     let rows = svc.showback(&range, &group).await?;

@@ -16,6 +16,21 @@ pub struct CollectorConfig {
     /// …or when this much time has passed since the last write, whichever comes first.
     #[serde(default = "default_flush_interval_ms")]
     pub flush_interval_ms: u64,
+    /// Where events go: `parquet` (files under the data dir), `clickhouse` (the `[clickhouse]` server), or
+    /// both; each sink batches, retries and acknowledges on its own.
+    #[serde(default = "default_sinks")]
+    pub sinks: Vec<SinkKind>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SinkKind {
+    Parquet,
+    Clickhouse,
+}
+
+fn default_sinks() -> Vec<SinkKind> {
+    vec![SinkKind::Parquet]
 }
 
 impl Default for CollectorConfig {
@@ -24,6 +39,7 @@ impl Default for CollectorConfig {
             queue_capacity: default_queue_capacity(),
             batch_max_rows: default_batch_max_rows(),
             flush_interval_ms: default_flush_interval_ms(),
+            sinks: default_sinks(),
         }
     }
 }
@@ -36,6 +52,9 @@ impl CollectorConfig {
         }
         if self.batch_max_rows == 0 {
             return Err("collector.batch_max_rows: must be greater than 0".into());
+        }
+        if self.sinks.is_empty() {
+            return Err("collector.sinks: name at least one of parquet, clickhouse".into());
         }
         if self.flush_interval_ms == 0 {
             return Err("collector.flush_interval_ms: must be greater than 0".into());

@@ -3,6 +3,7 @@
 //! row cap and a timeout.
 
 use crate::error::QueryError;
+use crate::clickhouse::ChBackend;
 use crate::params::TimeRange;
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, UInt32Type, UInt64Type};
@@ -35,6 +36,18 @@ pub struct QueryConfig {
     /// slow down LLM traffic beyond taking these cores.
     #[serde(default = "default_query_threads")]
     pub threads: usize,
+    /// Which store answers: `datafusion` (the Parquet files under the data dir) or `clickhouse` (the
+    /// `[clickhouse]` server).
+    #[serde(default)]
+    pub engine: Engine,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Engine {
+    #[default]
+    Datafusion,
+    Clickhouse,
 }
 
 impl Default for QueryConfig {
@@ -44,6 +57,7 @@ impl Default for QueryConfig {
             sql_timeout_ms: default_sql_timeout_ms(),
             memory_limit_mb: default_memory_limit_mb(),
             threads: default_query_threads(),
+            engine: Engine::default(),
         }
     }
 }
@@ -74,9 +88,13 @@ impl Drop for QueryRuntime {
 }
 
 pub struct QueryService {
-    ctx: SessionContext,
     cfg: QueryConfig,
-    rt: QueryRuntime,
+    backend: Backend,
+}
+
+enum Backend {
+    DataFusion { ctx: SessionContext, rt: QueryRuntime },
+    ClickHouse(ChBackend),
 }
 
 /// Sums over a group of calls. Money in exact nano-USD.
@@ -108,8 +126,10 @@ pub struct LatencyRow {
     pub ttft_ms: Option<[u32; 3]>,
 }
 
+/// An analyst's query result: columns (name, engine type) and rows as JSON objects.
 pub struct SqlResult {
-    pub batches: Vec<RecordBatch>,
+    pub columns: Vec<(String, String)>,
+    pub rows: Vec<serde_json::Value>,
     pub truncated: bool,
 }
 
@@ -145,7 +165,19 @@ impl QueryService {
             .enable_all()
             .build()
             .map_err(|e| QueryError::Internal(format!("query runtime: {e}")))?;
-        Ok(QueryService { ctx, cfg, rt: QueryRuntime(Some(rt)) })
+        Ok(QueryService { cfg, backend: Backend::DataFusion { ctx, rt: QueryRuntime(Some(rt)) } })
+    }
+
+    /// Answers from ClickHouse instead (same reports, same shapes).
+    pub fn open_clickhouse(ch: tollgate_clickhouse::ClickHouseConfig, cfg: QueryConfig) -> QueryService {
+        QueryService { backend: Backend::ClickHouse(ChBackend::new(ch, &cfg)), cfg }
+    }
+
+    pub fn engine(&self) -> Engine {
+        match self.backend {
+            Backend::DataFusion { .. } => Engine::Datafusion,
+            Backend::ClickHouse(_) => Engine::Clickhouse,
+        }
     }
 
     pub fn config(&self) -> &QueryConfig {
@@ -159,7 +191,10 @@ impl QueryService {
         T: Send + 'static,
         F: std::future::Future<Output = Result<T, QueryError>> + Send + 'static,
     {
-        let Some(rt) = self.rt.0.as_ref() else { return Err(QueryError::Internal("query runtime stopped".into())) };
+        let Backend::DataFusion { rt, .. } = &self.backend else {
+            return Err(QueryError::Internal("not a DataFusion service".into()));
+        };
+        let Some(rt) = rt.0.as_ref() else { return Err(QueryError::Internal("query runtime stopped".into())) };
         let mut handle = rt.spawn(work);
         match tokio::time::timeout(limit, &mut handle).await {
             Ok(Ok(r)) => r,
@@ -171,8 +206,15 @@ impl QueryService {
         }
     }
 
+    fn ctx(&self) -> Result<SessionContext, QueryError> {
+        match &self.backend {
+            Backend::DataFusion { ctx, .. } => Ok(ctx.clone()),
+            Backend::ClickHouse(_) => Err(QueryError::Internal("not a DataFusion service".into())),
+        }
+    }
+
     async fn run(&self, sql: &str, params: Vec<ScalarValue>) -> Result<Vec<RecordBatch>, QueryError> {
-        let ctx = self.ctx.clone();
+        let ctx = self.ctx()?;
         let sql = sql.to_string();
         // Report queries get a generous fixed limit: they are ours and scan only the asked range.
         self.on_query_runtime(Duration::from_secs(300), async move {
@@ -193,6 +235,9 @@ impl QueryService {
 
     /// Calls, tokens and cost per group, most expensive first.
     pub async fn showback(&self, range: &TimeRange, group: &[(&str, &str)]) -> Result<Vec<ShowbackRow>, QueryError> {
+        if let Backend::ClickHouse(ch) = &self.backend {
+            return ch.showback(range, group).await;
+        }
         let (select, by) = group_sql(group);
         let sql = format!(
             "SELECT {select} count(*) AS calls, sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens, \
@@ -223,6 +268,9 @@ impl QueryService {
 
     /// Latency and time-to-first-token percentiles of successful calls per group.
     pub async fn latency(&self, range: &TimeRange, group: &[(&str, &str)]) -> Result<Vec<LatencyRow>, QueryError> {
+        if let Backend::ClickHouse(ch) = &self.backend {
+            return ch.latency(range, group).await;
+        }
         let (select, by) = group_sql(group);
         let sql = format!(
             "SELECT {select} count(*) AS calls, \
@@ -256,10 +304,13 @@ impl QueryService {
         if !matches!(first.as_str(), "SELECT" | "WITH" | "EXPLAIN" | "VALUES") {
             return Err(QueryError::NotReadOnly(format!("statement starts with `{first}`")));
         }
+        if let Backend::ClickHouse(ch) = &self.backend {
+            return ch.sql(sql, &self.cfg).await;
+        }
         let options = SQLOptions::new().with_allow_ddl(false).with_allow_dml(false).with_allow_statements(false);
         let timeout = Duration::from_millis(self.cfg.sql_timeout_ms);
         let max = self.cfg.sql_max_rows;
-        let ctx = self.ctx.clone();
+        let ctx = self.ctx()?;
         let sql = sql.to_string();
         let work = async move {
             let df = ctx.sql_with_options(&sql, options).await.map_err(classify)?;
@@ -277,8 +328,32 @@ impl QueryService {
                 left -= take;
             }
         }
-        Ok(SqlResult { batches, truncated })
+        let (columns, rows) = batches_to_json(&batches)?;
+        Ok(SqlResult { columns, rows, truncated })
     }
+}
+
+/// Record batches → (column name, type) and JSON row objects.
+fn batches_to_json(batches: &[RecordBatch]) -> Result<(Vec<(String, String)>, Vec<serde_json::Value>), QueryError> {
+    let mut columns = Vec::new();
+    if let Some(b) = batches.first() {
+        for f in b.schema().fields() {
+            columns.push((f.name().clone(), f.data_type().to_string()));
+        }
+    }
+    let mut buf = Vec::new();
+    {
+        let mut w = arrow::json::ArrayWriter::new(&mut buf);
+        let refs: Vec<&RecordBatch> = batches.iter().collect();
+        w.write_batches(&refs).map_err(|e| QueryError::Internal(e.to_string()))?;
+        w.finish().map_err(|e| QueryError::Internal(e.to_string()))?;
+    }
+    let rows = if buf.is_empty() {
+        Vec::new()
+    } else {
+        serde_json::from_slice::<Vec<serde_json::Value>>(&buf).map_err(|e| QueryError::Internal(e.to_string()))?
+    };
+    Ok((columns, rows))
 }
 
 /// Analyst errors (bad SQL, unknown column, refused statement) are the analyst's to fix: say what.

@@ -13,6 +13,10 @@ pub enum QueryError {
     InvalidSql(String),
     #[error("the query took longer than {0} ms and was cancelled")]
     Timeout(u64),
+    #[error("not allowed: {0}")]
+    NotAllowed(String),
+    #[error("the call-log store is unavailable: {0}")]
+    Unavailable(String),
     #[error("query failed")]
     Internal(String),
 }
@@ -20,10 +24,14 @@ pub enum QueryError {
 impl QueryError {
     fn status(&self) -> StatusCode {
         match self {
-            QueryError::BadParameter(_) | QueryError::NotReadOnly(_) | QueryError::InvalidSql(_) => {
+            QueryError::BadParameter(_)
+            | QueryError::NotReadOnly(_)
+            | QueryError::InvalidSql(_)
+            | QueryError::NotAllowed(_) => {
                 StatusCode::BAD_REQUEST
             }
             QueryError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            QueryError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             QueryError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -34,6 +42,8 @@ impl QueryError {
             QueryError::NotReadOnly(_) => "not_read_only",
             QueryError::InvalidSql(_) => "invalid_sql",
             QueryError::Timeout(_) => "query_timeout",
+            QueryError::NotAllowed(_) => "not_allowed",
+            QueryError::Unavailable(_) => "store_unavailable",
             QueryError::Internal(_) => "internal_error",
         }
     }

@@ -176,24 +176,9 @@ async fn sql(State(svc): State<Arc<QueryService>>, body: axum::body::Bytes) -> R
         }
     };
     let res = svc.sql(&text).await?;
-    let mut columns = Vec::new();
-    if let Some(b) = res.batches.first() {
-        for f in b.schema().fields() {
-            columns.push(serde_json::json!({"name": f.name(), "type": f.data_type().to_string()}));
-        }
-    }
-    let mut buf = Vec::new();
-    {
-        let mut w = arrow::json::ArrayWriter::new(&mut buf);
-        let refs: Vec<&arrow::array::RecordBatch> = res.batches.iter().collect();
-        w.write_batches(&refs).map_err(|e| QueryError::Internal(e.to_string()))?;
-        w.finish().map_err(|e| QueryError::Internal(e.to_string()))?;
-    }
-    let rows: serde_json::Value = if buf.is_empty() {
-        serde_json::json!([])
-    } else {
-        serde_json::from_slice(&buf).map_err(|e| QueryError::Internal(e.to_string()))?
-    };
-    let row_count = rows.as_array().map(|a| a.len()).unwrap_or(0);
+    let columns: Vec<serde_json::Value> =
+        res.columns.iter().map(|(name, ty)| serde_json::json!({"name": name, "type": ty})).collect();
+    let rows = res.rows;
+    let row_count = rows.len();
     Ok(json(serde_json::json!({"columns": columns, "rows": rows, "row_count": row_count, "truncated": res.truncated})))
 }

@@ -11,6 +11,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 use tollgate_mock::MockUpstream;
 
+pub mod clickhouse;
+
 pub const ENG_KEY: &str = "sk-client-eng-0001";
 pub const FIN_KEY: &str = "sk-client-fin-0002";
 pub const HDR_KEY: &str = "sk-client-hdr-0003";
@@ -40,6 +42,8 @@ pub struct Opts {
     pub collector: String,
     pub query: String,
     pub upstream_extra: String,
+    /// Extra top-level sections (e.g. `[clickhouse]`), appended to the config.
+    pub extra: String,
 }
 
 impl Default for Opts {
@@ -49,6 +53,7 @@ impl Default for Opts {
             collector: "flush_interval_ms = 100".into(),
             query: String::new(),
             upstream_extra: "request_timeout_ms = 1500\nidle_timeout_ms = 5000".into(),
+            extra: String::new(),
         }
     }
 }
@@ -108,6 +113,7 @@ id = "hdr-key"
 hash = "{hdr}"
 department = "research"
 allow_attribution_headers = true
+{extra}
 "#,
             data = dir.path().join("data").display(),
             gateway = opts.gateway,
@@ -118,6 +124,7 @@ allow_attribution_headers = true
             eng = hash(ENG_KEY),
             fin = hash(FIN_KEY),
             hdr = hash(HDR_KEY),
+            extra = opts.extra,
         );
         std::fs::write(&config, toml).expect("write config");
         let mut gw = Gateway {

@@ -51,6 +51,7 @@ impl PendingBatch {
 /// A finished batch: one record batch per date, each with the offset its file is named after.
 #[derive(Clone)]
 pub struct SealedBatch {
+    first_offset: u64,
     rows: u64,
     files: Vec<(String, u64, RecordBatch)>,
 }
@@ -64,6 +65,8 @@ impl SealedBatch {
 pub struct ParquetSink {
     cfg: ParquetSinkConfig,
     next_offset: u64,
+    /// Offsets below this are persisted as used.
+    reserved: u64,
 }
 
 impl ParquetSink {
@@ -77,7 +80,7 @@ impl ParquetSink {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
             Err(e) => return Err(SinkError::Io { path, source: e }),
         };
-        Ok(ParquetSink { cfg, next_offset })
+        Ok(ParquetSink { cfg, next_offset, reserved: next_offset })
     }
 
     /// Adds an event to the pending batch, assigning its offset.
@@ -95,20 +98,24 @@ impl ParquetSink {
             files.push((date_of_day(day), offset, b.finish()?));
         }
         let rows = std::mem::take(&mut batch.rows);
-        Ok(SealedBatch { rows, files })
+        Ok(SealedBatch { first_offset: self.next_offset, rows, files })
     }
 
     /// Writes one sealed batch (one file per date) and then persists the next offset. Safe to call again
     /// with the same batch after a failure: the files are named by offset and replaced.
     pub async fn write(&mut self, batch: SealedBatch) -> Result<(), SinkError> {
+        // The offsets are reserved on disk before any file is written: a collector restarted after a crash
+        // in between starts after them, instead of naming new files like ones already written.
+        let end = batch.first_offset + batch.rows;
+        if end > self.reserved {
+            write_atomically(&offset_path(&self.cfg.data_dir), end.to_string().as_bytes())?;
+            self.reserved = end;
+        }
         let cfg = self.cfg.clone();
-        let rows = batch.rows;
         tokio::task::spawn_blocking(move || write_files(&cfg, &batch.files))
             .await
             .map_err(|e| SinkError::Join(e.to_string()))??;
-        self.next_offset += rows;
-        let path = offset_path(&self.cfg.data_dir);
-        write_atomically(&path, self.next_offset.to_string().as_bytes())?;
+        self.next_offset = self.next_offset.max(end);
         Ok(())
     }
 }
@@ -171,7 +178,6 @@ mod tests {
         assert!(p.is_empty());
         // Writing the same sealed batch twice (a retry after a lost acknowledgement) replaces its files.
         s.write(sealed.clone()).await.unwrap();
-        s.next_offset -= sealed.rows();
         s.write(sealed).await.unwrap();
         assert!(dir.join("calls/date=2023-11-14/part-00000000000000000000.parquet").exists());
         assert!(dir.join("calls/date=2023-11-15/part-00000000000000000001.parquet").exists());
