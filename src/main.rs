@@ -273,6 +273,13 @@ async fn serve(cfg: Config, validated: ValidatedConfig) -> anyhow::Result<()> {
         ch_metrics = Some(sink.metrics.clone());
         sinks.clickhouse = Some(sink);
     }
+    // Apply pending ClickHouse migrations before serving, so the query engine finds its tables; a server
+    // that is down does not stop the gateway (the sink retries them before its first insert).
+    if let Some(ch) = cfg.clickhouse.as_ref().filter(|c| c.migrate_on_start) {
+        if let Err(error) = tollgate_clickhouse::migrate(ch).await {
+            warn!(%error, "clickhouse migrations at start failed; the sink retries them");
+        }
+    }
     let query = Arc::new(open_query(&cfg)?);
 
     let (gateway, meter_rx) = GatewayState::start(validated, data_dir.join("spool").join("overflow.jsonl"));
