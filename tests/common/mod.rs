@@ -40,6 +40,9 @@ pub struct Opts {
     pub collector: String,
     pub query: String,
     pub upstream_extra: String,
+    /// More TOML placed after the mock upstream's table (e.g. further `[[upstreams]]`); `{mock_base}`
+    /// and `{mock_root}` stand for the mock's `http://addr/v1` and `http://addr`.
+    pub extra: String,
 }
 
 impl Default for Opts {
@@ -49,6 +52,7 @@ impl Default for Opts {
             collector: "flush_interval_ms = 100".into(),
             query: String::new(),
             upstream_extra: "request_timeout_ms = 1500\nidle_timeout_ms = 5000".into(),
+            extra: String::new(),
         }
     }
 }
@@ -83,6 +87,7 @@ base_url = "{base}"
 api_key_env = "TG_TEST_UPSTREAM_KEY"
 models = ["gpt-4o-mini", "gpt-4o", "text-embedding-3-small", "house-llm"]
 {upstream_extra}
+{extra}
 [prices."house-llm"]
 input = "0.0375"
 output = 1.1
@@ -115,6 +120,10 @@ allow_attribution_headers = true
             query = opts.query,
             base = mock.base_url(),
             upstream_extra = opts.upstream_extra,
+            extra = opts
+                .extra
+                .replace("{mock_base}", &mock.base_url())
+                .replace("{mock_root}", &format!("http://{}", mock.addr())),
             eng = hash(ENG_KEY),
             fin = hash(FIN_KEY),
             hdr = hash(HDR_KEY),
