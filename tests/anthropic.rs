@@ -803,3 +803,116 @@ async fn count_tokens_is_forwarded_to_anthropic_or_counted_here() {
         assert_eq!((u(&ev, "input_tokens"), u(&ev, "cost_nanousd")), (0, 0), "counting tokens is free: {ev}");
     }
 }
+
+/// A real Anthropic client that this project did not write (the `async-anthropic` crate), pointed at the
+/// gateway: whole and streamed messages, from an Anthropic upstream (passthrough) and from an OpenAI one
+/// (translated), and a streamed tool call. It dispatches on SSE event names and refuses unknown ones, so
+/// it checks the event sequence as well as the JSON.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_third_party_anthropic_client_works_unchanged() {
+    use async_anthropic::types::{
+        ContentBlockDelta, CreateMessagesRequestBuilder, MessageBuilder, MessageContent, MessageRole,
+        MessagesStreamEvent,
+    };
+    let gw = start().await;
+    let client = async_anthropic::Client::builder()
+        .base_url(gw.url.clone())
+        .api_key(ENG_KEY.to_string())
+        .version("2023-06-01")
+        .build()
+        .unwrap();
+    let request = |model: &str, text: &str, stream: bool| {
+        let mut b = CreateMessagesRequestBuilder::default();
+        b.model(model).max_tokens(200).stream(stream).system("Be brief.").messages(vec![MessageBuilder::default()
+            .role(MessageRole::User)
+            .content(text)
+            .build()
+            .unwrap()]);
+        b.build().unwrap()
+    };
+    for model in ["claude-sonnet-4-5", "gpt-4o-mini"] {
+        let resp =
+            client.messages().create(request(model, "hello MOCK[tokens=3,prompt_tokens=100]", false)).await.unwrap();
+        let content = resp.content.unwrap();
+        assert_eq!(content[0].as_text().unwrap().text, "tok0 tok1 tok2 ", "{model}");
+        assert_eq!(resp.stop_reason.as_deref(), Some("end_turn"), "{model}");
+        let usage = resp.usage.unwrap();
+        assert_eq!((usage.input_tokens, usage.output_tokens), (Some(100), Some(3)), "{model}");
+
+        let mut stream =
+            client.messages().create_stream(request(model, "hi MOCK[tokens=4,prompt_tokens=50]", true)).await;
+        let mut events = Vec::new();
+        while let Some(ev) = stream.next().await {
+            events.push(ev.unwrap());
+        }
+        assert!(matches!(events.first(), Some(MessagesStreamEvent::MessageStart { .. })), "{model}: {events:?}");
+        assert!(matches!(events.last(), Some(MessagesStreamEvent::MessageStop)), "{model}: {events:?}");
+        let text: String = events
+            .iter()
+            .filter_map(|e| match e {
+                MessagesStreamEvent::ContentBlockDelta { delta: ContentBlockDelta::TextDelta { text }, .. } => {
+                    Some(text.as_str())
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(text, "tok0 tok1 tok2 tok3 ", "{model}");
+        let out = events.iter().find_map(|e| match e {
+            MessagesStreamEvent::MessageDelta { usage, delta } => {
+                assert_eq!(delta.stop_reason.as_deref(), Some("end_turn"));
+                usage.as_ref().and_then(|u| u.output_tokens)
+            }
+            _ => None,
+        });
+        assert_eq!(out, Some(4), "{model}");
+    }
+
+    // A streamed tool call from an OpenAI upstream, as the client assembles it.
+    let mut req = request("gpt-4o-mini", "Weather? MOCK[fixture=openai_chat_stream_tools]", true);
+    req.tools = Some(vec![tools_anthropic()[0].as_object().unwrap().clone()]);
+    let mut stream = client.messages().create_stream(req).await;
+    let mut tool = None;
+    let mut args = String::new();
+    while let Some(ev) = stream.next().await {
+        match ev.unwrap() {
+            MessagesStreamEvent::ContentBlockStart { content_block: MessageContent::ToolUse(t), .. } => tool = Some(t),
+            MessagesStreamEvent::ContentBlockDelta {
+                delta: ContentBlockDelta::InputJsonDelta { partial_json },
+                ..
+            } => args.push_str(&partial_json),
+            _ => {}
+        }
+    }
+    let tool = tool.unwrap();
+    assert_eq!((tool.id.as_str(), tool.name.as_str()), ("call_Xk3nT9bq2LmV8sPdW4rJ7uYc", "get_weather"));
+    assert_eq!(serde_json::from_str::<Value>(&args).unwrap(), json!({"location": "Paris, France", "unit": "celsius"}));
+
+    gw.wait_events(5).await;
+    let rows = gw
+        .sql("SELECT requested_model, stream, input_tokens, output_tokens, cost_nanousd, client_api, outcome FROM calls ORDER BY ts_start")
+        .await;
+    let got: Vec<(String, bool, u64, u64, u64)> = rows
+        .iter()
+        .map(|r| {
+            assert_eq!((s(r, "client_api"), s(r, "outcome")), ("anthropic", "ok"), "{r}");
+            (
+                s(r, "requested_model").to_string(),
+                r["stream"].as_bool().unwrap(),
+                u(r, "input_tokens"),
+                u(r, "output_tokens"),
+                u(r, "cost_nanousd"),
+            )
+        })
+        .collect();
+    let row = |m: &str, stream, i, o, r| (m.to_string(), stream, i, o, cost(r, i, 0, 0, o));
+    assert_eq!(
+        got,
+        [
+            row("claude-sonnet-4-5", false, 100, 3, SONNET),
+            row("claude-sonnet-4-5", true, 50, 4, SONNET),
+            row("gpt-4o-mini", false, 100, 3, MINI),
+            row("gpt-4o-mini", true, 50, 4, MINI),
+            row("gpt-4o-mini", true, 81, 23, MINI),
+        ]
+    );
+}
