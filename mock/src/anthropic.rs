@@ -125,17 +125,18 @@ async fn before_headers(d: &Directives) -> Option<Response> {
     Some(resp)
 }
 
-fn parse<'a>(headers: &HeaderMap, body: &'a Bytes) -> Result<MessagesRequest, Response> {
+/// The request, or the message of the 400 the real API would give.
+fn parse(headers: &HeaderMap, body: &Bytes) -> Result<MessagesRequest, String> {
     if headers.get("anthropic-version").is_none() {
-        return Err(invalid("anthropic-version: header is required"));
+        return Err("anthropic-version: header is required".into());
     }
-    serde_json::from_slice::<MessagesRequest>(body).map_err(|e| invalid(&format!("invalid JSON body: {e}")))
+    serde_json::from_slice::<MessagesRequest>(body).map_err(|e| format!("invalid JSON body: {e}"))
 }
 
 pub(crate) async fn count_tokens(headers: &HeaderMap, body: &Bytes) -> Response {
     let req = match parse(headers, body) {
         Ok(r) => r,
-        Err(resp) => return resp,
+        Err(message) => return invalid(&message),
     };
     let p = texts_of(&req);
     let d = match directive::from_texts(p.texts.iter().copied()) {
@@ -150,7 +151,7 @@ pub(crate) async fn count_tokens(headers: &HeaderMap, body: &Bytes) -> Response 
 pub(crate) async fn messages(shared: &Arc<Shared>, headers: &HeaderMap, body: &Bytes) -> Response {
     let req = match parse(headers, body) {
         Ok(r) => r,
-        Err(resp) => return resp,
+        Err(message) => return invalid(&message),
     };
     if req.max_tokens.is_none() {
         return invalid("max_tokens: Field required");
