@@ -91,14 +91,14 @@ impl MeteredBody {
         self.guard.event.response_bytes += data.len() as u64;
         match self.kind {
             BodyKind::Json => {
-                self.guard.mark_content();
                 if self.buf.len() + data.len() <= MAX_JSON_INSPECT {
                     self.buf.extend_from_slice(&data);
                 }
                 if self.translating() {
-                    // A whole body is translated once it is complete.
+                    // A whole body is translated once it is complete; its first byte goes out then.
                     Bytes::new()
                 } else {
+                    self.guard.mark_content();
                     data
                 }
             }
@@ -197,6 +197,7 @@ impl MeteredBody {
             }
         };
         if self.translating() {
+            self.guard.mark_content();
             // Not a response we can read: the client gets what the upstream sent rather than nothing.
             self.tail = Some(translated.map(|v| Bytes::from(v.to_string())).unwrap_or_else(|| bytes.freeze()));
         }

@@ -376,6 +376,21 @@ mod tests {
     }
 
     #[test]
+    fn anthropic_upstream_defaults_and_checks() {
+        let u: UpstreamConfig = toml::from_str(
+            "name = \"a\"\nkind = \"anthropic\"\nbase_url = \"https://api.anthropic.com/v1\"\nmodels = [\"claude-sonnet-4-5\"]",
+        )
+        .unwrap();
+        assert_eq!((u.kind.wire(), u.kind.provider()), (Wire::Anthropic, "anthropic"));
+        assert_eq!((u.anthropic_version.as_str(), u.default_max_tokens), ("2023-06-01", 4096));
+        let v = validate(std::slice::from_ref(&u), &[], &BTreeMap::new(), &GatewaySettings::default()).unwrap();
+        assert_eq!(v.model_routes["claude-sonnet-4-5"], 0);
+        let zero = UpstreamConfig { default_max_tokens: 0, ..u };
+        let e = validate(&[zero], &[], &BTreeMap::new(), &GatewaySettings::default()).unwrap_err();
+        assert_eq!(e.key, "upstreams[0].default_max_tokens");
+    }
+
+    #[test]
     fn bad_key_hash_names_the_key() {
         let k: KeyConfig = toml::from_str("id = \"a\"\nhash = \"plaintext\"").unwrap();
         let e = validate(&[upstream(&["gpt-4o"])], &[k], &BTreeMap::new(), &GatewaySettings::default()).unwrap_err();

@@ -40,8 +40,8 @@ pub struct Opts {
     pub collector: String,
     pub query: String,
     pub upstream_extra: String,
-    /// More TOML placed after the mock upstream's table (e.g. further `[[upstreams]]`); `{mock_base}`
-    /// and `{mock_root}` stand for the mock's `http://addr/v1` and `http://addr`.
+    /// Extra top-level sections (e.g. `[[upstreams]]`), appended to the config. `{mock_base}` and
+    /// `{mock_root}` stand for the mock upstream's `http://addr/v1` and `http://addr`.
     pub extra: String,
 }
 
@@ -87,7 +87,6 @@ base_url = "{base}"
 api_key_env = "TG_TEST_UPSTREAM_KEY"
 models = ["gpt-4o-mini", "gpt-4o", "text-embedding-3-small", "house-llm"]
 {upstream_extra}
-{extra}
 [prices."house-llm"]
 input = "0.0375"
 output = 1.1
@@ -113,6 +112,7 @@ id = "hdr-key"
 hash = "{hdr}"
 department = "research"
 allow_attribution_headers = true
+{extra}
 "#,
             data = dir.path().join("data").display(),
             gateway = opts.gateway,
@@ -120,13 +120,13 @@ allow_attribution_headers = true
             query = opts.query,
             base = mock.base_url(),
             upstream_extra = opts.upstream_extra,
+            eng = hash(ENG_KEY),
+            fin = hash(FIN_KEY),
+            hdr = hash(HDR_KEY),
             extra = opts
                 .extra
                 .replace("{mock_base}", &mock.base_url())
                 .replace("{mock_root}", &format!("http://{}", mock.addr())),
-            eng = hash(ENG_KEY),
-            fin = hash(FIN_KEY),
-            hdr = hash(HDR_KEY),
         );
         std::fs::write(&config, toml).expect("write config");
         let mut gw = Gateway {
