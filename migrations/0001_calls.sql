@@ -61,7 +61,7 @@ CREATE TABLE IF NOT EXISTS calls (
     cached_input_tokens UInt64,
     cache_write_tokens UInt64,
     reasoning_tokens UInt64,
-    usage_source Enum8('provider' = 1, 'estimated' = 2, 'none' = 3),
+    usage_source Enum8('provider' = 1, 'estimated' = 2, 'none' = 3, 'estimated_approx' = 4),
     cost_nanousd UInt64,
     price_id String,
     latency_ms UInt32,

@@ -97,6 +97,7 @@ fn usage_source_code(u: UsageSource) -> i8 {
         UsageSource::Provider => 1,
         UsageSource::Estimated => 2,
         UsageSource::None => 3,
+        UsageSource::EstimatedApprox => 4,
     }
 }
 

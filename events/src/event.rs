@@ -74,8 +74,12 @@ pub enum UsageSource {
     /// The provider reported usage; counts are the provider's.
     #[default]
     Provider,
-    /// Counted by tollgate with the model's tokenizer (or an approximation for models without one).
+    /// Counted by tollgate with the model's own tokenizer (OpenAI models: `o200k_base`/`cl100k_base`).
     Estimated,
+    /// Counted by tollgate with a tokenizer that is not the model's own: `cl100k_base` stands in for
+    /// Claude and every other non-OpenAI model, whose tokenizers are not public. Expect it to be off by
+    /// some percent (Claude's tokenizer usually yields more tokens than `cl100k_base` for the same text).
+    EstimatedApprox,
     /// No tokens were involved (rejected before reaching a provider).
     None,
 }
@@ -85,6 +89,7 @@ impl UsageSource {
         match self {
             UsageSource::Provider => "provider",
             UsageSource::Estimated => "estimated",
+            UsageSource::EstimatedApprox => "estimated_approx",
             UsageSource::None => "none",
         }
     }

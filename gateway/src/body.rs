@@ -1,11 +1,15 @@
 //! The response body wrapper that meters a call as it streams: it forwards upstream frames to the client
 //! as they arrive and looks only for what metering needs (first content, finish reason, usage, served
-//! model). SSE bytes are forwarded unchanged, except the usage chunk that tollgate itself asked for on
-//! behalf of a client that did not; that one event is cut out. The wrapper owns the call's `CallGuard`,
-//! so however the body ends (finished, upstream cut, idle timeout, client hung up and hyper dropped it)
-//! exactly one event is emitted.
+//! model), in the upstream's format (OpenAI chunks or Anthropic events). When client and upstream speak
+//! the same format, SSE bytes are forwarded unchanged, except the usage chunk that tollgate itself asked
+//! for on behalf of an OpenAI client that did not; that one event is cut out. When they differ, each
+//! upstream event is translated as it arrives (a whole JSON body once it is complete). The wrapper owns
+//! the call's `CallGuard`, so however the body ends (finished, upstream cut, idle timeout, client hung
+//! up and hyper dropped it) exactly one event is emitted.
 
+use crate::config::Wire;
 use crate::meter::CallGuard;
+use crate::translate::{response, Translation};
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
@@ -35,6 +39,12 @@ pub struct MeteredBody {
     inner: Incoming,
     guard: CallGuard,
     kind: BodyKind,
+    /// The upstream's format, which metering reads.
+    wire: Wire,
+    translation: Translation,
+    /// Bytes handed out after the upstream's body ended: a translated whole body, or the closing
+    /// events of a translated stream.
+    tail: Option<Bytes>,
     /// Partial SSE line carried between frames, or the JSON body so far.
     buf: BytesMut,
     /// Inside an SSE event being cut out.
@@ -48,11 +58,21 @@ pub struct MeteredBody {
 }
 
 impl MeteredBody {
-    pub fn new(inner: Incoming, guard: CallGuard, kind: BodyKind, idle: Duration) -> MeteredBody {
+    pub fn new(
+        inner: Incoming,
+        guard: CallGuard,
+        kind: BodyKind,
+        wire: Wire,
+        translation: Translation,
+        idle: Duration,
+    ) -> MeteredBody {
         MeteredBody {
             inner,
             guard,
             kind,
+            wire,
+            translation,
+            tail: None,
             buf: BytesMut::new(),
             skipping: false,
             idle,
@@ -62,31 +82,41 @@ impl MeteredBody {
         }
     }
 
+    fn translating(&self) -> bool {
+        !matches!(self.translation, Translation::None)
+    }
+
     /// Inspects one data frame; returns what to forward to the client.
     fn on_data(&mut self, data: Bytes) -> Bytes {
         self.guard.event.response_bytes += data.len() as u64;
         match self.kind {
             BodyKind::Json => {
-                self.guard.mark_content();
                 if self.buf.len() + data.len() <= MAX_JSON_INSPECT {
                     self.buf.extend_from_slice(&data);
                 }
-                data
+                if self.translating() {
+                    // A whole body is translated once it is complete; its first byte goes out then.
+                    Bytes::new()
+                } else {
+                    self.guard.mark_content();
+                    data
+                }
             }
             BodyKind::Sse { hide_usage } => {
                 self.buf.extend_from_slice(&data);
-                let mut out = if hide_usage { BytesMut::with_capacity(data.len()) } else { BytesMut::new() };
+                let rewrite = hide_usage || self.translating();
+                let mut out = if rewrite { BytesMut::with_capacity(data.len()) } else { BytesMut::new() };
                 let mut consumed = 0;
                 while let Some(nl) = memchr::memchr(b'\n', &self.buf[consumed..]) {
                     let line_end = consumed + nl + 1;
-                    let keep = self.on_sse_line(consumed, line_end, hide_usage);
+                    let keep = self.on_sse_line(consumed, line_end, hide_usage, &mut out);
                     if hide_usage && keep {
                         out.extend_from_slice(&self.buf[consumed..line_end]);
                     }
                     consumed = line_end;
                 }
                 let _ = self.buf.split_to(consumed);
-                if hide_usage {
+                if rewrite {
                     out.freeze()
                 } else {
                     data
@@ -95,8 +125,9 @@ impl MeteredBody {
         }
     }
 
-    /// Handles the SSE line `buf[start..end]` (with its `\n`); returns whether to forward it.
-    fn on_sse_line(&mut self, start: usize, end: usize, hide_usage: bool) -> bool {
+    /// Handles the SSE line `buf[start..end]` (with its `\n`); returns whether to forward it unchanged.
+    /// A translated stream writes what the client gets into `out` instead.
+    fn on_sse_line(&mut self, start: usize, end: usize, hide_usage: bool, out: &mut BytesMut) -> bool {
         let mut line = &self.buf[start..end - 1];
         if line.last() == Some(&b'\r') {
             line = &line[..line.len() - 1];
@@ -112,82 +143,193 @@ impl MeteredBody {
         }
         let Some(payload) = line.strip_prefix(b"data:") else { return true };
         let payload = payload.strip_prefix(b" ").unwrap_or(payload);
-        if payload == b"[DONE]" {
-            // The client has everything once this is forwarded; it may hang up before the upstream's end
-            // of body reaches us, and that is still a complete call.
-            let status = self.guard.event.status_code;
-            self.guard.finish(Outcome::Ok, status);
-            return true;
-        }
-        let Ok(chunk) = serde_json::from_slice::<ChunkMeta>(payload) else { return true };
-        let usage_only = chunk.choices.is_empty() && chunk.usage.is_some();
         let text_before = self.guard.output_text.len();
-        self.absorb(chunk);
-        if self.guard.output_text.len() > text_before {
-            self.guard.mark_content();
-        }
-        if hide_usage && usage_only {
-            self.skipping = true;
-            return false;
-        }
-        true
-    }
-
-    /// Takes usage, model, finish reason and content text from a chunk or a whole response.
-    fn absorb(&mut self, chunk: ChunkMeta) {
-        let g = &mut self.guard;
-        if let Some(m) = chunk.model.filter(|m| !m.is_empty()) {
-            if g.event.served_model != m {
-                g.event.served_model = m;
-            }
-        }
-        for c in chunk.choices {
-            if let Some(fr) = c.finish_reason {
-                g.event.finish_reason = fr;
-            }
-            for part in [c.delta, c.message].into_iter().flatten() {
-                for t in [part.content, part.reasoning_content, part.refusal].into_iter().flatten() {
-                    g.output_text.push_str(&t);
-                }
-                for call in part.tool_calls.into_iter().flatten() {
-                    if let Some(f) = call.function {
-                        for t in [f.name, f.arguments].into_iter().flatten() {
-                            g.output_text.push_str(&t);
-                        }
+        let mut keep = true;
+        match self.wire {
+            Wire::OpenAi => {
+                if payload == b"[DONE]" {
+                    // The client has everything once this is forwarded; it may hang up before the
+                    // upstream's end of body reaches us, and that is still a complete call.
+                    let status = self.guard.event.status_code;
+                    self.guard.finish(Outcome::Ok, status);
+                } else if let Ok(chunk) = serde_json::from_slice::<ChunkMeta>(payload) {
+                    let usage_only = chunk.choices.is_empty() && chunk.usage.is_some();
+                    absorb_openai(&mut self.guard, chunk);
+                    if hide_usage && usage_only {
+                        self.skipping = true;
+                        keep = false;
                     }
                 }
             }
-            if let Some(t) = c.text {
-                g.output_text.push_str(&t);
+            Wire::Anthropic => {
+                if let Ok(ev) = serde_json::from_slice::<AnthropicMeta>(payload) {
+                    absorb_anthropic(&mut self.guard, ev, false);
+                }
             }
         }
-        if let Some(u) = chunk.usage {
-            g.have_input_usage = true;
-            g.have_output_usage = true;
-            g.event.input_tokens = u.prompt_tokens;
-            g.event.output_tokens = u.completion_tokens;
-            g.event.cached_input_tokens = u.prompt_tokens_details.and_then(|d| d.cached_tokens).unwrap_or(0);
-            g.event.reasoning_tokens = u.completion_tokens_details.and_then(|d| d.reasoning_tokens).unwrap_or(0);
+        if self.guard.output_text.len() > text_before {
+            self.guard.mark_content();
         }
+        if let Translation::Stream(t) = &mut self.translation {
+            t.on_data(payload, out);
+        }
+        keep
     }
 
-    /// Takes usage from a buffered JSON body; false when the bytes are not (yet) a whole response.
+    /// Takes usage from a buffered JSON body and, when translating, builds the client's body; false when
+    /// the bytes are not (yet) a whole response.
     fn absorb_json_body(&mut self) -> bool {
-        match serde_json::from_slice::<ChunkMeta>(&std::mem::take(&mut self.buf)) {
-            Ok(chunk) => {
-                self.absorb(chunk);
-                true
+        let bytes = std::mem::take(&mut self.buf);
+        let whole = match self.wire {
+            Wire::OpenAi => serde_json::from_slice::<ChunkMeta>(&bytes).map(|c| absorb_openai(&mut self.guard, c)),
+            Wire::Anthropic => {
+                serde_json::from_slice::<AnthropicMeta>(&bytes).map(|m| absorb_anthropic(&mut self.guard, m, true))
             }
-            Err(_) => false,
         }
+        .is_ok();
+        let translated = match &self.translation {
+            Translation::None | Translation::Stream(_) => None,
+            Translation::JsonAnthropicToOpenAi { created } => serde_json::from_slice::<serde_json::Value>(&bytes)
+                .ok()
+                .map(|v| response::anthropic_to_openai(&v, *created)),
+            Translation::JsonOpenAiToAnthropic => {
+                serde_json::from_slice::<serde_json::Value>(&bytes).ok().map(|v| response::openai_to_anthropic(&v))
+            }
+        };
+        if self.translating() {
+            self.guard.mark_content();
+            // Not a response we can read: the client gets what the upstream sent rather than nothing.
+            self.tail = Some(translated.map(|v| Bytes::from(v.to_string())).unwrap_or_else(|| bytes.freeze()));
+        }
+        whole
     }
 
     fn on_end(&mut self) {
-        if self.kind == BodyKind::Json {
-            self.absorb_json_body();
+        match self.kind {
+            BodyKind::Json => {
+                self.absorb_json_body();
+            }
+            BodyKind::Sse { .. } => {
+                if let Translation::Stream(t) = &mut self.translation {
+                    let mut out = BytesMut::new();
+                    t.on_end(&mut out);
+                    if !out.is_empty() {
+                        self.tail = Some(out.freeze());
+                    }
+                }
+            }
         }
         let status = self.guard.event.status_code;
         self.guard.finish(Outcome::Ok, status);
+    }
+}
+
+/// Takes usage, model, finish reason and content text from an OpenAI chunk or whole response.
+fn absorb_openai(g: &mut CallGuard, chunk: ChunkMeta) {
+    if let Some(m) = chunk.model.filter(|m| !m.is_empty()) {
+        if g.event.served_model != m {
+            g.event.served_model = m;
+        }
+    }
+    for c in chunk.choices {
+        if let Some(fr) = c.finish_reason {
+            g.event.finish_reason = fr;
+        }
+        for part in [c.delta, c.message].into_iter().flatten() {
+            for t in [part.content, part.reasoning_content, part.refusal].into_iter().flatten() {
+                g.output_text.push_str(&t);
+            }
+            for call in part.tool_calls.into_iter().flatten() {
+                if let Some(f) = call.function {
+                    for t in [f.name, f.arguments].into_iter().flatten() {
+                        g.output_text.push_str(&t);
+                    }
+                }
+            }
+        }
+        if let Some(t) = c.text {
+            g.output_text.push_str(&t);
+        }
+    }
+    if let Some(u) = chunk.usage {
+        g.have_input_usage = true;
+        g.have_output_usage = true;
+        g.event.input_tokens = u.prompt_tokens;
+        g.event.output_tokens = u.completion_tokens;
+        g.event.cached_input_tokens = u.prompt_tokens_details.and_then(|d| d.cached_tokens).unwrap_or(0);
+        g.event.reasoning_tokens = u.completion_tokens_details.and_then(|d| d.reasoning_tokens).unwrap_or(0);
+    }
+}
+
+/// Applies an Anthropic usage object. Anthropic's `input_tokens` excludes cache reads and writes; the
+/// event's `input_tokens` is the whole prompt. Counts in a later event (message_delta) are cumulative:
+/// each field present replaces the earlier value. `output_final` is false for message_start, whose
+/// `output_tokens` is a placeholder the message_delta replaces.
+fn apply_anthropic_usage(g: &mut CallGuard, u: &AnthropicUsage, output_final: bool) {
+    let ev = &mut g.event;
+    if u.input_tokens.is_some() || u.cache_read_input_tokens.is_some() || u.cache_creation_input_tokens.is_some() {
+        let uncached = u.input_tokens.unwrap_or_else(|| {
+            ev.input_tokens.saturating_sub(ev.cached_input_tokens).saturating_sub(ev.cache_write_tokens)
+        });
+        let read = u.cache_read_input_tokens.unwrap_or(ev.cached_input_tokens);
+        let write = u.cache_creation_input_tokens.unwrap_or(ev.cache_write_tokens);
+        ev.input_tokens = uncached + read + write;
+        ev.cached_input_tokens = read;
+        ev.cache_write_tokens = write;
+        g.have_input_usage = true;
+    }
+    if output_final {
+        if let Some(out) = u.output_tokens {
+            ev.output_tokens = out;
+            g.have_output_usage = true;
+        }
+    }
+}
+
+/// Takes usage, model, stop reason and content text from an Anthropic stream event, or from a whole
+/// message when `whole`.
+fn absorb_anthropic(g: &mut CallGuard, m: AnthropicMeta, whole: bool) {
+    let model = m.model.or_else(|| m.message.as_ref().and_then(|msg| msg.model.clone()));
+    if let Some(model) = model.filter(|x| !x.is_empty()) {
+        if g.event.served_model != model {
+            g.event.served_model = model;
+        }
+    }
+    if let Some(u) = m.message.as_ref().and_then(|msg| msg.usage.as_ref()) {
+        apply_anthropic_usage(g, u, false);
+    }
+    if let Some(u) = &m.usage {
+        apply_anthropic_usage(g, u, whole || m.kind == "message_delta");
+    }
+    for b in m.content.iter().chain(m.content_block.iter()) {
+        for t in [&b.text, &b.thinking, &b.name].into_iter().flatten() {
+            g.output_text.push_str(t);
+        }
+        if let Some(input) = b.input.as_ref().filter(|i| i.as_object().is_none_or(|o| !o.is_empty())) {
+            g.output_text.push_str(&input.to_string());
+        }
+    }
+    if let Some(d) = &m.delta {
+        for t in [&d.text, &d.partial_json, &d.thinking].into_iter().flatten() {
+            g.output_text.push_str(t);
+        }
+        if let Some(r) = &d.stop_reason {
+            g.event.finish_reason.clone_from(r);
+        }
+    }
+    if let Some(r) = m.stop_reason {
+        g.event.finish_reason = r;
+    }
+    let status = g.event.status_code;
+    match m.kind.as_str() {
+        // As with OpenAI's [DONE]: the client has everything once this is forwarded.
+        "message_stop" => g.finish(Outcome::Ok, status),
+        "error" => {
+            let kind = m.error.and_then(|e| e.kind).unwrap_or_else(|| "upstream_error".into());
+            g.event.error_type = kind;
+            g.finish(Outcome::UpstreamError, status);
+        }
+        _ => {}
     }
 }
 
@@ -195,7 +337,13 @@ impl Drop for MeteredBody {
     fn drop(&mut self) {
         // A client that read a whole JSON body may close before we saw the upstream's end of body: if the
         // bytes parse as a complete response, the call is complete.
-        if !self.done && self.kind == BodyKind::Json && !self.guard.finished && self.absorb_json_body() {
+        // (A translated body is only handed out whole at the end, so that cannot have happened there.)
+        if !self.done
+            && self.kind == BodyKind::Json
+            && !self.translating()
+            && !self.guard.finished
+            && self.absorb_json_body()
+        {
             let status = self.guard.event.status_code;
             self.guard.finish(Outcome::Ok, status);
         }
@@ -243,6 +391,9 @@ impl Body for MeteredBody {
                 Poll::Ready(None) => {
                     this.done = true;
                     this.on_end();
+                    if let Some(tail) = this.tail.take() {
+                        return Poll::Ready(Some(Ok(Frame::data(tail))));
+                    }
                     return Poll::Ready(None);
                 }
                 Poll::Pending => {
@@ -262,7 +413,7 @@ impl Body for MeteredBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.done && self.deferred_error.is_none()
+        self.done && self.deferred_error.is_none() && self.tail.is_none()
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -343,4 +494,83 @@ struct PromptDetails {
 struct CompletionDetails {
     #[serde(default)]
     reasoning_tokens: Option<u64>,
+}
+
+/// What metering reads from an Anthropic stream event or whole message.
+#[derive(Deserialize)]
+struct AnthropicMeta {
+    #[serde(rename = "type", default)]
+    kind: String,
+    /// Whole message.
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    content: Vec<AnthropicBlockMeta>,
+    #[serde(default)]
+    stop_reason: Option<String>,
+    /// message_start.
+    #[serde(default)]
+    message: Option<AnthropicMessageMeta>,
+    /// content_block_start.
+    #[serde(default)]
+    content_block: Option<AnthropicBlockMeta>,
+    /// content_block_delta and message_delta.
+    #[serde(default)]
+    delta: Option<AnthropicDeltaMeta>,
+    /// message_delta and whole message.
+    #[serde(default)]
+    usage: Option<AnthropicUsage>,
+    #[serde(default)]
+    error: Option<AnthropicErrorMeta>,
+}
+
+#[derive(Deserialize)]
+struct AnthropicMessageMeta {
+    #[serde(default)]
+    model: Option<String>,
+    #[serde(default)]
+    usage: Option<AnthropicUsage>,
+}
+
+#[derive(Deserialize)]
+struct AnthropicBlockMeta {
+    #[serde(default)]
+    text: Option<String>,
+    #[serde(default)]
+    thinking: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    input: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct AnthropicDeltaMeta {
+    #[serde(default)]
+    text: Option<String>,
+    #[serde(default)]
+    partial_json: Option<String>,
+    #[serde(default)]
+    thinking: Option<String>,
+    #[serde(default)]
+    stop_reason: Option<String>,
+}
+
+/// Anthropic's usage object; every field may be absent from a given event.
+#[derive(Deserialize)]
+struct AnthropicUsage {
+    #[serde(default)]
+    input_tokens: Option<u64>,
+    #[serde(default)]
+    output_tokens: Option<u64>,
+    #[serde(default)]
+    cache_read_input_tokens: Option<u64>,
+    #[serde(default)]
+    cache_creation_input_tokens: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct AnthropicErrorMeta {
+    #[serde(rename = "type", default)]
+    kind: Option<String>,
 }

@@ -11,10 +11,13 @@ use tollgate_events::{PriceSpec, PriceTable};
 pub struct UpstreamConfig {
     /// Name used in call events (`upstream`) and logs.
     pub name: String,
-    /// `openai`, `openai_compatible` (vLLM, TGI, Ollama, …) or `azure_openai`.
+    /// `openai`, `anthropic` (native Messages API), `openai_compatible` (vLLM, TGI, Ollama, …) or
+    /// `azure_openai`. Clients of either format reach any kind: requests and responses are translated
+    /// when the client's format and the upstream's differ, and forwarded byte for byte when they match.
     #[serde(default = "default_kind")]
     pub kind: UpstreamKind,
-    /// Base URL including the version prefix, e.g. `https://api.openai.com/v1` or `http://localhost:11434/v1`.
+    /// Base URL including the version prefix, e.g. `https://api.openai.com/v1`, `https://api.anthropic.com/v1`
+    /// or `http://localhost:11434/v1`.
     /// For `azure_openai`: the resource URL, e.g. `https://my-resource.openai.azure.com`.
     pub base_url: String,
     /// Environment variable holding the provider's API key. Unset variable: the upstream is called
@@ -43,22 +46,47 @@ pub struct UpstreamConfig {
     /// streams are then metered by estimation.
     #[serde(default = "default_true")]
     pub stream_include_usage: bool,
+    /// `anthropic` only: the `anthropic-version` header sent upstream when the client sent none (an
+    /// Anthropic client's own header is forwarded).
+    #[serde(default = "default_anthropic_version")]
+    pub anthropic_version: String,
+    /// `max_tokens` sent to an `anthropic` upstream when an OpenAI client gave none (Anthropic requires it).
+    #[serde(default = "default_max_tokens")]
+    pub default_max_tokens: u64,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum UpstreamKind {
     Openai,
+    Anthropic,
     OpenaiCompatible,
     AzureOpenai,
+}
+
+/// The wire format an upstream (or a client) speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wire {
+    /// OpenAI chat completions (also Azure OpenAI and OpenAI-compatible servers).
+    OpenAi,
+    /// Anthropic Messages.
+    Anthropic,
 }
 
 impl UpstreamKind {
     pub fn provider(self) -> &'static str {
         match self {
             UpstreamKind::Openai => "openai",
+            UpstreamKind::Anthropic => "anthropic",
             UpstreamKind::OpenaiCompatible => "openai_compatible",
             UpstreamKind::AzureOpenai => "azure_openai",
+        }
+    }
+
+    pub fn wire(self) -> Wire {
+        match self {
+            UpstreamKind::Anthropic => Wire::Anthropic,
+            UpstreamKind::Openai | UpstreamKind::OpenaiCompatible | UpstreamKind::AzureOpenai => Wire::OpenAi,
         }
     }
 }
@@ -158,6 +186,12 @@ fn default_kind() -> UpstreamKind {
 }
 fn default_azure_api_version() -> String {
     "2024-10-21".into()
+}
+fn default_anthropic_version() -> String {
+    "2023-06-01".into()
+}
+fn default_max_tokens() -> u64 {
+    4096
 }
 fn default_connect_timeout_ms() -> u64 {
     5_000
@@ -266,6 +300,12 @@ pub fn validate(
                 return Err(err(key(t), "must be greater than 0"));
             }
         }
+        if u.default_max_tokens == 0 {
+            return Err(err(key("default_max_tokens"), "must be greater than 0"));
+        }
+        if u.anthropic_version.is_empty() || http::HeaderValue::from_str(&u.anthropic_version).is_err() {
+            return Err(err(key("anthropic_version"), "must be a version like 2023-06-01"));
+        }
     }
     let mut out_keys = Vec::new();
     let mut ids = std::collections::HashSet::new();
@@ -333,6 +373,21 @@ mod tests {
         let p = v.prices.get("llama-3").unwrap();
         assert_eq!((p.input, p.output), (37_500_000, 100_000_000));
         assert_eq!(p.price_id, "llama-3@config");
+    }
+
+    #[test]
+    fn anthropic_upstream_defaults_and_checks() {
+        let u: UpstreamConfig = toml::from_str(
+            "name = \"a\"\nkind = \"anthropic\"\nbase_url = \"https://api.anthropic.com/v1\"\nmodels = [\"claude-sonnet-4-5\"]",
+        )
+        .unwrap();
+        assert_eq!((u.kind.wire(), u.kind.provider()), (Wire::Anthropic, "anthropic"));
+        assert_eq!((u.anthropic_version.as_str(), u.default_max_tokens), ("2023-06-01", 4096));
+        let v = validate(std::slice::from_ref(&u), &[], &BTreeMap::new(), &GatewaySettings::default()).unwrap();
+        assert_eq!(v.model_routes["claude-sonnet-4-5"], 0);
+        let zero = UpstreamConfig { default_max_tokens: 0, ..u };
+        let e = validate(&[zero], &[], &BTreeMap::new(), &GatewaySettings::default()).unwrap_err();
+        assert_eq!(e.key, "upstreams[0].default_max_tokens");
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! Errors the gateway returns to clients, each with its HTTP status (an exhaustive match: a new variant
-//! must choose one) and the OpenAI error JSON that SDKs parse.
+//! must choose one) and the error JSON the client's SDK parses: OpenAI's `{"error":{…}}` or Anthropic's
+//! `{"type":"error","error":{"type","message"}}`, chosen by the API the client called.
 
 use axum::response::{IntoResponse, Response};
 use http::{header, HeaderValue, StatusCode};
-use tollgate_events::Outcome;
+use tollgate_events::{ClientApi, Outcome};
 
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
@@ -13,6 +14,9 @@ pub enum GatewayError {
     InvalidKey,
     #[error("invalid request body: {0}")]
     InvalidBody(String),
+    /// A request field that has no equivalent in the upstream's API: refused rather than dropped.
+    #[error("`{param}` cannot be translated for this model's upstream: {message}")]
+    Untranslatable { param: String, message: String },
     #[error("request body is larger than {0} bytes")]
     BodyTooLarge(usize),
     #[error("the model `{0}` does not exist or is not served by this gateway")]
@@ -33,7 +37,7 @@ impl GatewayError {
     pub fn status(&self) -> StatusCode {
         match self {
             GatewayError::MissingKey | GatewayError::InvalidKey => StatusCode::UNAUTHORIZED,
-            GatewayError::InvalidBody(_) => StatusCode::BAD_REQUEST,
+            GatewayError::InvalidBody(_) | GatewayError::Untranslatable { .. } => StatusCode::BAD_REQUEST,
             GatewayError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::UnknownModel(_) => StatusCode::NOT_FOUND,
             GatewayError::ModelNotAllowed(_) | GatewayError::QueryNotAllowed => StatusCode::FORBIDDEN,
@@ -49,6 +53,7 @@ impl GatewayError {
             GatewayError::MissingKey => ("invalid_request_error", "missing_api_key"),
             GatewayError::InvalidKey => ("invalid_request_error", "invalid_api_key"),
             GatewayError::InvalidBody(_) => ("invalid_request_error", "invalid_body"),
+            GatewayError::Untranslatable { .. } => ("invalid_request_error", "unsupported_parameter"),
             GatewayError::BodyTooLarge(_) => ("invalid_request_error", "body_too_large"),
             GatewayError::UnknownModel(_) => ("invalid_request_error", "model_not_found"),
             GatewayError::ModelNotAllowed(_) => ("invalid_request_error", "model_not_allowed"),
@@ -64,6 +69,7 @@ impl GatewayError {
         match self {
             GatewayError::MissingKey | GatewayError::InvalidKey => Outcome::Unauthorized,
             GatewayError::InvalidBody(_)
+            | GatewayError::Untranslatable { .. }
             | GatewayError::BodyTooLarge(_)
             | GatewayError::UnknownModel(_)
             | GatewayError::ModelNotAllowed(_)
@@ -77,15 +83,71 @@ impl GatewayError {
 
 /// `{"error":{"message","type","param","code"}}`, as OpenAI's SDKs expect.
 pub fn openai_error_response(status: StatusCode, message: &str, kind: &str, code: &str) -> Response {
-    let body = serde_json::json!({"error": {"message": message, "type": kind, "param": null, "code": code}});
-    let mut resp = (status, body.to_string()).into_response();
+    openai_error_response_param(status, message, kind, code, None)
+}
+
+fn openai_error_response_param(
+    status: StatusCode,
+    message: &str,
+    kind: &str,
+    code: &str,
+    param: Option<&str>,
+) -> Response {
+    let body = serde_json::json!({"error": {"message": message, "type": kind, "param": param, "code": code}});
+    json_response(status, body.to_string())
+}
+
+/// `{"type":"error","error":{"type","message"}}`, as Anthropic's SDKs expect.
+pub fn anthropic_error_response(status: StatusCode, message: &str, kind: &str) -> Response {
+    json_response(status, anthropic_error_body(kind, message))
+}
+
+pub fn anthropic_error_body(kind: &str, message: &str) -> String {
+    serde_json::json!({"type": "error", "error": {"type": kind, "message": message}}).to_string()
+}
+
+fn json_response(status: StatusCode, body: String) -> Response {
+    let mut resp = (status, body).into_response();
     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     resp
+}
+
+/// Anthropic's `error.type` for an HTTP status (their documented list; anything else is `api_error`).
+pub fn anthropic_error_type(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 => "invalid_request_error",
+        401 => "authentication_error",
+        402 => "billing_error",
+        403 => "permission_error",
+        404 => "not_found_error",
+        413 => "request_too_large",
+        429 => "rate_limit_error",
+        504 => "timeout_error",
+        529 => "overloaded_error",
+        _ => "api_error",
+    }
+}
+
+impl GatewayError {
+    /// The error in the shape of the API the client called.
+    pub fn response_for(self, client: ClientApi) -> Response {
+        match client {
+            ClientApi::Openai => self.into_response(),
+            ClientApi::Anthropic => {
+                let status = self.status();
+                anthropic_error_response(status, &self.to_string(), anthropic_error_type(status))
+            }
+        }
+    }
 }
 
 impl IntoResponse for GatewayError {
     fn into_response(self) -> Response {
         let (kind, code) = self.type_and_code();
-        openai_error_response(self.status(), &self.to_string(), kind, code)
+        let param = match &self {
+            GatewayError::Untranslatable { param, .. } => Some(param.as_str()),
+            _ => None,
+        };
+        openai_error_response_param(self.status(), &self.to_string(), kind, code, param)
     }
 }

@@ -1,4 +1,5 @@
-//! The gateway: OpenAI-compatible endpoints that forward to configured upstreams and meter every call.
+//! The gateway: OpenAI- and Anthropic-format endpoints that forward to configured upstreams (translating
+//! between the two formats when client and upstream differ) and meter every call.
 //! `app(state)` is the router; `GatewayState::start` builds the state and the metering task's receiver.
 
 mod body;
@@ -8,6 +9,7 @@ mod keys;
 pub mod meter;
 pub mod metrics;
 mod proxy;
+pub mod translate;
 
 use axum::routing::{get, post};
 use axum::Router;
@@ -17,7 +19,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 pub use config::{hash_key, validate, ConfigError, ValidatedConfig};
-pub use error::{openai_error_response, GatewayError};
+pub use error::{anthropic_error_response, openai_error_response, GatewayError};
 pub use meter::{run_metering, Meter, MeterReceiver};
 pub use metrics::GatewayMetrics;
 
@@ -45,8 +47,8 @@ impl GatewayState {
         (Arc::new(GatewayState { cfg, keys, upstreams, by_model, meter }), rx)
     }
 
-    fn route(&self, model: &str) -> Option<&Upstream> {
-        self.by_model.get(model).map(|u| u.as_ref())
+    fn route(&self, model: &str) -> Option<Arc<Upstream>> {
+        self.by_model.get(model).cloned()
     }
 
     /// Whether these headers carry a key allowed to read the query API.
@@ -66,6 +68,8 @@ pub fn app(state: Arc<GatewayState>) -> Router {
         .route("/v1/chat/completions", post(proxy::chat))
         .route("/v1/completions", post(proxy::completions))
         .route("/v1/embeddings", post(proxy::embeddings))
+        .route("/v1/messages", post(proxy::messages))
+        .route("/v1/messages/count_tokens", post(proxy::count_tokens))
         .route("/v1/models", get(proxy::models))
         .route("/healthz", get(|| async { "ok" }))
         .with_state(state)

@@ -76,6 +76,11 @@ impl Meter {
         (Meter { tx, inner: inner.clone() }, MeterReceiver { rx, inner })
     }
 
+    /// The shared tokenizer (for endpoints whose answer is a token count).
+    pub fn estimator(&self) -> &TokenEstimator {
+        &self.inner.estimator
+    }
+
     pub fn metrics(&self) -> &GatewayMetrics {
         &self.inner.metrics
     }
@@ -129,7 +134,8 @@ pub fn finish_event(p: PendingEvent, prices: &PriceTable, estimator: &TokenEstim
             ev.output_tokens = estimator.count_text(&model, &est.output_text);
         }
         if est.input || est.output {
-            ev.usage_source = UsageSource::Estimated;
+            ev.usage_source =
+                if TokenEstimator::is_exact(&model) { UsageSource::Estimated } else { UsageSource::EstimatedApprox };
         }
     }
     let usage = Usage {

@@ -1,11 +1,14 @@
-//! Request handlers for the OpenAI-compatible endpoints: authenticate the virtual key, parse only what
-//! routing and metering need, forward the original bytes upstream, and hand the response to
-//! `MeteredBody`. Every handler creates its `CallGuard` first, so every exit path is metered.
+//! Request handlers for the LLM endpoints, OpenAI's (`/v1/chat/completions`, …) and Anthropic's
+//! (`/v1/messages`): authenticate the virtual key, parse only what routing and metering need, and hand
+//! the response to `MeteredBody`. When the client speaks its upstream's format the original bytes are
+//! forwarded; otherwise the request is translated here and the response in `MeteredBody`. Every
+//! handler creates its `CallGuard` first, so every exit path is metered.
 
 use crate::body::{BodyKind, MeteredBody};
-use crate::config::{UpstreamConfig, UpstreamKind};
-use crate::error::{openai_error_response, GatewayError};
+use crate::config::{UpstreamConfig, UpstreamKind, Wire};
+use crate::error::{anthropic_error_response, openai_error_response, GatewayError};
 use crate::meter::CallGuard;
+use crate::translate::{request, response, StreamTranslator, Translation};
 use crate::GatewayState;
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -18,7 +21,7 @@ use hyper_util::client::legacy::Client;
 use serde::Deserialize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tollgate_events::{CallEvent, ClientApi, Endpoint, Outcome};
+use tollgate_events::{CallEvent, ClientApi, Endpoint, Outcome, TokenEstimator};
 use tracing::warn;
 
 pub type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
@@ -56,6 +59,7 @@ impl Upstream {
         let auth = key.and_then(|k| {
             let (name, value) = match cfg.kind {
                 UpstreamKind::AzureOpenai => (HeaderName::from_static("api-key"), k),
+                UpstreamKind::Anthropic => (HeaderName::from_static("x-api-key"), k),
                 UpstreamKind::Openai | UpstreamKind::OpenaiCompatible => (header::AUTHORIZATION, format!("Bearer {k}")),
             };
             let mut v = HeaderValue::from_str(&value).ok()?;
@@ -72,13 +76,15 @@ impl Upstream {
                 let dep = self.cfg.deployments.get(model).map(String::as_str).unwrap_or(model);
                 format!("{}/openai/deployments/{dep}{path}?api-version={}", self.base, self.cfg.api_version)
             }
-            UpstreamKind::Openai | UpstreamKind::OpenaiCompatible => format!("{}{path}", self.base),
+            UpstreamKind::Openai | UpstreamKind::OpenaiCompatible | UpstreamKind::Anthropic => {
+                format!("{}{path}", self.base)
+            }
         };
         s.parse().map_err(|_| GatewayError::UnknownModel(model.to_string()))
     }
 }
 
-/// The few request fields the gateway needs; everything else is forwarded untouched.
+/// The few request fields the gateway needs; everything else is forwarded untouched (or translated).
 #[derive(Deserialize)]
 struct RequestMeta {
     model: Option<String>,
@@ -89,15 +95,20 @@ struct RequestMeta {
 }
 
 pub async fn chat(State(st): State<Arc<GatewayState>>, req: Request) -> Response {
-    forward(st, req, Endpoint::Chat, "/chat/completions").await
+    forward(st, req, Endpoint::Chat, ClientApi::Openai).await
 }
 
 pub async fn completions(State(st): State<Arc<GatewayState>>, req: Request) -> Response {
-    forward(st, req, Endpoint::Completions, "/completions").await
+    forward(st, req, Endpoint::Completions, ClientApi::Openai).await
 }
 
 pub async fn embeddings(State(st): State<Arc<GatewayState>>, req: Request) -> Response {
-    forward(st, req, Endpoint::Embeddings, "/embeddings").await
+    forward(st, req, Endpoint::Embeddings, ClientApi::Openai).await
+}
+
+/// `POST /v1/messages`: Anthropic's Messages API.
+pub async fn messages(State(st): State<Arc<GatewayState>>, req: Request) -> Response {
+    forward(st, req, Endpoint::Messages, ClientApi::Anthropic).await
 }
 
 fn request_id(headers: &HeaderMap) -> String {
@@ -114,65 +125,184 @@ fn fail(guard: &mut CallGuard, e: GatewayError, request_id: &str) -> Response {
     let (_, code) = e.type_and_code();
     guard.event.error_type = code.to_string();
     guard.finish(e.outcome(), status.as_u16());
-    let mut resp = e.into_response();
+    let mut resp = e.response_for(guard.event.client_api);
     if let Ok(v) = HeaderValue::from_str(request_id) {
         resp.headers_mut().insert("x-request-id", v);
     }
     resp
 }
 
-async fn forward(st: Arc<GatewayState>, req: Request, endpoint: Endpoint, path: &'static str) -> Response {
-    let (parts, body) = req.into_parts();
-    let rid = request_id(&parts.headers);
-    let mut guard = CallGuard::new(
-        st.meter.clone(),
-        CallEvent { endpoint, client_api: ClientApi::Openai, request_id: rid.clone(), ..Default::default() },
-    );
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
 
-    // Who is calling.
-    let key = match st.keys.authenticate(&parts.headers) {
-        Ok(k) => k,
-        Err(e) => return fail(&mut guard, e, &rid),
+fn client_wire(client: ClientApi) -> Wire {
+    match client {
+        ClientApi::Openai => Wire::OpenAi,
+        ClientApi::Anthropic => Wire::Anthropic,
+    }
+}
+
+/// The upstream path for an endpoint, or why this upstream cannot serve it.
+fn upstream_path(up: &Upstream, endpoint: Endpoint, model: &str) -> Result<&'static str, GatewayError> {
+    match (up.cfg.kind.wire(), endpoint) {
+        (Wire::OpenAi, Endpoint::Chat | Endpoint::Messages) => Ok("/chat/completions"),
+        (Wire::OpenAi, Endpoint::Completions) => Ok("/completions"),
+        (Wire::OpenAi, Endpoint::Embeddings) => Ok("/embeddings"),
+        (Wire::Anthropic, Endpoint::Chat | Endpoint::Messages) => Ok("/messages"),
+        (_, Endpoint::Completions | Endpoint::Embeddings | Endpoint::Models | Endpoint::Other) => {
+            Err(GatewayError::Untranslatable {
+                param: "model".into(),
+                message: format!("`{model}` is served by an upstream that has no {} endpoint", endpoint.as_str()),
+            })
+        }
+    }
+}
+
+/// Adds the upstream's credentials and, for Anthropic, `anthropic-version` (the client's own when an
+/// Anthropic client sent one) and any `anthropic-beta` the client asked for.
+fn upstream_headers(
+    mut builder: http::request::Builder,
+    up: &Upstream,
+    client: ClientApi,
+    headers: &HeaderMap,
+) -> http::request::Builder {
+    if let Some((name, value)) = &up.auth {
+        builder = builder.header(name, value);
+    }
+    if up.cfg.kind == UpstreamKind::Anthropic {
+        let from_client = |name: &str| headers.get(name).filter(|_| client == ClientApi::Anthropic);
+        builder = match from_client("anthropic-version") {
+            Some(v) => builder.header("anthropic-version", v),
+            None => builder.header("anthropic-version", up.cfg.anthropic_version.as_str()),
+        };
+        if let Some(v) = from_client("anthropic-beta") {
+            builder = builder.header("anthropic-beta", v);
+        }
+    }
+    builder
+}
+
+/// The request body for the upstream and how its response is turned back into the client's format.
+struct Prepared {
+    body: Bytes,
+    kind: BodyKind,
+    translation: Translation,
+}
+
+fn prepare(
+    up: &Upstream,
+    client: ClientApi,
+    bytes: &Bytes,
+    meta: &RequestMeta,
+    stream: bool,
+) -> Result<Prepared, GatewayError> {
+    let client_wants_usage =
+        meta.stream_options.as_ref().and_then(|o| o.get("include_usage")).and_then(|v| v.as_bool()).unwrap_or(false);
+    let to_json = |v: serde_json::Value| {
+        serde_json::to_vec(&v).map(Bytes::from).map_err(|e| GatewayError::InvalidBody(e.to_string()))
     };
+    let parse =
+        || serde_json::from_slice::<serde_json::Value>(bytes).map_err(|e| GatewayError::InvalidBody(e.to_string()));
+    let json_kind = if stream { BodyKind::Sse { hide_usage: false } } else { BodyKind::Json };
+    match (client_wire(client), up.cfg.kind.wire()) {
+        // Same format: forward the client's bytes (with the usage request spliced into OpenAI streams).
+        (Wire::OpenAi, Wire::OpenAi) => {
+            let hide_usage = stream && up.cfg.stream_include_usage && !client_wants_usage;
+            let body = if hide_usage {
+                with_include_usage(bytes, meta.stream_options.is_some())
+                    .ok_or_else(|| GatewayError::InvalidBody("expected a JSON object".into()))?
+            } else {
+                bytes.clone()
+            };
+            let kind = if stream { BodyKind::Sse { hide_usage } } else { BodyKind::Json };
+            Ok(Prepared { body, kind, translation: Translation::None })
+        }
+        (Wire::Anthropic, Wire::Anthropic) => {
+            Ok(Prepared { body: bytes.clone(), kind: json_kind, translation: Translation::None })
+        }
+        (Wire::OpenAi, Wire::Anthropic) => {
+            let opts = request::ToAnthropic { default_max_tokens: up.cfg.default_max_tokens };
+            let body = to_json(request::openai_to_anthropic(&parse()?, &opts)?)?;
+            let translation = if stream {
+                Translation::Stream(Box::new(StreamTranslator::anthropic_to_openai(client_wants_usage, unix_now())))
+            } else {
+                Translation::JsonAnthropicToOpenAi { created: unix_now() }
+            };
+            Ok(Prepared { body, kind: json_kind, translation })
+        }
+        (Wire::Anthropic, Wire::OpenAi) => {
+            let opts = request::ToOpenAi {
+                include_usage: up.cfg.stream_include_usage,
+                max_tokens_field: if up.cfg.kind == UpstreamKind::Openai {
+                    "max_completion_tokens"
+                } else {
+                    "max_tokens"
+                },
+            };
+            let body = to_json(request::anthropic_to_openai(&parse()?, &opts)?)?;
+            let translation = if stream {
+                Translation::Stream(Box::new(StreamTranslator::openai_to_anthropic()))
+            } else {
+                Translation::JsonOpenAiToAnthropic
+            };
+            Ok(Prepared { body, kind: json_kind, translation })
+        }
+    }
+}
+
+/// Authenticates, reads and routes a request; the guard is finished with the failure otherwise.
+async fn admit(
+    st: &GatewayState,
+    guard: &mut CallGuard,
+    parts: &http::request::Parts,
+    body: Body,
+) -> Result<(Bytes, RequestMeta, String, Arc<Upstream>), GatewayError> {
+    let key = st.keys.authenticate(&parts.headers)?;
     key.attribute(&mut guard.event, &parts.headers);
-
-    // What they asked for.
-    let bytes = match axum::body::to_bytes(body, st.cfg.settings.max_request_bytes).await {
-        Ok(b) => b,
-        Err(_) => return fail(&mut guard, GatewayError::BodyTooLarge(st.cfg.settings.max_request_bytes), &rid),
-    };
+    let bytes = axum::body::to_bytes(body, st.cfg.settings.max_request_bytes)
+        .await
+        .map_err(|_| GatewayError::BodyTooLarge(st.cfg.settings.max_request_bytes))?;
     guard.event.request_bytes = bytes.len() as u64;
-    let meta: RequestMeta = match serde_json::from_slice(&bytes) {
-        Ok(m) => m,
-        Err(e) => return fail(&mut guard, GatewayError::InvalidBody(e.to_string()), &rid),
-    };
-    let Some(model) = meta.model.filter(|m| !m.is_empty()) else {
-        return fail(&mut guard, GatewayError::InvalidBody("`model` is required".into()), &rid);
+    let meta: RequestMeta = serde_json::from_slice(&bytes).map_err(|e| GatewayError::InvalidBody(e.to_string()))?;
+    let Some(model) = meta.model.clone().filter(|m| !m.is_empty()) else {
+        return Err(GatewayError::InvalidBody("`model` is required".into()));
     };
     guard.event.requested_model = model.clone();
     guard.event.served_model = model.clone();
     guard.event.route = model.clone();
     guard.event.routing_strategy = "direct".into();
-    let Some(up) = st.route(&model) else { return fail(&mut guard, GatewayError::UnknownModel(model), &rid) };
+    let up = st.route(&model).ok_or_else(|| GatewayError::UnknownModel(model.clone()))?;
     if !key.may_use(&model) {
-        return fail(&mut guard, GatewayError::ModelNotAllowed(model), &rid);
+        return Err(GatewayError::ModelNotAllowed(model));
     }
     guard.event.provider = up.cfg.kind.provider().to_string();
     guard.event.upstream = up.cfg.name.clone();
+    Ok((bytes, meta, model, up))
+}
 
+async fn forward(st: Arc<GatewayState>, req: Request, endpoint: Endpoint, client: ClientApi) -> Response {
+    let (parts, body) = req.into_parts();
+    let rid = request_id(&parts.headers);
+    let mut guard = CallGuard::new(
+        st.meter.clone(),
+        CallEvent { endpoint, client_api: client, request_id: rid.clone(), ..Default::default() },
+    );
+    let (bytes, meta, model, up) = match admit(&st, &mut guard, &parts, body).await {
+        Ok(x) => x,
+        Err(e) => return fail(&mut guard, e, &rid),
+    };
     let stream = endpoint != Endpoint::Embeddings && meta.stream.unwrap_or(false);
     guard.event.stream = stream;
-    let client_wants_usage =
-        meta.stream_options.as_ref().and_then(|o| o.get("include_usage")).and_then(|v| v.as_bool()).unwrap_or(false);
-    let hide_usage = stream && up.cfg.stream_include_usage && !client_wants_usage;
-    let upstream_body = if hide_usage {
-        match with_include_usage(&bytes, meta.stream_options.is_some()) {
-            Some(b) => b,
-            None => return fail(&mut guard, GatewayError::InvalidBody("expected a JSON object".into()), &rid),
-        }
-    } else {
-        bytes.clone()
+    let path = match upstream_path(&up, endpoint, &model) {
+        Ok(p) => p,
+        Err(e) => return fail(&mut guard, e, &rid),
     };
+    let Prepared { body: upstream_body, kind, translation } = match prepare(&up, client, &bytes, &meta, stream) {
+        Ok(p) => p,
+        Err(e) => return fail(&mut guard, e, &rid),
+    };
+    let translating = !matches!(translation, Translation::None);
 
     // Forward.
     let uri = match up.uri(&model, path) {
@@ -187,13 +317,12 @@ async fn forward(st: Arc<GatewayState>, req: Request, endpoint: Endpoint, path: 
     if stream {
         builder = builder.header(header::ACCEPT, "text/event-stream");
     }
-    if let Some((name, value)) = &up.auth {
-        builder = builder.header(name, value);
-    }
+    builder = upstream_headers(builder, &up, client, &parts.headers);
+    // Tokens are estimated, when the provider reports none, from what was sent upstream.
+    guard.request_body = Some(upstream_body.clone());
     let Ok(up_req) = builder.body(Full::new(upstream_body)) else {
         return fail(&mut guard, GatewayError::InvalidBody("request could not be forwarded".into()), &rid);
     };
-    guard.request_body = Some(bytes);
     let sent = Instant::now();
     guard.t_sent = Some(sent);
     guard.overhead = sent - guard.started();
@@ -212,15 +341,15 @@ async fn forward(st: Arc<GatewayState>, req: Request, endpoint: Endpoint, path: 
     guard.event.status_code = status.as_u16();
 
     if !status.is_success() {
-        return upstream_error(guard, up, status, up_parts.headers, up_body, &rid).await;
+        return upstream_error(guard, &up, status, up_parts.headers, up_body, &rid).await;
     }
 
-    let kind = if stream { BodyKind::Sse { hide_usage } } else { BodyKind::Json };
-    let content_type = up_parts
-        .headers
-        .get(header::CONTENT_TYPE)
-        .cloned()
-        .unwrap_or_else(|| HeaderValue::from_static(if stream { "text/event-stream" } else { "application/json" }));
+    let default_ct = HeaderValue::from_static(if stream { "text/event-stream" } else { "application/json" });
+    let content_type = if translating {
+        default_ct
+    } else {
+        up_parts.headers.get(header::CONTENT_TYPE).cloned().unwrap_or(default_ct)
+    };
     let idle = Duration::from_millis(up.cfg.idle_timeout_ms);
     let mut out = Response::builder().status(status).header(header::CONTENT_TYPE, content_type);
     if stream {
@@ -230,12 +359,13 @@ async fn forward(st: Arc<GatewayState>, req: Request, endpoint: Endpoint, path: 
         out = out.header("x-request-id", v);
     }
     guard.overhead += got_headers.elapsed();
-    let body = Body::new(MeteredBody::new(up_body, guard, kind, idle));
+    let wire = up.cfg.kind.wire();
+    let body = Body::new(MeteredBody::new(up_body, guard, kind, wire, translation, idle));
     out.body(body).unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
-/// The upstream answered with an error status: pass its OpenAI-shaped error through (except credential
-/// failures, which are the gateway's problem, not the client's) and record its type.
+/// The upstream answered with an error status: pass its error through in the client's shape (except
+/// credential failures, which are the gateway's problem, not the client's) and record its type.
 async fn upstream_error(
     mut guard: CallGuard,
     up: &Upstream,
@@ -251,28 +381,118 @@ async fn upstream_error(
     };
     guard.event.response_bytes = bytes.len() as u64;
     let err: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
-    let e = &err["error"];
-    let etype = e["code"].as_str().or_else(|| e["type"].as_str()).unwrap_or("upstream_error");
-    guard.event.error_type = etype.to_string();
+    let (_, etype) = response::upstream_error_parts(&err);
+    guard.event.error_type = etype.unwrap_or("upstream_error").to_string();
     guard.finish(Outcome::UpstreamError, status.as_u16());
+    let client = guard.event.client_api;
     let mut resp = if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
         warn!(upstream = %up.cfg.name, %status, "upstream rejected the gateway's credentials");
-        openai_error_response(
-            StatusCode::BAD_GATEWAY,
-            "the upstream provider rejected the gateway's credentials",
-            "api_error",
-            "upstream_auth_failed",
-        )
+        let message = "the upstream provider rejected the gateway's credentials";
+        match client {
+            ClientApi::Openai => {
+                openai_error_response(StatusCode::BAD_GATEWAY, message, "api_error", "upstream_auth_failed")
+            }
+            ClientApi::Anthropic => anthropic_error_response(StatusCode::BAD_GATEWAY, message, "api_error"),
+        }
     } else {
-        let ct = headers.get(header::CONTENT_TYPE).cloned().unwrap_or(HeaderValue::from_static("application/json"));
-        let mut r = (status, bytes).into_response();
-        r.headers_mut().insert(header::CONTENT_TYPE, ct);
+        let same_format = client_wire(client) == up.cfg.kind.wire();
+        let mut r = if same_format {
+            let ct = headers.get(header::CONTENT_TYPE).cloned().unwrap_or(HeaderValue::from_static("application/json"));
+            let mut r = (status, bytes).into_response();
+            r.headers_mut().insert(header::CONTENT_TYPE, ct);
+            r
+        } else {
+            let body = match client {
+                ClientApi::Openai => response::error_to_openai(status, &err),
+                ClientApi::Anthropic => response::error_to_anthropic(status, &err),
+            };
+            let mut r = (status, body).into_response();
+            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            r
+        };
         if let Some(ra) = headers.get(header::RETRY_AFTER) {
             r.headers_mut().insert(header::RETRY_AFTER, ra.clone());
         }
         r
     };
     if let Ok(v) = HeaderValue::from_str(rid) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    resp
+}
+
+/// `POST /v1/messages/count_tokens`: forwarded to an Anthropic upstream; for a model on an OpenAI-format
+/// upstream, counted here with the model's tokenizer (these counts cost nothing, so the call event
+/// carries no tokens and no cost).
+pub async fn count_tokens(State(st): State<Arc<GatewayState>>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let rid = request_id(&parts.headers);
+    let mut guard = CallGuard::new(
+        st.meter.clone(),
+        CallEvent {
+            endpoint: Endpoint::Other,
+            client_api: ClientApi::Anthropic,
+            request_id: rid.clone(),
+            ..Default::default()
+        },
+    );
+    let (bytes, _, model, up) = match admit(&st, &mut guard, &parts, body).await {
+        Ok(x) => x,
+        Err(e) => return fail(&mut guard, e, &rid),
+    };
+    let mut resp = if up.cfg.kind.wire() == Wire::Anthropic {
+        let uri = match up.uri(&model, "/messages/count_tokens") {
+            Ok(u) => u,
+            Err(e) => return fail(&mut guard, e, &rid),
+        };
+        let builder = http::Request::builder()
+            .method(Method::POST)
+            .uri(uri)
+            .header(header::CONTENT_TYPE, "application/json")
+            .header("x-request-id", &rid);
+        let builder = upstream_headers(builder, &up, ClientApi::Anthropic, &parts.headers);
+        let Ok(up_req) = builder.body(Full::new(bytes)) else {
+            return fail(&mut guard, GatewayError::InvalidBody("request could not be forwarded".into()), &rid);
+        };
+        guard.t_sent = Some(Instant::now());
+        let timeout = Duration::from_millis(up.cfg.request_timeout_ms);
+        let resp = match tokio::time::timeout(timeout, up.client.request(up_req)).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => return fail(&mut guard, GatewayError::UpstreamUnreachable, &rid),
+            Err(_) => return fail(&mut guard, GatewayError::UpstreamTimeout, &rid),
+        };
+        let (up_parts, up_body) = resp.into_parts();
+        guard.event.status_code = up_parts.status.as_u16();
+        if !up_parts.status.is_success() {
+            return upstream_error(guard, &up, up_parts.status, up_parts.headers, up_body, &rid).await;
+        }
+        let idle = Duration::from_millis(up.cfg.idle_timeout_ms);
+        let Ok(Ok(collected)) =
+            tokio::time::timeout(idle, http_body_util::Limited::new(up_body, 1 << 20).collect()).await
+        else {
+            return fail(&mut guard, GatewayError::UpstreamUnreachable, &rid);
+        };
+        let bytes = collected.to_bytes();
+        guard.event.response_bytes = bytes.len() as u64;
+        guard.mark_content();
+        let mut r = (StatusCode::OK, bytes).into_response();
+        r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        r
+    } else {
+        let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+        let n = st.meter.estimator().count_request(&model, &body);
+        let exact = TokenEstimator::is_exact(&model);
+        let out = serde_json::json!({"input_tokens": n}).to_string();
+        guard.event.response_bytes = out.len() as u64;
+        guard.mark_content();
+        let mut r = (StatusCode::OK, out).into_response();
+        r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let how = if exact { "tokenizer" } else { "approximation" };
+        r.headers_mut().insert("x-tollgate-token-count", HeaderValue::from_static(how));
+        r
+    };
+    guard.finish(Outcome::Ok, StatusCode::OK.as_u16());
+    if let Ok(v) = HeaderValue::from_str(&rid) {
         resp.headers_mut().insert("x-request-id", v);
     }
     resp

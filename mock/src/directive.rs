@@ -6,6 +6,8 @@ pub(crate) struct Directives {
     pub tokens: Option<u64>,
     pub prompt_tokens: Option<u64>,
     pub cached: u64,
+    /// Anthropic `cache_creation_input_tokens`.
+    pub cache_write: u64,
     pub reasoning: u64,
     pub delay_ms: u64,
     pub first_delay_ms: u64,
@@ -58,6 +60,7 @@ pub(crate) fn parse(inner: &str) -> Result<Directives, String> {
             "tokens" => d.tokens = Some(number(key, value)?),
             "prompt_tokens" => d.prompt_tokens = Some(number(key, value)?),
             "cached" => d.cached = number(key, value)?,
+            "cache_write" => d.cache_write = number(key, value)?,
             "reasoning" => d.reasoning = number(key, value)?,
             "delay_ms" => d.delay_ms = number(key, value)?,
             "first_delay_ms" => d.first_delay_ms = number(key, value)?,

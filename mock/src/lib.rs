@@ -1,11 +1,15 @@
-//! Mock upstream LLM server speaking OpenAI's wire format, steered by `MOCK[...]` directives in prompts.
+//! Mock upstream LLM server speaking OpenAI's and Anthropic's wire formats, steered by `MOCK[...]`
+//! directives in prompts.
 //!
 //! Used in-process by the gateway's end-to-end tests and as the `tollgate-mock` binary by benchmarks.
-//! Endpoints: `POST /v1/chat/completions` (whole or SSE), `POST /v1/embeddings`, `GET /v1/models[/{id}]`.
+//! Endpoints: `POST /v1/chat/completions` (whole or SSE; also at Azure's
+//! `/openai/deployments/{name}/chat/completions`), `POST /v1/embeddings`, `GET /v1/models[/{id}]`,
+//! `POST /v1/messages` (Anthropic, whole or SSE) and `POST /v1/messages/count_tokens`.
 //! Put `MOCK[k=v,flag]` anywhere in a message's text (the last one wins) to pick the behaviour:
-//! `tokens`, `prompt_tokens`, `cached`, `reasoning`, `delay_ms`, `first_delay_ms`, `status`,
-//! `retry_after`, `cut`, `no_usage`, `finish`, `fixture`, `hang`.
+//! `tokens`, `prompt_tokens`, `cached`, `cache_write` (Anthropic), `reasoning`, `delay_ms`,
+//! `first_delay_ms`, `status`, `retry_after`, `cut`, `no_usage`, `finish`, `fixture`, `hang`.
 
+mod anthropic;
 mod body;
 mod directive;
 mod wire;
@@ -48,6 +52,8 @@ pub struct RecordedRequest {
     pub method: String,
     /// Path without the query string, e.g. `/v1/chat/completions`.
     pub path: String,
+    /// The query string (without `?`), empty when there was none.
+    pub query: String,
     /// Header names are lowercase, in the order received.
     pub headers: Vec<(String, String)>,
     pub body: Bytes,
@@ -188,6 +194,7 @@ impl Shared {
         let rec = RecordedRequest {
             method: parts.method.as_str().to_owned(),
             path: parts.uri.path().to_owned(),
+            query: parts.uri.query().unwrap_or_default().to_owned(),
             headers,
             body,
         };
@@ -216,6 +223,12 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     let path = parts.uri.path();
     match (&parts.method, path) {
         (&Method::POST, "/v1/chat/completions") => chat(&shared, &body).await,
+        (&Method::POST, "/v1/messages") => anthropic::messages(&shared, &parts.headers, &body).await,
+        (&Method::POST, "/v1/messages/count_tokens") => anthropic::count_tokens(&parts.headers, &body).await,
+        // Azure OpenAI: /openai/deployments/{deployment}/chat/completions?api-version=…
+        (&Method::POST, p) if p.starts_with("/openai/deployments/") && p.ends_with("/chat/completions") => {
+            chat(&shared, &body).await
+        }
         (&Method::POST, "/v1/embeddings") => embeddings(&shared, &body).await,
         (&Method::GET, "/v1/models") => json_ok(&shared, wire::models_body()),
         (&Method::GET, p) if p.starts_with("/v1/models/") => {

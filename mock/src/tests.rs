@@ -27,19 +27,25 @@ impl Reply {
 }
 
 async fn send(addr: SocketAddr, method: &str, path: &str, body: &str) -> Reply {
+    send_with(addr, method, path, body, &[]).await
+}
+
+async fn send_with(addr: SocketAddr, method: &str, path: &str, body: &str, extra: &[(&str, &str)]) -> Reply {
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.unwrap();
     tokio::spawn(async move {
         let _ = conn.await;
     });
-    let req = http::Request::builder()
+    let mut req = http::Request::builder()
         .method(method)
         .uri(path)
         .header("host", addr.to_string())
         .header("content-type", "application/json")
-        .header("Authorization", "Bearer sk-test")
-        .body(Full::new(Bytes::from(body.to_owned())))
-        .unwrap();
+        .header("Authorization", "Bearer sk-test");
+    for (k, v) in extra {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Full::new(Bytes::from(body.to_owned()))).unwrap();
     let resp = sender.send_request(req).await.unwrap();
     let status = resp.status();
     let headers = resp.headers().clone();
@@ -418,4 +424,98 @@ fn recording_is_capped() {
     assert_eq!(requests.len(), MAX_RECORDED);
     assert_eq!(requests.front().unwrap().body, "5");
     assert_eq!(shared.received.load(Ordering::Relaxed), MAX_RECORDED as u64 + 5);
+}
+
+const ANTHROPIC: &[(&str, &str)] = &[("anthropic-version", "2023-06-01"), ("x-api-key", "sk-ant-test")];
+
+fn messages_body(content: &str, stream: bool) -> String {
+    json!({
+        "model": "claude-sonnet-4-5",
+        "max_tokens": 100,
+        "stream": stream,
+        "system": "be brief",
+        "messages": [{"role": "user", "content": [{"type": "text", "text": content}]}],
+    })
+    .to_string()
+}
+
+#[tokio::test]
+async fn anthropic_messages_whole_and_streamed_with_cache_usage() {
+    let mock = MockUpstream::start().await.unwrap();
+    let body = messages_body("hello there MOCK[tokens=3,prompt_tokens=100,cached=60,cache_write=30]", false);
+    let r = send_with(mock.addr(), "POST", "/v1/messages", &body, ANTHROPIC).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let v = r.json();
+    assert_eq!(v["type"], "message");
+    assert_eq!(v["content"], json!([{"type": "text", "text": "tok0 tok1 tok2 "}]));
+    assert_eq!(v["stop_reason"], "end_turn");
+    assert_eq!(
+        (
+            &v["usage"]["input_tokens"],
+            &v["usage"]["cache_read_input_tokens"],
+            &v["usage"]["cache_creation_input_tokens"]
+        ),
+        (&json!(10), &json!(60), &json!(30))
+    );
+    assert_eq!(v["usage"]["output_tokens"], 3);
+
+    let body = messages_body("MOCK[tokens=2,prompt_tokens=50,cached=20,reasoning=3]", true);
+    let r = send_with(mock.addr(), "POST", "/v1/messages", &body, ANTHROPIC).await;
+    assert_eq!(r.headers["content-type"], "text/event-stream");
+    let text = String::from_utf8(r.body).unwrap();
+    let kinds: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("event: ")).collect();
+    assert_eq!(kinds[0], "message_start");
+    assert_eq!(&kinds[kinds.len() - 2..], ["message_delta", "message_stop"]);
+    assert_eq!(kinds.iter().filter(|k| **k == "content_block_start").count(), 2, "thinking + text");
+    assert!(text.contains(r#""output_tokens":5"#), "2 text + 3 thinking: {text}");
+    assert!(text.contains(r#""input_tokens":30"#) && text.contains(r#""cache_read_input_tokens":20"#));
+}
+
+#[tokio::test]
+async fn anthropic_requires_version_and_max_tokens_and_errors_in_its_shape() {
+    let mock = MockUpstream::start().await.unwrap();
+    let r = send(mock.addr(), "POST", "/v1/messages", &messages_body("hi", false)).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.json()["error"]["type"], "invalid_request_error");
+    let no_max = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}).to_string();
+    let r = send_with(mock.addr(), "POST", "/v1/messages", &no_max, ANTHROPIC).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let r = send_with(mock.addr(), "POST", "/v1/messages", &messages_body("MOCK[status=529]", false), ANTHROPIC).await;
+    assert_eq!(r.status.as_u16(), 529);
+    assert_eq!(
+        r.json(),
+        json!({"type": "error", "error": {"type": "overloaded_error", "message": "MOCK status 529: simulated upstream error"}})
+    );
+    let r = send_with(
+        mock.addr(),
+        "POST",
+        "/v1/messages/count_tokens",
+        &messages_body("MOCK[prompt_tokens=42]", false),
+        ANTHROPIC,
+    )
+    .await;
+    assert_eq!(r.json(), json!({"input_tokens": 42}));
+}
+
+#[tokio::test]
+async fn anthropic_fixture_is_replayed_event_by_event_and_azure_path_is_served() {
+    let mock = MockUpstream::start().await.unwrap();
+    let body = messages_body("MOCK[fixture=anthropic_messages_stream_tools]", true);
+    let r = send_with(mock.addr(), "POST", "/v1/messages", &body, ANTHROPIC).await;
+    let text = String::from_utf8(r.body).unwrap();
+    let recorded = std::fs::read_to_string(default_fixture_dir().join("anthropic_messages_stream_tools.sse")).unwrap();
+    assert_eq!(text.trim_end(), recorded.trim_end());
+    let r = send(
+        mock.addr(),
+        "POST",
+        "/openai/deployments/dep1/chat/completions?api-version=2024-10-21",
+        &chat_body("hi", false, None),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let last = mock.last_request().unwrap();
+    assert_eq!(
+        (last.path.as_str(), last.query.as_str()),
+        ("/openai/deployments/dep1/chat/completions", "api-version=2024-10-21")
+    );
 }

@@ -42,7 +42,8 @@ pub struct Opts {
     pub collector: String,
     pub query: String,
     pub upstream_extra: String,
-    /// Extra top-level sections (e.g. `[clickhouse]`), appended to the config.
+    /// Extra top-level sections (e.g. `[[upstreams]]`), appended to the config. `{mock_base}` and
+    /// `{mock_root}` stand for the mock upstream's `http://addr/v1` and `http://addr`.
     pub extra: String,
 }
 
@@ -124,7 +125,10 @@ allow_attribution_headers = true
             eng = hash(ENG_KEY),
             fin = hash(FIN_KEY),
             hdr = hash(HDR_KEY),
-            extra = opts.extra,
+            extra = opts
+                .extra
+                .replace("{mock_base}", &mock.base_url())
+                .replace("{mock_root}", &format!("http://{}", mock.addr())),
         );
         std::fs::write(&config, toml).expect("write config");
         let mut gw = Gateway {

@@ -1,0 +1,21 @@
+//! Translation between OpenAI's chat completions format and Anthropic's Messages format: requests,
+//! whole responses, streams and error bodies. Used only when the client's format and the upstream's
+//! differ; a client speaking its upstream's format gets the upstream's bytes untouched.
+
+pub mod request;
+pub mod response;
+pub mod stream;
+
+pub use stream::StreamTranslator;
+
+/// How a response body is turned into the client's format.
+pub enum Translation {
+    /// Same format on both sides: bytes pass through.
+    None,
+    /// A whole Anthropic message for an OpenAI client.
+    JsonAnthropicToOpenAi { created: u64 },
+    /// A whole OpenAI completion for an Anthropic client.
+    JsonOpenAiToAnthropic,
+    /// A stream, event by event.
+    Stream(Box<StreamTranslator>),
+}
