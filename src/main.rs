@@ -153,10 +153,16 @@ fn load(path: &Path) -> Result<(Config, ValidatedConfig), String> {
     }
     if cfg.clickhouse.is_none() {
         if cfg.collector.sinks.contains(&SinkKind::Clickhouse) {
-            return Err(format!("config {}: collector.sinks: `clickhouse` needs a [clickhouse] section with a url", path.display()));
+            return Err(format!(
+                "config {}: collector.sinks: `clickhouse` needs a [clickhouse] section with a url",
+                path.display()
+            ));
         }
         if cfg.query.engine == Engine::Clickhouse {
-            return Err(format!("config {}: query.engine: `clickhouse` needs a [clickhouse] section with a url", path.display()));
+            return Err(format!(
+                "config {}: query.engine: `clickhouse` needs a [clickhouse] section with a url",
+                path.display()
+            ));
         }
     }
     if cfg.query.sql_max_rows == 0 || cfg.query.sql_timeout_ms == 0 {
@@ -237,7 +243,10 @@ fn migrate_target(config: &Path, url: Option<String>, database: Option<String>) 
         (Some(c), _) => c,
         (None, Some(u)) => ClickHouseConfig::new(u, "tollgate"),
         (None, None) => {
-            return Err(format!("config {}: clickhouse: no [clickhouse] section; pass --clickhouse-url", config.display()))
+            return Err(format!(
+                "config {}: clickhouse: no [clickhouse] section; pass --clickhouse-url",
+                config.display()
+            ))
         }
     };
     if let Some(u) = url {
@@ -293,8 +302,12 @@ async fn serve(cfg: Config, validated: ValidatedConfig) -> anyhow::Result<()> {
         collector_metrics.clone(),
     ));
 
-    let metrics_state =
-        MetricsState { gateway: gateway.clone(), collector: collector_metrics, clickhouse: ch_metrics, collector_tx: coll_tx };
+    let metrics_state = MetricsState {
+        gateway: gateway.clone(),
+        collector: collector_metrics,
+        clickhouse: ch_metrics,
+        collector_tx: coll_tx,
+    };
     let auth_state = gateway.clone();
     let query_routes = tollgate_query::app(query).layer(axum::middleware::from_fn(
         move |req: axum::extract::Request, next: axum::middleware::Next| {

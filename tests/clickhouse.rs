@@ -104,7 +104,11 @@ async fn migrate_command_applies_each_migration_once_and_stops_on_a_server_error
     let recorded = ch.rows(&format!("SELECT version, name FROM {db}.schema_migrations")).await;
     assert_eq!(recorded.len(), 1, "{recorded:?}");
     assert_eq!((u(&recorded[0], "version"), s(&recorded[0], "name")), (1, "calls"));
-    let engine = ch.rows(&format!("SELECT engine, partition_key, sorting_key FROM system.tables WHERE database = '{db}' AND name = 'calls'")).await;
+    let engine = ch
+        .rows(&format!(
+            "SELECT engine, partition_key, sorting_key FROM system.tables WHERE database = '{db}' AND name = 'calls'"
+        ))
+        .await;
     assert_eq!(s(&engine[0], "engine"), "MergeTree", "{engine:?}");
 
     // A server-side failure stops the command with the server's message (an unknown user here).
@@ -130,7 +134,8 @@ async fn every_field_round_trips_through_the_server() {
     let ev = event(7, "engineering", NOV_2026 + 123_456);
     let mut b = seal(&mut sink, vec![ev.clone()]);
     assert_eq!(sink.write(&mut b).await.unwrap(), Landed::Inserted);
-    let rows = ch.rows(&format!("SELECT *, toString(ts_start) AS ts_text, toString(date) AS date_text FROM {db}.calls")).await;
+    let rows =
+        ch.rows(&format!("SELECT *, toString(ts_start) AS ts_text, toString(date) AS date_text FROM {db}.calls")).await;
     assert_eq!(rows.len(), 1);
     let r = &rows[0];
     let back = CallEvent {
@@ -218,7 +223,12 @@ async fn lossy_proxy(target: u16, swallow: Arc<std::sync::atomic::AtomicBool>) -
                         break;
                     }
                 };
-                tokio::join!(async { tokio::select! { _ = up => {}, _ = tokio::time::sleep(Duration::from_secs(30)) => {} } }, down);
+                tokio::join!(
+                    async {
+                        tokio::select! { _ = up => {}, _ = tokio::time::sleep(Duration::from_secs(30)) => {} }
+                    },
+                    down
+                );
             });
         }
     });
@@ -329,7 +339,9 @@ async fn send_mix(gw: &Gateway) -> u64 {
     let mut n = 0;
     for i in 0..6u32 {
         let prompt = format!("MOCK[prompt_tokens={},tokens={},cached={}]", 100 + 37 * i, 3 + i, 10 * i);
-        for (key, model) in [(ENG_KEY, "gpt-4o-mini"), (ENG_KEY, "gpt-4o"), (FIN_KEY, "gpt-4o-mini"), (HDR_KEY, "house-llm")] {
+        for (key, model) in
+            [(ENG_KEY, "gpt-4o-mini"), (ENG_KEY, "gpt-4o"), (FIN_KEY, "gpt-4o-mini"), (HDR_KEY, "house-llm")]
+        {
             let stream = i % 2 == 1;
             let r = call(gw, &format!("m-{i}-{n}"), Some(key), &chat(model, &prompt, stream)).await;
             assert_eq!(r.status(), 200);
@@ -402,7 +414,8 @@ async fn both_sinks_get_every_event_and_both_engines_give_the_same_answers() {
     assert_eq!(count(ch, &db, "1").await, sent);
     let ids = ch.rows(&format!("SELECT uniqExact(event_id) AS n FROM {db}.calls")).await;
     assert_eq!(u(&ids[0], "n"), sent);
-    let outcomes = ch.rows(&format!("SELECT toString(outcome) AS o, count() AS n FROM {db}.calls GROUP BY o ORDER BY o")).await;
+    let outcomes =
+        ch.rows(&format!("SELECT toString(outcome) AS o, count() AS n FROM {db}.calls GROUP BY o ORDER BY o")).await;
     let outcomes: Vec<(String, u64)> = outcomes.iter().map(|r| (s(r, "o").to_string(), u(r, "n"))).collect();
     for o in ["client_disconnect", "invalid_request", "ok", "unauthorized", "upstream_error"] {
         assert!(outcomes.iter().any(|(x, _)| x == o), "no {o} in {outcomes:?}");
@@ -534,7 +547,11 @@ async fn ddl_and_report_queries_give_the_same_answers_on_a_current_clickhouse() 
     // A data set spanning two months, several departments, models, outcomes and latencies.
     let mut events = Vec::new();
     for i in 0..240u64 {
-        let mut e = event(i, ["engineering", "finance", "research"][(i % 3) as usize], NOV_2026 - (i as i64) * 3_600_000_000 * 7);
+        let mut e = event(
+            i,
+            ["engineering", "finance", "research"][(i % 3) as usize],
+            NOV_2026 - (i as i64) * 3_600_000_000 * 7,
+        );
         e.served_model = ["gpt-4o", "gpt-4o-mini", "claude-x"][(i % 4 % 3) as usize].into();
         e.outcome = if i % 5 == 0 { Outcome::UpstreamError } else { Outcome::Ok };
         e.latency_ms = (i * 37 % 1000) as u32 + 1;
@@ -559,8 +576,11 @@ async fn ddl_and_report_queries_give_the_same_answers_on_a_current_clickhouse() 
             for sql in tollgate_query::clickhouse_report_sql(chcfg.clone(), &range, &g) {
                 // The answer of the 18.16 server, with the types it gave.
                 let doc: serde_json::Value = serde_json::from_str(
-                    &ch.query(&format!("SELECT * FROM ({}) FORMAT JSONCompact", sql.replace("FROM calls", &format!("FROM {db}.calls"))))
-                        .await,
+                    &ch.query(&format!(
+                        "SELECT * FROM ({}) FORMAT JSONCompact",
+                        sql.replace("FROM calls", &format!("FROM {db}.calls"))
+                    ))
+                    .await,
                 )
                 .unwrap();
                 let meta: Vec<[String; 2]> = doc["meta"]

@@ -98,7 +98,10 @@ impl ClickHouseConfig {
             return Err(format!("clickhouse.url: must start with http:// or https://, got `{}`", self.url));
         }
         if !is_identifier(&self.database) {
-            return Err(format!("clickhouse.database: `{}` is not a plain identifier ([A-Za-z_][A-Za-z0-9_]*)", self.database));
+            return Err(format!(
+                "clickhouse.database: `{}` is not a plain identifier ([A-Za-z_][A-Za-z0-9_]*)",
+                self.database
+            ));
         }
         if self.batch_max_rows == 0 || self.batch_max_rows > MAX_BATCH_ROWS {
             return Err(format!("clickhouse.batch_max_rows: must be between 1 and {MAX_BATCH_ROWS}"));

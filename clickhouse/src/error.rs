@@ -81,7 +81,8 @@ mod tests {
 
     #[test]
     fn codes_and_messages_come_out_of_18_16_texts() {
-        let t = "Code: 16, e.displayText() = DB::Exception: No such column foo in table calls, e.what() = DB::Exception\n";
+        let t =
+            "Code: 16, e.displayText() = DB::Exception: No such column foo in table calls, e.what() = DB::Exception\n";
         assert_eq!(exception_code(t), Some(16));
         assert_eq!(exception_message(t), "DB::Exception: No such column foo in table calls");
         let t = "Code: 60. DB::Exception: Table x.calls does not exist. (UNKNOWN_TABLE) (version 26.9)";

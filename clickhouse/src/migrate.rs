@@ -62,8 +62,9 @@ pub async fn migrate(cfg: &ClickHouseConfig) -> Result<Vec<u32>, MigrateError> {
     run(server.query_raw(&format!("CREATE DATABASE IF NOT EXISTS `{}`", cfg.database)), timeout).await?;
     let db = cfg.client();
     run(db.query_raw(LEDGER_DDL), timeout).await?;
-    let rows = fetch_json(db.query_raw("SELECT version, any(checksum) FROM schema_migrations GROUP BY version"), timeout)
-        .await?;
+    let rows =
+        fetch_json(db.query_raw("SELECT version, any(checksum) FROM schema_migrations GROUP BY version"), timeout)
+            .await?;
     let mut applied: Vec<(u32, String)> = Vec::new();
     for r in rows {
         let version = r.first().and_then(|v| v.as_u64()).unwrap_or(0) as u32;
@@ -79,9 +80,11 @@ pub async fn migrate(cfg: &ClickHouseConfig) -> Result<Vec<u32>, MigrateError> {
             continue;
         }
         for stmt in m.statements() {
-            run(db.query_raw(&stmt), timeout)
-                .await
-                .map_err(|source| MigrateError::Failed { version: m.version, name: m.name, source })?;
+            run(db.query_raw(&stmt), timeout).await.map_err(|source| MigrateError::Failed {
+                version: m.version,
+                name: m.name,
+                source,
+            })?;
         }
         let record = db
             .query("INSERT INTO schema_migrations (version, name, checksum, applied_at) VALUES (?, ?, ?, now())")

@@ -13,8 +13,8 @@
 
 use crate::config::ClickHouseConfig;
 use crate::error::ChError;
-use crate::rowbinary;
 use crate::fetch_json;
+use crate::rowbinary;
 use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -41,15 +41,30 @@ impl ClickHouseSinkMetrics {
     pub fn render(&self, out: &mut String) {
         use std::fmt::Write;
         let rows: [(&str, &str, &str, &AtomicU64); 7] = [
-            ("tollgate_clickhouse_events_inserted_total", "counter", "Call events inserted into ClickHouse.", &self.events_inserted),
-            ("tollgate_clickhouse_batches_inserted_total", "counter", "Batches inserted into ClickHouse.", &self.batches_inserted),
+            (
+                "tollgate_clickhouse_events_inserted_total",
+                "counter",
+                "Call events inserted into ClickHouse.",
+                &self.events_inserted,
+            ),
+            (
+                "tollgate_clickhouse_batches_inserted_total",
+                "counter",
+                "Batches inserted into ClickHouse.",
+                &self.batches_inserted,
+            ),
             (
                 "tollgate_clickhouse_batches_already_present_total",
                 "counter",
                 "Retried batches found already stored (lost acknowledgement) and not inserted again.",
                 &self.batches_already_present,
             ),
-            ("tollgate_clickhouse_insert_errors_total", "counter", "Failed insert attempts (retried).", &self.insert_errors),
+            (
+                "tollgate_clickhouse_insert_errors_total",
+                "counter",
+                "Failed insert attempts (retried).",
+                &self.insert_errors,
+            ),
             (
                 "tollgate_clickhouse_deadletter_batches_total",
                 "counter",
@@ -295,7 +310,9 @@ impl ClickHouseSink {
     /// How many rows of the batch are stored, once no earlier attempt of it is still running.
     async fn stored_rows(&self, b: &Batch, timeout: Duration) -> Result<u64, ChError> {
         let running = fetch_json(
-            self.client.query("SELECT count() FROM system.processes WHERE query_id = ?").bind(format!("tollgate-{}", b.batch_id)),
+            self.client
+                .query("SELECT count() FROM system.processes WHERE query_id = ?")
+                .bind(format!("tollgate-{}", b.batch_id)),
             timeout,
         )
         .await?;

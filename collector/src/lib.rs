@@ -9,10 +9,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
-use tollgate_events::CallEvent;
-use tracing::{error, info, warn};
 use tollgate_clickhouse::sink::PendingRows;
 pub use tollgate_clickhouse::ClickHouseSink;
+use tollgate_events::CallEvent;
+use tracing::{error, info, warn};
 
 pub use config::{CollectorConfig, SinkKind};
 pub use parquet::{ParquetSink, ParquetSinkConfig, PendingBatch, SealedBatch};

@@ -132,7 +132,11 @@ impl ChBackend {
         Ok(rows
             .iter()
             .map(|r| ShowbackRow {
-                group: group.iter().enumerate().map(|(i, (name, _))| ((*name).to_string(), text_of(r.get(i)))).collect(),
+                group: group
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (name, _))| ((*name).to_string(), text_of(r.get(i))))
+                    .collect(),
                 totals: Totals {
                     calls: u64_of(r.get(n)),
                     input_tokens: u64_of(r.get(n + 1)),
@@ -154,7 +158,11 @@ impl ChBackend {
             .map(|r| {
                 let calls = u64_of(r.get(n));
                 LatencyRow {
-                    group: group.iter().enumerate().map(|(i, (name, _))| ((*name).to_string(), text_of(r.get(i)))).collect(),
+                    group: group
+                        .iter()
+                        .enumerate()
+                        .map(|(i, (name, _))| ((*name).to_string(), text_of(r.get(i))))
+                        .collect(),
                     calls,
                     latency_ms: if calls == 0 { [0; 3] } else { triple(r.get(n + 1)) },
                     ttft_ms: if u64_of(r.get(n + 2)) == 0 { None } else { Some(triple(r.get(n + 3))) },
@@ -198,8 +206,7 @@ impl ChBackend {
             .take(q.sql_max_rows)
             .map(|r| {
                 let vals = r.as_array().cloned().unwrap_or_default();
-                let obj: serde_json::Map<String, Value> =
-                    columns.iter().map(|(n, _)| n.clone()).zip(vals).collect();
+                let obj: serde_json::Map<String, Value> = columns.iter().map(|(n, _)| n.clone()).zip(vals).collect();
                 Value::Object(obj)
             })
             .collect();

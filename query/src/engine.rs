@@ -2,8 +2,8 @@
 //! a fixed list and whose values are bound parameters; `/v1/sql` runs analysts' SQL read-only, with a
 //! row cap and a timeout.
 
-use crate::error::QueryError;
 use crate::clickhouse::ChBackend;
+use crate::error::QueryError;
 use crate::params::TimeRange;
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, UInt32Type, UInt64Type};

@@ -27,9 +27,7 @@ impl QueryError {
             QueryError::BadParameter(_)
             | QueryError::NotReadOnly(_)
             | QueryError::InvalidSql(_)
-            | QueryError::NotAllowed(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            | QueryError::NotAllowed(_) => StatusCode::BAD_REQUEST,
             QueryError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             QueryError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             QueryError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

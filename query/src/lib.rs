@@ -9,8 +9,8 @@ mod http;
 mod params;
 mod sqlguard;
 
-pub use engine::{Engine, LatencyRow, QueryConfig, QueryService, ShowbackRow, SqlResult, Totals};
 pub use clickhouse::clickhouse_report_sql;
+pub use engine::{Engine, LatencyRow, QueryConfig, QueryService, ShowbackRow, SqlResult, Totals};
 pub use error::QueryError;
 pub use http::{add_totals, app, showback_csv};
 pub use params::{parse_group_by, TimeRange};

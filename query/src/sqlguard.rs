@@ -117,7 +117,10 @@ pub fn check(sql: &str, database: &str) -> Result<(), QueryError> {
         if let Some(name) = ident(Some(t)) {
             let lower = name.to_ascii_lowercase();
             if lower == "system" || lower == "information_schema" {
-                return Err(refuse(format!("`{name}` is not readable here: only the call log ({}) is", CALL_LOG_TABLES.join(", "))));
+                return Err(refuse(format!(
+                    "`{name}` is not readable here: only the call log ({}) is",
+                    CALL_LOG_TABLES.join(", ")
+                )));
             }
             if lower.starts_with("dictget") || lower.starts_with("dicthas") || lower == "joinget" {
                 return Err(refuse(format!("`{name}` reads outside the call log")));
@@ -127,7 +130,9 @@ pub fn check(sql: &str, database: &str) -> Result<(), QueryError> {
             let kw = w.to_ascii_uppercase();
             match kw.as_str() {
                 "SETTINGS" | "FORMAT" | "OUTFILE" => {
-                    return Err(refuse(format!("`{w}` clauses are not allowed: limits and output format are the service's")))
+                    return Err(refuse(format!(
+                        "`{w}` clauses are not allowed: limits and output format are the service's"
+                    )))
                 }
                 "FROM" | "JOIN" => check_table_list(&toks, i + 1, database, &allowed_table)?,
                 "IN" => {
@@ -152,7 +157,12 @@ pub fn check(sql: &str, database: &str) -> Result<(), QueryError> {
 
 /// Table references after FROM/JOIN: `(subquery)`, `table`, `db.table`, with an optional alias, FINAL
 /// or SAMPLE, separated by commas.
-fn check_table_list(toks: &[Tok], mut i: usize, database: &str, allowed: &dyn Fn(&str) -> bool) -> Result<(), QueryError> {
+fn check_table_list(
+    toks: &[Tok],
+    mut i: usize,
+    database: &str,
+    allowed: &dyn Fn(&str) -> bool,
+) -> Result<(), QueryError> {
     loop {
         match toks.get(i) {
             Some(Tok::Punct('(')) => return Ok(()), // a subquery: its tokens are checked as they come
@@ -166,7 +176,9 @@ fn check_table_list(toks: &[Tok], mut i: usize, database: &str, allowed: &dyn Fn
                     (None, first, i + 1)
                 };
                 if toks.get(next) == Some(&Tok::Punct('(')) {
-                    return Err(refuse(format!("table function `{table}(…)` is not allowed: read the call log tables")));
+                    return Err(refuse(format!(
+                        "table function `{table}(…)` is not allowed: read the call log tables"
+                    )));
                 }
                 if let Some(db) = db {
                     if db != database {
@@ -185,8 +197,7 @@ fn check_table_list(toks: &[Tok], mut i: usize, database: &str, allowed: &dyn Fn
                     match t {
                         Tok::Punct(',') => break,
                         Tok::Word(w)
-                            if matches!(w.to_ascii_uppercase().as_str(), "FINAL" | "AS" | "SAMPLE")
-                                || j == next =>
+                            if matches!(w.to_ascii_uppercase().as_str(), "FINAL" | "AS" | "SAMPLE") || j == next =>
                         {
                             j += 1
                         }

@@ -36,7 +36,17 @@ struct Args {
 }
 
 const DEPARTMENTS: [&str; 12] = [
-    "engineering", "finance", "research", "sales", "support", "legal", "marketing", "hr", "ops", "security", "data",
+    "engineering",
+    "finance",
+    "research",
+    "sales",
+    "support",
+    "legal",
+    "marketing",
+    "hr",
+    "ops",
+    "security",
+    "data",
     "design",
 ];
 const MODELS: [(&str, u64, u64); 8] = [
