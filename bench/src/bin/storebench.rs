@@ -2,7 +2,7 @@
 //! and into Parquet, then showback and latency report latency over the same generated calls on both
 //! engines. Writes its tables between the `store-bench` markers of `bench/RESULTS.md`.
 //!
-//! `target/release/tollgate-storebench --clickhouse-url http://127.0.0.1:8123 --events 10000000`
+//! `target/release/storebench --clickhouse-url http://127.0.0.1:8123 --events 10000000`
 //! (a scratch database `bench_<pid>` is created and dropped afterwards).
 
 use anyhow::Context;
@@ -227,7 +227,7 @@ async fn main() -> anyhow::Result<()> {
     let block = format!(
         "<!-- store-bench:begin -->\n## Stores: ingest and report latency\n\n\
          - Date: {date}\n- Reproduce: `cargo build --release -p tollgate-bench && bench/clickhouse-server.sh` (prints a URL), then \
-         `target/release/tollgate-storebench --clickhouse-url <url> --events {events}`\n\
+         `target/release/storebench --clickhouse-url <url> --events {events}`\n\
          - Server: ClickHouse {version} on this 2-core box (Debian's package, default settings), same machine as the benchmark.\n\
          - {events} generated calls over two months (12 departments, 48 teams, 8 models), in time order, batches of {batch}; \
          the time is the sink's own work (encoding + insert, or Arrow + zstd Parquet + fsync), not generating the calls.\n\
