@@ -12,7 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tollgate_clickhouse::{ClickHouseConfig, ClickHouseSink, ClickHouseSinkMetrics};
-use tollgate_collector::{CollectorConfig, CollectorMetrics, ParquetSink, ParquetSinkConfig, SinkKind, Sinks};
+use tollgate_collector::{Collector, CollectorConfig, CollectorMetrics, ParquetSink, ParquetSinkConfig, SinkKind, Sinks};
+use tollgate_gateway::ship::{run_shipper, ShipConfig, ShipMetrics};
 use tollgate_gateway::config::{GatewaySettings, KeyConfig, PriceConfig, UpstreamConfig};
 use tollgate_gateway::{GatewayState, ValidatedConfig};
 use tollgate_query::{Engine, QueryConfig, QueryService, TimeRange};
@@ -30,6 +31,18 @@ enum Cmd {
     /// Run gateway, collector and query service in one process (Parquet under the data dir and/or
     /// ClickHouse, as `[collector] sinks` says).
     Serve {
+        #[arg(long, default_value = "tollgate.toml")]
+        config: PathBuf,
+    },
+    /// Run only the gateway (and query service); events are shipped to a `tollgate collector` (`[shipping]`),
+    /// through a local outbox spool.
+    Gateway {
+        #[arg(long, default_value = "tollgate.toml")]
+        config: PathBuf,
+    },
+    /// Run only the collector: an ingest endpoint for gateways' event batches, the write-ahead log and the
+    /// sinks (`[collector]`).
+    Collector {
         #[arg(long, default_value = "tollgate.toml")]
         config: PathBuf,
     },
@@ -85,6 +98,8 @@ struct Config {
     query: QueryConfig,
     #[serde(default)]
     clickhouse: Option<ClickHouseConfig>,
+    #[serde(default)]
+    shipping: Option<ShipConfig>,
     #[serde(default)]
     prices: BTreeMap<String, PriceConfig>,
     #[serde(default)]
@@ -151,6 +166,17 @@ fn load(path: &Path) -> Result<(Config, ValidatedConfig), String> {
     if let Some(ch) = &cfg.clickhouse {
         ch.validate().map_err(|e| format!("config {}: {e}", path.display()))?;
     }
+    if let Some(sh) = &cfg.shipping {
+        sh.validate().map_err(|e| format!("config {}: {e}", path.display()))?;
+    }
+    if cfg.collector.listen.parse::<std::net::SocketAddr>().is_err() {
+        return Err(format!("config {}: collector.listen: `{}` is not an address like 127.0.0.1:8090", path.display(), cfg.collector.listen));
+    }
+    if let Some(var) = &cfg.collector.ingest_token_env {
+        if std::env::var_os(var).is_none() {
+            return Err(format!("config {}: collector.ingest_token_env: environment variable `{var}` is not set", path.display()));
+        }
+    }
     if cfg.clickhouse.is_none() {
         if cfg.collector.sinks.contains(&SinkKind::Clickhouse) {
             return Err(format!(
@@ -215,7 +241,18 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Serve { config } => {
             let (cfg, validated) = load(&config).unwrap_or_else(|e| exit_config(e));
-            runtime()?.block_on(serve(cfg, validated))
+            runtime()?.block_on(serve(cfg, validated, Mode::All))
+        }
+        Cmd::Gateway { config } => {
+            let (cfg, validated) = load(&config).unwrap_or_else(|e| exit_config(e));
+            if cfg.shipping.is_none() {
+                exit_config(format!("config {}: shipping: `tollgate gateway` needs a [shipping] section with collector_url", config.display()));
+            }
+            runtime()?.block_on(serve(cfg, validated, Mode::Gateway))
+        }
+        Cmd::Collector { config } => {
+            let (cfg, _) = load(&config).unwrap_or_else(|e| exit_config(e));
+            runtime()?.block_on(collector_main(cfg))
         }
         Cmd::Migrate { config, clickhouse_url, database } => {
             let ch = migrate_target(&config, clickhouse_url, database).unwrap_or_else(|e| exit_config(e));
@@ -268,45 +305,72 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
 }
 
-async fn serve(cfg: Config, validated: ValidatedConfig) -> anyhow::Result<()> {
-    let data_dir = cfg.storage.data_dir.clone();
-    std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    /// Gateway, collector and query service in one process.
+    All,
+    /// Gateway and query service; events shipped to a collector process.
+    Gateway,
+}
+
+/// Opens the configured sinks (start-up I/O).
+fn open_sinks(cfg: &Config, data_dir: &Path) -> anyhow::Result<(Sinks, Option<Arc<ClickHouseSinkMetrics>>)> {
     let mut sinks = Sinks::default();
     if cfg.collector.sinks.contains(&SinkKind::Parquet) {
         sinks.parquet =
-            Some(ParquetSink::open(ParquetSinkConfig::new(data_dir.clone())).context("opening the Parquet sink")?);
+            Some(ParquetSink::open(ParquetSinkConfig::new(data_dir.to_path_buf())).context("opening the Parquet sink")?);
     }
     let mut ch_metrics = None;
     if let (true, Some(ch)) = (cfg.collector.sinks.contains(&SinkKind::Clickhouse), &cfg.clickhouse) {
-        let sink = ClickHouseSink::open(ch.clone(), &data_dir).context("opening the ClickHouse sink")?;
+        let sink = ClickHouseSink::open(ch.clone(), data_dir).context("opening the ClickHouse sink")?;
         ch_metrics = Some(sink.metrics.clone());
         sinks.clickhouse = Some(sink);
     }
-    // Apply pending ClickHouse migrations before serving, so the query engine finds its tables; a server
-    // that is down does not stop the gateway (the sink retries them before its first insert).
+    Ok((sinks, ch_metrics))
+}
+
+/// Apply pending ClickHouse migrations before serving, so the query engine finds its tables; a server that
+/// is down does not stop the process (the sink retries them before its first insert).
+async fn migrate_at_start(cfg: &Config) {
     if let Some(ch) = cfg.clickhouse.as_ref().filter(|c| c.migrate_on_start) {
         if let Err(error) = tollgate_clickhouse::migrate(ch).await {
             warn!(%error, "clickhouse migrations at start failed; the sink retries them");
         }
     }
+}
+
+async fn serve(cfg: Config, validated: ValidatedConfig, mode: Mode) -> anyhow::Result<()> {
+    let data_dir = cfg.storage.data_dir.clone();
+    std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+    migrate_at_start(&cfg).await;
     let query = Arc::new(open_query(&cfg)?);
 
     let (gateway, meter_rx) = GatewayState::start(validated, data_dir.join("spool").join("overflow.jsonl"));
     let (coll_tx, coll_rx) = mpsc::channel(tollgate_collector::queue_batches(cfg.collector.queue_capacity));
-    let collector_metrics = Arc::new(CollectorMetrics::default());
     let metering = tokio::spawn(tollgate_gateway::run_metering(meter_rx, coll_tx.clone()));
-    let collector = tokio::spawn(tollgate_collector::run_collector(
-        coll_rx,
-        sinks,
-        cfg.collector.clone(),
-        collector_metrics.clone(),
-    ));
+    let grace = Duration::from_millis(cfg.server.shutdown_grace_ms);
+    let (collector_metrics, ch_metrics, ship_metrics, collector) = match (mode, cfg.shipping.clone()) {
+        (Mode::Gateway, Some(ship)) => {
+            let m = Arc::new(ShipMetrics::default());
+            let task = tokio::spawn(run_shipper(coll_rx, ship, data_dir.clone(), m.clone(), grace));
+            (None, None, Some(m), task)
+        }
+        _ => {
+            let (sinks, ch_metrics) = open_sinks(&cfg, &data_dir)?;
+            let m = Arc::new(CollectorMetrics::default());
+            let collector = Collector::start(&data_dir, sinks, &cfg.collector, m.clone())
+                .context("opening the write-ahead log")?;
+            let task = tokio::spawn(tollgate_collector::run_intake(coll_rx, collector));
+            (Some(m), ch_metrics, None, task)
+        }
+    };
 
     let metrics_state = MetricsState {
-        gateway: gateway.clone(),
+        gateway: Some(gateway.clone()),
         collector: collector_metrics,
         clickhouse: ch_metrics,
-        collector_tx: coll_tx,
+        shipping: ship_metrics,
+        collector_tx: Some(coll_tx),
     };
     let auth_state = gateway.clone();
     let query_routes = tollgate_query::app(query).layer(axum::middleware::from_fn(
@@ -395,21 +459,64 @@ async fn shutdown_signal() {
 
 #[derive(Clone)]
 struct MetricsState {
-    gateway: Arc<GatewayState>,
-    collector: Arc<CollectorMetrics>,
+    gateway: Option<Arc<GatewayState>>,
+    collector: Option<Arc<CollectorMetrics>>,
     clickhouse: Option<Arc<ClickHouseSinkMetrics>>,
-    collector_tx: mpsc::Sender<Vec<tollgate_events::CallEvent>>,
+    shipping: Option<Arc<ShipMetrics>>,
+    collector_tx: Option<mpsc::Sender<Vec<tollgate_events::CallEvent>>>,
 }
 
 async fn metrics(State(m): State<MetricsState>) -> impl IntoResponse {
     let mut out = String::with_capacity(4096);
-    m.gateway.meter.metrics().render(&mut out, m.gateway.meter.queue_depth());
-    let depth = m.collector_tx.max_capacity() - m.collector_tx.capacity();
-    m.collector.render(&mut out, depth);
+    if let Some(g) = &m.gateway {
+        g.meter.metrics().render(&mut out, g.meter.queue_depth());
+    }
+    if let Some(c) = &m.collector {
+        let depth = m.collector_tx.as_ref().map(|t| t.max_capacity() - t.capacity()).unwrap_or(0);
+        c.render(&mut out, depth);
+    }
     if let Some(ch) = &m.clickhouse {
         ch.render(&mut out);
     }
+    if let Some(s) = &m.shipping {
+        s.render(&mut out);
+    }
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
+}
+
+/// `tollgate collector`: the ingest endpoint, the write-ahead log and the sinks.
+async fn collector_main(cfg: Config) -> anyhow::Result<()> {
+    let data_dir = cfg.storage.data_dir.clone();
+    std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+    migrate_at_start(&cfg).await;
+    let (sinks, ch_metrics) = open_sinks(&cfg, &data_dir)?;
+    let coll_metrics = Arc::new(CollectorMetrics::default());
+    let collector = Arc::new(
+        Collector::start(&data_dir, sinks, &cfg.collector, coll_metrics.clone()).context("opening the write-ahead log")?,
+    );
+    let token = cfg.collector.ingest_token_env.as_ref().and_then(|v| std::env::var(v).ok()).map(Arc::from);
+    if token.is_none() {
+        warn!("collector.ingest_token_env is not set: any caller may send events");
+    }
+    let metrics_state =
+        MetricsState { gateway: None, collector: Some(coll_metrics), clickhouse: ch_metrics, shipping: None, collector_tx: None };
+    let app = tollgate_collector::ingest::app(tollgate_collector::ingest::IngestState { collector: collector.clone(), token })
+        .merge(axum::Router::new().route("/metrics", axum::routing::get(metrics)).with_state(metrics_state))
+        .route("/healthz", axum::routing::get(|| async { "ok" }));
+    let listener = tokio::net::TcpListener::bind(&cfg.collector.listen)
+        .await
+        .with_context(|| format!("binding {}", cfg.collector.listen))?;
+    let addr = listener.local_addr()?;
+    println!("listening on {addr}");
+    info!(%addr, data_dir = %data_dir.display(), "tollgate collector serving");
+    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+    info!("collector: no new batches; letting the sinks write what is in the log");
+    match Arc::try_unwrap(collector) {
+        Ok(c) => c.close().await,
+        Err(_) => warn!("collector still referenced at shutdown; the log keeps what the sinks did not write"),
+    }
+    info!("bye");
+    Ok(())
 }
 
 async fn report(

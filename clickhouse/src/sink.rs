@@ -132,6 +132,13 @@ pub struct Batch {
     tried: bool,
 }
 
+impl Batch {
+    /// Treat the batch as possibly stored already (a replay after a crash): look before sending.
+    pub fn assume_tried(&mut self) {
+        self.tried = true;
+    }
+}
+
 /// What became of a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Landed {
@@ -198,6 +205,12 @@ impl ClickHouseSink {
 
     pub fn config(&self) -> &ClickHouseConfig {
         &self.cfg
+    }
+
+    /// The offset of the next appended event: set by the collector to the write-ahead log offset, so a
+    /// batch replayed after a crash gets the same ids.
+    pub fn set_next_offset(&mut self, offset: u64) {
+        self.next_offset = offset;
     }
 
     pub fn collector_id(&self) -> &str {

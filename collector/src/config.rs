@@ -20,6 +20,29 @@ pub struct CollectorConfig {
     /// both; each sink batches, retries and acknowledges on its own.
     #[serde(default = "default_sinks")]
     pub sinks: Vec<SinkKind>,
+    /// The write-ahead log rolls to a new segment file at this size.
+    #[serde(default = "default_wal_segment_bytes")]
+    pub wal_segment_bytes: u64,
+    /// Most bytes the write-ahead log may hold (0 = no cap). At the cap, new batches are refused: an
+    /// in-process gateway waits (its own queue spills to disk), remote gateways get 503 and spool locally.
+    #[serde(default = "default_wal_max_bytes")]
+    pub wal_max_bytes: u64,
+    /// `tollgate collector`: address of the ingest endpoint.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// `tollgate collector`: environment variable holding the token gateways must present.
+    #[serde(default)]
+    pub ingest_token_env: Option<String>,
+}
+
+fn default_wal_segment_bytes() -> u64 {
+    64 * 1024 * 1024
+}
+fn default_wal_max_bytes() -> u64 {
+    8 * 1024 * 1024 * 1024
+}
+fn default_listen() -> String {
+    "127.0.0.1:8090".into()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -40,6 +63,10 @@ impl Default for CollectorConfig {
             batch_max_rows: default_batch_max_rows(),
             flush_interval_ms: default_flush_interval_ms(),
             sinks: default_sinks(),
+            wal_segment_bytes: default_wal_segment_bytes(),
+            wal_max_bytes: default_wal_max_bytes(),
+            listen: default_listen(),
+            ingest_token_env: None,
         }
     }
 }

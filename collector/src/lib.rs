@@ -1,14 +1,18 @@
-//! The collector: takes finished call events from a bounded queue, batches them by rows and time, and
-//! writes each batch to its sinks: Parquet (the embedded default) and/or ClickHouse. The queue's sender
-//! blocks when full, which pushes back on the gateway's metering task and never on a client.
+//! The collector: appends every batch of call events to a write-ahead log (fsynced before it counts as
+//! received), and runs one task per sink (Parquet, ClickHouse) that reads the log from its own cursor,
+//! batches by rows and time, writes, and then moves its cursor. A segment of the log is deleted once every
+//! sink is past it; after a crash each sink replays from its cursor, and the batch that was in flight is
+//! rebuilt exactly (same offsets, so the same Parquet file names and ClickHouse batch ids).
 
 pub mod config;
+pub mod ingest;
 pub mod parquet;
+pub mod wal;
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tollgate_clickhouse::sink::PendingRows;
 pub use tollgate_clickhouse::ClickHouseSink;
 use tollgate_events::CallEvent;
@@ -16,6 +20,7 @@ use tracing::{error, info, warn};
 
 pub use config::{CollectorConfig, SinkKind};
 pub use parquet::{ParquetSink, ParquetSinkConfig, PendingBatch, SealedBatch};
+pub use wal::{Cursor, Wal, WalError};
 
 #[derive(Default)]
 pub struct CollectorMetrics {
@@ -23,6 +28,18 @@ pub struct CollectorMetrics {
     pub batches_written: AtomicU64,
     pub write_errors: AtomicU64,
     pub last_flush_unix_ms: AtomicU64,
+    /// The write-ahead log's end offset and size on disk.
+    pub wal_end: AtomicU64,
+    pub wal_bytes: AtomicU64,
+    /// Appends refused because the log was at its cap.
+    pub wal_full: AtomicU64,
+    /// Per sink: confirmed offset, and when it last had nothing left to write.
+    pub parquet_committed: AtomicU64,
+    pub parquet_caught_up_ms: AtomicU64,
+    pub clickhouse_committed: AtomicU64,
+    pub clickhouse_caught_up_ms: AtomicU64,
+    pub clickhouse_enabled: std::sync::atomic::AtomicBool,
+    pub parquet_enabled: std::sync::atomic::AtomicBool,
 }
 
 impl CollectorMetrics {
@@ -63,6 +80,45 @@ impl CollectorMetrics {
         for (name, kind, help, v) in rows {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
         }
+        let end = self.wal_end.load(Ordering::Relaxed);
+        for (name, kind, help, v) in [
+            ("tollgate_wal_end_offset", "counter", "Events ever appended to the write-ahead log.", end),
+            ("tollgate_wal_bytes", "gauge", "Bytes of write-ahead log on disk.", self.wal_bytes.load(Ordering::Relaxed)),
+            (
+                "tollgate_wal_full_total",
+                "counter",
+                "Batches refused because the write-ahead log was at its cap (senders keep them).",
+                self.wal_full.load(Ordering::Relaxed),
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+        }
+        let now = now_ms();
+        let _ = writeln!(
+            out,
+            "# HELP tollgate_sink_lag_events Events in the log a sink has not confirmed yet.\n# TYPE tollgate_sink_lag_events gauge"
+        );
+        let sinks = [
+            ("parquet", &self.parquet_enabled, &self.parquet_committed, &self.parquet_caught_up_ms),
+            ("clickhouse", &self.clickhouse_enabled, &self.clickhouse_committed, &self.clickhouse_caught_up_ms),
+        ];
+        for (name, on, committed, _) in sinks {
+            if on.load(Ordering::Relaxed) {
+                let lag = end.saturating_sub(committed.load(Ordering::Relaxed));
+                let _ = writeln!(out, "tollgate_sink_lag_events{{sink=\"{name}\"}} {lag}");
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP tollgate_sink_lag_seconds Seconds since a sink last had nothing left to write (0 when caught up).\n# TYPE tollgate_sink_lag_seconds gauge"
+        );
+        for (name, on, committed, caught_up) in sinks {
+            if on.load(Ordering::Relaxed) {
+                let lag = end.saturating_sub(committed.load(Ordering::Relaxed));
+                let secs = if lag == 0 { 0.0 } else { now.saturating_sub(caught_up.load(Ordering::Relaxed)) as f64 / 1000.0 };
+                let _ = writeln!(out, "tollgate_sink_lag_seconds{{sink=\"{name}\"}} {secs:.3}");
+            }
+        }
     }
 }
 
@@ -74,128 +130,318 @@ pub fn queue_batches(events: usize) -> usize {
     events.div_ceil(MAX_BATCH).max(1)
 }
 
-/// The sinks a collector writes to; each runs in its own task with its own queue and acknowledges on its
-/// own, so a batch is retried only against the sink that failed it.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// The sinks a collector writes to; each runs in its own task, reads the log from its own cursor and
+/// acknowledges on its own.
 #[derive(Default)]
 pub struct Sinks {
     pub parquet: Option<ParquetSink>,
     pub clickhouse: Option<ClickHouseSink>,
 }
 
-/// Runs until the sender side closes, then lets every sink flush what it holds and returns.
-pub async fn run_collector(
-    mut rx: mpsc::Receiver<Vec<CallEvent>>,
-    sinks: Sinks,
-    cfg: CollectorConfig,
-    metrics: Arc<CollectorMetrics>,
-) {
-    let mut outs = Vec::new();
-    let mut tasks = Vec::new();
-    let capacity = queue_batches(cfg.queue_capacity);
-    if let Some(sink) = sinks.parquet {
-        let (tx, rx) = mpsc::channel(capacity);
-        outs.push(tx);
-        tasks.push(tokio::spawn(run_parquet(rx, sink, cfg.clone(), metrics.clone())));
-    }
-    if let Some(sink) = sinks.clickhouse {
-        let (tx, rx) = mpsc::channel(capacity);
-        outs.push(tx);
-        tasks.push(tokio::spawn(run_clickhouse(rx, sink)));
-    }
-    while let Some(events) = rx.recv().await {
-        let chunk = Arc::new(events);
-        for tx in &outs {
-            // A sink task only ends when its channel closes, so a send cannot fail here.
-            let _ = tx.send(chunk.clone()).await;
+/// The running collector: append to its log with [`Collector::append`]; [`Collector::close`] lets the
+/// sinks write everything that is in the log and waits for them.
+pub struct Collector {
+    pub wal: Arc<Wal>,
+    pub metrics: Arc<CollectorMetrics>,
+    closing: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Collector {
+    /// Opens the log under `<data_dir>/wal` and starts one task per sink.
+    pub fn start(
+        data_dir: &std::path::Path,
+        sinks: Sinks,
+        cfg: &CollectorConfig,
+        metrics: Arc<CollectorMetrics>,
+    ) -> Result<Collector, WalError> {
+        let dir = data_dir.join("wal");
+        let wal = Arc::new(Wal::open(&dir, cfg.wal_segment_bytes, cfg.wal_max_bytes)?);
+        metrics.wal_end.store(wal.end(), Ordering::Relaxed);
+        metrics.wal_bytes.store(wal.bytes(), Ordering::Relaxed);
+        let (closing, _) = watch::channel(false);
+        let mut tasks = Vec::new();
+        let committed = Arc::new(Mutex::new(Vec::<(&'static str, u64)>::new()));
+        let mut starts = Vec::new();
+        if let Some(sink) = sinks.parquet {
+            let cursor = Cursor::load(&dir, "parquet")?;
+            metrics.parquet_enabled.store(true, Ordering::Relaxed);
+            metrics.parquet_committed.store(cursor.committed, Ordering::Relaxed);
+            starts.push(("parquet", cursor.committed));
+            let ctx = SinkCtx::new(&wal, &metrics, &committed, &closing, "parquet", cfg.batch_max_rows, cfg.flush_interval_ms);
+            tasks.push(tokio::spawn(run_parquet(ctx, cursor, sink)));
         }
+        if let Some(sink) = sinks.clickhouse {
+            let cursor = Cursor::load(&dir, "clickhouse")?;
+            metrics.clickhouse_enabled.store(true, Ordering::Relaxed);
+            metrics.clickhouse_committed.store(cursor.committed, Ordering::Relaxed);
+            starts.push(("clickhouse", cursor.committed));
+            let (rows, interval) = (sink.config().batch_max_rows, sink.config().flush_interval_ms);
+            let ctx = SinkCtx::new(&wal, &metrics, &committed, &closing, "clickhouse", rows, interval);
+            tasks.push(tokio::spawn(run_clickhouse(ctx, cursor, sink)));
+        }
+        if let Ok(mut c) = committed.lock() {
+            *c = starts;
+        }
+        Ok(Collector { wal, metrics, closing, tasks })
     }
-    drop(outs);
-    for t in tasks {
-        let _ = t.await;
+
+    /// Appends a batch (fsynced) and returns its offset range, or `None` when the log already holds this
+    /// source's batch (a resend after a lost acknowledgement). Fails when the log is at its cap: the caller
+    /// keeps the events.
+    pub async fn append(
+        &self,
+        events: Vec<CallEvent>,
+        source: Option<(String, u64)>,
+    ) -> Result<Option<(u64, u64)>, WalError> {
+        let wal = self.wal.clone();
+        let metrics = self.metrics.clone();
+        let r = tokio::task::spawn_blocking(move || wal.append(&events, source.as_ref().map(|(g, s)| (g.as_str(), *s))))
+            .await
+            .map_err(|e| WalError::Corrupt(0, format!("append task: {e}")))?;
+        match &r {
+            Ok(_) => {
+                metrics.wal_end.store(self.wal.end(), Ordering::Relaxed);
+                metrics.wal_bytes.store(self.wal.bytes(), Ordering::Relaxed);
+            }
+            Err(WalError::Full { .. }) => {
+                metrics.wal_full.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(_) => {}
+        }
+        r
+    }
+
+    /// Lets every sink write what is in the log, then waits for them.
+    pub async fn close(self) {
+        let _ = self.closing.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
     }
 }
 
-/// Each event is appended to column builders as it arrives, so a pending batch holds compact columns,
-/// not event structs.
-async fn run_parquet(
-    mut rx: mpsc::Receiver<Arc<Vec<CallEvent>>>,
-    mut sink: ParquetSink,
-    cfg: CollectorConfig,
-    metrics: Arc<CollectorMetrics>,
-) {
-    let mut pending = PendingBatch::default();
-    let mut tick = tokio::time::interval(Duration::from_millis(cfg.flush_interval_ms));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            batch = rx.recv() => match batch {
-                Some(events) => {
-                    for ev in events.iter() {
-                        sink.append(&mut pending, ev);
-                    }
-                    if pending.len() >= cfg.batch_max_rows as u64 {
-                        flush(&mut sink, &mut pending, &metrics).await;
-                    }
-                }
-                None => break,
-            },
-            _ = tick.tick() => {
-                if !pending.is_empty() {
-                    flush(&mut sink, &mut pending, &metrics).await;
+/// Feeds an in-process queue (the gateway's metering task in `serve`) into the log. A full log makes it
+/// wait (and the metering queue spill to disk); clients are never blocked.
+pub async fn run_intake(mut rx: mpsc::Receiver<Vec<CallEvent>>, collector: Collector) {
+    while let Some(events) = rx.recv().await {
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            match collector.append(events.clone(), None).await {
+                Ok(_) => break,
+                Err(error) => {
+                    warn!(%error, retry_in_ms = backoff.as_millis() as u64, "cannot append to the write-ahead log");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }
         }
     }
-    if !pending.is_empty() {
-        flush(&mut sink, &mut pending, &metrics).await;
-    }
-    info!(sink = "parquet", "collector drained and stopped");
+    collector.close().await;
+    info!("collector drained and stopped");
 }
 
-/// Batches by rows, bytes and time; lands each batch before taking the next (retrying transient
-/// failures with backoff). At shutdown, a batch that cannot land within the retry window goes to the
-/// dead-letter directory rather than being dropped.
-async fn run_clickhouse(mut rx: mpsc::Receiver<Arc<Vec<CallEvent>>>, mut sink: ClickHouseSink) {
-    let (max_rows, max_bytes, interval) = {
-        let c = sink.config();
-        (c.batch_max_rows as u64, c.batch_max_bytes, c.flush_interval_ms)
-    };
+/// What a sink task shares with the others.
+struct SinkCtx {
+    wal: Arc<Wal>,
+    metrics: Arc<CollectorMetrics>,
+    committed: Arc<Mutex<Vec<(&'static str, u64)>>>,
+    closing: watch::Receiver<bool>,
+    name: &'static str,
+    max_rows: u64,
+    interval: Duration,
+}
+
+impl SinkCtx {
+    fn new(
+        wal: &Arc<Wal>,
+        metrics: &Arc<CollectorMetrics>,
+        committed: &Arc<Mutex<Vec<(&'static str, u64)>>>,
+        closing: &watch::Sender<bool>,
+        name: &'static str,
+        max_rows: usize,
+        interval_ms: u64,
+    ) -> SinkCtx {
+        SinkCtx {
+            wal: wal.clone(),
+            metrics: metrics.clone(),
+            committed: committed.clone(),
+            closing: closing.subscribe(),
+            name,
+            max_rows: max_rows.max(1) as u64,
+            interval: Duration::from_millis(interval_ms.max(1)),
+        }
+    }
+
+    /// Waits for the next batch: `[from, end)` once it holds `max_rows` events, or once the oldest waiting
+    /// event has waited `interval`, or at close. `None` when closing and nothing is left.
+    async fn next_range(&mut self, from: u64) -> Option<u64> {
+        let mut ends = self.wal.subscribe();
+        let mut waiting_since: Option<tokio::time::Instant> = None;
+        loop {
+            let end = *ends.borrow_and_update();
+            let closing = *self.closing.borrow();
+            if end > from {
+                let since = *waiting_since.get_or_insert_with(tokio::time::Instant::now);
+                if end - from >= self.max_rows || closing || since.elapsed() >= self.interval {
+                    return Some(end.min(from + self.max_rows));
+                }
+            } else {
+                self.caught_up(from);
+                if closing {
+                    return None;
+                }
+            }
+            let deadline = waiting_since.map(|s| s + self.interval);
+            tokio::select! {
+                _ = ends.changed() => {}
+                _ = self.closing.changed() => {}
+                _ = async {
+                    match deadline {
+                        Some(d) => tokio::time::sleep_until(d).await,
+                        None => std::future::pending::<()>().await,
+                    }
+                } => {}
+            }
+        }
+    }
+
+    fn caught_up(&self, at: u64) {
+        let field = if self.name == "parquet" { &self.metrics.parquet_caught_up_ms } else { &self.metrics.clickhouse_caught_up_ms };
+        if self.wal.end() <= at {
+            field.store(now_ms(), Ordering::Relaxed);
+        }
+    }
+
+    /// Reads `[from, end)` from the log (retrying I/O errors).
+    async fn read(&self, from: u64, end: u64) -> Vec<(u64, CallEvent)> {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let wal = self.wal.clone();
+            let r = tokio::task::spawn_blocking(move || wal.read_from(from, (end - from) as usize)).await;
+            match r {
+                Ok(Ok(mut v)) => {
+                    v.retain(|(o, _)| *o < end);
+                    return v;
+                }
+                Ok(Err(error)) => error!(sink = self.name, %error, "reading the write-ahead log"),
+                Err(error) => error!(sink = self.name, %error, "reading the write-ahead log"),
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(10));
+        }
+    }
+
+    /// Moves the cursor and deletes log segments every sink is past.
+    async fn commit(&self, cursor: &mut Cursor, end: u64) {
+        let mut backoff = Duration::from_millis(100);
+        while let Err(error) = cursor.commit(end) {
+            error!(sink = self.name, %error, "cannot persist the sink cursor; retrying");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(10));
+        }
+        let field = if self.name == "parquet" { &self.metrics.parquet_committed } else { &self.metrics.clickhouse_committed };
+        field.store(end, Ordering::Relaxed);
+        self.caught_up(end);
+        let min = match self.committed.lock() {
+            Ok(mut c) => {
+                for (n, v) in c.iter_mut() {
+                    if *n == self.name {
+                        *v = end;
+                    }
+                }
+                c.iter().map(|(_, v)| *v).min().unwrap_or(0)
+            }
+            Err(_) => 0,
+        };
+        let wal = self.wal.clone();
+        if let Ok(Ok(freed)) = tokio::task::spawn_blocking(move || wal.collect_garbage(min)).await {
+            if freed > 0 {
+                self.metrics.wal_bytes.store(self.wal.bytes(), Ordering::Relaxed);
+            }
+        }
+    }
+
+    async fn begin(&self, cursor: &mut Cursor, end: u64) {
+        let mut backoff = Duration::from_millis(100);
+        while let Err(error) = cursor.begin(end) {
+            error!(sink = self.name, %error, "cannot persist the sink cursor; retrying");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(10));
+        }
+    }
+}
+
+async fn run_parquet(mut ctx: SinkCtx, mut cursor: Cursor, mut sink: ParquetSink) {
+    // A batch that was being written when the process stopped is rebuilt exactly: same offsets, same files.
+    let mut replay = cursor.inflight.filter(|e| *e > cursor.committed);
+    loop {
+        let from = cursor.committed;
+        let end = match replay.take() {
+            Some(e) => e,
+            None => match ctx.next_range(from).await {
+                Some(e) => e,
+                None => break,
+            },
+        };
+        ctx.begin(&mut cursor, end).await;
+        let events = ctx.read(from, end).await;
+        sink.set_next_offset(from);
+        let mut pending = PendingBatch::default();
+        for (_, ev) in &events {
+            sink.append(&mut pending, ev);
+        }
+        flush(&mut sink, &mut pending, &ctx.metrics).await;
+        ctx.commit(&mut cursor, end).await;
+    }
+    info!(sink = "parquet", "sink drained and stopped");
+}
+
+async fn run_clickhouse(mut ctx: SinkCtx, mut cursor: Cursor, mut sink: ClickHouseSink) {
     // Migrations first (the table must exist before the first insert). A server that is down or refuses
-    // is retried with backoff while events wait in the queue; the error is logged with the server's words.
+    // is retried with backoff while events wait in the log; the error is logged with the server's words.
     let mut backoff = Duration::from_millis(200);
     while let Err(error) = tollgate_clickhouse::sink::migrate_on_start(sink.config()).await {
         error!(sink = "clickhouse", %error, retry_in_ms = backoff.as_millis() as u64, "clickhouse migrations failed");
+        if *ctx.closing.borrow() {
+            break;
+        }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(30));
     }
-    let mut pending = PendingRows::default();
-    let mut tick = tokio::time::interval(Duration::from_millis(interval));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut replay = cursor.inflight.filter(|e| *e > cursor.committed);
     loop {
-        tokio::select! {
-            chunk = rx.recv() => match chunk {
-                Some(chunk) => {
-                    sink.append(&mut pending, &chunk);
-                    if pending.len() >= max_rows || pending.bytes() >= max_bytes {
-                        flush_clickhouse(&mut sink, &mut pending, false).await;
-                    }
-                }
+        let from = cursor.committed;
+        let (end, replaying) = match replay.take() {
+            Some(e) => (e, true),
+            None => match ctx.next_range(from).await {
+                Some(e) => (e, false),
                 None => break,
             },
-            _ = tick.tick() => {
-                if !pending.is_empty() {
-                    flush_clickhouse(&mut sink, &mut pending, false).await;
-                }
-            }
+        };
+        ctx.begin(&mut cursor, end).await;
+        let events = ctx.read(from, end).await;
+        sink.set_next_offset(from);
+        let mut pending = PendingRows::default();
+        sink.append(&mut pending, &Arc::new(events.into_iter().map(|(_, e)| e).collect()));
+        let closing = *ctx.closing.borrow();
+        if !flush_clickhouse(&mut sink, &mut pending, replaying, closing).await {
+            warn!(sink = "clickhouse", from, end, "clickhouse unreachable at shutdown: the batch stays in the log for the next start");
+            break;
         }
+        ctx.commit(&mut cursor, end).await;
     }
-    if !pending.is_empty() {
-        flush_clickhouse(&mut sink, &mut pending, true).await;
-    }
-    info!(sink = "clickhouse", "collector drained and stopped");
+    info!(sink = "clickhouse", "sink drained and stopped");
 }
 
-async fn flush_clickhouse(sink: &mut ClickHouseSink, pending: &mut PendingRows, shutting_down: bool) {
+/// Lands every batch (retrying transient failures with backoff; rejected batches go to the dead-letter
+/// directory). Returns false only when shutting down and the server stayed unreachable for
+/// `insert_timeout_ms`: the events then stay in the log.
+async fn flush_clickhouse(sink: &mut ClickHouseSink, pending: &mut PendingRows, replaying: bool, shutting_down: bool) -> bool {
     let mut backoff = Duration::from_millis(100);
     let batches = loop {
         match sink.seal(pending) {
@@ -207,17 +453,18 @@ async fn flush_clickhouse(sink: &mut ClickHouseSink, pending: &mut PendingRows, 
             }
         }
     };
-    // At shutdown, give a down server this long before the batch goes to the dead-letter directory.
     let give_up = tokio::time::Instant::now() + Duration::from_millis(sink.config().insert_timeout_ms);
     for mut b in batches {
+        if replaying {
+            b.assume_tried();
+        }
         let mut backoff = Duration::from_millis(100);
         loop {
             match sink.write(&mut b).await {
                 Ok(_) => break,
                 Err(error) => {
                     if shutting_down && tokio::time::Instant::now() >= give_up {
-                        sink.dead_letter(&b, &format!("not delivered before shutdown: {error}"));
-                        break;
+                        return false;
                     }
                     warn!(sink = "clickhouse", batch_id = %b.batch_id, rows = b.rows, %error,
                         retry_in_ms = backoff.as_millis() as u64, "insert failed");
@@ -227,7 +474,9 @@ async fn flush_clickhouse(sink: &mut ClickHouseSink, pending: &mut PendingRows, 
             }
         }
     }
+    true
 }
+
 /// Writes the batch, retrying with backoff until it lands: events are never dropped. While it retries,
 /// the queue fills and the metering task waits (its own queue then spills to disk).
 async fn flush(sink: &mut ParquetSink, pending: &mut PendingBatch, metrics: &CollectorMetrics) {

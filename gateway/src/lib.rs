@@ -8,6 +8,7 @@ mod error;
 mod keys;
 pub mod meter;
 pub mod metrics;
+pub mod ship;
 mod proxy;
 pub mod translate;
 

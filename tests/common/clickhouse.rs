@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 pub struct ChServer {
     pub http_port: u16,
     pub dir: std::path::PathBuf,
+    bin: String,
+    pid: std::sync::atomic::AtomicU32,
 }
 
 const INSTALL_HINT: &str = "clickhouse-server not found: these tests need a real ClickHouse server. Install \
@@ -34,6 +36,41 @@ impl ChServer {
     pub fn get() -> &'static ChServer {
         static SERVER: OnceLock<ChServer> = OnceLock::new();
         SERVER.get_or_init(ChServer::start)
+    }
+
+    /// A server of the caller's own (for tests that stop it).
+    pub fn start_private() -> ChServer {
+        ChServer::start()
+    }
+
+    fn spawn(bin: &str, dir: &std::path::Path) -> std::process::Child {
+        Command::new(bin)
+            .arg(format!("--config-file={}/config.xml", dir.display()))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("stderr.log")).map(Stdio::from).unwrap_or(Stdio::null()))
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {bin}: {e}. {INSTALL_HINT}"))
+    }
+
+    /// kill -9: an outage.
+    pub fn kill(&self) {
+        let pid = self.pid.load(Ordering::SeqCst);
+        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.ping() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Starts the server again on the same data and ports.
+    pub fn restart(&self) {
+        let child = ChServer::spawn(&self.bin, &self.dir);
+        self.pid.store(child.id(), Ordering::SeqCst);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !self.ping() {
+            assert!(Instant::now() < deadline, "clickhouse-server did not come back");
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     fn start() -> ChServer {
@@ -73,15 +110,11 @@ impl ChServer {
 "#;
         std::fs::write(dir.join("config.xml"), config).expect("write config");
         std::fs::write(dir.join("users.xml"), users).expect("write users");
-        let child = Command::new(&bin)
-            .arg(format!("--config-file={}/config.xml", d))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("stderr.log")).map(Stdio::from).unwrap_or(Stdio::null()))
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {bin}: {e}. {INSTALL_HINT}"));
-        // The watchdog: kills the server and removes its files once this test process is gone.
+        let child = ChServer::spawn(&bin, &dir);
+        // The watchdog: kills the server (also a restarted one) and removes its files once this test
+        // process is gone.
         let watchdog = format!(
-            "while kill -0 {me} 2>/dev/null; do sleep 0.5; done; kill -9 {ch} 2>/dev/null; rm -rf '{d}'",
+            "while kill -0 {me} 2>/dev/null; do sleep 0.5; done; pkill -9 -f '{d}/config.xml' 2>/dev/null; kill -9 {ch} 2>/dev/null; rm -rf '{d}'",
             me = std::process::id(),
             ch = child.id(),
         );
@@ -92,7 +125,7 @@ impl ChServer {
             .stderr(Stdio::null())
             .spawn()
             .expect("watchdog");
-        let server = ChServer { http_port, dir: dir.clone() };
+        let server = ChServer { http_port, dir: dir.clone(), bin, pid: std::sync::atomic::AtomicU32::new(child.id()) };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if server.ping() {

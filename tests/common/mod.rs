@@ -28,6 +28,7 @@ pub fn hash(key: &str) -> String {
 }
 
 pub struct Gateway {
+    pub command: &'static str,
     pub child: Option<Child>,
     pub url: String,
     pub dir: tempfile::TempDir,
@@ -45,6 +46,8 @@ pub struct Opts {
     /// Extra top-level sections (e.g. `[[upstreams]]`), appended to the config. `{mock_base}` and
     /// `{mock_root}` stand for the mock upstream's `http://addr/v1` and `http://addr`.
     pub extra: String,
+    /// The subcommand that runs it: `serve` (default) or `gateway`.
+    pub command: &'static str,
 }
 
 impl Default for Opts {
@@ -55,6 +58,7 @@ impl Default for Opts {
             query: String::new(),
             upstream_extra: "request_timeout_ms = 1500\nidle_timeout_ms = 5000".into(),
             extra: String::new(),
+            command: "serve",
         }
     }
 }
@@ -132,6 +136,7 @@ allow_attribution_headers = true
         );
         std::fs::write(&config, toml).expect("write config");
         let mut gw = Gateway {
+            command: opts.command,
             child: None,
             url: format!("http://127.0.0.1:{port}"),
             dir,
@@ -147,7 +152,7 @@ allow_attribution_headers = true
     pub fn spawn(&mut self) {
         let log = std::fs::File::create(self.log_path()).expect("log file");
         let mut child = Command::new(bin())
-            .args(["serve", "--config"])
+            .args([self.command, "--config"])
             .arg(&self.config)
             .env("TG_TEST_UPSTREAM_KEY", UPSTREAM_SECRET)
             .env("RUST_LOG", "info")

@@ -83,6 +83,13 @@ impl ParquetSink {
         Ok(ParquetSink { cfg, next_offset, reserved: next_offset })
     }
 
+    /// The offset of the next appended event: set by the collector to the write-ahead log offset, so a
+    /// batch replayed after a crash is written under the same file names.
+    pub fn set_next_offset(&mut self, offset: u64) {
+        self.next_offset = offset;
+        self.reserved = self.reserved.max(offset);
+    }
+
     /// Adds an event to the pending batch, assigning its offset.
     pub fn append(&self, batch: &mut PendingBatch, ev: &CallEvent) {
         let offset = self.next_offset + batch.rows;
