@@ -265,7 +265,9 @@ pub fn gateway_id(cfg: &ShipConfig, data_dir: &Path) -> std::io::Result<String> 
 }
 
 /// Runs until the metering side closes, then tries to send what is left for up to `grace`; anything
-/// still unsent stays in the spool for the next start.
+/// still unsent stays in the spool for the next start. Two halves: one moves batches from metering into
+/// the spool as soon as they come (so a slow collector never leaves events in memory), the other sends
+/// from the spool in order.
 pub async fn run_shipper(
     mut rx: mpsc::Receiver<Vec<CallEvent>>,
     cfg: ShipConfig,
@@ -273,8 +275,8 @@ pub async fn run_shipper(
     metrics: Arc<ShipMetrics>,
     grace: Duration,
 ) {
-    let mut outbox = match Outbox::open(&data_dir.join("spool")) {
-        Ok(o) => o,
+    let outbox = match Outbox::open(&data_dir.join("spool")) {
+        Ok(o) => Arc::new(std::sync::Mutex::new(o)),
         Err(e) => {
             error!(error = %e, "cannot open the outbox spool; events will be sent without it");
             return run_without_spool(rx, cfg, data_dir, metrics).await;
@@ -287,84 +289,77 @@ pub async fn run_shipper(
             return;
         }
     };
-    if !outbox.waiting.is_empty() {
-        info!(batches = outbox.waiting.len(), "outbox spool holds batches from before; sending them first");
+    let notify = Arc::new(tokio::sync::Notify::new());
+    let closed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let spooler = {
+        let (outbox, notify, closed, metrics) = (outbox.clone(), notify.clone(), closed.clone(), metrics.clone());
+        let max = cfg.spool_max_bytes;
+        tokio::spawn(async move {
+            while let Some(events) = rx.recv().await {
+                let ob = outbox.clone();
+                let n = events.len() as u64;
+                let pushed = tokio::task::spawn_blocking(move || match ob.lock() {
+                    Ok(mut o) => o.push(&events, max).map(|r| (r, o.len, o.waiting.len())),
+                    Err(_) => Err(std::io::Error::other("outbox lock poisoned")),
+                })
+                .await;
+                match pushed {
+                    Ok(Ok((Some(_), len, waiting))) => {
+                        metrics.spool_bytes.store(len, Ordering::Relaxed);
+                        metrics.spool_batches.store(waiting as u64, Ordering::Relaxed);
+                        notify.notify_one();
+                    }
+                    Ok(Ok((None, _, _))) => {
+                        // Spool full: the newest batch is dropped, loudly (the spool keeps the oldest, in order).
+                        metrics.dropped_events.fetch_add(n, Ordering::Relaxed);
+                        error!(events = n, spool_max_bytes = max,
+                            "outbox spool full (collector behind or down): call events dropped");
+                    }
+                    Ok(Err(e)) => {
+                        metrics.dropped_events.fetch_add(n, Ordering::Relaxed);
+                        error!(error = %e, events = n, "outbox spool write failed: call events dropped");
+                    }
+                    Err(e) => {
+                        metrics.dropped_events.fetch_add(n, Ordering::Relaxed);
+                        error!(error = %e, events = n, "outbox spool task failed: call events dropped");
+                    }
+                }
+            }
+            closed.store(true, Ordering::SeqCst);
+            notify.notify_one();
+        })
+    };
+    if let Ok(o) = outbox.lock() {
+        if !o.waiting.is_empty() {
+            info!(batches = o.waiting.len(), "outbox spool holds batches from before; sending them first");
+        }
     }
     let mut backoff = Duration::from_millis(100);
-    let mut retry_at: Option<tokio::time::Instant> = None;
-    let mut open = true;
     let mut deadline: Option<tokio::time::Instant> = None;
     loop {
-        metrics.spool_bytes.store(outbox.len, Ordering::Relaxed);
-        metrics.spool_batches.store(outbox.waiting.len() as u64, Ordering::Relaxed);
-        // Take in what metering has produced.
-        if open {
-            let wait = async {
-                match (outbox.waiting.is_empty(), retry_at) {
-                    (true, _) => rx.recv().await,
-                    (false, Some(t)) => tokio::select! { b = rx.recv() => b, _ = tokio::time::sleep_until(t) => Some(Vec::new()) },
-                    (false, None) => match rx.try_recv() {
-                        Ok(b) => Some(b),
-                        Err(mpsc::error::TryRecvError::Empty) => Some(Vec::new()),
-                        Err(mpsc::error::TryRecvError::Disconnected) => None,
-                    },
-                }
-            };
-            match wait.await {
-                Some(events) if !events.is_empty() => {
-                    match outbox.push(&events, cfg.spool_max_bytes) {
-                        Ok(Some(_)) => {}
-                        Ok(None) => {
-                            // Spool full: the newest batch is dropped, loudly (sending it ahead of the
-                            // waiting ones would break the order the collector deduplicates by).
-                            metrics.dropped_events.fetch_add(events.len() as u64, Ordering::Relaxed);
-                            error!(events = events.len(), spool_max_bytes = cfg.spool_max_bytes,
-                                "outbox spool full (collector behind or down): call events dropped");
-                        }
-                        Err(e) => {
-                            error!(error = %e, "outbox spool write failed");
-                            let seq = outbox.next_seq;
-                            outbox.next_seq += 1;
-                            if !outbox.waiting.is_empty() || sender.send(seq, &events).await.is_err() {
-                                metrics.dropped_events.fetch_add(events.len() as u64, Ordering::Relaxed);
-                                error!(events = events.len(), "call events dropped: no spool and not sent");
-                            }
-                        }
-                    }
-                    continue;
-                }
-                Some(_) => {}
-                None => {
-                    open = false;
-                    deadline = Some(tokio::time::Instant::now() + grace);
-                }
+        let front = outbox.lock().ok().and_then(|o| o.waiting.front().copied());
+        let Some((seq, offset, len)) = front else {
+            if closed.load(Ordering::SeqCst) {
+                break;
             }
-        }
-        if outbox.waiting.is_empty() {
-            if open {
-                continue;
-            }
-            break;
-        }
-        if let Some(d) = deadline {
+            let _ = tokio::time::timeout(Duration::from_millis(100), notify.notified()).await;
+            continue;
+        };
+        if closed.load(Ordering::SeqCst) {
+            let d = *deadline.get_or_insert_with(|| tokio::time::Instant::now() + grace);
             if tokio::time::Instant::now() >= d {
-                warn!(batches = outbox.waiting.len(), "collector unreachable at shutdown: batches stay in the spool");
+                let left = outbox.lock().map(|o| o.waiting.len()).unwrap_or(0);
+                warn!(batches = left, "collector unreachable at shutdown: batches stay in the spool");
                 break;
             }
         }
-        if retry_at.is_some_and(|t| tokio::time::Instant::now() < t) {
-            if !open {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            continue;
-        }
-        // Send the oldest waiting batch.
-        let Some(&(seq, offset, len)) = outbox.waiting.front() else { continue };
-        let line = match outbox.read(offset, len) {
+        let line = match outbox.lock().map_err(|_| std::io::Error::other("outbox lock poisoned")).and_then(|o| o.read(offset, len)) {
             Ok(l) => l,
             Err(e) => {
                 error!(error = %e, seq, "unreadable spool entry skipped");
-                let _ = outbox.ack(seq);
+                if let Ok(mut o) = outbox.lock() {
+                    let _ = o.ack(seq);
+                }
                 continue;
             }
         };
@@ -372,23 +367,26 @@ pub async fn run_shipper(
             Ok(()) => {
                 metrics.shipped_events.fetch_add(line.events.len() as u64, Ordering::Relaxed);
                 metrics.shipped_batches.fetch_add(1, Ordering::Relaxed);
-                if let Err(e) = outbox.ack(seq) {
-                    error!(error = %e, "cannot record the acknowledgement in the spool");
+                if let Ok(mut o) = outbox.lock() {
+                    if let Err(e) = o.ack(seq) {
+                        error!(error = %e, "cannot record the acknowledgement in the spool");
+                    }
+                    metrics.spool_bytes.store(o.len, Ordering::Relaxed);
+                    metrics.spool_batches.store(o.waiting.len() as u64, Ordering::Relaxed);
                 }
                 backoff = Duration::from_millis(100);
-                retry_at = None;
             }
             Err(e) => {
                 metrics.send_errors.fetch_add(1, Ordering::Relaxed);
-                warn!(error = %e, seq, retry_in_ms = backoff.as_millis() as u64, spooled = outbox.waiting.len(), "shipping to the collector failed");
-                retry_at = Some(tokio::time::Instant::now() + backoff);
+                warn!(error = %e, seq, retry_in_ms = backoff.as_millis() as u64, "shipping to the collector failed");
+                tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         }
     }
-    metrics.spool_bytes.store(outbox.len, Ordering::Relaxed);
-    metrics.spool_batches.store(outbox.waiting.len() as u64, Ordering::Relaxed);
-    info!(left_in_spool = outbox.waiting.len(), "shipper stopped");
+    let _ = spooler.await;
+    let left = outbox.lock().map(|o| o.waiting.len()).unwrap_or(0);
+    info!(left_in_spool = left, "shipper stopped");
 }
 
 fn make_sender(cfg: &ShipConfig, data_dir: &Path) -> std::io::Result<Sender> {
