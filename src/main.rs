@@ -12,9 +12,11 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tollgate_clickhouse::{ClickHouseConfig, ClickHouseSink, ClickHouseSinkMetrics};
-use tollgate_collector::{Collector, CollectorConfig, CollectorMetrics, ParquetSink, ParquetSinkConfig, SinkKind, Sinks};
-use tollgate_gateway::ship::{run_shipper, ShipConfig, ShipMetrics};
+use tollgate_collector::{
+    Collector, CollectorConfig, CollectorMetrics, ParquetSink, ParquetSinkConfig, SinkKind, Sinks,
+};
 use tollgate_gateway::config::{GatewaySettings, KeyConfig, PriceConfig, UpstreamConfig};
+use tollgate_gateway::ship::{run_shipper, ShipConfig, ShipMetrics};
 use tollgate_gateway::{GatewayState, ValidatedConfig};
 use tollgate_query::{Engine, QueryConfig, QueryService, TimeRange};
 use tracing::{info, warn};
@@ -170,11 +172,18 @@ fn load(path: &Path) -> Result<(Config, ValidatedConfig), String> {
         sh.validate().map_err(|e| format!("config {}: {e}", path.display()))?;
     }
     if cfg.collector.listen.parse::<std::net::SocketAddr>().is_err() {
-        return Err(format!("config {}: collector.listen: `{}` is not an address like 127.0.0.1:8090", path.display(), cfg.collector.listen));
+        return Err(format!(
+            "config {}: collector.listen: `{}` is not an address like 127.0.0.1:8090",
+            path.display(),
+            cfg.collector.listen
+        ));
     }
     if let Some(var) = &cfg.collector.ingest_token_env {
         if std::env::var_os(var).is_none() {
-            return Err(format!("config {}: collector.ingest_token_env: environment variable `{var}` is not set", path.display()));
+            return Err(format!(
+                "config {}: collector.ingest_token_env: environment variable `{var}` is not set",
+                path.display()
+            ));
         }
     }
     if cfg.clickhouse.is_none() {
@@ -246,7 +255,10 @@ fn main() -> anyhow::Result<()> {
         Cmd::Gateway { config } => {
             let (cfg, validated) = load(&config).unwrap_or_else(|e| exit_config(e));
             if cfg.shipping.is_none() {
-                exit_config(format!("config {}: shipping: `tollgate gateway` needs a [shipping] section with collector_url", config.display()));
+                exit_config(format!(
+                    "config {}: shipping: `tollgate gateway` needs a [shipping] section with collector_url",
+                    config.display()
+                ));
             }
             runtime()?.block_on(serve(cfg, validated, Mode::Gateway))
         }
@@ -317,8 +329,9 @@ enum Mode {
 fn open_sinks(cfg: &Config, data_dir: &Path) -> anyhow::Result<(Sinks, Option<Arc<ClickHouseSinkMetrics>>)> {
     let mut sinks = Sinks::default();
     if cfg.collector.sinks.contains(&SinkKind::Parquet) {
-        sinks.parquet =
-            Some(ParquetSink::open(ParquetSinkConfig::new(data_dir.to_path_buf())).context("opening the Parquet sink")?);
+        sinks.parquet = Some(
+            ParquetSink::open(ParquetSinkConfig::new(data_dir.to_path_buf())).context("opening the Parquet sink")?,
+        );
     }
     let mut ch_metrics = None;
     if let (true, Some(ch)) = (cfg.collector.sinks.contains(&SinkKind::Clickhouse), &cfg.clickhouse) {
@@ -358,8 +371,8 @@ async fn serve(cfg: Config, validated: ValidatedConfig, mode: Mode) -> anyhow::R
         _ => {
             let (sinks, ch_metrics) = open_sinks(&cfg, &data_dir)?;
             let m = Arc::new(CollectorMetrics::default());
-            let collector = Collector::start(&data_dir, sinks, &cfg.collector, m.clone())
-                .context("opening the write-ahead log")?;
+            let collector =
+                Collector::start(&data_dir, sinks, &cfg.collector, m.clone()).context("opening the write-ahead log")?;
             let task = tokio::spawn(tollgate_collector::run_intake(coll_rx, collector));
             (Some(m), ch_metrics, None, task)
         }
@@ -492,17 +505,26 @@ async fn collector_main(cfg: Config) -> anyhow::Result<()> {
     let (sinks, ch_metrics) = open_sinks(&cfg, &data_dir)?;
     let coll_metrics = Arc::new(CollectorMetrics::default());
     let collector = Arc::new(
-        Collector::start(&data_dir, sinks, &cfg.collector, coll_metrics.clone()).context("opening the write-ahead log")?,
+        Collector::start(&data_dir, sinks, &cfg.collector, coll_metrics.clone())
+            .context("opening the write-ahead log")?,
     );
     let token = cfg.collector.ingest_token_env.as_ref().and_then(|v| std::env::var(v).ok()).map(Arc::from);
     if token.is_none() {
         warn!("collector.ingest_token_env is not set: any caller may send events");
     }
-    let metrics_state =
-        MetricsState { gateway: None, collector: Some(coll_metrics), clickhouse: ch_metrics, shipping: None, collector_tx: None };
-    let app = tollgate_collector::ingest::app(tollgate_collector::ingest::IngestState { collector: collector.clone(), token })
-        .merge(axum::Router::new().route("/metrics", axum::routing::get(metrics)).with_state(metrics_state))
-        .route("/healthz", axum::routing::get(|| async { "ok" }));
+    let metrics_state = MetricsState {
+        gateway: None,
+        collector: Some(coll_metrics),
+        clickhouse: ch_metrics,
+        shipping: None,
+        collector_tx: None,
+    };
+    let app = tollgate_collector::ingest::app(tollgate_collector::ingest::IngestState {
+        collector: collector.clone(),
+        token,
+    })
+    .merge(axum::Router::new().route("/metrics", axum::routing::get(metrics)).with_state(metrics_state))
+    .route("/healthz", axum::routing::get(|| async { "ok" }));
     let listener = tokio::net::TcpListener::bind(&cfg.collector.listen)
         .await
         .with_context(|| format!("binding {}", cfg.collector.listen))?;

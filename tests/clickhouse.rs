@@ -38,7 +38,7 @@ fn event(i: u64, department: &str, ts_us: i64) -> CallEvent {
         tags,
         endpoint: Endpoint::Messages,
         client_api: ClientApi::Anthropic,
-        stream: i % 2 == 0,
+        stream: i.is_multiple_of(2),
         provider: "anthropic".into(),
         upstream: "claude".into(),
         requested_model: "claude-x".into(),
@@ -215,13 +215,8 @@ async fn lossy_proxy(target: u16, swallow: Arc<std::sync::atomic::AtomicBool>) -
                 let down = async {
                     // Read the whole answer (the insert is done once it starts coming), then drop it.
                     let mut buf = vec![0u8; 65536];
-                    while let Ok(n) = sr.read(&mut buf).await {
-                        if n == 0 {
-                            break;
-                        }
-                        let _ = cw.shutdown().await;
-                        break;
-                    }
+                    let _ = sr.read(&mut buf).await;
+                    let _ = cw.shutdown().await;
                 };
                 tokio::join!(
                     async {
@@ -325,7 +320,7 @@ async fn call(gw: &Gateway, rid: &str, key: Option<&str>, body: &str) -> reqwest
         .post(format!("{}/v1/chat/completions", gw.url))
         .header("x-request-id", rid)
         .header("x-tollgate-project", "labs")
-        .header("x-tollgate-user", if rid.len() % 2 == 0 { "vera" } else { "sam" })
+        .header("x-tollgate-user", if rid.len().is_multiple_of(2) { "vera" } else { "sam" })
         .body(body.to_string());
     if let Some(k) = key {
         req = req.bearer_auth(k);

@@ -50,7 +50,8 @@ impl CollectorProc {
     }
 
     fn spawn(&mut self) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("collector.log")).unwrap();
+        let log =
+            std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("collector.log")).unwrap();
         let mut child = Command::new(bin())
             .args(["collector", "--config"])
             .arg(&self.config)
@@ -112,8 +113,12 @@ fn shipping(port: u16, spool_max_bytes: u64) -> String {
 
 async fn start_gateway(collector_port: u16, spool_max_bytes: u64) -> Gateway {
     std::env::set_var("TG_INGEST", TOKEN);
-    Gateway::start_with(Opts { command: "gateway", extra: shipping(collector_port, spool_max_bytes), ..Opts::default() })
-        .await
+    Gateway::start_with(Opts {
+        command: "gateway",
+        extra: shipping(collector_port, spool_max_bytes),
+        ..Opts::default()
+    })
+    .await
 }
 
 /// (request_id → count, cost sum) from every Parquet file under `data`.
@@ -122,11 +127,13 @@ fn parquet_ids(data: &Path) -> (BTreeMap<String, u32>, u64) {
     let mut cost = 0u64;
     for f in common::parquet_files(data) {
         let file = std::fs::File::open(&f).unwrap();
-        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap();
+        let reader =
+            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap();
         for batch in reader {
             let batch = batch.unwrap();
             let rid = batch.column_by_name("request_id").unwrap().as_string::<i32>().clone();
-            let c = batch.column_by_name("cost_nanousd").unwrap().as_primitive::<arrow::datatypes::UInt64Type>().clone();
+            let c =
+                batch.column_by_name("cost_nanousd").unwrap().as_primitive::<arrow::datatypes::UInt64Type>().clone();
             for i in 0..batch.num_rows() {
                 *ids.entry(rid.value(i).to_string()).or_insert(0) += 1;
                 if !c.is_null(i) {
@@ -140,8 +147,15 @@ fn parquet_ids(data: &Path) -> (BTreeMap<String, u32>, u64) {
 
 /// (request_id → count, cost sum) in ClickHouse; empty while the server is down.
 async fn clickhouse_ids(ch: &ChServer, db: &str) -> (BTreeMap<String, u32>, u64) {
-    let sql = format!("SELECT request_id, count() AS n, sum(cost_nanousd) AS c FROM {db}.calls GROUP BY request_id FORMAT JSON");
-    let rows = match reqwest::Client::new().post(format!("{}/?output_format_json_quote_64bit_integers=0", ch.url())).body(sql).send().await {
+    let sql = format!(
+        "SELECT request_id, count() AS n, sum(cost_nanousd) AS c FROM {db}.calls GROUP BY request_id FORMAT JSON"
+    );
+    let rows = match reqwest::Client::new()
+        .post(format!("{}/?output_format_json_quote_64bit_integers=0", ch.url()))
+        .body(sql)
+        .send()
+        .await
+    {
         Ok(r) if r.status().is_success() => {
             let v: serde_json::Value = r.json().await.unwrap_or_default();
             v["data"].as_array().cloned().unwrap_or_default()
@@ -159,7 +173,13 @@ async fn clickhouse_ids(ch: &ChServer, db: &str) -> (BTreeMap<String, u32>, u64)
 
 /// Sends `n` calls from `workers` concurrent clients; `hook(i)` runs (off the request path) as call `i`
 /// is sent. Returns the request ids that got a 200.
-async fn load(gw: &Gateway, prefix: &str, n: u64, workers: u64, hook: impl Fn(u64) + Send + Sync + 'static) -> BTreeSet<String> {
+async fn load(
+    gw: &Gateway,
+    prefix: &str,
+    n: u64,
+    workers: u64,
+    hook: impl Fn(u64) + Send + Sync + 'static,
+) -> BTreeSet<String> {
     let next = Arc::new(AtomicU64::new(0));
     let hook = Arc::new(hook);
     let mut tasks = Vec::new();
@@ -206,7 +226,12 @@ async fn wait_stores(ch: &ChServer, db: &str, data: &Path, want: usize, what: &s
         if p.len() >= want && c.len() >= want {
             return t0.elapsed();
         }
-        assert!(Instant::now() < deadline, "{what}: stores have parquet {} / clickhouse {} of {want}", p.len(), c.len());
+        assert!(
+            Instant::now() < deadline,
+            "{what}: stores have parquet {} / clickhouse {} of {want}",
+            p.len(),
+            c.len()
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -231,8 +256,10 @@ async fn assert_exactly(ch: &ChServer, db: &str, data: &Path, expected: &BTreeSe
 async fn collector_killed_and_restarted_mid_load_loses_and_doubles_nothing() {
     let ch = ChServer::get();
     let db = ch.fresh_database("kill_collector");
-    let collector = Arc::new(std::sync::Mutex::new(CollectorProc::start(ch, &db)));
-    let gw = start_gateway(collector.lock().unwrap().port, 1 << 30).await;
+    let collector = CollectorProc::start(ch, &db);
+    let port = collector.port;
+    let collector = Arc::new(std::sync::Mutex::new(collector));
+    let gw = start_gateway(port, 1 << 30).await;
     let n = 3_000;
     let c2 = collector.clone();
     let t0 = Instant::now();
@@ -290,7 +317,11 @@ async fn clickhouse_down_mid_load_then_back_catches_up_exactly() {
     let lag = wait_stores(&ch, &db, &data, answered.len(), "after clickhouse outage").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_exactly(&ch, &db, &data, &answered, "clickhouse outage").await;
-    eprintln!("clickhouse down 3 s mid-load: {} calls, all stored once in each store; caught up {:.2}s after the load", answered.len(), lag.as_secs_f64());
+    eprintln!(
+        "clickhouse down 3 s mid-load: {} calls, all stored once in each store; caught up {:.2}s after the load",
+        answered.len(),
+        lag.as_secs_f64()
+    );
     collector.stop();
 }
 
@@ -361,7 +392,11 @@ async fn a_full_spool_drops_the_newest_loudly_and_never_fails_a_client() {
     loop {
         let m = gw.http.get(format!("{}/metrics", gw.url)).send().await.unwrap().text().await.unwrap();
         let get = |name: &str| -> u64 {
-            m.lines().find(|l| l.starts_with(name)).and_then(|l| l.split_whitespace().last()).and_then(|v| v.parse().ok()).unwrap_or(0)
+            m.lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().last())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
         };
         dropped = get("tollgate_spool_dropped_events_total");
         if dropped > 0 && get("tollgate_events_emitted_total") >= 400 && get("tollgate_event_queue_depth") == 0 {
@@ -369,7 +404,11 @@ async fn a_full_spool_drops_the_newest_loudly_and_never_fails_a_client() {
             tokio::time::sleep(Duration::from_millis(1_000)).await;
             let m = gw.http.get(format!("{}/metrics", gw.url)).send().await.unwrap().text().await.unwrap();
             let get = |name: &str| -> u64 {
-                m.lines().find(|l| l.starts_with(name)).and_then(|l| l.split_whitespace().last()).and_then(|v| v.parse().ok()).unwrap_or(0)
+                m.lines()
+                    .find(|l| l.starts_with(name))
+                    .and_then(|l| l.split_whitespace().last())
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0)
             };
             dropped = get("tollgate_spool_dropped_events_total");
             spooled_bytes = get("tollgate_spool_bytes");

@@ -83,7 +83,12 @@ impl CollectorMetrics {
         let end = self.wal_end.load(Ordering::Relaxed);
         for (name, kind, help, v) in [
             ("tollgate_wal_end_offset", "counter", "Events ever appended to the write-ahead log.", end),
-            ("tollgate_wal_bytes", "gauge", "Bytes of write-ahead log on disk.", self.wal_bytes.load(Ordering::Relaxed)),
+            (
+                "tollgate_wal_bytes",
+                "gauge",
+                "Bytes of write-ahead log on disk.",
+                self.wal_bytes.load(Ordering::Relaxed),
+            ),
             (
                 "tollgate_wal_full_total",
                 "counter",
@@ -115,7 +120,8 @@ impl CollectorMetrics {
         for (name, on, committed, caught_up) in sinks {
             if on.load(Ordering::Relaxed) {
                 let lag = end.saturating_sub(committed.load(Ordering::Relaxed));
-                let secs = if lag == 0 { 0.0 } else { now.saturating_sub(caught_up.load(Ordering::Relaxed)) as f64 / 1000.0 };
+                let secs =
+                    if lag == 0 { 0.0 } else { now.saturating_sub(caught_up.load(Ordering::Relaxed)) as f64 / 1000.0 };
                 let _ = writeln!(out, "tollgate_sink_lag_seconds{{sink=\"{name}\"}} {secs:.3}");
             }
         }
@@ -172,7 +178,15 @@ impl Collector {
             metrics.parquet_enabled.store(true, Ordering::Relaxed);
             metrics.parquet_committed.store(cursor.committed, Ordering::Relaxed);
             starts.push(("parquet", cursor.committed));
-            let ctx = SinkCtx::new(&wal, &metrics, &committed, &closing, "parquet", cfg.batch_max_rows, cfg.flush_interval_ms);
+            let ctx = SinkCtx::new(
+                &wal,
+                &metrics,
+                &committed,
+                &closing,
+                "parquet",
+                cfg.batch_max_rows,
+                cfg.flush_interval_ms,
+            );
             tasks.push(tokio::spawn(run_parquet(ctx, cursor, sink)));
         }
         if let Some(sink) = sinks.clickhouse {
@@ -200,9 +214,10 @@ impl Collector {
     ) -> Result<Option<(u64, u64)>, WalError> {
         let wal = self.wal.clone();
         let metrics = self.metrics.clone();
-        let r = tokio::task::spawn_blocking(move || wal.append(&events, source.as_ref().map(|(g, s)| (g.as_str(), *s))))
-            .await
-            .map_err(|e| WalError::Corrupt(0, format!("append task: {e}")))?;
+        let r =
+            tokio::task::spawn_blocking(move || wal.append(&events, source.as_ref().map(|(g, s)| (g.as_str(), *s))))
+                .await
+                .map_err(|e| WalError::Corrupt(0, format!("append task: {e}")))?;
         match &r {
             Ok(_) => {
                 metrics.wal_end.store(self.wal.end(), Ordering::Relaxed);
@@ -311,7 +326,11 @@ impl SinkCtx {
     }
 
     fn caught_up(&self, at: u64) {
-        let field = if self.name == "parquet" { &self.metrics.parquet_caught_up_ms } else { &self.metrics.clickhouse_caught_up_ms };
+        let field = if self.name == "parquet" {
+            &self.metrics.parquet_caught_up_ms
+        } else {
+            &self.metrics.clickhouse_caught_up_ms
+        };
         if self.wal.end() <= at {
             field.store(now_ms(), Ordering::Relaxed);
         }
@@ -344,7 +363,8 @@ impl SinkCtx {
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(10));
         }
-        let field = if self.name == "parquet" { &self.metrics.parquet_committed } else { &self.metrics.clickhouse_committed };
+        let field =
+            if self.name == "parquet" { &self.metrics.parquet_committed } else { &self.metrics.clickhouse_committed };
         field.store(end, Ordering::Relaxed);
         self.caught_up(end);
         let min = match self.committed.lock() {
@@ -430,7 +450,10 @@ async fn run_clickhouse(mut ctx: SinkCtx, mut cursor: Cursor, mut sink: ClickHou
         sink.append(&mut pending, &Arc::new(events.into_iter().map(|(_, e)| e).collect()));
         let closing = *ctx.closing.borrow();
         if !flush_clickhouse(&mut sink, &mut pending, replaying, closing).await {
-            warn!(sink = "clickhouse", from, end, "clickhouse unreachable at shutdown: the batch stays in the log for the next start");
+            warn!(
+                sink = "clickhouse",
+                from, end, "clickhouse unreachable at shutdown: the batch stays in the log for the next start"
+            );
             break;
         }
         ctx.commit(&mut cursor, end).await;
@@ -441,7 +464,12 @@ async fn run_clickhouse(mut ctx: SinkCtx, mut cursor: Cursor, mut sink: ClickHou
 /// Lands every batch (retrying transient failures with backoff; rejected batches go to the dead-letter
 /// directory). Returns false only when shutting down and the server stayed unreachable for
 /// `insert_timeout_ms`: the events then stay in the log.
-async fn flush_clickhouse(sink: &mut ClickHouseSink, pending: &mut PendingRows, replaying: bool, shutting_down: bool) -> bool {
+async fn flush_clickhouse(
+    sink: &mut ClickHouseSink,
+    pending: &mut PendingRows,
+    replaying: bool,
+    shutting_down: bool,
+) -> bool {
     let mut backoff = Duration::from_millis(100);
     let batches = loop {
         match sink.seal(pending) {

@@ -8,8 +8,8 @@ mod error;
 mod keys;
 pub mod meter;
 pub mod metrics;
-pub mod ship;
 mod proxy;
+pub mod ship;
 pub mod translate;
 
 use axum::routing::{get, post};

@@ -52,7 +52,10 @@ fn default_timeout_ms() -> u64 {
 impl ShipConfig {
     pub fn validate(&self) -> Result<(), String> {
         if !(self.collector_url.starts_with("http://") || self.collector_url.starts_with("https://")) {
-            return Err(format!("shipping.collector_url: must start with http:// or https://, got `{}`", self.collector_url));
+            return Err(format!(
+                "shipping.collector_url: must start with http:// or https://, got `{}`",
+                self.collector_url
+            ));
         }
         if let Some(var) = &self.token_env {
             if std::env::var_os(var).is_none() {
@@ -123,9 +126,13 @@ impl Outbox {
         let path = dir.join("outbox.jsonl");
         let acked_path = dir.join("outbox.acked");
         // Sequences only grow, also across a wiped spool: a fresh one starts at the current time in µs.
-        let acked: u64 = std::fs::read_to_string(&acked_path).ok().and_then(|s| s.trim().parse().ok()).unwrap_or_else(|| {
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
-        });
+        let acked: u64 =
+            std::fs::read_to_string(&acked_path).ok().and_then(|s| s.trim().parse().ok()).unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_micros() as u64)
+                    .unwrap_or(0)
+            });
         let file = OpenOptions::new().create(true).read(true).append(true).open(&path)?;
         let mut waiting = VecDeque::new();
         let mut next_seq = acked + 1;
@@ -312,8 +319,11 @@ pub async fn run_shipper(
                     Ok(Ok((None, _, _))) => {
                         // Spool full: the newest batch is dropped, loudly (the spool keeps the oldest, in order).
                         metrics.dropped_events.fetch_add(n, Ordering::Relaxed);
-                        error!(events = n, spool_max_bytes = max,
-                            "outbox spool full (collector behind or down): call events dropped");
+                        error!(
+                            events = n,
+                            spool_max_bytes = max,
+                            "outbox spool full (collector behind or down): call events dropped"
+                        );
                     }
                     Ok(Err(e)) => {
                         metrics.dropped_events.fetch_add(n, Ordering::Relaxed);
@@ -353,7 +363,11 @@ pub async fn run_shipper(
                 break;
             }
         }
-        let line = match outbox.lock().map_err(|_| std::io::Error::other("outbox lock poisoned")).and_then(|o| o.read(offset, len)) {
+        let line = match outbox
+            .lock()
+            .map_err(|_| std::io::Error::other("outbox lock poisoned"))
+            .and_then(|o| o.read(offset, len))
+        {
             Ok(l) => l,
             Err(e) => {
                 error!(error = %e, seq, "unreadable spool entry skipped");
@@ -394,8 +408,11 @@ fn make_sender(cfg: &ShipConfig, data_dir: &Path) -> std::io::Result<Sender> {
     http.set_nodelay(true);
     http.enforce_http(false);
     http.set_connect_timeout(Some(Duration::from_millis(cfg.timeout_ms)));
-    let https =
-        hyper_rustls::HttpsConnectorBuilder::new().with_webpki_roots().https_or_http().enable_http1().wrap_connector(http);
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_webpki_roots()
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
     let client = Client::builder(hyper_util::rt::TokioExecutor::new()).build(https);
     Ok(Sender {
         client,

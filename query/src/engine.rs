@@ -94,7 +94,7 @@ pub struct QueryService {
 
 enum Backend {
     DataFusion { ctx: SessionContext, rt: QueryRuntime },
-    ClickHouse(ChBackend),
+    ClickHouse(Box<ChBackend>),
 }
 
 /// Sums over a group of calls. Money in exact nano-USD.
@@ -170,7 +170,7 @@ impl QueryService {
 
     /// Answers from ClickHouse instead (same reports, same shapes).
     pub fn open_clickhouse(ch: tollgate_clickhouse::ClickHouseConfig, cfg: QueryConfig) -> QueryService {
-        QueryService { backend: Backend::ClickHouse(ChBackend::new(ch, &cfg)), cfg }
+        QueryService { backend: Backend::ClickHouse(Box::new(ChBackend::new(ch, &cfg))), cfg }
     }
 
     pub fn engine(&self) -> Engine {
@@ -334,7 +334,10 @@ impl QueryService {
 }
 
 /// Record batches → (column name, type) and JSON row objects.
-fn batches_to_json(batches: &[RecordBatch]) -> Result<(Vec<(String, String)>, Vec<serde_json::Value>), QueryError> {
+/// Column (name, type) pairs and JSON row objects.
+type JsonRows = (Vec<(String, String)>, Vec<serde_json::Value>);
+
+fn batches_to_json(batches: &[RecordBatch]) -> Result<JsonRows, QueryError> {
     let mut columns = Vec::new();
     if let Some(b) = batches.first() {
         for f in b.schema().fields() {

@@ -2,6 +2,8 @@
 //! dir on free ports with a generated config, and killed when the test binary exits (a watchdog process
 //! waits for the test process to go away). Each test uses its own database.
 
+#![allow(clippy::zombie_processes)] // the watchdog reaps the server when the test process ends
+
 use super::free_port;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -77,11 +77,11 @@ fn call(i: u64, total: u64) -> CallEvent {
     let (model, pin, pout) = MODELS[((r >> 8) % 8) as usize];
     let input = 50 + (r >> 16) % 4_000;
     let output = if pout == 0 { 0 } else { 1 + (r >> 28) % 800 };
-    let cached = if (r >> 40) % 4 == 0 { input / 2 } else { 0 };
+    let cached = if (r >> 40).is_multiple_of(4) { input / 2 } else { 0 };
     let ts = START_US + (SPAN_US as u128 * u128::from(i) / u128::from(total.max(1))) as i64;
     let cost = (input * pin + output * pout) * 1_000 / 1_000_000 * 1_000;
     let mut tags = BTreeMap::new();
-    tags.insert("env".to_string(), if r % 10 == 0 { "dev" } else { "prod" }.to_string());
+    tags.insert("env".to_string(), if r.is_multiple_of(10) { "dev" } else { "prod" }.to_string());
     CallEvent {
         schema_version: tollgate_events::SCHEMA_VERSION,
         event_id: format!("{:032x}", u128::from(r) << 64 | u128::from(i)),
@@ -97,13 +97,13 @@ fn call(i: u64, total: u64) -> CallEvent {
         tags,
         endpoint: if pout == 0 { Endpoint::Embeddings } else { Endpoint::Chat },
         client_api: if model.starts_with("claude") { ClientApi::Anthropic } else { ClientApi::Openai },
-        stream: r % 3 == 0,
+        stream: r.is_multiple_of(3),
         provider: if model.starts_with("claude") { "anthropic" } else { "openai" }.into(),
         upstream: "primary".into(),
         requested_model: model.into(),
         served_model: model.into(),
         status_code: 200,
-        outcome: if r % 50 == 0 { Outcome::UpstreamError } else { Outcome::Ok },
+        outcome: if r.is_multiple_of(50) { Outcome::UpstreamError } else { Outcome::Ok },
         finish_reason: "stop".into(),
         input_tokens: input,
         output_tokens: output,
@@ -112,7 +112,7 @@ fn call(i: u64, total: u64) -> CallEvent {
         cost_nanousd: cost,
         price_id: format!("{model}@2025-11-01"),
         latency_ms: 100 + ((r >> 20) % 3_000) as u32,
-        ttft_ms: if r % 3 == 0 { 20 + ((r >> 24) % 500) as u32 } else { 0 },
+        ttft_ms: if r.is_multiple_of(3) { 20 + ((r >> 24) % 500) as u32 } else { 0 },
         upstream_latency_ms: 90 + ((r >> 20) % 3_000) as u32,
         gateway_overhead_us: 40,
         request_bytes: input * 4,
