@@ -200,27 +200,51 @@ async fn main() -> anyhow::Result<()> {
         let mut totals = Vec::new();
         for svc in [&df, &chq] {
             let mut times = Vec::new();
+            let mut failed = None;
             for _ in 0..args.runs.max(1) {
                 let t = Instant::now();
-                if latency {
-                    let rows = svc.latency(range, &g).await?;
-                    totals.push(rows.iter().map(|r| r.calls).sum::<u64>());
+                let r = if latency {
+                    svc.latency(range, &g).await.map(|rows| rows.iter().map(|r| r.calls).sum::<u64>())
                 } else {
-                    let rows = svc.showback(range, &g).await?;
-                    totals.push(rows.iter().map(|r| r.totals.cost_nanousd).sum::<u64>());
+                    svc.showback(range, &g).await.map(|rows| rows.iter().map(|r| r.totals.cost_nanousd).sum::<u64>())
+                };
+                match r {
+                    Ok(total) => {
+                        totals.push(total);
+                        times.push(t.elapsed());
+                    }
+                    Err(e) => {
+                        failed = Some(format!("{e:?}"));
+                        break;
+                    }
                 }
-                times.push(t.elapsed());
             }
-            let (med, best) = median(times);
-            cells.push(ms(med));
-            cells.push(ms(best));
+            match failed {
+                None => {
+                    let (med, best) = median(times);
+                    cells.push(ms(med));
+                    cells.push(ms(best));
+                }
+                Some(e) => {
+                    eprintln!("{label}: {e}");
+                    let short: String = e.chars().take(60).collect();
+                    cells.push(format!("failed: {}", short.replace('|', "/")));
+                    cells.push("-".into());
+                }
+            }
         }
         totals.dedup();
         anyhow::ensure!(totals.len() == 1, "{label}: the engines disagree: {totals:?}");
         lines.push(format!("| {} |", cells.join(" | ")));
     }
     let all_g = parse_group_by(Some("department"), &[])?;
-    let check = df.showback(&all, &all_g).await?.iter().map(|r| r.totals.cost_nanousd).sum::<u64>();
+    let check = df
+        .showback(&all, &all_g)
+        .await
+        .map_err(|e| anyhow::anyhow!("check: {e:?}"))?
+        .iter()
+        .map(|r| r.totals.cost_nanousd)
+        .sum::<u64>();
     anyhow::ensure!(check == sum, "DataFusion total {check} != generated {sum}");
     let parquet_bytes: u64 = walk_size(&data_dir.join("calls"));
 
