@@ -170,18 +170,37 @@ impl Outbox {
     }
 
     fn push(&mut self, events: &[CallEvent], max_bytes: u64) -> std::io::Result<Option<u64>> {
-        let seq = self.next_seq;
-        let mut line = serde_json::to_vec(&serde_json::json!({"seq": seq, "events": events}))?;
-        line.push(b'\n');
-        if max_bytes > 0 && self.len + line.len() as u64 > max_bytes {
-            return Ok(None);
+        let r = self.push_many(std::slice::from_ref(&events.to_vec()), max_bytes)?;
+        Ok(r.first().copied().flatten())
+    }
+
+    /// Appends several batches with one fsync (group commit); `None` for a batch that did not fit.
+    fn push_many(&mut self, batches: &[Vec<CallEvent>], max_bytes: u64) -> std::io::Result<Vec<Option<u64>>> {
+        let mut out = Vec::with_capacity(batches.len());
+        let mut buf = Vec::new();
+        let mut added = Vec::new();
+        let mut len = self.len;
+        for events in batches {
+            let seq = self.next_seq + added.len() as u64;
+            let mut line = serde_json::to_vec(&serde_json::json!({"seq": seq, "events": events}))?;
+            line.push(b'\n');
+            if max_bytes > 0 && len + line.len() as u64 > max_bytes {
+                out.push(None);
+                continue;
+            }
+            added.push((seq, len, line.len() as u64));
+            len += line.len() as u64;
+            buf.extend_from_slice(&line);
+            out.push(Some(seq));
         }
-        self.file.write_all(&line)?;
-        self.file.sync_data()?;
-        self.waiting.push_back((seq, self.len, line.len() as u64));
-        self.len += line.len() as u64;
-        self.next_seq += 1;
-        Ok(Some(seq))
+        if !buf.is_empty() {
+            self.file.write_all(&buf)?;
+            self.file.sync_data()?;
+            self.next_seq += added.len() as u64;
+            self.len = len;
+            self.waiting.extend(added);
+        }
+        Ok(out)
     }
 
     fn read(&self, offset: u64, len: u64) -> std::io::Result<Line> {
@@ -194,17 +213,18 @@ impl Outbox {
 
     fn ack(&mut self, seq: u64) -> std::io::Result<()> {
         self.acked = seq;
+        // Not fsynced: after a crash an older value only means resending batches the collector already has,
+        // which it recognises by their sequence.
         let tmp = self.acked_path.with_extension("tmp");
-        let mut f = File::create(&tmp)?;
-        f.write_all(seq.to_string().as_bytes())?;
-        f.sync_all()?;
+        std::fs::write(&tmp, seq.to_string())?;
         std::fs::rename(&tmp, &self.acked_path)?;
         while self.waiting.front().is_some_and(|(s, _, _)| *s <= seq) {
             self.waiting.pop_front();
         }
-        // Everything acknowledged: start the file over (the acked sequence is already on disk, so a crash
-        // right here cannot resend anything).
+        // Everything acknowledged: start the file over. The acked sequence must be on disk first, or a
+        // restart could hand out sequences the collector has already seen.
         if self.waiting.is_empty() && self.len > 0 {
+            File::open(&self.acked_path)?.sync_all()?;
             self.file.set_len(0)?;
             self.file.sync_all()?;
             self.len = 0;
@@ -302,34 +322,41 @@ pub async fn run_shipper(
         let (outbox, notify, closed, metrics) = (outbox.clone(), notify.clone(), closed.clone(), metrics.clone());
         let max = cfg.spool_max_bytes;
         tokio::spawn(async move {
-            while let Some(events) = rx.recv().await {
+            while let Some(first) = rx.recv().await {
+                // Group commit: everything metering has handed over by now goes in with one fsync.
+                let mut batches = vec![first];
+                while let Ok(more) = rx.try_recv() {
+                    batches.push(more);
+                }
                 let ob = outbox.clone();
-                let n = events.len() as u64;
+                let sizes: Vec<u64> = batches.iter().map(|b| b.len() as u64).collect();
                 let pushed = tokio::task::spawn_blocking(move || match ob.lock() {
-                    Ok(mut o) => o.push(&events, max).map(|r| (r, o.len, o.waiting.len())),
+                    Ok(mut o) => o.push_many(&batches, max).map(|r| (r, o.len, o.waiting.len())),
                     Err(_) => Err(std::io::Error::other("outbox lock poisoned")),
                 })
                 .await;
                 match pushed {
-                    Ok(Ok((Some(_), len, waiting))) => {
+                    Ok(Ok((results, len, waiting))) => {
                         metrics.spool_bytes.store(len, Ordering::Relaxed);
                         metrics.spool_batches.store(waiting as u64, Ordering::Relaxed);
+                        for (r, n) in results.iter().zip(&sizes) {
+                            if r.is_none() {
+                                // Spool full: the newest batches are dropped, loudly (the spool keeps the
+                                // oldest, in order).
+                                metrics.dropped_events.fetch_add(*n, Ordering::Relaxed);
+                                error!(events = n, spool_max_bytes = max,
+                                    "outbox spool full (collector behind or down): call events dropped");
+                            }
+                        }
                         notify.notify_one();
                     }
-                    Ok(Ok((None, _, _))) => {
-                        // Spool full: the newest batch is dropped, loudly (the spool keeps the oldest, in order).
-                        metrics.dropped_events.fetch_add(n, Ordering::Relaxed);
-                        error!(
-                            events = n,
-                            spool_max_bytes = max,
-                            "outbox spool full (collector behind or down): call events dropped"
-                        );
-                    }
                     Ok(Err(e)) => {
+                        let n: u64 = sizes.iter().sum();
                         metrics.dropped_events.fetch_add(n, Ordering::Relaxed);
                         error!(error = %e, events = n, "outbox spool write failed: call events dropped");
                     }
                     Err(e) => {
+                        let n: u64 = sizes.iter().sum();
                         metrics.dropped_events.fetch_add(n, Ordering::Relaxed);
                         error!(error = %e, events = n, "outbox spool task failed: call events dropped");
                     }
