@@ -13,7 +13,9 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tollgate_clickhouse::{ClickHouseConfig, ClickHouseSink, ClickHouseSinkMetrics};
 use tollgate_collector::{CollectorConfig, CollectorMetrics, ParquetSink, ParquetSinkConfig, SinkKind, Sinks};
-use tollgate_gateway::budget::config::{AdminKeyConfig, BudgetConfig, BudgetConfigSet, BudgetSettings, RateLimitConfig};
+use tollgate_gateway::budget::config::{
+    AdminKeyConfig, BudgetConfig, BudgetConfigSet, BudgetSettings, RateLimitConfig,
+};
 use tollgate_gateway::budget::{BudgetSystem, SpendFuture, SpendQuery, SpendSource};
 use tollgate_gateway::config::{GatewaySettings, KeyConfig, PriceConfig, UpstreamConfig};
 use tollgate_gateway::{GatewayState, ValidatedConfig};
@@ -343,11 +345,8 @@ async fn serve(cfg: Config, validated: ValidatedConfig, config_path: PathBuf) ->
     }));
     budgets.start(Arc::new(QuerySpend(query.clone())));
     spawn_sighup_reload(budgets.clone());
-    let (gateway, meter_rx) = GatewayState::start_with_budgets(
-        validated,
-        data_dir.join("spool").join("overflow.jsonl"),
-        budgets.clone(),
-    );
+    let (gateway, meter_rx) =
+        GatewayState::start_with_budgets(validated, data_dir.join("spool").join("overflow.jsonl"), budgets.clone());
     let (coll_tx, coll_rx) = mpsc::channel(tollgate_collector::queue_batches(cfg.collector.queue_capacity));
     let collector_metrics = Arc::new(CollectorMetrics::default());
     let metering = tokio::spawn(tollgate_gateway::run_metering(meter_rx, coll_tx.clone()));
@@ -367,8 +366,7 @@ async fn serve(cfg: Config, validated: ValidatedConfig, config_path: PathBuf) ->
     let auth_state = gateway.clone();
     let query_routes = tollgate_query::app(query)
         .merge(tollgate_gateway::budget::http::budget_routes(budgets.clone()))
-        .layer(axum::middleware::from_fn(
-        move |req: axum::extract::Request, next: axum::middleware::Next| {
+        .layer(axum::middleware::from_fn(move |req: axum::extract::Request, next: axum::middleware::Next| {
             let gw = auth_state.clone();
             async move {
                 match gw.query_allowed(req.headers()) {
@@ -376,8 +374,7 @@ async fn serve(cfg: Config, validated: ValidatedConfig, config_path: PathBuf) ->
                     Err(e) => e.into_response(),
                 }
             }
-        },
-    ));
+        }));
     let app = tollgate_gateway::app(gateway)
         .merge(query_routes)
         .merge(tollgate_gateway::budget::http::admin_routes(budgets))

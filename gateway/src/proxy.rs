@@ -283,7 +283,8 @@ async fn admit(
     if !key.may_use(&model) {
         return Err(GatewayError::ModelNotAllowed(model));
     }
-    let (bytes, model, up) = if check_budgets { admit_budgets(st, guard, bytes, &meta, model, up)? } else { (bytes, model, up) };
+    let (bytes, model, up) =
+        if check_budgets { admit_budgets(st, guard, bytes, &meta, model, up)? } else { (bytes, model, up) };
     guard.event.provider = up.cfg.kind.provider().to_string();
     guard.event.upstream = up.cfg.name.clone();
     Ok((bytes, meta, model, up))
@@ -313,7 +314,8 @@ fn admit_budgets(
     guard.admission = Some(admitted.admission);
     let Some((cheaper, budget)) = admitted.downgrade else { return Ok((bytes, model, up)) };
     let up = st.route(&cheaper).ok_or_else(|| GatewayError::UnknownModel(cheaper.clone()))?;
-    let mut v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| GatewayError::InvalidBody(e.to_string()))?;
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| GatewayError::InvalidBody(e.to_string()))?;
     if let Some(o) = v.as_object_mut() {
         o.insert("model".into(), serde_json::Value::String(cheaper.clone()));
     }

@@ -2,8 +2,8 @@
 //! settings (`[budget_settings]`) and admin keys (`[[admin_keys]]`), and `validate_budgets()`, which
 //! checks them against the gateway's models and prices (pure: no I/O).
 
-use crate::config::{err, ConfigError, ValidatedConfig};
 use crate::budget::period::{Period, PeriodSpec};
+use crate::config::{err, ConfigError, ValidatedConfig};
 use serde::Deserialize;
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -275,7 +275,8 @@ pub fn validate_budgets(
             (_, None, None) => None,
             (_, _, _) => return Err(err(key("start"), "`start`/`end` are for `period = \"fixed\"` only")),
         };
-        let cap_nanousd = tollgate_events::parse_usd_to_nano(&b.cap_usd).map_err(|e| err(key("cap_usd"), e.to_string()))?;
+        let cap_nanousd =
+            tollgate_events::parse_usd_to_nano(&b.cap_usd).map_err(|e| err(key("cap_usd"), e.to_string()))?;
         if cap_nanousd == 0 {
             return Err(err(key("cap_usd"), "must be greater than 0"));
         }
@@ -286,7 +287,9 @@ pub fn validate_budgets(
         th.sort_unstable();
         th.dedup();
         match (b.action, &b.downgrade_to) {
-            (Action::Downgrade, None) => return Err(err(key("downgrade_to"), "`downgrade` needs a model to downgrade to")),
+            (Action::Downgrade, None) => {
+                return Err(err(key("downgrade_to"), "`downgrade` needs a model to downgrade to"))
+            }
             (Action::Downgrade, Some(m)) if !gw.model_routes.contains_key(m) => {
                 return Err(err(key("downgrade_to"), format!("model `{m}` is not served by any upstream")))
             }
@@ -337,7 +340,10 @@ pub fn validate_budgets(
     }
     for (i, a) in admin_keys.iter().enumerate() {
         let digest = crate::config::parse_key_hash(&a.hash).ok_or_else(|| {
-            err(format!("admin_keys[{i}].hash"), "must be `sha256:` followed by 64 hex digits (see `tollgate hash-key`)")
+            err(
+                format!("admin_keys[{i}].hash"),
+                "must be `sha256:` followed by 64 hex digits (see `tollgate hash-key`)",
+            )
         })?;
         if gw.keys.iter().any(|k| k.digest == digest) {
             return Err(err(format!("admin_keys[{i}].hash"), "an admin key must not also be a virtual key"));

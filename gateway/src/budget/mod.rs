@@ -255,7 +255,8 @@ impl BudgetSystem {
         for g in guards.iter_mut() {
             g.roll(now);
         }
-        let first_misfit = |guards: &[std::sync::MutexGuard<'_, ledger::Inner>], est: u64| guards.iter().position(|g| !g.fits(est));
+        let first_misfit =
+            |guards: &[std::sync::MutexGuard<'_, ledger::Inner>], est: u64| guards.iter().position(|g| !g.fits(est));
         let mut est = self.estimate_cost(model, input_tokens, output_tokens);
         let mut downgrade = None;
         if let Some(i) = first_misfit(&guards, est) {
@@ -393,7 +394,12 @@ impl BudgetSystem {
         use sha2::Digest;
         let key = crate::keys::presented_key(headers)?;
         let digest: [u8; 32] = sha2::Sha256::digest(key.as_bytes()).into();
-        self.admin_keys.read().unwrap_or_else(|p| p.into_inner()).iter().find(|(_, d)| *d == digest).map(|(id, _)| id.clone())
+        self.admin_keys
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .find(|(_, d)| *d == digest)
+            .map(|(id, _)| id.clone())
     }
 
     /// Logs an admin change (who, when, what) and appends it to the audit file.
