@@ -15,6 +15,10 @@ use tollgate_clickhouse::{ClickHouseConfig, ClickHouseSink, ClickHouseSinkMetric
 use tollgate_collector::{
     Collector, CollectorConfig, CollectorMetrics, ParquetSink, ParquetSinkConfig, SinkKind, Sinks,
 };
+use tollgate_gateway::budget::config::{
+    AdminKeyConfig, BudgetConfig, BudgetConfigSet, BudgetSettings, RateLimitConfig,
+};
+use tollgate_gateway::budget::{BudgetSystem, SpendFuture, SpendQuery, SpendSource};
 use tollgate_gateway::config::{GatewaySettings, KeyConfig, PriceConfig, UpstreamConfig};
 use tollgate_gateway::ship::{run_shipper, ShipConfig, ShipMetrics};
 use tollgate_gateway::{GatewayState, ValidatedConfig};
@@ -108,6 +112,17 @@ struct Config {
     upstreams: Vec<UpstreamConfig>,
     #[serde(default)]
     keys: Vec<KeyConfig>,
+    /// Spending caps (see the README's "Budgets").
+    #[serde(default)]
+    budgets: Vec<BudgetConfig>,
+    /// Token and request rate limits.
+    #[serde(default)]
+    rate_limits: Vec<RateLimitConfig>,
+    #[serde(default)]
+    budget_settings: BudgetSettings,
+    /// Keys of the admin API (`/admin/*`).
+    #[serde(default)]
+    admin_keys: Vec<AdminKeyConfig>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -200,6 +215,7 @@ fn load(path: &Path) -> Result<(Config, ValidatedConfig), String> {
             ));
         }
     }
+    budget_set(path, &cfg, &validated)?;
     if cfg.query.sql_max_rows == 0 || cfg.query.sql_timeout_ms == 0 {
         return Err(format!(
             "config {}: query.sql_max_rows and query.sql_timeout_ms must be greater than 0",
@@ -207,6 +223,35 @@ fn load(path: &Path) -> Result<(Config, ValidatedConfig), String> {
         ));
     }
     Ok((cfg, validated))
+}
+
+/// The checked budgets, rate limits and admin keys.
+fn budget_set(path: &Path, cfg: &Config, v: &ValidatedConfig) -> Result<BudgetConfigSet, String> {
+    tollgate_gateway::budget::config::validate_budgets(
+        &cfg.budgets,
+        &cfg.rate_limits,
+        &cfg.budget_settings,
+        &cfg.admin_keys,
+        v,
+    )
+    .map_err(|e| format!("config {}: {e}", path.display()))
+}
+
+/// Budgets read their authoritative spend from the query service (either engine).
+struct QuerySpend(Arc<QueryService>);
+
+impl SpendSource for QuerySpend {
+    fn spend(&self, q: SpendQuery) -> SpendFuture<'_> {
+        Box::pin(async move {
+            let filter = match q.tag {
+                Some((k, v)) => tollgate_query::SpendFilter::Tag(k, v),
+                None => tollgate_query::SpendFilter::scope(q.scope.as_str(), &q.value)
+                    .ok_or_else(|| format!("no column for scope {}", q.scope.as_str()))?,
+            };
+            let range = TimeRange { from_us: q.from_us, to_us: q.to_us };
+            self.0.spend(&range, &filter).await.map_err(|e| e.to_string())
+        })
+    }
 }
 
 /// toml's own error spans several lines; fold it into one that names the key at the error's line.
@@ -250,7 +295,7 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Serve { config } => {
             let (cfg, validated) = load(&config).unwrap_or_else(|e| exit_config(e));
-            runtime()?.block_on(serve(cfg, validated, Mode::All))
+            runtime()?.block_on(serve(cfg, validated, Mode::All, config))
         }
         Cmd::Gateway { config } => {
             let (cfg, validated) = load(&config).unwrap_or_else(|e| exit_config(e));
@@ -260,7 +305,7 @@ fn main() -> anyhow::Result<()> {
                     config.display()
                 ));
             }
-            runtime()?.block_on(serve(cfg, validated, Mode::Gateway))
+            runtime()?.block_on(serve(cfg, validated, Mode::Gateway, config))
         }
         Cmd::Collector { config } => {
             let (cfg, _) = load(&config).unwrap_or_else(|e| exit_config(e));
@@ -352,13 +397,23 @@ async fn migrate_at_start(cfg: &Config) {
     }
 }
 
-async fn serve(cfg: Config, validated: ValidatedConfig, mode: Mode) -> anyhow::Result<()> {
+async fn serve(cfg: Config, validated: ValidatedConfig, mode: Mode, config_path: PathBuf) -> anyhow::Result<()> {
     let data_dir = cfg.storage.data_dir.clone();
     std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
     migrate_at_start(&cfg).await;
     let query = Arc::new(open_query(&cfg)?);
 
-    let (gateway, meter_rx) = GatewayState::start(validated, data_dir.join("spool").join("overflow.jsonl"));
+    let budget_cfg = budget_set(&config_path, &cfg, &validated).map_err(anyhow::Error::msg)?;
+    let budgets =
+        BudgetSystem::new(budget_cfg, Arc::new(validated.prices.clone()), Some(data_dir.join("admin-audit.jsonl")));
+    budgets.set_reloader(Box::new(move || {
+        let (c, v) = load(&config_path)?;
+        budget_set(&config_path, &c, &v)
+    }));
+    budgets.start(Arc::new(QuerySpend(query.clone())));
+    spawn_sighup_reload(budgets.clone());
+    let (gateway, meter_rx) =
+        GatewayState::start_with_budgets(validated, data_dir.join("spool").join("overflow.jsonl"), budgets.clone());
     let (coll_tx, coll_rx) = mpsc::channel(tollgate_collector::queue_batches(cfg.collector.queue_capacity));
     let metering = tokio::spawn(tollgate_gateway::run_metering(meter_rx, coll_tx.clone()));
     let grace = Duration::from_millis(cfg.server.shutdown_grace_ms);
@@ -386,8 +441,9 @@ async fn serve(cfg: Config, validated: ValidatedConfig, mode: Mode) -> anyhow::R
         collector_tx: Some(coll_tx),
     };
     let auth_state = gateway.clone();
-    let query_routes = tollgate_query::app(query).layer(axum::middleware::from_fn(
-        move |req: axum::extract::Request, next: axum::middleware::Next| {
+    let query_routes = tollgate_query::app(query)
+        .merge(tollgate_gateway::budget::http::budget_routes(budgets.clone()))
+        .layer(axum::middleware::from_fn(move |req: axum::extract::Request, next: axum::middleware::Next| {
             let gw = auth_state.clone();
             async move {
                 match gw.query_allowed(req.headers()) {
@@ -395,10 +451,10 @@ async fn serve(cfg: Config, validated: ValidatedConfig, mode: Mode) -> anyhow::R
                     Err(e) => e.into_response(),
                 }
             }
-        },
-    ));
+        }));
     let app = tollgate_gateway::app(gateway)
         .merge(query_routes)
+        .merge(tollgate_gateway::budget::http::admin_routes(budgets))
         .merge(axum::Router::new().route("/metrics", axum::routing::get(metrics)).with_state(metrics_state))
         .fallback(|| async { tollgate_gateway::GatewayError::NotFound });
 
@@ -448,6 +504,22 @@ fn open_query(cfg: &Config) -> anyhow::Result<QueryService> {
     }
 }
 
+/// SIGHUP re-reads the config file and applies its budgets, rate limits and admin keys.
+fn spawn_sighup_reload(budgets: Arc<BudgetSystem>) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
+        while hup.recv().await.is_some() {
+            match budgets.reload("SIGHUP") {
+                Ok(()) => info!("budgets reloaded on SIGHUP"),
+                Err(error) => warn!(%error, "reload on SIGHUP failed; keeping the running budgets"),
+            }
+        }
+    });
+    #[cfg(not(unix))]
+    let _ = budgets;
+}
+
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
@@ -483,6 +555,7 @@ async fn metrics(State(m): State<MetricsState>) -> impl IntoResponse {
     let mut out = String::with_capacity(4096);
     if let Some(g) = &m.gateway {
         g.meter.metrics().render(&mut out, g.meter.queue_depth());
+        g.budgets.render(&mut out);
     }
     if let Some(c) = &m.collector {
         let depth = m.collector_tx.as_ref().map(|t| t.max_capacity() - t.capacity()).unwrap_or(0);

@@ -220,7 +220,7 @@ pub struct ConfigError {
     pub message: String,
 }
 
-fn err(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+pub(crate) fn err(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
     ConfigError { key: key.into(), message: message.into() }
 }
 
@@ -338,7 +338,7 @@ pub fn validate(
     })
 }
 
-fn parse_key_hash(s: &str) -> Option<[u8; 32]> {
+pub(crate) fn parse_key_hash(s: &str) -> Option<[u8; 32]> {
     let hex_part = s.strip_prefix("sha256:")?;
     let bytes = hex::decode(hex_part).ok()?;
     bytes.try_into().ok()

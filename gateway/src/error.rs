@@ -31,6 +31,12 @@ pub enum GatewayError {
     UpstreamTimeout,
     #[error("not found")]
     NotFound,
+    /// A budget that covers the call has no room for it (and no cheaper model that fits).
+    #[error("budget `{budget}` exceeded: cap {cap_usd} USD per {period}; resets at {resets_at}")]
+    BudgetExceeded { budget: String, cap_usd: String, period: &'static str, resets_at: String, retry_after_s: u64 },
+    /// A token or request rate limit is used up for now.
+    #[error("rate limit `{limit}` reached ({which} = {value}); retry after {retry_after_s} s")]
+    RateLimited { limit: String, which: &'static str, value: u64, retry_after_s: u64 },
 }
 
 impl GatewayError {
@@ -44,6 +50,7 @@ impl GatewayError {
             GatewayError::UpstreamUnreachable => StatusCode::BAD_GATEWAY,
             GatewayError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             GatewayError::NotFound => StatusCode::NOT_FOUND,
+            GatewayError::BudgetExceeded { .. } | GatewayError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -61,6 +68,8 @@ impl GatewayError {
             GatewayError::UpstreamUnreachable => ("api_error", "upstream_unreachable"),
             GatewayError::UpstreamTimeout => ("api_error", "upstream_timeout"),
             GatewayError::NotFound => ("invalid_request_error", "not_found"),
+            GatewayError::BudgetExceeded { .. } => ("budget_exceeded", "budget_exceeded"),
+            GatewayError::RateLimited { .. } => ("rate_limit_error", "rate_limit_exceeded"),
         }
     }
 
@@ -77,6 +86,40 @@ impl GatewayError {
             | GatewayError::NotFound => Outcome::InvalidRequest,
             GatewayError::UpstreamUnreachable => Outcome::UpstreamError,
             GatewayError::UpstreamTimeout => Outcome::Timeout,
+            GatewayError::BudgetExceeded { .. } => Outcome::RejectedBudget,
+            GatewayError::RateLimited { .. } => Outcome::RejectedRateLimit,
+        }
+    }
+
+    /// Seconds after which retrying can succeed, sent as `retry-after`.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            GatewayError::BudgetExceeded { retry_after_s, .. } | GatewayError::RateLimited { retry_after_s, .. } => {
+                Some(*retry_after_s)
+            }
+            _ => None,
+        }
+    }
+
+    /// Extra headers of rejections: `retry-after`, and for budgets `x-should-retry: false` (the OpenAI
+    /// and Anthropic SDKs otherwise retry a 429 on their own, which cannot help before the reset).
+    fn add_headers(&self, resp: &mut Response) {
+        if let Some(s) = self.retry_after() {
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s));
+        }
+        match self {
+            GatewayError::BudgetExceeded { budget, .. } => {
+                resp.headers_mut().insert("x-should-retry", HeaderValue::from_static("false"));
+                if let Ok(v) = HeaderValue::from_str(budget) {
+                    resp.headers_mut().insert("x-tollgate-budget", v);
+                }
+            }
+            GatewayError::RateLimited { limit, .. } => {
+                if let Ok(v) = HeaderValue::from_str(limit) {
+                    resp.headers_mut().insert("x-tollgate-rate-limit", v);
+                }
+            }
+            _ => {}
         }
     }
 }
@@ -135,7 +178,13 @@ impl GatewayError {
             ClientApi::Openai => self.into_response(),
             ClientApi::Anthropic => {
                 let status = self.status();
-                anthropic_error_response(status, &self.to_string(), anthropic_error_type(status))
+                let kind = match &self {
+                    GatewayError::BudgetExceeded { .. } => "budget_exceeded",
+                    _ => anthropic_error_type(status),
+                };
+                let mut resp = anthropic_error_response(status, &self.to_string(), kind);
+                self.add_headers(&mut resp);
+                resp
             }
         }
     }
@@ -148,6 +197,8 @@ impl IntoResponse for GatewayError {
             GatewayError::Untranslatable { param, .. } => Some(param.as_str()),
             _ => None,
         };
-        openai_error_response_param(self.status(), &self.to_string(), kind, code, param)
+        let mut resp = openai_error_response_param(self.status(), &self.to_string(), kind, code, param);
+        self.add_headers(&mut resp);
+        resp
     }
 }

@@ -20,19 +20,23 @@ impl KeyStore {
 
     /// Reads `Authorization: Bearer <key>`, or `x-api-key` / `api-key` as Anthropic and Azure SDKs send.
     pub fn authenticate(&self, headers: &HeaderMap) -> Result<Arc<ValidatedKey>, GatewayError> {
-        let bearer = headers
-            .get(http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
-        let key = bearer
-            .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
-            .or_else(|| headers.get("api-key").and_then(|v| v.to_str().ok()))
-            .map(str::trim)
-            .filter(|k| !k.is_empty())
-            .ok_or(GatewayError::MissingKey)?;
+        let key = presented_key(headers).ok_or(GatewayError::MissingKey)?;
         let digest: [u8; 32] = sha2::Sha256::digest(key.as_bytes()).into();
         self.by_digest.get(&digest).cloned().ok_or(GatewayError::InvalidKey)
     }
+}
+
+/// The key a client presented: `Authorization: Bearer`, `x-api-key` or `api-key`.
+pub(crate) fn presented_key(headers: &HeaderMap) -> Option<&str> {
+    let bearer = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
+    bearer
+        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
+        .or_else(|| headers.get("api-key").and_then(|v| v.to_str().ok()))
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
 }
 
 impl ValidatedKey {

@@ -3,6 +3,7 @@
 //! `app(state)` is the router; `GatewayState::start` builds the state and the metering task's receiver.
 
 mod body;
+pub mod budget;
 pub mod config;
 mod error;
 mod keys;
@@ -33,19 +34,31 @@ pub struct GatewayState {
     upstreams: Vec<Arc<Upstream>>,
     by_model: HashMap<String, Arc<Upstream>>,
     pub meter: Meter,
+    /// Budgets and rate limits checked at admission.
+    pub budgets: Arc<budget::BudgetSystem>,
 }
 
 impl GatewayState {
     /// Builds clients for every upstream (reading API keys from the environment) and the metering queue.
     /// `spill_path` is where events go when the queue is full.
     pub fn start(cfg: ValidatedConfig, spill_path: PathBuf) -> (Arc<GatewayState>, MeterReceiver) {
+        let budgets = budget::BudgetSystem::disabled(Arc::new(cfg.prices.clone()));
+        GatewayState::start_with_budgets(cfg, spill_path, budgets)
+    }
+
+    /// As [`GatewayState::start`], enforcing these budgets and rate limits.
+    pub fn start_with_budgets(
+        cfg: ValidatedConfig,
+        spill_path: PathBuf,
+        budgets: Arc<budget::BudgetSystem>,
+    ) -> (Arc<GatewayState>, MeterReceiver) {
         let metrics = Arc::new(GatewayMetrics::default());
         let (meter, rx) =
             Meter::new(cfg.settings.event_queue_capacity, Arc::new(cfg.prices.clone()), spill_path, metrics);
         let upstreams: Vec<Arc<Upstream>> = cfg.upstreams.iter().cloned().map(|u| Arc::new(Upstream::new(u))).collect();
         let by_model = cfg.model_routes.iter().map(|(m, i)| (m.clone(), upstreams[*i].clone())).collect();
         let keys = KeyStore::new(&cfg.keys);
-        (Arc::new(GatewayState { cfg, keys, upstreams, by_model, meter }), rx)
+        (Arc::new(GatewayState { cfg, keys, upstreams, by_model, meter, budgets }), rx)
     }
 
     fn route(&self, model: &str) -> Option<Arc<Upstream>> {

@@ -33,6 +33,8 @@ pub struct EstimateInput {
 pub struct PendingEvent {
     pub event: Box<CallEvent>,
     pub estimate: Option<Box<EstimateInput>>,
+    /// Budget and rate-limit reservations, settled with the real cost once it is known.
+    pub admission: Option<crate::budget::Admission>,
 }
 
 /// State shared by the handlers' `Meter`s and the metering task. It must not hold the queue's sender,
@@ -123,6 +125,7 @@ fn append_spill(path: &PathBuf, lock: &Mutex<()>, ev: &CallEvent) -> std::io::Re
 /// Fills in estimated usage (when the provider reported none) and the cost. Pure CPU.
 pub fn finish_event(p: PendingEvent, prices: &PriceTable, estimator: &TokenEstimator) -> CallEvent {
     let mut ev = *p.event;
+    let admission = p.admission;
     if let Some(est) = p.estimate {
         let model = if ev.served_model.is_empty() { ev.requested_model.clone() } else { ev.served_model.clone() };
         if est.input {
@@ -151,6 +154,9 @@ pub fn finish_event(p: PendingEvent, prices: &PriceTable, estimator: &TokenEstim
             ev.cost_nanousd = price.cost_nanousd(&usage);
             ev.price_id = price.price_id.clone();
         }
+    }
+    if let Some(a) = admission {
+        a.settle(ev.cost_nanousd, ev.input_tokens.saturating_add(ev.output_tokens));
     }
     ev
 }
@@ -267,6 +273,8 @@ pub struct CallGuard {
     /// Set when a request was sent upstream and its tokens may need counting.
     pub request_body: Option<Bytes>,
     pub output_text: String,
+    /// The call's budget and rate-limit reservations, handed to metering with the event.
+    pub admission: Option<crate::budget::Admission>,
 }
 
 pub fn now_us() -> i64 {
@@ -291,6 +299,7 @@ impl CallGuard {
             have_output_usage: false,
             request_body: None,
             output_text: String::new(),
+            admission: None,
         }
     }
 
@@ -353,6 +362,7 @@ impl Drop for CallGuard {
             _ => None,
         };
         let event = std::mem::take(&mut self.event);
-        self.meter.submit(PendingEvent { event, estimate });
+        let admission = self.admission.take();
+        self.meter.submit(PendingEvent { event, estimate, admission });
     }
 }

@@ -92,6 +92,12 @@ struct RequestMeta {
     stream: Option<bool>,
     #[serde(default)]
     stream_options: Option<serde_json::Value>,
+    /// Output bound for budget and rate-limit estimates (kept as JSON: a bad value is the upstream's
+    /// to refuse, as before).
+    #[serde(default)]
+    max_tokens: Option<serde_json::Value>,
+    #[serde(default)]
+    max_completion_tokens: Option<serde_json::Value>,
 }
 
 pub async fn chat(State(st): State<Arc<GatewayState>>, req: Request) -> Response {
@@ -257,6 +263,7 @@ async fn admit(
     guard: &mut CallGuard,
     parts: &http::request::Parts,
     body: Body,
+    check_budgets: bool,
 ) -> Result<(Bytes, RequestMeta, String, Arc<Upstream>), GatewayError> {
     let key = st.keys.authenticate(&parts.headers)?;
     key.attribute(&mut guard.event, &parts.headers);
@@ -276,9 +283,48 @@ async fn admit(
     if !key.may_use(&model) {
         return Err(GatewayError::ModelNotAllowed(model));
     }
+    let (bytes, model, up) =
+        if check_budgets { admit_budgets(st, guard, bytes, &meta, model, up)? } else { (bytes, model, up) };
     guard.event.provider = up.cfg.kind.provider().to_string();
     guard.event.upstream = up.cfg.name.clone();
     Ok((bytes, meta, model, up))
+}
+
+/// Charges the call's estimate to its rate limits and budgets (the reservation rides on the guard and
+/// is settled by metering), or refuses it; a `downgrade` budget may reroute it to a cheaper model,
+/// rewriting the request's `model` and recording the change in the event.
+fn admit_budgets(
+    st: &GatewayState,
+    guard: &mut CallGuard,
+    bytes: Bytes,
+    meta: &RequestMeta,
+    model: String,
+    up: Arc<Upstream>,
+) -> Result<(Bytes, String, Arc<Upstream>), GatewayError> {
+    let input = (bytes.len() as u64).div_ceil(4);
+    let output = if guard.event.endpoint == Endpoint::Embeddings {
+        0
+    } else {
+        [&meta.max_tokens, &meta.max_completion_tokens]
+            .into_iter()
+            .find_map(|v| v.as_ref().and_then(|v| v.as_u64()))
+            .unwrap_or_else(|| st.budgets.default_output_tokens())
+    };
+    let admitted = st.budgets.admit(&guard.event, &model, input, output)?;
+    guard.admission = Some(admitted.admission);
+    let Some((cheaper, budget)) = admitted.downgrade else { return Ok((bytes, model, up)) };
+    let up = st.route(&cheaper).ok_or_else(|| GatewayError::UnknownModel(cheaper.clone()))?;
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| GatewayError::InvalidBody(e.to_string()))?;
+    if let Some(o) = v.as_object_mut() {
+        o.insert("model".into(), serde_json::Value::String(cheaper.clone()));
+    }
+    let bytes = serde_json::to_vec(&v).map(Bytes::from).map_err(|e| GatewayError::InvalidBody(e.to_string()))?;
+    tracing::debug!(%budget, from = %model, to = %cheaper, "budget downgrade");
+    guard.event.served_model = cheaper.clone();
+    guard.event.fallback_from = model;
+    guard.event.routing_strategy = "budget_downgrade".into();
+    Ok((bytes, cheaper, up))
 }
 
 async fn forward(st: Arc<GatewayState>, req: Request, endpoint: Endpoint, client: ClientApi) -> Response {
@@ -288,7 +334,7 @@ async fn forward(st: Arc<GatewayState>, req: Request, endpoint: Endpoint, client
         st.meter.clone(),
         CallEvent { endpoint, client_api: client, request_id: rid.clone(), ..Default::default() },
     );
-    let (bytes, meta, model, up) = match admit(&st, &mut guard, &parts, body).await {
+    let (bytes, meta, model, up) = match admit(&st, &mut guard, &parts, body, true).await {
         Ok(x) => x,
         Err(e) => return fail(&mut guard, e, &rid),
     };
@@ -436,7 +482,7 @@ pub async fn count_tokens(State(st): State<Arc<GatewayState>>, req: Request) -> 
             ..Default::default()
         },
     );
-    let (bytes, _, model, up) = match admit(&st, &mut guard, &parts, body).await {
+    let (bytes, _, model, up) = match admit(&st, &mut guard, &parts, body, false).await {
         Ok(x) => x,
         Err(e) => return fail(&mut guard, e, &rid),
     };

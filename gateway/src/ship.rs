@@ -169,6 +169,7 @@ impl Outbox {
         Ok(Outbox { path, acked_path, file, len: valid, acked, next_seq, waiting })
     }
 
+    #[cfg(test)]
     fn push(&mut self, events: &[CallEvent], max_bytes: u64) -> std::io::Result<Option<u64>> {
         let r = self.push_many(std::slice::from_ref(&events.to_vec()), max_bytes)?;
         Ok(r.first().copied().flatten())

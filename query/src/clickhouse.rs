@@ -4,7 +4,7 @@
 //! literals: ClickHouse 18.16 has no server-side query parameters). Every query is written to give the
 //! same result types on 18.16 and on current releases (explicit casts).
 
-use crate::engine::{LatencyRow, QueryConfig, ShowbackRow, SqlResult, Totals};
+use crate::engine::{LatencyRow, QueryConfig, ShowbackRow, SpendFilter, SqlResult, Totals};
 use crate::error::QueryError;
 use crate::params::TimeRange;
 use crate::sqlguard;
@@ -148,6 +148,22 @@ impl ChBackend {
                 },
             })
             .collect())
+    }
+
+    /// A budget's spend: the same number as DataFusion's, to the nano-dollar.
+    pub async fn spend(&self, range: &TimeRange, filter: &SpendFilter) -> Result<u64, QueryError> {
+        let base = "SELECT toUInt64(sum(cost_nanousd)) AS cost_nanousd FROM calls \
+                    WHERE ts_start_us >= ? AND ts_start_us < ? AND date >= ? AND date <= ? AND ";
+        let q = match filter {
+            // `col` comes from the fixed list in `SpendFilter::scope`, never from a request.
+            SpendFilter::Column(col, v) => self.ranged(&format!("{base}`{col}` = ?"), range).bind(v.as_str()),
+            SpendFilter::Tag(k, v) => self
+                .ranged(&format!("{base}tag_values[indexOf(tag_keys, ?)] = ?"), range)
+                .bind(k.as_str())
+                .bind(v.as_str()),
+        };
+        let rows = fetch_json(q, self.timeout).await.map_err(ch_err)?;
+        Ok(rows.first().map(|r| u64_of(r.first())).unwrap_or(0))
     }
 
     pub async fn latency(&self, range: &TimeRange, group: &[(&str, &str)]) -> Result<Vec<LatencyRow>, QueryError> {

@@ -126,6 +126,29 @@ pub struct LatencyRow {
     pub ttft_ms: Option<[u32; 3]>,
 }
 
+/// Whose calls a budget's spend counts: a column from a fixed list, or a tag `name = value`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SpendFilter {
+    Column(&'static str, String),
+    Tag(String, String),
+}
+
+impl SpendFilter {
+    /// A budget scope (`key`, `user`, `project`, `team`, `department`, `tenant`) and its value.
+    pub fn scope(scope: &str, value: &str) -> Option<SpendFilter> {
+        let col = match scope {
+            "key" => "api_key_id",
+            "user" => "user",
+            "project" => "project",
+            "team" => "team",
+            "department" => "department",
+            "tenant" => "tenant",
+            _ => return None,
+        };
+        Some(SpendFilter::Column(col, value.to_string()))
+    }
+}
+
 /// An analyst's query result: columns (name, engine type) and rows as JSON objects.
 pub struct SqlResult {
     pub columns: Vec<(String, String)>,
@@ -264,6 +287,37 @@ impl QueryService {
             }
         }
         Ok(rows)
+    }
+
+    /// Total cost (nano-USD) of the calls that `filter` selects in `range`: a budget's spend.
+    pub async fn spend(&self, range: &TimeRange, filter: &SpendFilter) -> Result<u64, QueryError> {
+        if let Backend::ClickHouse(ch) = &self.backend {
+            return ch.spend(range, filter).await;
+        }
+        let mut params = Self::range_params(range);
+        let cond = match filter {
+            SpendFilter::Column(col, v) => {
+                params.push(ScalarValue::Utf8(Some(v.clone())));
+                format!("\"{col}\" = $5")
+            }
+            SpendFilter::Tag(k, v) => {
+                params.push(ScalarValue::Utf8(Some(k.clone())));
+                params.push(ScalarValue::Utf8(Some(v.clone())));
+                "array_element(tag_values, array_position(tag_keys, $5)) = $6".to_string()
+            }
+        };
+        let sql = format!(
+            "SELECT sum(cost_nanousd) AS cost_nanousd FROM calls \
+             WHERE ts_start >= $1 AND ts_start < $2 AND date >= $3 AND date <= $4 AND {cond}"
+        );
+        let batches = self.run(&sql, params).await?;
+        let mut total = 0u64;
+        for b in &batches {
+            for i in 0..b.num_rows() {
+                total += u64_at(b, "cost_nanousd", i)?;
+            }
+        }
+        Ok(total)
     }
 
     /// Latency and time-to-first-token percentiles of successful calls per group.

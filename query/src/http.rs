@@ -3,7 +3,7 @@
 use crate::csv;
 use crate::engine::{QueryService, ShowbackRow, Totals};
 use crate::error::QueryError;
-use crate::params::{parse_group_by, TimeRange};
+use crate::params::{month_range, parse_group_by, TimeRange};
 use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
@@ -26,6 +26,7 @@ pub fn app(svc: Arc<QueryService>) -> Router {
         .route("/v1/showback", get(showback))
         .route("/v1/latency", get(latency))
         .route("/v1/sql", post(sql))
+        .route("/v1/chargeback", get(chargeback))
         .with_state(svc)
 }
 
@@ -160,6 +161,71 @@ async fn latency(State(svc): State<Arc<QueryService>>, Query(p): Query<ReportPar
         "percentiles": "nearest rank: the value at 0-based rank floor(p*n) of the sorted values; successful calls only",
         "rows": out,
     })))
+}
+
+#[derive(Deserialize)]
+struct ChargebackParams {
+    month: Option<String>,
+    by: Option<String>,
+    format: Option<String>,
+}
+
+/// Who a chargeback line may be about.
+const CHARGEBACK_BY: &[&str] = &["tenant", "department", "team", "project", "user", "key"];
+
+/// `GET /v1/chargeback?month=YYYY-MM&by=department[,team,project]&format=csv|json`: the month's bill
+/// per line (calls, tokens by kind, cost), with a total that is the exact sum of the lines. Months are
+/// UTC calendar months.
+async fn chargeback(
+    State(svc): State<Arc<QueryService>>,
+    Query(p): Query<ChargebackParams>,
+) -> Result<Response, QueryError> {
+    let month = p.month.ok_or_else(|| QueryError::BadParameter("`month` (YYYY-MM) is required".into()))?;
+    let range = month_range(&month)?;
+    let by = p.by.unwrap_or_else(|| "department".into());
+    for n in by.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        if !CHARGEBACK_BY.contains(&n) {
+            return Err(QueryError::BadParameter(format!(
+                "cannot charge back by `{n}`; use any of {}",
+                CHARGEBACK_BY.join(", ")
+            )));
+        }
+    }
+    let group = parse_group_by(Some(&by), &["department"])?;
+    let rows = svc.showback(&range, &group).await?;
+    let mut total = Totals::default();
+    for r in &rows {
+        add_totals(&mut total, &r.totals);
+    }
+    match p.format.as_deref().unwrap_or("json") {
+        "json" => {
+            let mut v = showback_json(&range, &group, &rows);
+            if let Some(m) = v.as_object_mut() {
+                m.insert("month".into(), month.into());
+                if let Some(lines) = m.remove("rows") {
+                    m.insert("lines".into(), lines);
+                }
+            }
+            Ok(json(v))
+        }
+        "csv" => {
+            let mut s = showback_csv(&group, &rows);
+            let nums = [
+                total.calls.to_string(),
+                total.input_tokens.to_string(),
+                total.output_tokens.to_string(),
+                total.cached_input_tokens.to_string(),
+                total.cache_write_tokens.to_string(),
+                total.reasoning_tokens.to_string(),
+                format_usd(total.cost_nanousd),
+                total.cost_nanousd.to_string(),
+            ];
+            let lead: Vec<&str> = (0..group.len()).map(|i| if i == 0 { "TOTAL" } else { "" }).collect();
+            csv::row(&mut s, lead.into_iter().chain(nums.iter().map(String::as_str)));
+            Ok(csv_response(s))
+        }
+        other => Err(QueryError::BadParameter(format!("`format` must be json or csv, got `{other}`"))),
+    }
 }
 
 #[derive(Deserialize)]

@@ -10,7 +10,7 @@ mod params;
 mod sqlguard;
 
 pub use clickhouse::clickhouse_report_sql;
-pub use engine::{Engine, LatencyRow, QueryConfig, QueryService, ShowbackRow, SqlResult, Totals};
+pub use engine::{Engine, LatencyRow, QueryConfig, QueryService, ShowbackRow, SpendFilter, SqlResult, Totals};
 pub use error::QueryError;
 pub use http::{add_totals, app, showback_csv};
-pub use params::{parse_group_by, TimeRange};
+pub use params::{month_range, parse_group_by, TimeRange};

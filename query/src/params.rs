@@ -65,6 +65,23 @@ fn parse_bound(s: &str, is_to: bool, name: &str) -> Result<i64, QueryError> {
         .map_err(|_| QueryError::BadParameter(format!("`{name}` must be YYYY-MM-DD or an RFC 3339 time, got `{s}`")))
 }
 
+/// `YYYY-MM` → that calendar month in UTC, `[first day, first day of the next month)`.
+pub fn month_range(month: &str) -> Result<TimeRange, QueryError> {
+    let bad = || QueryError::BadParameter(format!("`month` must be YYYY-MM, got `{month}`"));
+    let first = NaiveDate::parse_from_str(&format!("{month}-01"), "%Y-%m-%d").map_err(|_| bad())?;
+    if month.len() != 7 {
+        return Err(bad());
+    }
+    let next = if first.month() == 12 {
+        NaiveDate::from_ymd_opt(first.year() + 1, 1, 1)
+    } else {
+        NaiveDate::from_ymd_opt(first.year(), first.month() + 1, 1)
+    }
+    .ok_or_else(bad)?;
+    let us = |d: NaiveDate| d.and_hms_opt(0, 0, 0).map(|t| t.and_utc().timestamp_micros()).ok_or_else(bad);
+    Ok(TimeRange { from_us: us(first)?, to_us: us(next)? })
+}
+
 /// Accepted group-by names and the column each reads.
 const GROUP_COLUMNS: &[(&str, &str)] = &[
     ("tenant", "tenant"),
@@ -115,6 +132,13 @@ mod tests {
         assert_eq!(r.to_us - r.from_us, 30 * 86_400_000_000);
         assert!(TimeRange::parse(Some("2026-11-02"), Some("2026-11-01")).is_err());
         assert!(TimeRange::parse(Some("yesterday"), None).is_err());
+    }
+
+    #[test]
+    fn month_is_a_whole_utc_month() {
+        let r = month_range("2026-12").unwrap();
+        assert_eq!((r.from_date(), r.to_date()), ("2026-12-01".to_string(), "2026-12-31".to_string()));
+        assert!(month_range("2026-13").is_err() && month_range("2026-1").is_err() && month_range("x").is_err());
     }
 
     #[test]
