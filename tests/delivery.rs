@@ -360,7 +360,11 @@ async fn gateway_killed_mid_load_loses_only_the_documented_window() {
         if more.iter().all(|r| p.contains_key(r) && c.contains_key(r)) && lost <= 250 {
             break;
         }
-        assert!(Instant::now() < deadline, "after the restart: {lost} earlier calls still missing; gateway log:\n{}", gw.log());
+        assert!(
+            Instant::now() < deadline,
+            "after the restart: {lost} earlier calls still missing; gateway log:\n{}",
+            gw.log()
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -345,8 +345,11 @@ pub async fn run_shipper(
                                 // Spool full: the newest batches are dropped, loudly (the spool keeps the
                                 // oldest, in order).
                                 metrics.dropped_events.fetch_add(*n, Ordering::Relaxed);
-                                error!(events = n, spool_max_bytes = max,
-                                    "outbox spool full (collector behind or down): call events dropped");
+                                error!(
+                                    events = n,
+                                    spool_max_bytes = max,
+                                    "outbox spool full (collector behind or down): call events dropped"
+                                );
                             }
                         }
                         notify.notify_one();
