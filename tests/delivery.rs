@@ -397,28 +397,17 @@ async fn a_full_spool_drops_the_newest_loudly_and_never_fails_a_client() {
     let deadline = Instant::now() + Duration::from_secs(20);
     let (mut dropped, spooled_bytes);
     loop {
-        let m = gw.http.get(format!("{}/metrics", gw.url)).send().await.unwrap().text().await.unwrap();
-        let get = |name: &str| -> u64 {
-            m.lines()
-                .find(|l| l.starts_with(name))
-                .and_then(|l| l.split_whitespace().last())
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0)
-        };
-        dropped = get("tollgate_spool_dropped_events_total");
-        if dropped > 0 && get("tollgate_events_emitted_total") >= 400 && get("tollgate_event_queue_depth") == 0 {
+        let m = metrics(&gw).await;
+        dropped = metric(&m, "tollgate_spool_dropped_events_total");
+        if dropped > 0
+            && metric(&m, "tollgate_events_emitted_total") >= 400
+            && metric(&m, "tollgate_event_queue_depth") == 0
+        {
             // Let the shipper take the last batches from metering, then read the final count.
             tokio::time::sleep(Duration::from_millis(1_000)).await;
-            let m = gw.http.get(format!("{}/metrics", gw.url)).send().await.unwrap().text().await.unwrap();
-            let get = |name: &str| -> u64 {
-                m.lines()
-                    .find(|l| l.starts_with(name))
-                    .and_then(|l| l.split_whitespace().last())
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(0)
-            };
-            dropped = get("tollgate_spool_dropped_events_total");
-            spooled_bytes = get("tollgate_spool_bytes");
+            let m = metrics(&gw).await;
+            dropped = metric(&m, "tollgate_spool_dropped_events_total");
+            spooled_bytes = metric(&m, "tollgate_spool_bytes");
             break;
         }
         assert!(Instant::now() < deadline, "the spool never filled: {m}");
@@ -439,4 +428,17 @@ async fn a_full_spool_drops_the_newest_loudly_and_never_fails_a_client() {
     assert!(p.values().all(|n| *n == 1));
     eprintln!("spool cap 40000 bytes, collector down: 400 calls answered, {dropped} dropped at the cap (counted and logged), {want} delivered once when the collector returned");
     collector.stop();
+}
+
+async fn metrics(gw: &Gateway) -> String {
+    gw.http.get(format!("{}/metrics", gw.url)).send().await.unwrap().text().await.unwrap()
+}
+
+/// A metric's value from the Prometheus text (0 when absent).
+fn metric(text: &str, name: &str) -> u64 {
+    text.lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
