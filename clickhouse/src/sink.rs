@@ -39,7 +39,6 @@ pub struct ClickHouseSinkMetrics {
 
 impl ClickHouseSinkMetrics {
     pub fn render(&self, out: &mut String) {
-        use std::fmt::Write;
         let rows: [(&str, &str, &str, &AtomicU64); 7] = [
             (
                 "tollgate_clickhouse_events_inserted_total",
@@ -85,7 +84,7 @@ impl ClickHouseSinkMetrics {
             ),
         ];
         for (name, kind, help, v) in rows {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}", v.load(Ordering::Relaxed));
+            tollgate_events::prom::write_scalar(out, name, kind, help, v.load(Ordering::Relaxed));
         }
     }
 }

@@ -78,7 +78,7 @@ impl CollectorMetrics {
             ),
         ];
         for (name, kind, help, v) in rows {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+            tollgate_events::prom::write_scalar(out, name, kind, help, v);
         }
         let end = self.wal_end.load(Ordering::Relaxed);
         for (name, kind, help, v) in [
@@ -96,7 +96,7 @@ impl CollectorMetrics {
                 self.wal_full.load(Ordering::Relaxed),
             ),
         ] {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+            tollgate_events::prom::write_scalar(out, name, kind, help, v);
         }
         let now = now_ms();
         let _ = writeln!(

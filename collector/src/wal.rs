@@ -77,6 +77,8 @@ pub struct Wal {
     dir: PathBuf,
     segment_bytes: u64,
     max_bytes: u64,
+    /// Bytes over all segments, kept up to date by append and garbage collection (read from disk once at open).
+    total: std::sync::atomic::AtomicU64,
     writer: Mutex<Writer>,
     end: watch::Sender<u64>,
 }
@@ -224,11 +226,13 @@ impl Wal {
             file.sync_all().map_err(io(&path))?;
         }
         let _ = file.seek(SeekFrom::End(0));
+        let total: u64 = segments(dir)?.iter().map(|(_, p)| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)).sum();
         let (end, _) = watch::channel(next);
         Ok(Wal {
             dir: dir.to_path_buf(),
             segment_bytes: segment_bytes.max(1024),
             max_bytes,
+            total: std::sync::atomic::AtomicU64::new(total),
             writer: Mutex::new(Writer { file, path, seg_start, seg_len: valid, next, sources }),
             end,
         })
@@ -245,9 +249,7 @@ impl Wal {
 
     /// Bytes on disk over all segments.
     pub fn bytes(&self) -> u64 {
-        segments(&self.dir)
-            .map(|s| s.iter().map(|(_, p)| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)).sum())
-            .unwrap_or(0)
+        self.total.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Appends and fsyncs one record; returns the offset range `[first, end)` it got, or `None` when the
@@ -278,6 +280,7 @@ impl Wal {
             let cp = encode(CHECKPOINT, w.next, 0, "", &map);
             file.write_all(&cp).map_err(io(&path))?;
             file.sync_data().map_err(io(&path))?;
+            self.total.fetch_add(cp.len() as u64, std::sync::atomic::Ordering::Relaxed);
             File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io(&self.dir))?;
             let sources = std::mem::take(&mut w.sources);
             *w = Writer { file, path, seg_start: w.next, seg_len: cp.len() as u64, next: w.next, sources };
@@ -289,6 +292,7 @@ impl Wal {
         w.file.write_all(&rec).map_err(io(&path))?;
         w.file.sync_data().map_err(io(&path))?;
         w.seg_len += rec.len() as u64;
+        self.total.fetch_add(rec.len() as u64, std::sync::atomic::Ordering::Relaxed);
         w.next = first + events.len() as u64;
         if let Some((g, seq)) = source {
             w.sources.insert(g.to_string(), seq);
@@ -340,12 +344,24 @@ impl Wal {
         for pair in segs.windows(2) {
             let ((start, path), (next_start, _)) = (&pair[0], &pair[1]);
             if *next_start <= confirmed && *start != active {
-                freed += std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+                let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
                 std::fs::remove_file(path).map_err(io(path))?;
+                freed += len;
+                self.total.fetch_sub(len, std::sync::atomic::Ordering::Relaxed);
             }
         }
         Ok(freed)
     }
+}
+
+/// Replaces `path` with `bytes` through a fsynced temp file and a rename: readers see the old or the new
+/// content, never half of it.
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut f = File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
 }
 
 /// A sink's position in the log: `committed` (everything below is confirmed by the sink) and, while a
@@ -377,11 +393,7 @@ impl Cursor {
             Some(i) => format!("{} {i}\n", self.committed),
             None => format!("{}\n", self.committed),
         };
-        let tmp = self.path.with_extension("tmp");
-        let mut f = File::create(&tmp).map_err(io(&tmp))?;
-        f.write_all(text.as_bytes()).map_err(io(&tmp))?;
-        f.sync_all().map_err(io(&tmp))?;
-        std::fs::rename(&tmp, &self.path).map_err(io(&self.path))
+        write_atomically(&self.path, text.as_bytes()).map_err(io(&self.path))
     }
 
     /// Records that the batch `[committed, end)` is about to be written.

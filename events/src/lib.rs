@@ -5,6 +5,7 @@ mod arrow_schema;
 mod event;
 mod money;
 mod price;
+pub mod prom;
 mod tokens;
 
 pub use arrow_schema::{call_event_schema, to_record_batch, CallEventBatchBuilder};

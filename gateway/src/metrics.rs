@@ -74,7 +74,7 @@ impl GatewayMetrics {
 
     pub fn render(&self, out: &mut String, queue_depth: usize) {
         let scalar = |out: &mut String, name: &str, help: &str, kind: &str, v: u64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+            tollgate_events::prom::write_scalar(out, name, kind, help, v);
         };
         scalar(
             out,

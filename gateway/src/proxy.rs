@@ -26,6 +26,24 @@ use tracing::warn;
 
 pub type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
 
+/// The pooled HTTP/1 client (http or https, webpki roots, TCP_NODELAY) used for upstreams and for shipping
+/// events to a collector.
+pub fn http_client(connect_timeout: Duration) -> HttpClient {
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(connect_timeout));
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_webpki_roots()
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Client::builder(hyper_util::rt::TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(1024)
+        .build(https)
+}
+
 /// A configured upstream, ready to call.
 pub struct Upstream {
     pub cfg: UpstreamConfig,
@@ -36,19 +54,7 @@ pub struct Upstream {
 
 impl Upstream {
     pub fn new(cfg: UpstreamConfig) -> Upstream {
-        let mut http = HttpConnector::new();
-        http.set_nodelay(true);
-        http.enforce_http(false);
-        http.set_connect_timeout(Some(Duration::from_millis(cfg.connect_timeout_ms)));
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_webpki_roots()
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        let client = Client::builder(hyper_util::rt::TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(1024)
-            .build(https);
+        let client = http_client(Duration::from_millis(cfg.connect_timeout_ms));
         let key = cfg.api_key_env.as_ref().and_then(|var| match std::env::var(var) {
             Ok(v) if !v.is_empty() => Some(v),
             _ => {

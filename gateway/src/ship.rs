@@ -11,8 +11,6 @@
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
 use serde::Deserialize;
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -81,7 +79,6 @@ pub struct ShipMetrics {
 
 impl ShipMetrics {
     pub fn render(&self, out: &mut String) {
-        use std::fmt::Write;
         let rows: [(&str, &str, &str, &AtomicU64); 6] = [
             ("tollgate_shipped_events_total", "counter", "Events the collector acknowledged.", &self.shipped_events),
             ("tollgate_shipped_batches_total", "counter", "Batches the collector acknowledged.", &self.shipped_batches),
@@ -96,7 +93,7 @@ impl ShipMetrics {
             ),
         ];
         for (name, kind, help, v) in rows {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {}", v.load(Ordering::Relaxed));
+            tollgate_events::prom::write_scalar(out, name, kind, help, v.load(Ordering::Relaxed));
         }
     }
 }
@@ -234,10 +231,8 @@ impl Outbox {
     }
 }
 
-type PlainClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
-
 struct Sender {
-    client: PlainClient,
+    client: crate::proxy::HttpClient,
     url: String,
     token: Option<String>,
     gateway_id: String,
@@ -435,16 +430,7 @@ pub async fn run_shipper(
 }
 
 fn make_sender(cfg: &ShipConfig, data_dir: &Path) -> std::io::Result<Sender> {
-    let mut http = HttpConnector::new();
-    http.set_nodelay(true);
-    http.enforce_http(false);
-    http.set_connect_timeout(Some(Duration::from_millis(cfg.timeout_ms)));
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_webpki_roots()
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(http);
-    let client = Client::builder(hyper_util::rt::TokioExecutor::new()).build(https);
+    let client = crate::proxy::http_client(Duration::from_millis(cfg.timeout_ms));
     Ok(Sender {
         client,
         url: cfg.collector_url.trim_end_matches('/').to_string(),

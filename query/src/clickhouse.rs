@@ -78,8 +78,7 @@ fn triple(v: Option<&Value>) -> [u32; 3] {
 }
 
 impl ChBackend {
-    pub fn new(cfg: ClickHouseConfig, q: &QueryConfig) -> ChBackend {
-        let _ = q;
+    pub fn new(cfg: ClickHouseConfig) -> ChBackend {
         ChBackend {
             client: cfg.client(),
             sql_client: cfg.sql_client(),
@@ -232,5 +231,5 @@ impl ChBackend {
 
 /// The report queries the ClickHouse engine sends for this range and grouping, values bound.
 pub fn clickhouse_report_sql(cfg: ClickHouseConfig, range: &TimeRange, group: &[(&str, &str)]) -> Vec<String> {
-    ChBackend::new(cfg, &QueryConfig::default()).report_sql(range, group)
+    ChBackend::new(cfg).report_sql(range, group)
 }

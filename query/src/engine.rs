@@ -193,7 +193,7 @@ impl QueryService {
 
     /// Answers from ClickHouse instead (same reports, same shapes).
     pub fn open_clickhouse(ch: tollgate_clickhouse::ClickHouseConfig, cfg: QueryConfig) -> QueryService {
-        QueryService { backend: Backend::ClickHouse(Box::new(ChBackend::new(ch, &cfg))), cfg }
+        QueryService { backend: Backend::ClickHouse(Box::new(ChBackend::new(ch))), cfg }
     }
 
     pub fn engine(&self) -> Engine {

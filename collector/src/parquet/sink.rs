@@ -10,7 +10,6 @@ use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use tollgate_events::{date_of_day, CallEvent, CallEventBatchBuilder};
 
@@ -132,11 +131,7 @@ fn offset_path(data_dir: &Path) -> PathBuf {
 }
 
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), SinkError> {
-    let tmp = path.with_extension("tmp");
-    let mut f = File::create(&tmp).map_err(io(&tmp))?;
-    f.write_all(bytes).map_err(io(&tmp))?;
-    f.sync_all().map_err(io(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io(path))
+    crate::wal::write_atomically(path, bytes).map_err(io(path))
 }
 
 fn write_files(cfg: &ParquetSinkConfig, files: &[(String, u64, RecordBatch)]) -> Result<(), SinkError> {

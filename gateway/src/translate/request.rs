@@ -84,18 +84,9 @@ pub fn openai_to_anthropic(req: &Value, opts: &ToAnthropic) -> Result<Value, Gat
                 _ => return Err(invalid("`stop` must be a string or an array of strings")),
             },
             "tools" => {
-                if let Some(list) = v.as_array() {
-                    let tools = list.iter().enumerate().map(|(i, t)| openai_tool_to_anthropic(t, i)).collect::<Result<
-                        Vec<_>,
-                        _,
-                    >>(
-                    )?;
-                    has_tools = !tools.is_empty();
-                    if has_tools {
-                        out.insert("tools".into(), Value::Array(tools));
-                    }
-                } else if !v.is_null() {
-                    return Err(invalid("`tools` must be an array"));
+                if let Some(tools) = convert_tools(v, openai_tool_to_anthropic)? {
+                    has_tools = true;
+                    out.insert("tools".into(), tools);
                 }
             }
             "tool_choice" => {
@@ -362,6 +353,21 @@ fn image_source(url: &str, p: &str) -> Result<Value, GatewayError> {
     Err(unsupported(format!("{p}.image_url.url"), "must be an http(s) URL or a base64 data URL"))
 }
 
+/// A `tools` array converted tool by tool (either direction); `None` when absent, null or empty.
+fn convert_tools(
+    v: &Value,
+    convert: fn(&Value, usize) -> Result<Value, GatewayError>,
+) -> Result<Option<Value>, GatewayError> {
+    match v {
+        Value::Null => Ok(None),
+        Value::Array(list) => {
+            let tools = list.iter().enumerate().map(|(i, t)| convert(t, i)).collect::<Result<Vec<_>, _>>()?;
+            Ok((!tools.is_empty()).then_some(Value::Array(tools)))
+        }
+        _ => Err(invalid("`tools` must be an array")),
+    }
+}
+
 fn openai_tool_to_anthropic(t: &Value, i: usize) -> Result<Value, GatewayError> {
     let p = format!("tools[{i}]");
     if t.get("type").and_then(Value::as_str) != Some("function") {
@@ -455,18 +461,9 @@ pub fn anthropic_to_openai(req: &Value, opts: &ToOpenAi) -> Result<Value, Gatewa
                 _ => return Err(invalid("`stop_sequences` must be an array of strings")),
             },
             "tools" => {
-                if let Some(list) = v.as_array() {
-                    let tools = list.iter().enumerate().map(|(i, t)| anthropic_tool_to_openai(t, i)).collect::<Result<
-                        Vec<_>,
-                        _,
-                    >>(
-                    )?;
-                    has_tools = !tools.is_empty();
-                    if has_tools {
-                        out.insert("tools".into(), Value::Array(tools));
-                    }
-                } else if !v.is_null() {
-                    return Err(invalid("`tools` must be an array"));
+                if let Some(tools) = convert_tools(v, anthropic_tool_to_openai)? {
+                    has_tools = true;
+                    out.insert("tools".into(), tools);
                 }
             }
             "tool_choice" => {
