@@ -65,6 +65,10 @@ fn event(i: u64, department: &str, ts_us: i64) -> CallEvent {
         gateway_overhead_us: 35,
         request_bytes: 4_096,
         response_bytes: 65_536,
+        cache_hit: i.is_multiple_of(3),
+        saved_nanousd: 9_876_543_210 + i,
+        guard: "injection:override-01".into(),
+        predicted_cost_nanousd: 123_000_000_000 + i,
     }
 }
 
@@ -186,6 +190,10 @@ async fn every_field_round_trips_through_the_server() {
         gateway_overhead_us: u(r, "gateway_overhead_us") as u32,
         request_bytes: u(r, "request_bytes"),
         response_bytes: u(r, "response_bytes"),
+        cache_hit: u(r, "cache_hit") == 1,
+        saved_nanousd: u(r, "saved_nanousd"),
+        guard: s(r, "guard").into(),
+        predicted_cost_nanousd: u(r, "predicted_cost_nanousd"),
     };
     assert_eq!(back, ev);
     assert_eq!(s(r, "date_text"), ev.date());

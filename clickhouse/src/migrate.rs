@@ -15,8 +15,10 @@ pub struct Migration {
 }
 
 /// Every migration, in order. Add a file under `migrations/` and a line here.
-pub const MIGRATIONS: &[Migration] =
-    &[Migration { version: 1, name: "calls", sql: include_str!("../../migrations/0001_calls.sql") }];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration { version: 1, name: "calls", sql: include_str!("../../migrations/0001_calls.sql") },
+    Migration { version: 2, name: "event_v2", sql: include_str!("../../migrations/0002_event_v2.sql") },
+];
 
 const LEDGER_DDL: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (version UInt32, name String, \
      checksum String, applied_at DateTime('UTC')) ENGINE = MergeTree ORDER BY version";
@@ -45,6 +47,11 @@ impl Migration {
         }
         format!("{h:016x}")
     }
+}
+
+fn is_add_column(stmt: &str) -> bool {
+    let s = stmt.to_ascii_uppercase();
+    s.starts_with("ALTER TABLE") && s.contains("ADD COLUMN")
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -80,11 +87,13 @@ pub async fn migrate(cfg: &ClickHouseConfig) -> Result<Vec<u32>, MigrateError> {
             continue;
         }
         for stmt in m.statements() {
-            run(db.query_raw(&stmt), timeout).await.map_err(|source| MigrateError::Failed {
-                version: m.version,
-                name: m.name,
-                source,
-            })?;
+            match run(db.query_raw(&stmt), timeout).await {
+                Ok(()) => {}
+                // 18.16 has no `ADD COLUMN IF NOT EXISTS`: a column added by an earlier, interrupted run of
+                // this migration is already there (code 44), which is what the statement wanted.
+                Err(e) if is_add_column(&stmt) && e.code() == Some(44) => {}
+                Err(source) => return Err(MigrateError::Failed { version: m.version, name: m.name, source }),
+            }
         }
         let record = db
             .query("INSERT INTO schema_migrations (version, name, checksum, applied_at) VALUES (?, ?, ?, now())")

@@ -51,6 +51,10 @@ pub const COLUMNS: &[&str] = &[
     "request_bytes",
     "response_bytes",
     "batch_id",
+    "cache_hit",
+    "saved_nanousd",
+    "guard",
+    "predicted_cost_nanousd",
 ];
 
 /// `INSERT INTO calls (…) FORMAT RowBinary`.
@@ -165,6 +169,10 @@ pub fn encode(out: &mut Vec<u8>, e: &CallEvent, batch_id: &str) -> usize {
     out.extend_from_slice(&e.request_bytes.to_le_bytes());
     out.extend_from_slice(&e.response_bytes.to_le_bytes());
     string(out, batch_id);
+    out.push(u8::from(e.cache_hit));
+    out.extend_from_slice(&e.saved_nanousd.to_le_bytes());
+    string(out, &e.guard);
+    out.extend_from_slice(&e.predicted_cost_nanousd.to_le_bytes());
     out.len() - start
 }
 
@@ -187,8 +195,9 @@ mod tests {
         let e = CallEvent { event_id: "ab".into(), ..Default::default() };
         let mut b = Vec::new();
         let n = encode(&mut b, &e, "c");
-        // fixed-width: 2+4+8+8+2 + 1+1+1 + 2+2+1 + 5*8+1+8 + 4*4+8+8 = 113; strings: 19 length bytes + 3
-        assert_eq!(n, 113 + 19 + 3 + 2);
-        assert_eq!(COLUMNS.len(), 45);
+        // fixed-width: 2+4+8+8+2 + 1+1+1 + 2+2+1 + 5*8+1+8 + 4*4+8+8 + 1+8+8 = 130; strings: 20 length
+        // bytes + 3
+        assert_eq!(n, 130 + 20 + 3 + 2);
+        assert_eq!(COLUMNS.len(), 49);
     }
 }

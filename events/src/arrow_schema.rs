@@ -66,6 +66,10 @@ pub fn call_event_schema() -> SchemaRef {
                 u32f("gateway_overhead_us"),
                 u64f("request_bytes"),
                 u64f("response_bytes"),
+                Field::new("cache_hit", DataType::Boolean, false),
+                u64f("saved_nanousd"),
+                s("guard"),
+                u64f("predicted_cost_nanousd"),
             ]))
         })
         .clone()
@@ -117,6 +121,10 @@ pub struct CallEventBatchBuilder {
     gateway_overhead_us: UInt32Builder,
     request_bytes: UInt64Builder,
     response_bytes: UInt64Builder,
+    cache_hit: BooleanBuilder,
+    saved_nanousd: UInt64Builder,
+    guard: StringBuilder,
+    predicted_cost_nanousd: UInt64Builder,
     rows: usize,
 }
 
@@ -173,6 +181,10 @@ impl CallEventBatchBuilder {
             gateway_overhead_us: UInt32Builder::new(),
             request_bytes: UInt64Builder::new(),
             response_bytes: UInt64Builder::new(),
+            cache_hit: BooleanBuilder::new(),
+            saved_nanousd: UInt64Builder::new(),
+            guard: s(),
+            predicted_cost_nanousd: UInt64Builder::new(),
             rows: 0,
         }
     }
@@ -232,6 +244,10 @@ impl CallEventBatchBuilder {
         self.gateway_overhead_us.append_value(e.gateway_overhead_us);
         self.request_bytes.append_value(e.request_bytes);
         self.response_bytes.append_value(e.response_bytes);
+        self.cache_hit.append_value(e.cache_hit);
+        self.saved_nanousd.append_value(e.saved_nanousd);
+        self.guard.append_value(&e.guard);
+        self.predicted_cost_nanousd.append_value(e.predicted_cost_nanousd);
         self.rows += 1;
     }
 
@@ -281,6 +297,10 @@ impl CallEventBatchBuilder {
             Arc::new(self.gateway_overhead_us.finish()),
             Arc::new(self.request_bytes.finish()),
             Arc::new(self.response_bytes.finish()),
+            Arc::new(self.cache_hit.finish()),
+            Arc::new(self.saved_nanousd.finish()),
+            Arc::new(self.guard.finish()),
+            Arc::new(self.predicted_cost_nanousd.finish()),
         ];
         RecordBatch::try_new(call_event_schema(), columns)
     }

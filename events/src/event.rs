@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// Bumped whenever a field is added, removed or changes meaning. Stored in every row.
-pub const SCHEMA_VERSION: u16 = 1;
+pub const SCHEMA_VERSION: u16 = 2;
 
 /// Which API family an endpoint belongs to, as the client called it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -179,6 +179,15 @@ pub struct CallEvent {
     // size
     pub request_bytes: u64,
     pub response_bytes: u64,
+    // added in schema 2 (appended, so older files and tables only lack trailing columns)
+    /// Answered from the response cache: no upstream call was made.
+    pub cache_hit: bool,
+    /// What a cache hit would have cost (USD × 10⁹); 0 otherwise.
+    pub saved_nanousd: u64,
+    /// The admission guard (`name:rule`) that rejected or flagged this call; empty when none did.
+    pub guard: String,
+    /// The routing strategy's predicted cost of this attempt (USD × 10⁹); 0 when it predicted none.
+    pub predicted_cost_nanousd: u64,
 }
 
 impl CallEvent {
