@@ -2,13 +2,17 @@
 //! between the two formats when client and upstream differ) and meter every call.
 //! `app(state)` is the router; `GatewayState::start` builds the state and the metering task's receiver.
 
+#[path = "respond/body.rs"]
 mod body;
 pub mod budget;
 pub mod config;
 mod error;
+#[path = "pipeline/authenticate.rs"]
 mod keys;
+#[path = "finish/meter.rs"]
 pub mod meter;
 pub mod metrics;
+#[path = "pipeline/mod.rs"]
 mod proxy;
 pub mod ship;
 pub mod translate;
