@@ -5,6 +5,7 @@
 //! When the queue is full the guard does not block and does not drop: it finishes the event inline and
 //! appends it to a spill file (JSON lines), which the metering task replays once the queue has room.
 
+use crate::finish::{EndObserver, PricedObserver};
 use crate::metrics::GatewayMetrics;
 use bytes::Bytes;
 use std::io::Write;
@@ -33,8 +34,8 @@ pub struct EstimateInput {
 pub struct PendingEvent {
     pub event: Box<CallEvent>,
     pub estimate: Option<Box<EstimateInput>>,
-    /// Budget and rate-limit reservations, settled with the real cost once it is known.
-    pub admission: Option<crate::budget::Admission>,
+    /// Told the priced event (budget settlement).
+    pub priced: Vec<Arc<dyn PricedObserver>>,
 }
 
 /// State shared by the handlers' `Meter`s and the metering task. It must not hold the queue's sender,
@@ -125,7 +126,6 @@ fn append_spill(path: &PathBuf, lock: &Mutex<()>, ev: &CallEvent) -> std::io::Re
 /// Fills in estimated usage (when the provider reported none) and the cost. Pure CPU.
 pub fn finish_event(p: PendingEvent, prices: &PriceTable, estimator: &TokenEstimator) -> CallEvent {
     let mut ev = *p.event;
-    let admission = p.admission;
     if let Some(est) = p.estimate {
         let model = if ev.served_model.is_empty() { ev.requested_model.clone() } else { ev.served_model.clone() };
         if est.input {
@@ -155,8 +155,8 @@ pub fn finish_event(p: PendingEvent, prices: &PriceTable, estimator: &TokenEstim
             ev.price_id = price.price_id.clone();
         }
     }
-    if let Some(a) = admission {
-        a.settle(ev.cost_nanousd, ev.input_tokens.saturating_add(ev.output_tokens));
+    for o in &p.priced {
+        o.priced(&ev);
     }
     ev
 }
@@ -273,8 +273,10 @@ pub struct CallGuard {
     /// Set when a request was sent upstream and its tokens may need counting.
     pub request_body: Option<Bytes>,
     pub output_text: String,
-    /// The call's budget and rate-limit reservations, handed to metering with the event.
-    pub admission: Option<crate::budget::Admission>,
+    /// Told the priced event, in the metering task (budget settlement).
+    pub priced: Vec<Arc<dyn PricedObserver>>,
+    /// Told the event the moment the call ends (circuit breakers).
+    pub ended: Vec<Arc<dyn EndObserver>>,
 }
 
 pub fn now_us() -> i64 {
@@ -299,8 +301,13 @@ impl CallGuard {
             have_output_usage: false,
             request_body: None,
             output_text: String::new(),
-            admission: None,
+            priced: Vec::new(),
+            ended: Vec::new(),
         }
+    }
+
+    pub fn meter(&self) -> &Meter {
+        &self.meter
     }
 
     pub fn started(&self) -> Instant {
@@ -361,8 +368,11 @@ impl Drop for CallGuard {
             }
             _ => None,
         };
+        for o in &self.ended {
+            o.ended(ev);
+        }
         let event = std::mem::take(&mut self.event);
-        let admission = self.admission.take();
-        self.meter.submit(PendingEvent { event, estimate, admission });
+        let priced = std::mem::take(&mut self.priced);
+        self.meter.submit(PendingEvent { event, estimate, priced });
     }
 }
