@@ -38,7 +38,8 @@ pub async fn fleet_with(routes: &str, opts: Opts) -> Fleet {
     };
     let dead = format!("http://127.0.0.1:{}/v1", free_port());
     let extra = format!(
-        "{}{}{}[prices.\"route-a\"]\ninput = {}\noutput = {}\n[prices.\"route-b\"]\ninput = {}\noutput = {}\n{routes}",
+        "{}{}{}[prices.\"route-a\"]\ninput = {}\noutput = {}\n[prices.\"route-b\"]\ninput = {}\noutput = {}\n\
+         [prices.\"route-dead\"]\ninput = 1\noutput = 1\n{routes}",
         up("a", &a.base_url(), "route-a"),
         up("b", &b.base_url(), "route-b"),
         up("dead", &dead, "route-dead"),
