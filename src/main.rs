@@ -354,13 +354,24 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Prices { cmd } => {
-            let load_prices = |p: &Path| load(p).map(|(_, v)| v.prices);
+            // The prices in force: built-in, imported and `[prices]`, without checking upstreams (a config
+            // that names a model only an import will price must still be able to diff and import).
+            let load_prices = |p: &Path| -> Result<tollgate_events::PriceTable, String> {
+                let text = std::fs::read_to_string(p).map_err(|e| format!("config {}: {e}", p.display()))?;
+                let cfg: Config = toml::from_str(&text).map_err(|e| toml_error_line(p, &text, &e))?;
+                let base = tollgate_events::prices::store::table_with_stored(&cfg.storage.data_dir)
+                    .map_err(|e| format!("config {}: prices: {e}", p.display()))?;
+                tollgate_gateway::validate_with_prices(base, &[], &[], &cfg.prices, &cfg.gateway)
+                    .map(|v| v.prices)
+                    .map_err(|e| format!("config {}: {e}", p.display()))
+            };
+            let check = |p: &Path| load(p).map(|_| ());
             let data_dir = |p: &Path| -> Result<PathBuf, String> {
                 let text = std::fs::read_to_string(p).map_err(|e| format!("config {}: {e}", p.display()))?;
                 let cfg: Config = toml::from_str(&text).map_err(|e| toml_error_line(p, &text, &e))?;
                 Ok(cfg.storage.data_dir)
             };
-            prices_cli::prices(cmd, &load_prices, &data_dir).unwrap_or_else(|e| {
+            prices_cli::prices(cmd, &load_prices, &data_dir, &check).unwrap_or_else(|e| {
                 eprintln!("{e}");
                 std::process::exit(1)
             });
