@@ -27,7 +27,7 @@ use http::{header, HeaderMap};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
-use tollgate_events::{ClientApi, Endpoint};
+use tollgate_events::{ClientApi, Endpoint, PriceTable};
 
 pub use config::{hash_key, ConfigError, ValidatedConfig};
 pub use error::{anthropic_error_response, openai_error_response, GatewayError};
@@ -40,7 +40,8 @@ use pipeline::Pipeline;
 use providers::Upstream;
 use routing::RouteTable;
 
-/// Checks the gateway's part of the config (pure: no network, no files); the error names the key.
+/// Checks the gateway's part of the config against the built-in prices (pure: no network, no files);
+/// the error names the key.
 pub fn validate(
     upstreams: &[UpstreamConfig],
     routes: &[RouteConfig],
@@ -48,7 +49,19 @@ pub fn validate(
     prices: &BTreeMap<String, PriceConfig>,
     settings: &GatewaySettings,
 ) -> Result<ValidatedConfig, ConfigError> {
-    // Registry names first: they are the likelier typo, and config::validate relies on them.
+    validate_with_prices(PriceTable::builtin(), upstreams, routes, keys, prices, settings)
+}
+
+/// As [`validate`], on top of `base` (the built-in table plus imported catalogs, read by the caller).
+pub fn validate_with_prices(
+    base: PriceTable,
+    upstreams: &[UpstreamConfig],
+    routes: &[RouteConfig],
+    keys: &[KeyConfig],
+    prices: &BTreeMap<String, PriceConfig>,
+    settings: &GatewaySettings,
+) -> Result<ValidatedConfig, ConfigError> {
+    // Names that live in registries first: config::validate builds routes from them.
     for (i, u) in upstreams.iter().enumerate() {
         if providers::by_kind(&u.kind).is_none() {
             let kinds: Vec<&str> = providers::PROVIDERS.iter().map(|p| p.kind()).collect();
@@ -67,7 +80,7 @@ pub fn validate(
             ));
         }
     }
-    config::validate(upstreams, routes, keys, prices, settings)
+    config::validate_with_prices(base, upstreams, routes, keys, prices, settings)
 }
 
 pub struct GatewayState {
@@ -93,8 +106,8 @@ impl GatewayState {
         budgets: Arc<budget::BudgetSystem>,
     ) -> (Arc<GatewayState>, MeterReceiver) {
         let metrics = Arc::new(GatewayMetrics::default());
-        let (meter, rx) =
-            Meter::new(cfg.settings.event_queue_capacity, Arc::new(cfg.prices.clone()), spill_path, metrics);
+        let prices = Arc::new(tollgate_events::PriceBook::new(cfg.prices.clone()));
+        let (meter, rx) = Meter::new(cfg.settings.event_queue_capacity, prices, spill_path, metrics);
         // Validation checked every kind, so no upstream is left out here.
         let upstreams: Vec<Arc<Upstream>> =
             cfg.upstreams.iter().cloned().filter_map(Upstream::new).map(Arc::new).collect();
