@@ -184,37 +184,47 @@ pub fn render_routes(out: &mut String, routes: &[RouteSeries<'_>]) {
     if routes.is_empty() {
         return;
     }
-    let _ = writeln!(out, "# HELP tollgate_route_retries_total Retries granted by the route's retry budget.\n# TYPE tollgate_route_retries_total counter");
-    for r in routes {
-        let _ = writeln!(out, "tollgate_route_retries_total{{route=\"{}\"}} {}", escape(r.route), r.retries);
-    }
-    let _ = writeln!(out, "# HELP tollgate_route_retries_denied_total Retries refused because the retry budget was used up.\n# TYPE tollgate_route_retries_denied_total counter");
-    for r in routes {
-        let _ =
-            writeln!(out, "tollgate_route_retries_denied_total{{route=\"{}\"}} {}", escape(r.route), r.retries_denied);
-    }
-    let _ = writeln!(out, "# HELP tollgate_breaker_state Circuit breaker per target: 0 closed, 1 open, 2 half-open.\n# TYPE tollgate_breaker_state gauge");
-    for r in routes {
-        for t in &r.targets {
-            let _ = writeln!(
-                out,
-                "tollgate_breaker_state{{route=\"{}\",target=\"{}\"}} {}",
-                escape(r.route),
-                escape(t.target),
-                t.state
-            );
+    let mut family = |name: &str, help: &str, kind: &str, rows: Vec<(String, u64)>| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (labels, v) in rows {
+            let _ = writeln!(out, "{name}{{{labels}}} {v}");
         }
-    }
-    let _ = writeln!(out, "# HELP tollgate_breaker_opened_total Times a target's circuit breaker opened.\n# TYPE tollgate_breaker_opened_total counter");
-    for r in routes {
-        for t in &r.targets {
-            let _ = writeln!(
-                out,
-                "tollgate_breaker_opened_total{{route=\"{}\",target=\"{}\"}} {}",
-                escape(r.route),
-                escape(t.target),
-                t.opened
-            );
-        }
-    }
+    };
+    let per_route = |f: fn(&RouteSeries<'_>) -> u64| -> Vec<(String, u64)> {
+        routes.iter().map(|r| (format!("route=\"{}\"", escape(r.route)), f(r))).collect()
+    };
+    let per_target = |f: fn(&TargetSeries<'_>) -> u64| -> Vec<(String, u64)> {
+        routes
+            .iter()
+            .flat_map(|r| {
+                r.targets
+                    .iter()
+                    .map(move |t| (format!("route=\"{}\",target=\"{}\"", escape(r.route), escape(t.target)), f(t)))
+            })
+            .collect()
+    };
+    family(
+        "tollgate_route_retries_total",
+        "Retries granted by the route's retry budget.",
+        "counter",
+        per_route(|r| r.retries),
+    );
+    family(
+        "tollgate_route_retries_denied_total",
+        "Retries refused because the retry budget was used up.",
+        "counter",
+        per_route(|r| r.retries_denied),
+    );
+    family(
+        "tollgate_breaker_state",
+        "Circuit breaker per target: 0 closed, 1 open, 2 half-open.",
+        "gauge",
+        per_target(|t| u64::from(t.state)),
+    );
+    family(
+        "tollgate_breaker_opened_total",
+        "Times a target's circuit breaker opened.",
+        "counter",
+        per_target(|t| t.opened),
+    );
 }

@@ -28,8 +28,11 @@ pub trait Strategy: Send + Sync {
     fn order(&self, route: &Route, who: &Who<'_>, out: &mut Vec<usize>);
 }
 
+/// Builds a route's strategy from its config.
+pub type StrategyBuilder = fn(&RouteSpec) -> Box<dyn Strategy>;
+
 /// Every strategy, by the name `strategy` takes in a route's config.
-pub static STRATEGIES: &[(&str, fn(&RouteSpec) -> Box<dyn Strategy>)] =
+pub static STRATEGIES: &[(&str, StrategyBuilder)] =
     &[("weighted", weighted::WeightedStrategy::build), ("fallback", fallback::FallbackStrategy::build)];
 
 pub fn strategy_known(name: &str) -> bool {
