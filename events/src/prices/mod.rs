@@ -33,6 +33,9 @@ pub const BUILTIN_PRICES_READ_ON: &str = "2026-11-30";
 pub const BUILTIN_MAX_AGE_DAYS: i64 = 90;
 /// `price_id` of an event whose model has no price (and whose route has no fallback price).
 pub const UNPRICED: &str = "unpriced";
+/// Stored cost of a call whose exact cost does not fit in a u64 (an absurd rate): $1,000,000, so that
+/// sums over such events stay representable. The event is marked `capped`.
+pub const MAX_CALL_COST_NANOUSD: u64 = 1_000_000_000_000_000;
 
 const BUILTIN_JSON: &str = include_str!("builtin.json");
 
@@ -504,6 +507,7 @@ impl PriceTable {
                 ev.price_id = c.price_id;
                 out.matched = Some(how);
                 if c.overflowed {
+                    ev.cost_nanousd = MAX_CALL_COST_NANOUSD;
                     ev.usage_source = UsageSource::Capped;
                     out.capped = true;
                 }

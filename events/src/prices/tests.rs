@@ -269,6 +269,14 @@ fn cost_overflow_is_reported_not_hidden() {
     let c = price(&t, "big").cost(&Usage { input: u64::MAX, ..Default::default() });
     assert!(c.overflowed);
     assert_eq!(c.nanousd, u64::MAX);
+    // Stored: capped to $1M and marked, never wrapped or saturated at u64::MAX.
+    let mut t = PriceTable::default();
+    t.set("big", &PriceSpec { input: "18446744073".into(), output: "0".into(), ..Default::default() }, "config")
+        .unwrap();
+    let mut ev = CallEvent { served_model: "big".into(), input_tokens: 90_000_000, ..Default::default() };
+    let r = t.price_event(&mut ev, ServiceTier::Standard, 0);
+    assert!(r.capped);
+    assert_eq!((ev.cost_nanousd, ev.usage_source), (MAX_CALL_COST_NANOUSD, UsageSource::Capped));
 }
 
 #[test]
