@@ -409,6 +409,13 @@ impl PriceTable {
         self.lookup(fallback, at_us).map(|(p, _)| (p, MatchKind::RouteFallback))
     }
 
+    /// The version a `price_id` names (without its `#tier` suffix), if the table still holds it.
+    pub fn by_price_id(&self, price_id: &str) -> Option<&ModelPrice> {
+        let id = price_id.split_once('#').map_or(price_id, |(id, _)| id);
+        let (model, _) = id.rsplit_once('@')?;
+        self.models.get(model)?.iter().find(|v| v.price_id == id)
+    }
+
     /// The context window and largest output of `model`, as the catalog gives them (issue 12's admission).
     pub fn model_limits(&self, model: &str) -> Option<ModelLimits> {
         self.get(model).map(ModelPrice::limits)
@@ -551,7 +558,7 @@ impl PriceBook {
 pub fn strip_date_suffix(model: &str) -> Option<&str> {
     let valid = |y: &str, m: &str, d: &str| {
         let all_digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
-        if !(all_digits(y) && all_digits(m) && all_digits(d)) || !y.starts_with("20") {
+        if !(all_digits(y) && all_digits(m) && all_digits(d) && y.starts_with("20")) {
             return false;
         }
         let (m, d): (u32, u32) = (m.parse().unwrap_or(0), d.parse().unwrap_or(0));
