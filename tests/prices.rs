@@ -5,6 +5,9 @@
 //! Every expected cost is computed here from the published rate (USD per million tokens; $1/M is 1,000
 //! nano-USD per token) and the token counts the mock reports, never read back from the code under test.
 
+// Test code: failing loudly is its job.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use common::clickhouse::ChServer;

@@ -186,13 +186,15 @@ impl CatalogEntry {
             reasoning: opt("reasoning", &self.reasoning)?.unwrap_or(output),
         };
         let overlay = |over: &TierEntry, under: &Rates| -> Result<Rates, PriceError> {
+            let output = opt("output", &over.output)?;
             Ok(Rates {
                 input: opt("input", &over.input)?.unwrap_or(under.input),
-                output: opt("output", &over.output)?.unwrap_or(under.output),
+                output: output.unwrap_or(under.output),
                 cached_input: opt("cached_input", &over.cached_input)?.unwrap_or(under.cached_input),
                 cache_write: opt("cache_write", &over.cache_write)?.unwrap_or(under.cache_write),
                 cache_write_1h: opt("cache_write_1h", &over.cache_write_1h)?.unwrap_or(under.cache_write_1h),
-                reasoning: opt("reasoning", &over.reasoning)?.unwrap_or(under.reasoning),
+                // Reasoning is billed as output: a tier that sets output moves reasoning with it.
+                reasoning: opt("reasoning", &over.reasoning)?.or(output).unwrap_or(under.reasoning),
             })
         };
         let card = |base: Rates, above: &[TierEntry]| -> Result<RateCard, PriceError> {

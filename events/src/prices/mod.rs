@@ -33,6 +33,9 @@ pub const BUILTIN_PRICES_READ_ON: &str = "2026-11-30";
 pub const BUILTIN_MAX_AGE_DAYS: i64 = 90;
 /// `price_id` of an event whose model has no price (and whose route has no fallback price).
 pub const UNPRICED: &str = "unpriced";
+/// Stored cost of a call whose exact cost does not fit in a u64 (an absurd rate): $1,000,000, so that
+/// sums over such events stay representable. The event is marked `capped`.
+pub const MAX_CALL_COST_NANOUSD: u64 = 1_000_000_000_000_000;
 
 const BUILTIN_JSON: &str = include_str!("builtin.json");
 
@@ -406,6 +409,13 @@ impl PriceTable {
         self.lookup(fallback, at_us).map(|(p, _)| (p, MatchKind::RouteFallback))
     }
 
+    /// The version a `price_id` names (without its `#tier` suffix), if the table still holds it.
+    pub fn by_price_id(&self, price_id: &str) -> Option<&ModelPrice> {
+        let id = price_id.split_once('#').map_or(price_id, |(id, _)| id);
+        let (model, _) = id.rsplit_once('@')?;
+        self.models.get(model)?.iter().find(|v| v.price_id == id)
+    }
+
     /// The context window and largest output of `model`, as the catalog gives them (issue 12's admission).
     pub fn model_limits(&self, model: &str) -> Option<ModelLimits> {
         self.get(model).map(ModelPrice::limits)
@@ -504,6 +514,7 @@ impl PriceTable {
                 ev.price_id = c.price_id;
                 out.matched = Some(how);
                 if c.overflowed {
+                    ev.cost_nanousd = MAX_CALL_COST_NANOUSD;
                     ev.usage_source = UsageSource::Capped;
                     out.capped = true;
                 }
@@ -547,7 +558,7 @@ impl PriceBook {
 pub fn strip_date_suffix(model: &str) -> Option<&str> {
     let valid = |y: &str, m: &str, d: &str| {
         let all_digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
-        if !(all_digits(y) && all_digits(m) && all_digits(d)) || !y.starts_with("20") {
+        if !(all_digits(y) && all_digits(m) && all_digits(d) && y.starts_with("20")) {
             return false;
         }
         let (m, d): (u32, u32) = (m.parse().unwrap_or(0), d.parse().unwrap_or(0));

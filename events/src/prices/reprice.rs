@@ -1,7 +1,7 @@
 //! Re-pricing stored events after a price fix: the engine-independent part (which events, their new
 //! cost, the totals and the audit record). The Parquet and ClickHouse rewrites live with their stores.
 
-use super::{tier_of_price_id, PriceTable};
+use super::{tier_of_price_id, PriceTable, ServiceTier, Usage};
 use crate::event::CallEvent;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -43,10 +43,12 @@ pub struct RepriceChange {
 
 /// The new `(cost, price_id)` of a stored event under `table`, or `None` when it stays as it is. Priced
 /// exactly as metering prices (matching, versions by the event's start time, bounds); the service tier
-/// is the one its old `price_id` recorded. The stored token counts are not changed.
+/// is the one its old `price_id` recorded, the 1-hour cache writes those its old cost implies. The
+/// stored token counts are not changed.
 pub fn reprice_event(table: &PriceTable, ev: &CallEvent) -> Option<RepriceChange> {
+    let tier = tier_of_price_id(&ev.price_id);
     let mut e = ev.clone();
-    table.price_event(&mut e, tier_of_price_id(&ev.price_id), 0);
+    table.price_event(&mut e, tier, cache_write_1h_of(table, ev, tier));
     if (e.cost_nanousd, e.price_id.as_str()) == (ev.cost_nanousd, ev.price_id.as_str()) {
         return None;
     }
@@ -59,6 +61,37 @@ pub fn reprice_event(table: &PriceTable, ev: &CallEvent) -> Option<RepriceChange
         old_cost_nanousd: ev.cost_nanousd,
         new_cost_nanousd: e.cost_nanousd,
     })
+}
+
+/// The 1-hour cache writes of a stored event, which the event does not record: recovered from its old
+/// cost when the table still holds the version that priced it (the old cost is then reproduced
+/// exactly with them); 0 otherwise (all cache writes are then billed at the 5-minute rate).
+fn cache_write_1h_of(table: &PriceTable, ev: &CallEvent, tier: ServiceTier) -> u64 {
+    if ev.cache_write_tokens == 0 {
+        return 0;
+    }
+    let Some(old) = table.by_price_id(&ev.price_id) else { return 0 };
+    let usage = |w1h| Usage {
+        input: ev.input_tokens,
+        output: ev.output_tokens,
+        cached_input: ev.cached_input_tokens,
+        cache_write: ev.cache_write_tokens,
+        cache_write_1h: w1h,
+        reasoning: ev.reasoning_tokens,
+        service_tier: tier,
+    };
+    let r = old.card(tier).0.rates_for(ev.input_tokens);
+    let Some(step) = r.cache_write_1h.checked_sub(r.cache_write).filter(|s| *s > 0) else { return 0 };
+    let base = old.cost(&usage(0)).nanousd;
+    let Some(extra) = ev.cost_nanousd.checked_sub(base) else { return 0 };
+    // extra ≈ w1h x step / 10^6, rounded once: solve, then keep it only if it reproduces the old cost.
+    let guess = (u128::from(extra) * 1_000_000 + u128::from(step) / 2) / u128::from(step);
+    let w1h = u64::try_from(guess).unwrap_or(0).min(ev.cache_write_tokens);
+    if old.cost(&usage(w1h)).nanousd == ev.cost_nanousd {
+        w1h
+    } else {
+        0
+    }
 }
 
 /// Per (old price, new price): how many events and how much money.

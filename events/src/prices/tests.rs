@@ -135,6 +135,9 @@ fn long_context_and_service_tiers() {
     let g = price(&t, "gpt-4o");
     assert_eq!(g.cost(&at(1000, ServiceTier::Priority)).nanousd, 1000 * 4_250 + 1000 * 17_000);
     assert_eq!(g.cost(&at(1000, ServiceTier::Batch)).nanousd, 1000 * 1_250 + 1000 * 5_000);
+    // Reasoning on the batch tier is billed at the batch output rate ($5/M), not the standard $10/M.
+    let u = Usage { input: 1000, output: 1000, reasoning: 400, service_tier: ServiceTier::Batch, ..Default::default() };
+    assert_eq!(g.cost(&u).nanousd, 1000 * 1_250 + 1000 * 5_000);
     assert_eq!(ServiceTier::parse("scale"), ServiceTier::Priority);
     assert_eq!(ServiceTier::parse("default"), ServiceTier::Standard);
 }
@@ -219,7 +222,11 @@ fn litellm_keys_and_tiers_convert() {
     assert_eq!(g.standard.base.cache_write_1h, 2_500_000_000);
     assert_eq!(
         g.standard.above,
-        vec![(200_000, Rates { input: 2_500_000_000, output: 15_000_000_000, ..g.standard.base })]
+        // Reasoning follows the tier's output rate.
+        vec![(
+            200_000,
+            Rates { input: 2_500_000_000, output: 15_000_000_000, reasoning: 15_000_000_000, ..g.standard.base }
+        )]
     );
     assert_eq!(g.service_tiers[&ServiceTier::Priority].above[0].1.input, 4_500_000_000);
     assert_eq!(g.service_tiers[&ServiceTier::Batch].base.input, 625_000_000);
@@ -269,6 +276,14 @@ fn cost_overflow_is_reported_not_hidden() {
     let c = price(&t, "big").cost(&Usage { input: u64::MAX, ..Default::default() });
     assert!(c.overflowed);
     assert_eq!(c.nanousd, u64::MAX);
+    // Stored: capped to $1M and marked, never wrapped or saturated at u64::MAX.
+    let mut t = PriceTable::default();
+    t.set("big", &PriceSpec { input: "18446744073".into(), output: "0".into(), ..Default::default() }, "config")
+        .unwrap();
+    let mut ev = CallEvent { served_model: "big".into(), input_tokens: 90_000_000, ..Default::default() };
+    let r = t.price_event(&mut ev, ServiceTier::Standard, 0);
+    assert!(r.capped);
+    assert_eq!((ev.cost_nanousd, ev.usage_source), (MAX_CALL_COST_NANOUSD, UsageSource::Capped));
 }
 
 #[test]
@@ -289,4 +304,42 @@ fn usage_bounds() {
     let r: Vec<ReportedTokens> = serde_json::from_str("[12, -5, 12.7, 1e30, \"7\", null]").unwrap();
     let got: Vec<(u64, bool)> = r.iter().map(|r| (r.value, r.anomalous)).collect();
     assert_eq!(got, vec![(12, false), (0, true), (12, true), (u64::MAX, true), (7, true), (0, false)]);
+}
+
+#[test]
+fn reprice_keeps_one_hour_cache_writes_implied_by_the_old_cost() {
+    let mut t = PriceTable::builtin();
+    let u = Usage {
+        input: 48 + 10_240 + 2_048,
+        output: 27,
+        cached_input: 10_240,
+        cache_write: 2_048,
+        cache_write_1h: 1_024,
+        ..Default::default()
+    };
+    let old = price(&t, "claude-sonnet-4-5").cost(&u);
+    assert_eq!(old.nanousd, 48 * 3_000 + 10_240 * 300 + 1_024 * 3_750 + 1_024 * 6_000 + 27 * 15_000);
+    let ev = CallEvent {
+        served_model: "claude-sonnet-4-5-20250929".into(),
+        input_tokens: u.input,
+        output_tokens: 27,
+        cached_input_tokens: 10_240,
+        cache_write_tokens: 2_048,
+        cost_nanousd: old.nanousd,
+        price_id: old.price_id.clone(),
+        ..Default::default()
+    };
+    // The fix: 1-hour cache writes cost $7/M. The event's 1,024 one-hour writes are read from its old cost.
+    let spec = PriceSpec {
+        input: "3".into(),
+        output: "15".into(),
+        cached_input: Some("0.3".into()),
+        cache_write: Some("3.75".into()),
+        cache_write_1h: Some("7".into()),
+        ..Default::default()
+    };
+    t.set("claude-sonnet-4-5", &spec, "config").unwrap();
+    let c = reprice::reprice_event(&t, &ev).unwrap();
+    assert_eq!(c.new_cost_nanousd, 48 * 3_000 + 10_240 * 300 + 1_024 * 3_750 + 1_024 * 7_000 + 27 * 15_000);
+    assert!(c.new_price_id.starts_with("claude-sonnet-4-5@config-"), "{}", c.new_price_id);
 }
