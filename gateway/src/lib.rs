@@ -5,11 +5,13 @@
 mod body;
 pub mod budget;
 pub mod config;
+mod cost_header;
 mod error;
 mod keys;
 pub mod meter;
 pub mod metrics;
 mod proxy;
+pub mod reqlog;
 pub mod ship;
 pub mod translate;
 
@@ -43,16 +45,17 @@ impl GatewayState {
     /// `spill_path` is where events go when the queue is full.
     pub fn start(cfg: ValidatedConfig, spill_path: PathBuf) -> (Arc<GatewayState>, MeterReceiver) {
         let budgets = budget::BudgetSystem::disabled(Arc::new(cfg.prices.clone()));
-        GatewayState::start_with_budgets(cfg, spill_path, budgets)
+        let metrics = Arc::new(GatewayMetrics::new(&Default::default(), cfg.model_routes.keys().map(String::as_str)));
+        GatewayState::start_with_budgets(cfg, spill_path, budgets, metrics)
     }
 
-    /// As [`GatewayState::start`], enforcing these budgets and rate limits.
+    /// As [`GatewayState::start`], enforcing these budgets and rate limits, observing into `metrics`.
     pub fn start_with_budgets(
         cfg: ValidatedConfig,
         spill_path: PathBuf,
         budgets: Arc<budget::BudgetSystem>,
+        metrics: Arc<GatewayMetrics>,
     ) -> (Arc<GatewayState>, MeterReceiver) {
-        let metrics = Arc::new(GatewayMetrics::default());
         let (meter, rx) =
             Meter::new(cfg.settings.event_queue_capacity, Arc::new(cfg.prices.clone()), spill_path, metrics);
         let upstreams: Vec<Arc<Upstream>> = cfg.upstreams.iter().cloned().map(|u| Arc::new(Upstream::new(u))).collect();

@@ -141,6 +141,18 @@ pub fn finish_event(p: PendingEvent, prices: &PriceTable, estimator: &TokenEstim
                 if TokenEstimator::is_exact(&model) { UsageSource::Estimated } else { UsageSource::EstimatedApprox };
         }
     }
+    if let Some((cost, price_id)) = priced(&ev, prices) {
+        ev.cost_nanousd = cost;
+        ev.price_id = price_id;
+    }
+    if let Some(a) = admission {
+        a.settle(ev.cost_nanousd, ev.input_tokens.saturating_add(ev.output_tokens));
+    }
+    ev
+}
+
+/// The cost of the event's usage at its model's price, and the price's id; `None` without usage or price.
+fn priced(ev: &CallEvent, prices: &PriceTable) -> Option<(u64, String)> {
     let usage = Usage {
         input: ev.input_tokens,
         output: ev.output_tokens,
@@ -148,17 +160,11 @@ pub fn finish_event(p: PendingEvent, prices: &PriceTable, estimator: &TokenEstim
         cache_write: ev.cache_write_tokens,
         reasoning: ev.reasoning_tokens,
     };
-    if usage != Usage::default() {
-        let price = prices.get(&ev.served_model).or_else(|| prices.get(&ev.requested_model));
-        if let Some(price) = price {
-            ev.cost_nanousd = price.cost_nanousd(&usage);
-            ev.price_id = price.price_id.clone();
-        }
+    if usage == Usage::default() {
+        return None;
     }
-    if let Some(a) = admission {
-        a.settle(ev.cost_nanousd, ev.input_tokens.saturating_add(ev.output_tokens));
-    }
-    ev
+    let price = prices.get(&ev.served_model).or_else(|| prices.get(&ev.requested_model))?;
+    Some((price.cost_nanousd(&usage), price.price_id.clone()))
 }
 
 /// How often the metering task drains the queue. It polls rather than being woken per event: a wake-up
@@ -179,12 +185,14 @@ pub async fn run_metering(mut r: MeterReceiver, out: mpsc::Sender<Vec<CallEvent>
     let mut idle_ticks = 0u32;
     loop {
         tick.tick().await;
+        inner.metrics.queue_depth.set(i64::try_from(r.rx.len()).unwrap_or(i64::MAX));
         let mut batch = Vec::new();
         let closed = loop {
             match r.rx.try_recv() {
                 Ok(p) => {
                     let ev = finish_event(p, &inner.prices, &inner.estimator);
                     inner.metrics.observe(&ev);
+                    crate::reqlog::log_event(&ev);
                     batch.push(ev);
                     if batch.len() >= OUT_BATCH && out.send(std::mem::take(&mut batch)).await.is_err() {
                         error!("collector queue closed; metering stops");
@@ -237,6 +245,7 @@ async fn replay_spill(inner: &MeterInner, out: &mpsc::Sender<Vec<CallEvent>>) {
         match serde_json::from_str::<CallEvent>(line) {
             Ok(ev) => {
                 inner.metrics.observe(&ev);
+                crate::reqlog::log_event(&ev);
                 batch.push(ev);
                 n += 1;
                 if batch.len() >= OUT_BATCH && out.send(std::mem::take(&mut batch)).await.is_err() {
@@ -252,7 +261,7 @@ async fn replay_spill(inner: &MeterInner, out: &mpsc::Sender<Vec<CallEvent>>) {
     if let Err(error) = tokio::fs::remove_file(&replaying).await {
         error!(%error, "cannot remove replayed spill file");
     }
-    inner.metrics.events_replayed.add(n);
+    inner.metrics.events_replayed.inc_by(n);
 }
 
 /// The per-request metering guard. Handlers fill it in as the call proceeds; dropping it emits the event.
@@ -275,6 +284,10 @@ pub struct CallGuard {
     pub output_text: String,
     /// The call's budget and rate-limit reservations, handed to metering with the event.
     pub admission: Option<crate::budget::Admission>,
+    /// The key asked for `x-tollgate-cost-usd`.
+    pub wants_cost: bool,
+    /// Receives the call's cost when the guard drops, if the provider reported its usage.
+    pub cost_report: Option<tokio::sync::oneshot::Sender<u64>>,
 }
 
 pub fn now_us() -> i64 {
@@ -287,6 +300,7 @@ impl CallGuard {
         event.event_id = uuid::Uuid::now_v7().to_string();
         event.ts_start_us = now_us();
         event.attempt = 1;
+        meter.inner.metrics.in_flight.inc();
         CallGuard {
             meter,
             event: Box::new(event),
@@ -300,6 +314,8 @@ impl CallGuard {
             request_body: None,
             output_text: String::new(),
             admission: None,
+            wants_cost: false,
+            cost_report: None,
         }
     }
 
@@ -361,8 +377,12 @@ impl Drop for CallGuard {
             }
             _ => None,
         };
+        if let (Some(tx), None) = (self.cost_report.take(), &estimate) {
+            let _ = tx.send(priced(&self.event, &self.meter.inner.prices).map_or(0, |(c, _)| c));
+        }
         let event = std::mem::take(&mut self.event);
         let admission = self.admission.take();
+        self.meter.inner.metrics.in_flight.dec();
         self.meter.submit(PendingEvent { event, estimate, admission });
     }
 }

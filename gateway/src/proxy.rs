@@ -273,6 +273,7 @@ async fn admit(
 ) -> Result<(Bytes, RequestMeta, String, Arc<Upstream>), GatewayError> {
     let key = st.keys.authenticate(&parts.headers)?;
     key.attribute(&mut guard.event, &parts.headers);
+    guard.wants_cost = key.cfg.cost_header;
     let bytes = axum::body::to_bytes(body, st.cfg.settings.max_request_bytes)
         .await
         .map_err(|_| GatewayError::BodyTooLarge(st.cfg.settings.max_request_bytes))?;
@@ -411,9 +412,18 @@ async fn forward(st: Arc<GatewayState>, req: Request, endpoint: Endpoint, client
         out = out.header("x-request-id", v);
     }
     guard.overhead += got_headers.elapsed();
+    let cost_rx = (!stream && guard.wants_cost).then(|| {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        guard.cost_report = Some(tx);
+        rx
+    });
     let wire = up.cfg.kind.wire();
     let body = Body::new(MeteredBody::new(up_body, guard, kind, wire, translation, idle));
-    out.body(body).unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+    let resp = out.body(body).unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response());
+    match cost_rx {
+        Some(rx) => crate::cost_header::with_cost_header(resp, rx).await,
+        None => resp,
+    }
 }
 
 /// The upstream answered with an error status: pass its error through in the client's shape (except
