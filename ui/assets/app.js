@@ -169,15 +169,16 @@ const SCOPE_COLUMN = { key: 'api_key_id', user: 'user', project: 'project', team
 async function budgetHistory(b) {
   const col = SCOPE_COLUMN[b.scope];
   if (!col || !b.match || !b.counting_from) return [];
-  const fromUs = Date.parse(b.counting_from) * 1000;
+  // By day from the window's first (UTC) day: `date` reads the same on both engines.
+  const fromDay = new Date(Date.parse(b.counting_from)).toISOString().slice(0, 10);
   const sql = `SELECT date AS day, sum(cost_nanousd) AS cost FROM calls WHERE ${col} = ${sqlString(b.match)} ` +
-    `AND ts_start_us >= ${fromUs} GROUP BY date ORDER BY date`;
+    `AND date >= ${sqlString(fromDay)} GROUP BY date ORDER BY date`;
   const r = await api('/v1/sql', { sql });
   return r.rows.map((row) => ({ day: String(row.day), cost: Number(row.cost) }));
 }
 
 function burnDown(b, history) {
-  const w = 600, h = 180, left = 60, top = 10, bottom = 24;
+  const w = 600, h = 180, left = 90, top = 10, bottom = 24;
   const start = Date.parse(b.window_start || b.counting_from), end = Date.parse(b.resets_at);
   const now = Date.now();
   const cap = Number(b.cap_nanousd);
@@ -185,13 +186,14 @@ function burnDown(b, history) {
   const y = (rem) => top + (h - top - bottom) * (1 - Math.max(0, rem) / Math.max(1, cap));
   const root = svg('svg', { viewBox: `0 0 ${w} ${h}`, class: 'chart-svg burn', role: 'img' });
   root.append(svg('line', { x1: left, x2: w - 10, y1: y(0), y2: y(0), class: 'grid' }));
-  root.append(svg('text', { x: left - 4, y: y(cap) + 4, class: 'axis', 'text-anchor': 'end' }, '$' + b.cap_usd));
+  const capLabel = '$' + b.cap_usd.replace(/0+$/, '').replace(/\.$/, '');
+  root.append(svg('text', { x: left - 4, y: y(cap) + 4, class: 'axis', 'text-anchor': 'end' }, capLabel));
   root.append(svg('text', { x: left - 4, y: y(0) + 4, class: 'axis', 'text-anchor': 'end' }, '$0'));
   let acc = 0;
   const pts = [[x(start), y(cap)]];
   for (const p of history) {
     acc += p.cost;
-    pts.push([x(Date.parse(p.day + 'T23:59:59Z')), y(cap - acc)]);
+    pts.push([x(Math.min(now, Date.parse(p.day + 'T23:59:59Z'))), y(cap - acc)]);
   }
   pts.push([x(now), y(cap - Number(b.spent_nanousd))]);
   root.append(svg('polyline', { points: pts.map((p) => p.join(',')).join(' '), class: 'actual' }));
@@ -302,7 +304,9 @@ function groupedBars(container, xs, series, unit) {
 }
 
 // ---- Recent calls ------------------------------------------------------------------------------
-const CALL_COLUMNS = ['ts_start_us', 'request_id', 'department', 'team', 'user', 'api_key_id', 'served_model',
+// Columns both engines have (Parquet's `ts_start` is a timestamp, ClickHouse's a DateTime); event ids are
+// UUIDv7, so they order calls by time within a second too.
+const CALL_COLUMNS = ['ts_start', 'request_id', 'department', 'team', 'user', 'api_key_id', 'served_model',
   'status_code', 'outcome', 'input_tokens', 'output_tokens', 'cost_nanousd', 'latency_ms', 'ttft_ms', 'event_id'];
 
 function callsSql(params) {
@@ -314,14 +318,14 @@ function callsSql(params) {
     if (v) where.push(`${col} = ${sqlString(v)}`);
   }
   return `SELECT ${CALL_COLUMNS.join(', ')} FROM calls` + (where.length ? ' WHERE ' + where.join(' AND ') : '') +
-    ' ORDER BY ts_start_us DESC, event_id LIMIT 100';
+    ' ORDER BY ts_start DESC, event_id DESC LIMIT 100';
 }
 
 async function showCalls(params) {
   const r = await api('/v1/sql', { sql: callsSql(params) });
   const rows = r.rows.map((x) => Object.assign({ attrs: { 'data-event': x.event_id } }, x));
   table('calls-table', [
-    { title: 'time (UTC)', get: (x) => new Date(Number(x.ts_start_us) / 1000).toISOString().replace('T', ' ').slice(0, 23) },
+    { title: 'time (UTC)', get: (x) => String(x.ts_start).replace('T', ' ').replace('Z', '') },
     { title: 'request', get: (x) => el('button', { type: 'button', class: 'link', 'data-event': x.event_id }, x.request_id) },
     { title: 'department', get: (x) => x.department },
     { title: 'team', get: (x) => x.team },
