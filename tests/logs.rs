@@ -48,8 +48,11 @@ async fn json_request_logs_and_the_cost_header() {
         common::hash(COST_KEY)
     );
     let mut gw = Gateway::start_with(Opts { extra, ..Opts::default() }).await;
-    // The same config, run again with JSON logs.
-    assert!(gw.stop().success());
+    // The same config, run again with JSON logs. (One request first: the SIGTERM handler is installed
+    // just after the `listening on` line.)
+    gw.http.get(format!("{}/healthz", gw.url)).send().await.unwrap();
+    let st = gw.stop();
+    assert!(st.success(), "{st:?}: {}", gw.log());
     let log_path = gw.dir.path().join("json.log");
     let mut child = Command::new(bin())
         .args(["--log-format", "json", "serve", "--config"])

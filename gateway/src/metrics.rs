@@ -63,6 +63,10 @@ pub struct GatewayMetrics {
     pub events_replayed: Counter,
     /// Events that could be neither queued nor spilled (disk error). Should stay 0; logged loudly.
     pub events_lost: Counter,
+    /// Events with tokens but no matching price (stored with `price_id = "unpriced"`).
+    pub unpriced_events: Counter,
+    /// Events whose provider-reported usage was capped (`usage_source = "capped"`).
+    pub usage_capped: Counter,
     /// Requests being served (a `CallGuard` alive).
     pub in_flight: Gauge,
     /// Events waiting for the metering task, as seen at its last tick.
@@ -102,6 +106,8 @@ impl GatewayMetrics {
             events_spilled: Counter::default(),
             events_replayed: Counter::default(),
             events_lost: Counter::default(),
+            unpriced_events: Counter::default(),
+            usage_capped: Counter::default(),
             in_flight: Gauge::default(),
             queue_depth: Gauge::default(),
             duration: Family::new_with_constructor(|| Histogram::new(prom::OPERATION_DURATION_BUCKETS)),
@@ -180,6 +186,16 @@ impl GatewayMetrics {
             "tollgate_events_replayed",
             "Spilled call events replayed into the queue",
             self.events_replayed.clone(),
+        );
+        r.register(
+            "tollgate_unpriced_events",
+            "Call events with tokens whose model matched no price (price_id unpriced, cost 0)",
+            self.unpriced_events.clone(),
+        );
+        r.register(
+            "tollgate_usage_capped",
+            "Call events whose provider-reported token counts were not believable and were capped",
+            self.usage_capped.clone(),
         );
         r.register(
             "tollgate_events_lost",
