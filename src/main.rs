@@ -5,6 +5,7 @@ use anyhow::Context;
 use axum::extract::State;
 use axum::response::IntoResponse;
 use clap::{Parser, Subcommand};
+use prometheus_client::registry::Registry;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -15,13 +16,14 @@ use tollgate_clickhouse::{ClickHouseConfig, ClickHouseSink, ClickHouseSinkMetric
 use tollgate_collector::{
     Collector, CollectorConfig, CollectorMetrics, ParquetSink, ParquetSinkConfig, SinkKind, Sinks,
 };
+use tollgate_events::prom::{self, MetricsAccess, MetricsConfig};
 use tollgate_gateway::budget::config::{
     AdminKeyConfig, BudgetConfig, BudgetConfigSet, BudgetSettings, RateLimitConfig,
 };
 use tollgate_gateway::budget::{BudgetSystem, SpendFuture, SpendQuery, SpendSource};
 use tollgate_gateway::config::{GatewaySettings, KeyConfig, PriceConfig, RouteConfig, UpstreamConfig};
 use tollgate_gateway::ship::{run_shipper, ShipConfig, ShipMetrics};
-use tollgate_gateway::{GatewayState, ValidatedConfig};
+use tollgate_gateway::{GatewayMetrics, GatewayState, ValidatedConfig};
 use tollgate_query::{Engine, QueryConfig, QueryService, TimeRange};
 use tracing::{info, warn};
 
@@ -30,8 +32,28 @@ mod prices_cli;
 #[derive(Parser)]
 #[command(name = "tollgate", version, about = "An LLM gateway that meters every call into an exact, attributed record")]
 struct Cli {
+    /// Log lines as `text` (default) or `json` (one object per line, fields at the top level).
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: LogFormat,
     #[command(subcommand)]
     cmd: Cmd,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Logs go to stderr; the level comes from `RUST_LOG` (default `info`).
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(filter);
+    match format {
+        LogFormat::Text => builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
+        LogFormat::Json => builder.with_ansi(false).event_format(tollgate_gateway::reqlog::JsonLines).init(),
+    }
 }
 
 #[derive(Subcommand)]
@@ -154,6 +176,9 @@ struct Config {
     /// Keys of the admin API (`/admin/*`).
     #[serde(default)]
     admin_keys: Vec<AdminKeyConfig>,
+    /// `/metrics`: who may read it, and the labels of the cost counter.
+    #[serde(default)]
+    metrics: MetricsConfig,
 }
 
 #[derive(Debug, Deserialize)]
@@ -207,6 +232,7 @@ fn load(path: &Path) -> Result<(Config, ValidatedConfig), String> {
         tollgate_gateway::validate_with_prices(base, &cfg.upstreams, &cfg.routes, &cfg.keys, &cfg.prices, &cfg.gateway)
             .map_err(|e| format!("config {}: {e}", path.display()))?;
     cfg.collector.validate().map_err(|e| format!("config {}: {e}", path.display()))?;
+    cfg.metrics.validate().map_err(|e| format!("config {}: {e}", path.display()))?;
     if cfg.server.listen.parse::<std::net::SocketAddr>().is_err() {
         return Err(format!(
             "config {}: server.listen: `{}` is not an address like 127.0.0.1:8080",
@@ -303,15 +329,8 @@ fn toml_error_line(path: &Path, text: &str, e: &toml::de::Error) -> String {
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
     let cli = Cli::parse();
+    init_logging(cli.log_format);
     match cli.cmd {
         Cmd::HashKey { key } => {
             println!("{}", tollgate_gateway::hash_key(&key));
@@ -478,8 +497,19 @@ async fn serve(cfg: Config, validated: ValidatedConfig, mode: Mode, config_path:
     if let Some(w) = validated.prices.staleness_warning_today() {
         warn!(read_on = tollgate_events::BUILTIN_PRICES_READ_ON, "{w}");
     }
-    let (gateway, meter_rx) =
-        GatewayState::start_with_budgets(validated, data_dir.join("spool").join("overflow.jsonl"), budgets.clone());
+    // The process's one metrics registry: every part registers its families into it.
+    let mut registry = Registry::default();
+    let gw_metrics = Arc::new(GatewayMetrics::new(&cfg.metrics, validated.model_routes.keys().map(String::as_str)));
+    gw_metrics.register(&mut registry);
+    let b = budgets.clone();
+    registry.register_collector(prom::scrape_fn("budgets", move |e| b.encode_metrics(e)));
+    let (gateway, meter_rx) = GatewayState::start_with_budgets(
+        validated,
+        data_dir.join("spool").join("overflow.jsonl"),
+        budgets.clone(),
+        gw_metrics,
+    );
+    registry.register_collector(prom::scrape_fn("routes", gateway.routes_encoder()));
     // SIGHUP and POST /admin/reload re-read the config and the imported catalog: budgets and prices.
     let price_book = gateway.meter.prices().clone();
     budgets.set_reloader(Box::new(move || {
@@ -492,13 +522,16 @@ async fn serve(cfg: Config, validated: ValidatedConfig, mode: Mode, config_path:
     budgets.start(Arc::new(QuerySpend(query.clone())));
     spawn_sighup_reload(budgets.clone());
     let (coll_tx, coll_rx) = mpsc::channel(tollgate_collector::queue_batches(cfg.collector.queue_capacity));
-    let metering = tokio::spawn(tollgate_gateway::run_metering(meter_rx, coll_tx.clone()));
+    // A weak handle for the queue-depth metric: the queue closes when metering drops its sender.
+    let coll_weak = coll_tx.downgrade();
+    let metering = tokio::spawn(tollgate_gateway::run_metering(meter_rx, coll_tx));
     let grace = Duration::from_millis(cfg.server.shutdown_grace_ms);
-    let (collector_metrics, ch_metrics, ship_metrics, collector) = match (mode, cfg.shipping.clone()) {
+    let collector = match (mode, cfg.shipping.clone()) {
         (Mode::Gateway, Some(ship)) => {
             let m = Arc::new(ShipMetrics::default());
             let task = tokio::spawn(run_shipper(coll_rx, ship, data_dir.clone(), m.clone(), grace));
-            (None, None, Some(m), task)
+            registry.register_collector(prom::scrape_fn("shipping", move |e| m.encode_metrics(e)));
+            task
         }
         _ => {
             let (sinks, ch_metrics) = open_sinks(&cfg, &data_dir)?;
@@ -506,16 +539,18 @@ async fn serve(cfg: Config, validated: ValidatedConfig, mode: Mode, config_path:
             let collector =
                 Collector::start(&data_dir, sinks, &cfg.collector, m.clone()).context("opening the write-ahead log")?;
             let task = tokio::spawn(tollgate_collector::run_intake(coll_rx, collector));
-            (Some(m), ch_metrics, None, task)
+            let depth = move || coll_weak.upgrade().map(|t| t.max_capacity() - t.capacity()).unwrap_or(0);
+            register_collector_metrics(&mut registry, m, ch_metrics, depth);
+            task
         }
     };
 
     let metrics_state = MetricsState {
-        gateway: Some(gateway.clone()),
-        collector: collector_metrics,
-        clickhouse: ch_metrics,
-        shipping: ship_metrics,
-        collector_tx: Some(coll_tx),
+        registry: Arc::new(registry),
+        access: match cfg.metrics.access {
+            MetricsAccess::Open => MetricsGuard::Open,
+            MetricsAccess::Key => MetricsGuard::QueryKey(gateway.clone()),
+        },
     };
     let auth_state = gateway.clone();
     let query_routes = tollgate_query::app(query)
@@ -532,6 +567,7 @@ async fn serve(cfg: Config, validated: ValidatedConfig, mode: Mode, config_path:
     let app = tollgate_gateway::app(gateway)
         .merge(query_routes)
         .merge(tollgate_gateway::budget::http::admin_routes(budgets))
+        .merge(tollgate_ui::routes())
         .merge(axum::Router::new().route("/metrics", axum::routing::get(metrics)).with_state(metrics_state))
         .fallback(|| async { tollgate_gateway::GatewayError::NotFound });
 
@@ -621,31 +657,53 @@ async fn shutdown_signal() {
 
 #[derive(Clone)]
 struct MetricsState {
-    gateway: Option<Arc<GatewayState>>,
-    collector: Option<Arc<CollectorMetrics>>,
-    clickhouse: Option<Arc<ClickHouseSinkMetrics>>,
-    shipping: Option<Arc<ShipMetrics>>,
-    collector_tx: Option<mpsc::Sender<Vec<tollgate_events::CallEvent>>>,
+    registry: Arc<Registry>,
+    access: MetricsGuard,
 }
 
-async fn metrics(State(m): State<MetricsState>) -> impl IntoResponse {
-    let mut out = String::with_capacity(4096);
-    if let Some(g) = &m.gateway {
-        g.meter.metrics().render(&mut out, g.meter.queue_depth());
-        g.budgets.render(&mut out);
-        g.render_routes(&mut out);
+/// Who may read `/metrics` (`metrics.access`).
+#[derive(Clone)]
+enum MetricsGuard {
+    Open,
+    /// A virtual key allowed to query.
+    QueryKey(Arc<GatewayState>),
+    /// `tollgate collector`: its ingest token.
+    Token(Arc<str>),
+}
+
+/// The collector's and the ClickHouse sink's scrape-time metrics.
+fn register_collector_metrics(
+    registry: &mut Registry,
+    m: Arc<CollectorMetrics>,
+    ch: Option<Arc<ClickHouseSinkMetrics>>,
+    depth: impl Fn() -> usize + Send + Sync + 'static,
+) {
+    registry.register_collector(prom::scrape_fn("collector", move |e| m.encode_metrics(e, depth())));
+    if let Some(ch) = ch {
+        registry.register_collector(prom::scrape_fn("clickhouse", move |e| ch.encode_metrics(e)));
     }
-    if let Some(c) = &m.collector {
-        let depth = m.collector_tx.as_ref().map(|t| t.max_capacity() - t.capacity()).unwrap_or(0);
-        c.render(&mut out, depth);
+}
+
+async fn metrics(State(m): State<MetricsState>, headers: axum::http::HeaderMap) -> axum::response::Response {
+    let allowed = match &m.access {
+        MetricsGuard::Open => Ok(()),
+        MetricsGuard::QueryKey(g) => g.query_allowed(&headers).map_err(|e| e.into_response()),
+        MetricsGuard::Token(t) => {
+            let presented = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+            if presented.and_then(|v| v.strip_prefix("Bearer ")) == Some(&**t) {
+                Ok(())
+            } else {
+                Err((axum::http::StatusCode::UNAUTHORIZED, "a bearer token is required for /metrics\n").into_response())
+            }
+        }
+    };
+    if let Err(resp) = allowed {
+        return resp;
     }
-    if let Some(ch) = &m.clickhouse {
-        ch.render(&mut out);
-    }
-    if let Some(s) = &m.shipping {
-        s.render(&mut out);
-    }
-    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
+    let accept = headers.get(axum::http::header::ACCEPT).and_then(|v| v.to_str().ok());
+    let openmetrics = prom::wants_openmetrics(accept);
+    let body = prom::encode(&m.registry, openmetrics);
+    ([(axum::http::header::CONTENT_TYPE, prom::content_type(openmetrics))], body).into_response()
 }
 
 /// `tollgate collector`: the ingest endpoint, the write-ahead log and the sinks.
@@ -655,20 +713,27 @@ async fn collector_main(cfg: Config) -> anyhow::Result<()> {
     migrate_at_start(&cfg).await;
     let (sinks, ch_metrics) = open_sinks(&cfg, &data_dir)?;
     let coll_metrics = Arc::new(CollectorMetrics::default());
+    let mut registry = Registry::default();
+    register_collector_metrics(&mut registry, coll_metrics.clone(), ch_metrics, || 0);
     let collector = Arc::new(
         Collector::start(&data_dir, sinks, &cfg.collector, coll_metrics.clone())
             .context("opening the write-ahead log")?,
     );
-    let token = cfg.collector.ingest_token_env.as_ref().and_then(|v| std::env::var(v).ok()).map(Arc::from);
+    let token: Option<Arc<str>> =
+        cfg.collector.ingest_token_env.as_ref().and_then(|v| std::env::var(v).ok()).map(Arc::from);
     if token.is_none() {
         warn!("collector.ingest_token_env is not set: any caller may send events");
     }
     let metrics_state = MetricsState {
-        gateway: None,
-        collector: Some(coll_metrics),
-        clickhouse: ch_metrics,
-        shipping: None,
-        collector_tx: None,
+        registry: Arc::new(registry),
+        access: match (cfg.metrics.access, &token) {
+            (MetricsAccess::Open, _) => MetricsGuard::Open,
+            (MetricsAccess::Key, Some(t)) => MetricsGuard::Token(t.clone()),
+            (MetricsAccess::Key, None) => exit_config(
+                "config: metrics.access: `key` on `tollgate collector` needs collector.ingest_token_env (its bearer token)"
+                    .into(),
+            ),
+        },
     };
     let app = tollgate_collector::ingest::app(tollgate_collector::ingest::IngestState {
         collector: collector.clone(),

@@ -16,16 +16,18 @@ use crate::error::ChError;
 use crate::fetch_json;
 use crate::rowbinary;
 use bytes::Bytes;
+use prometheus_client::encoding::DescriptorEncoder;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use tollgate_events::prom::{self, Kind};
 use tollgate_events::{date_of_day, CallEvent};
 use tracing::{error, info, warn};
 
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct ClickHouseSinkMetrics {
     pub events_inserted: AtomicU64,
     pub batches_inserted: AtomicU64,
@@ -38,54 +40,56 @@ pub struct ClickHouseSinkMetrics {
 }
 
 impl ClickHouseSinkMetrics {
-    pub fn render(&self, out: &mut String) {
-        let rows: [(&str, &str, &str, &AtomicU64); 7] = [
+    /// Scrape-time values for the process's registry.
+    pub fn encode_metrics(&self, e: &mut DescriptorEncoder) -> std::fmt::Result {
+        let rows: [(&str, Kind, &str, &AtomicU64); 6] = [
             (
-                "tollgate_clickhouse_events_inserted_total",
-                "counter",
+                "tollgate_clickhouse_events_inserted",
+                Kind::Counter,
                 "Call events inserted into ClickHouse.",
                 &self.events_inserted,
             ),
             (
-                "tollgate_clickhouse_batches_inserted_total",
-                "counter",
+                "tollgate_clickhouse_batches_inserted",
+                Kind::Counter,
                 "Batches inserted into ClickHouse.",
                 &self.batches_inserted,
             ),
             (
-                "tollgate_clickhouse_batches_already_present_total",
-                "counter",
+                "tollgate_clickhouse_batches_already_present",
+                Kind::Counter,
                 "Retried batches found already stored (lost acknowledgement) and not inserted again.",
                 &self.batches_already_present,
             ),
             (
-                "tollgate_clickhouse_insert_errors_total",
-                "counter",
+                "tollgate_clickhouse_insert_errors",
+                Kind::Counter,
                 "Failed insert attempts (retried).",
                 &self.insert_errors,
             ),
             (
-                "tollgate_clickhouse_deadletter_batches_total",
-                "counter",
+                "tollgate_clickhouse_deadletter_batches",
+                Kind::Counter,
                 "Batches the server rejected, written to the dead-letter directory.",
                 &self.deadletter_batches,
             ),
             (
-                "tollgate_clickhouse_deadletter_events_total",
-                "counter",
+                "tollgate_clickhouse_deadletter_events",
+                Kind::Counter,
                 "Call events in dead-lettered batches.",
                 &self.deadletter_events,
             ),
-            (
-                "tollgate_clickhouse_last_insert_unix_ms",
-                "gauge",
-                "When the last batch was inserted.",
-                &self.last_insert_unix_ms,
-            ),
         ];
         for (name, kind, help, v) in rows {
-            tollgate_events::prom::write_scalar(out, name, kind, help, v.load(Ordering::Relaxed));
+            prom::encode_scalar(e, name, help, kind, v.load(Ordering::Relaxed) as f64)?;
         }
+        prom::encode_scalar(
+            e,
+            "tollgate_clickhouse_last_insert_timestamp_seconds",
+            "When the last batch was inserted (Unix time).",
+            Kind::Gauge,
+            self.last_insert_unix_ms.load(Ordering::Relaxed) as f64 / 1e3,
+        )
     }
 }
 

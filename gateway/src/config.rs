@@ -225,9 +225,14 @@ pub struct KeyConfig {
     /// Let clients set `x-tollgate-project`, `x-tollgate-user` and `x-tollgate-tags` (`k=v,k=v`) per call.
     #[serde(default)]
     pub allow_attribution_headers: bool,
-    /// May read the query API (`/v1/showback`, `/v1/latency`, `/v1/sql`).
+    /// May read the query API (`/v1/showback`, `/v1/latency`, `/v1/sql`), the page at `/ui`, and
+    /// `/metrics` when `metrics.access = "key"`.
     #[serde(default)]
     pub query: bool,
+    /// Add `x-tollgate-cost-usd` (the call's cost, exact decimal USD) to non-stream responses whose usage
+    /// the provider reported. The gateway then reads such a response whole before answering.
+    #[serde(default)]
+    pub cost_header: bool,
 }
 
 /// A price override, USD per million tokens, written as a string (`"0.0375"`) or a number.

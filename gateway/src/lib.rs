@@ -8,6 +8,7 @@ pub mod admission;
 pub mod budget;
 pub mod call;
 pub mod config;
+mod cost_header;
 mod error;
 pub mod finish;
 pub mod http_client;
@@ -15,6 +16,7 @@ mod keys;
 pub mod metrics;
 pub mod pipeline;
 pub mod providers;
+pub mod reqlog;
 pub mod respond;
 pub mod routing;
 pub mod ship;
@@ -97,16 +99,17 @@ impl GatewayState {
     /// `spill_path` is where events go when the queue is full.
     pub fn start(cfg: ValidatedConfig, spill_path: PathBuf) -> (Arc<GatewayState>, MeterReceiver) {
         let budgets = budget::BudgetSystem::disabled(Arc::new(cfg.prices.clone()));
-        GatewayState::start_with_budgets(cfg, spill_path, budgets)
+        let metrics = Arc::new(GatewayMetrics::new(&Default::default(), cfg.model_routes.keys().map(String::as_str)));
+        GatewayState::start_with_budgets(cfg, spill_path, budgets, metrics)
     }
 
-    /// As [`GatewayState::start`], enforcing these budgets and rate limits.
+    /// As [`GatewayState::start`], enforcing these budgets and rate limits, observing into `metrics`.
     pub fn start_with_budgets(
         cfg: ValidatedConfig,
         spill_path: PathBuf,
         budgets: Arc<budget::BudgetSystem>,
+        metrics: Arc<GatewayMetrics>,
     ) -> (Arc<GatewayState>, MeterReceiver) {
-        let metrics = Arc::new(GatewayMetrics::default());
         let prices = Arc::new(tollgate_events::PriceBook::new(cfg.prices.clone()));
         let (meter, rx) = Meter::new(cfg.settings.event_queue_capacity, prices, spill_path, metrics);
         // Validation checked every kind, so no upstream is left out here.
@@ -133,9 +136,13 @@ impl GatewayState {
         }
     }
 
-    /// Retries and circuit breakers, for `/metrics`.
-    pub fn render_routes(&self, out: &mut String) {
-        metrics::render_routes(out, &self.pipeline.routes.series());
+    /// Retries and circuit breakers, encoded into the metrics registry at scrape time. Holds the route
+    /// table only (not the gateway, whose metering queue must close at shutdown).
+    pub fn routes_encoder(
+        &self,
+    ) -> impl Fn(&mut prometheus_client::encoding::DescriptorEncoder) -> std::fmt::Result + Send + Sync + 'static {
+        let routes = self.pipeline.routes.clone();
+        move |e| metrics::encode_routes(e, &routes.series())
     }
 }
 

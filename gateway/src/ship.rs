@@ -11,6 +11,7 @@
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use prometheus_client::encoding::DescriptorEncoder;
 use serde::Deserialize;
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -20,6 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
+use tollgate_events::prom::{self, Kind};
 use tollgate_events::CallEvent;
 use tracing::{error, info, warn};
 
@@ -67,7 +69,7 @@ impl ShipConfig {
     }
 }
 
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct ShipMetrics {
     pub shipped_events: AtomicU64,
     pub shipped_batches: AtomicU64,
@@ -78,23 +80,25 @@ pub struct ShipMetrics {
 }
 
 impl ShipMetrics {
-    pub fn render(&self, out: &mut String) {
-        let rows: [(&str, &str, &str, &AtomicU64); 6] = [
-            ("tollgate_shipped_events_total", "counter", "Events the collector acknowledged.", &self.shipped_events),
-            ("tollgate_shipped_batches_total", "counter", "Batches the collector acknowledged.", &self.shipped_batches),
-            ("tollgate_ship_errors_total", "counter", "Failed sends to the collector (retried).", &self.send_errors),
-            ("tollgate_spool_bytes", "gauge", "Bytes in the outbox spool.", &self.spool_bytes),
-            ("tollgate_spool_batches", "gauge", "Batches waiting in the outbox spool.", &self.spool_batches),
+    /// Scrape-time values for the process's registry.
+    pub fn encode_metrics(&self, e: &mut DescriptorEncoder) -> std::fmt::Result {
+        let rows: [(&str, Kind, &str, &AtomicU64); 6] = [
+            ("tollgate_shipped_events", Kind::Counter, "Events the collector acknowledged.", &self.shipped_events),
+            ("tollgate_shipped_batches", Kind::Counter, "Batches the collector acknowledged.", &self.shipped_batches),
+            ("tollgate_ship_errors", Kind::Counter, "Failed sends to the collector (retried).", &self.send_errors),
+            ("tollgate_spool_bytes", Kind::Gauge, "Bytes in the outbox spool.", &self.spool_bytes),
+            ("tollgate_spool_batches", Kind::Gauge, "Batches waiting in the outbox spool.", &self.spool_batches),
             (
-                "tollgate_spool_dropped_events_total",
-                "counter",
+                "tollgate_spool_dropped_events",
+                Kind::Counter,
                 "Events lost because the spool was full and the collector did not take them.",
                 &self.dropped_events,
             ),
         ];
         for (name, kind, help, v) in rows {
-            tollgate_events::prom::write_scalar(out, name, kind, help, v.load(Ordering::Relaxed));
+            prom::encode_scalar(e, name, help, kind, v.load(Ordering::Relaxed) as f64)?;
         }
+        Ok(())
     }
 }
 

@@ -15,12 +15,14 @@ use crate::error::GatewayError;
 use config::{Action, BudgetConfigSet};
 use ledger::{BudgetState, Crossing, Reservation};
 use notify::Notifier;
+use prometheus_client::encoding::DescriptorEncoder;
 use ratelimit::{LimitReservation, LimitState};
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use tollgate_events::prom::{self, Kind};
 use tollgate_events::{CallEvent, PriceTable, Usage};
 use tracing::{info, warn};
 
@@ -423,27 +425,92 @@ impl BudgetSystem {
         }
     }
 
-    /// Prometheus lines for budgets and rate limits.
-    pub fn render(&self, out: &mut String) {
-        use std::fmt::Write;
+    /// Scrape-time values for budgets and rate limits: spend, cap, remaining, hours to exhaustion at
+    /// the window's average burn rate so far, and each rate limit's headroom (its tightest subject).
+    pub fn encode_metrics(&self, e: &mut DescriptorEncoder) -> std::fmt::Result {
+        let now = (self.clock)();
         let budgets = self.budgets();
-        if !budgets.is_empty() {
-            let _ = writeln!(out, "# TYPE tollgate_budget_spent_nanousd gauge");
-            for b in budgets.iter() {
+        type Row = (String, [f64; 9], Option<f64>);
+        let rows: Vec<Row> = budgets
+            .iter()
+            .map(|b| {
                 let g = b.lock();
-                let (spent, reserved) = g.win.as_ref().map(|w| (w.spent(), w.reserved)).unwrap_or((0, 0));
-                let id = &b.id;
-                let _ = writeln!(out, "tollgate_budget_spent_nanousd{{budget=\"{id}\"}} {spent}");
-                let _ = writeln!(out, "tollgate_budget_reserved_nanousd{{budget=\"{id}\"}} {reserved}");
-                let _ = writeln!(out, "tollgate_budget_cap_nanousd{{budget=\"{id}\"}} {}", g.cap);
-                let _ = writeln!(out, "tollgate_budget_admitted_total{{budget=\"{id}\"}} {}", g.admitted);
-                let _ = writeln!(out, "tollgate_budget_rejected_total{{budget=\"{id}\"}} {}", g.rejected);
-                let _ = writeln!(out, "tollgate_budget_downgraded_total{{budget=\"{id}\"}} {}", g.downgraded);
-            }
+                let (spent, reserved, start, end, from) = g
+                    .win
+                    .as_ref()
+                    .map(|w| (w.spent(), w.reserved, w.start_us, w.end_us, w.count_from_us))
+                    .unwrap_or((0, 0, 0, 0, now));
+                let remaining = g.cap as f64 - spent as f64;
+                // Average burn since the window (or an admin reset) began, in nano-USD per hour.
+                let hours_elapsed = (now - from) as f64 / 3.6e9;
+                let hours = (spent > 0 && hours_elapsed > 0.0)
+                    .then(|| (remaining.max(0.0) / (spent as f64 / hours_elapsed)).max(0.0));
+                let v = [
+                    spent as f64,
+                    reserved as f64,
+                    g.cap as f64,
+                    remaining,
+                    start as f64 / 1e6,
+                    end as f64 / 1e6,
+                    g.admitted as f64,
+                    g.rejected as f64,
+                    g.downgraded as f64,
+                ];
+                (b.id.clone(), v, hours)
+            })
+            .collect();
+        let families: [(&str, Kind, &str); 9] = [
+            ("tollgate_budget_spent_nanousd", Kind::Gauge, "Settled spend in the budget's current window (nano-USD)."),
+            ("tollgate_budget_reserved_nanousd", Kind::Gauge, "Estimates reserved by calls in flight (nano-USD)."),
+            ("tollgate_budget_cap_nanousd", Kind::Gauge, "The budget's cap in force (nano-USD)."),
+            (
+                "tollgate_budget_remaining_nanousd",
+                Kind::Gauge,
+                "Cap minus settled spend (negative after an overshoot).",
+            ),
+            ("tollgate_budget_window_start_timestamp_seconds", Kind::Gauge, "Start of the current window (Unix time)."),
+            ("tollgate_budget_window_end_timestamp_seconds", Kind::Gauge, "End of the current window (Unix time)."),
+            ("tollgate_budget_admitted", Kind::Counter, "Calls the budget admitted."),
+            ("tollgate_budget_rejected", Kind::Counter, "Calls the budget rejected."),
+            ("tollgate_budget_downgraded", Kind::Counter, "Calls the budget rerouted to a cheaper model."),
+        ];
+        for (i, (name, kind, help)) in families.into_iter().enumerate() {
+            prom::encode_family(
+                e,
+                name,
+                help,
+                kind,
+                rows.iter().map(|(id, v, _)| (vec![("budget", id.as_str())], v[i])),
+            )?;
         }
-        self.notifier.render(out);
-        for (id, n) in self.rate_limited.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-            let _ = writeln!(out, "tollgate_rate_limit_rejected_total{{limit=\"{id}\"}} {n}");
-        }
+        prom::encode_family(
+            e,
+            "tollgate_budget_exhaustion_seconds",
+            "Time until the cap is reached at the window's average burn rate so far (absent while nothing is spent).",
+            Kind::Gauge,
+            rows.iter().filter_map(|(id, _, h)| h.map(|h| (vec![("budget", id.as_str())], h * 3600.0))),
+        )?;
+        self.notifier.encode_metrics(e)?;
+        let rejected: Vec<(String, u64)> =
+            self.rate_limited.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|(k, v)| (k.clone(), *v)).collect();
+        prom::encode_family(
+            e,
+            "tollgate_rate_limit_rejected",
+            "Calls refused by a rate limit.",
+            Kind::Counter,
+            rejected.iter().map(|(id, n)| (vec![("limit", id.as_str())], *n as f64)),
+        )?;
+        let headroom: Vec<(String, &'static str, f64)> = self
+            .limits()
+            .iter()
+            .flat_map(|l| l.headroom(now).into_iter().map(|(w, h)| (l.def.id.clone(), w, h)))
+            .collect();
+        prom::encode_family(
+            e,
+            "tollgate_rate_limit_headroom_ratio",
+            "Share of a rate limit still free in its current window, for its most loaded subject (1 = unused).",
+            Kind::Gauge,
+            headroom.iter().map(|(id, w, h)| (vec![("limit", id.as_str()), ("window", *w)], *h)),
+        )
     }
 }

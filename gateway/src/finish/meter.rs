@@ -203,12 +203,14 @@ pub async fn run_metering(mut r: MeterReceiver, out: mpsc::Sender<Vec<CallEvent>
     let mut idle_ticks = 0u32;
     loop {
         tick.tick().await;
+        inner.metrics.queue_depth.set(i64::try_from(r.rx.len()).unwrap_or(i64::MAX));
         let mut batch = Vec::new();
         let closed = loop {
             match r.rx.try_recv() {
                 Ok(p) => {
                     let ev = finish_event(p, &inner.prices.current(), &inner.estimator, &inner.metrics);
                     inner.metrics.observe(&ev);
+                    crate::reqlog::log_event(&ev);
                     batch.push(ev);
                     if batch.len() >= OUT_BATCH && out.send(std::mem::take(&mut batch)).await.is_err() {
                         error!("collector queue closed; metering stops");
@@ -261,6 +263,7 @@ async fn replay_spill(inner: &MeterInner, out: &mpsc::Sender<Vec<CallEvent>>) {
         match serde_json::from_str::<CallEvent>(line) {
             Ok(ev) => {
                 inner.metrics.observe(&ev);
+                crate::reqlog::log_event(&ev);
                 batch.push(ev);
                 n += 1;
                 if batch.len() >= OUT_BATCH && out.send(std::mem::take(&mut batch)).await.is_err() {
@@ -276,7 +279,7 @@ async fn replay_spill(inner: &MeterInner, out: &mpsc::Sender<Vec<CallEvent>>) {
     if let Err(error) = tokio::fs::remove_file(&replaying).await {
         error!(%error, "cannot remove replayed spill file");
     }
-    inner.metrics.events_replayed.add(n);
+    inner.metrics.events_replayed.inc_by(n);
 }
 
 /// The per-request metering guard. Handlers fill it in as the call proceeds; dropping it emits the event.
@@ -301,6 +304,10 @@ pub struct CallGuard {
     pub priced: Vec<Arc<dyn PricedObserver>>,
     /// Told the event the moment the call ends (circuit breakers).
     pub ended: Vec<Arc<dyn EndObserver>>,
+    /// The key asked for `x-tollgate-cost-usd`.
+    pub wants_cost: bool,
+    /// Receives the call's cost when the guard drops, if the provider reported its usage.
+    pub cost_report: Option<tokio::sync::oneshot::Sender<u64>>,
     /// Service tier, 1-hour cache writes and usage anomalies seen in the response.
     pub hints: PricingHints,
 }
@@ -315,6 +322,7 @@ impl CallGuard {
         event.event_id = uuid::Uuid::now_v7().to_string();
         event.ts_start_us = now_us();
         event.attempt = 1;
+        meter.inner.metrics.in_flight.inc();
         CallGuard {
             meter,
             event: Box::new(event),
@@ -329,6 +337,8 @@ impl CallGuard {
             output_text: String::new(),
             priced: Vec::new(),
             ended: Vec::new(),
+            wants_cost: false,
+            cost_report: None,
             hints: PricingHints::default(),
         }
     }
@@ -414,8 +424,16 @@ impl Drop for CallGuard {
         for o in &self.ended {
             o.ended(ev);
         }
+        if let (Some(tx), None) = (self.cost_report.take(), &estimate) {
+            // The cost metering will store: the same pricing on a copy of the event.
+            let mut priced = (*self.event).clone();
+            let prices = self.meter.inner.prices.current();
+            prices.price_event(&mut priced, hints.service_tier.unwrap_or_default(), hints.cache_write_1h);
+            let _ = tx.send(priced.cost_nanousd);
+        }
         let event = std::mem::take(&mut self.event);
         let priced = std::mem::take(&mut self.priced);
+        self.meter.inner.metrics.in_flight.dec();
         self.meter.submit(PendingEvent { event, estimate, priced, hints });
     }
 }

@@ -235,7 +235,7 @@ pub async fn attempt(
         idle,
         got_headers,
     };
-    Attempted::Answered(respond::answer(answer, input.request_id))
+    Attempted::Answered(respond::answer(answer, input.request_id).await)
 }
 
 /// A 2xx whose body never started: the outcome is the gateway error's, the error type says why.

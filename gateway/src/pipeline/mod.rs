@@ -123,6 +123,7 @@ impl Pipeline {
             body_model: &model,
         };
         let mut target = first;
+        let wants_cost = guard.wants_cost;
         let mut guard = guard;
         loop {
             if target.breaker.enabled() {
@@ -150,6 +151,7 @@ impl Pipeline {
             guard = CallGuard::new(self.meter.clone(), ev);
             guard.event.attempt = u16::try_from(plan.attempts).unwrap_or(u16::MAX);
             guard.priced.clone_from(&priced);
+            guard.wants_cost = wants_cost;
             target = next;
         }
     }

@@ -52,7 +52,8 @@ pub struct Answer {
     pub got_headers: Instant,
 }
 
-pub fn answer(a: Answer, rid: &str) -> Response {
+/// With `x-tollgate-cost-usd` for keys that asked for it, on non-stream answers (read whole first).
+pub async fn answer(a: Answer, rid: &str) -> Response {
     let Answer { mut guard, parts, body, kind, translation, wire, stream, idle, got_headers } = a;
     let translating = !matches!(translation, Translation::None);
     let default_ct = HeaderValue::from_static(if stream { "text/event-stream" } else { "application/json" });
@@ -66,8 +67,17 @@ pub fn answer(a: Answer, rid: &str) -> Response {
         out = out.header("x-request-id", v);
     }
     guard.overhead += got_headers.elapsed();
+    let cost_rx = (!stream && guard.wants_cost).then(|| {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        guard.cost_report = Some(tx);
+        rx
+    });
     let body = Body::new(MeteredBody::new(body, guard, kind, wire, translation, idle));
-    out.body(body).unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+    let resp = out.body(body).unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response());
+    match cost_rx {
+        Some(rx) => crate::cost_header::with_cost_header(resp, rx).await,
+        None => resp,
+    }
 }
 
 /// The upstream answered with an error status: its error is passed through in the client's shape
