@@ -33,6 +33,8 @@ pub struct CollectorMetrics {
     pub wal_bytes: AtomicU64,
     /// Appends refused because the log was at its cap.
     pub wal_full: AtomicU64,
+    /// Events left out because the log already held their id.
+    pub wal_duplicates: AtomicU64,
     /// Per sink: confirmed offset, and when it last had nothing left to write.
     pub parquet_committed: AtomicU64,
     pub parquet_caught_up_ms: AtomicU64,
@@ -88,6 +90,12 @@ impl CollectorMetrics {
                 "gauge",
                 "Bytes of write-ahead log on disk.",
                 self.wal_bytes.load(Ordering::Relaxed),
+            ),
+            (
+                "tollgate_wal_duplicate_events_total",
+                "counter",
+                "Events left out because the log already held their event_id (resent or replayed).",
+                self.wal_duplicates.load(Ordering::Relaxed),
             ),
             (
                 "tollgate_wal_full_total",
@@ -166,7 +174,8 @@ impl Collector {
         metrics: Arc<CollectorMetrics>,
     ) -> Result<Collector, WalError> {
         let dir = data_dir.join("wal");
-        let wal = Arc::new(Wal::open(&dir, cfg.wal_segment_bytes, cfg.wal_max_bytes)?);
+        let wal =
+            Arc::new(Wal::open_with_dedup(&dir, cfg.wal_segment_bytes, cfg.wal_max_bytes, cfg.dedup_window_events)?);
         metrics.wal_end.store(wal.end(), Ordering::Relaxed);
         metrics.wal_bytes.store(wal.bytes(), Ordering::Relaxed);
         let (closing, _) = watch::channel(false);
@@ -220,6 +229,7 @@ impl Collector {
                 .map_err(|e| WalError::Corrupt(0, format!("append task: {e}")))?;
         match &r {
             Ok(_) => {
+                metrics.wal_duplicates.store(self.wal.duplicates.load(Ordering::Relaxed), Ordering::Relaxed);
                 metrics.wal_end.store(self.wal.end(), Ordering::Relaxed);
                 metrics.wal_bytes.store(self.wal.bytes(), Ordering::Relaxed);
             }

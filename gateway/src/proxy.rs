@@ -290,7 +290,7 @@ async fn admit(
         return Err(GatewayError::ModelNotAllowed(model));
     }
     let (bytes, model, up) =
-        if check_budgets { admit_budgets(st, guard, bytes, &meta, model, up)? } else { (bytes, model, up) };
+        if check_budgets { admit_budgets(st, guard, &key, bytes, &meta, model, up)? } else { (bytes, model, up) };
     guard.event.provider = up.cfg.kind.provider().to_string();
     guard.event.upstream = up.cfg.name.clone();
     Ok((bytes, meta, model, up))
@@ -302,6 +302,7 @@ async fn admit(
 fn admit_budgets(
     st: &GatewayState,
     guard: &mut CallGuard,
+    key: &crate::config::ValidatedKey,
     bytes: Bytes,
     meta: &RequestMeta,
     model: String,
@@ -316,7 +317,7 @@ fn admit_budgets(
             .find_map(|v| v.as_ref().and_then(|v| v.as_u64()))
             .unwrap_or_else(|| st.budgets.default_output_tokens())
     };
-    let admitted = st.budgets.admit(&guard.event, &model, input, output)?;
+    let admitted = st.budgets.admit(&guard.event, &model, input, output, &|m| key.may_use(m))?;
     guard.admission = Some(admitted.admission);
     let Some((cheaper, budget)) = admitted.downgrade else { return Ok((bytes, model, up)) };
     let up = st.route(&cheaper).ok_or_else(|| GatewayError::UnknownModel(cheaper.clone()))?;
