@@ -336,7 +336,11 @@ impl SpendSource for QuerySpend {
             };
             let range = TimeRange { from_us: q.from_us, to_us: q.to_us };
             let req = tollgate_query::SpendRequest { filter, keys: q.keys, pending: q.pending };
-            let a = self.0.spend(&range, &req).await.map_err(|e| e.to_string())?;
+            let a = self.0.spend(&range, &req).await.map_err(|e| match e {
+                // The log should say what went wrong; this never reaches a client.
+                tollgate_query::QueryError::Internal(detail) => format!("query failed: {detail}"),
+                other => other.to_string(),
+            })?;
             Ok(StoreSpend { others_nanousd: a.others_nanousd, present: a.present })
         })
     }

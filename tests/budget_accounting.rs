@@ -206,7 +206,7 @@ async fn attribution_headers_do_not_escape_the_keys_own_budgets() {
     assert_eq!(users.iter().map(|r| s(r, "u")).collect::<Vec<_>>(), ["mallory", "someone-else"]);
     for (id, cap) in [("carol", 2), ("atlas", 3), ("cc", 4)] {
         let b = budget_state(&gw, id).await;
-        assert_eq!(u(&b, "spent_stored_nanousd"), 2 * per_call, "{id}: {b}");
+        assert_eq!(u(&b, "spent_stored_nanousd"), 2 * per_call, "{id}: {b}\n{}", gw.log());
         assert_eq!(u(&b, "spent_nanousd"), 2 * per_call, "{id}: {b}");
         assert_eq!(u(&b, "cap_nanousd"), cap * per_call);
     }
@@ -349,6 +349,7 @@ async fn admin_cap_changes_survive_a_restart() {
     assert_eq!(r.status(), 200);
     assert!(gw.stop().success());
     gw.spawn();
+    gw.http = reqwest::Client::new(); // no pooled connection to the old process
     let b = budget_state(&gw, "eng").await;
     assert_eq!(u(&b, "cap_nanousd"), 2_500_000, "the admin's cap was lost in the restart: {b}");
     // A config that sets a new cap wins over the older admin change.
@@ -356,5 +357,6 @@ async fn admin_cap_changes_survive_a_restart() {
     std::fs::write(&gw.config, cfg).unwrap();
     assert!(gw.stop().success());
     gw.spawn();
+    gw.http = reqwest::Client::new();
     assert_eq!(u(&budget_state(&gw, "eng").await, "cap_nanousd"), 4_000_000);
 }

@@ -89,6 +89,7 @@ async fn a_spill_file_replayed_twice_is_stored_once() {
     for round in 0..2 {
         std::fs::write(&replaying, &text).unwrap();
         gw.spawn();
+        gw.http = reqwest::Client::new(); // no pooled connection to the old process
         wait_for("the spill replay", || {
             let gone = !replaying.exists();
             async move { gone }

@@ -189,6 +189,7 @@ impl Outbox {
     }
 
     /// Bytes of batches not acknowledged yet: what the cap counts.
+    #[cfg(test)]
     fn unacked_bytes(&self) -> u64 {
         self.len - self.head()
     }

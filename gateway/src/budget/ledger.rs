@@ -94,6 +94,9 @@ pub struct BudgetState {
     pub value: String,
     tag: Option<(String, String)>,
     inner: Mutex<Inner>,
+    /// One sync at a time: two overlapping syncs would both leave the same pending ids out of the
+    /// store's sum, and the second would no longer find them pending to count them back in.
+    pub(crate) syncing: tokio::sync::Mutex<()>,
 }
 
 /// A threshold or the cap crossed by settled spend.
@@ -124,6 +127,7 @@ impl BudgetState {
                 rejected: 0,
                 downgraded: 0,
             }),
+            syncing: tokio::sync::Mutex::new(()),
         }
     }
 

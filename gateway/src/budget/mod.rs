@@ -402,6 +402,7 @@ impl BudgetSystem {
     /// Refreshes one budget's spend from the query service: the store's spend without this gateway's
     /// pending calls, and which of those it now holds.
     pub async fn sync_one(&self, state: &Arc<BudgetState>, source: &dyn SpendSource) -> Result<(), String> {
+        let _one_at_a_time = state.syncing.lock().await;
         let now = (self.clock)();
         let (generation, q) = {
             let mut g = state.lock();
