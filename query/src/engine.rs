@@ -331,7 +331,12 @@ impl QueryService {
         let mut cond = match &req.filter {
             SpendFilter::Column(col, v) => format!("\"{col}\" = {}", place(v)),
             SpendFilter::Tag(k, v) => {
-                format!("array_element(tag_values, array_position(tag_keys, {})) = {}", place(k), place(v))
+                // Typed placeholders: inside array functions DataFusion cannot infer them.
+                format!(
+                    "array_element(tag_values, CAST(array_position(tag_keys, CAST({} AS VARCHAR)) AS BIGINT)) = CAST({} AS VARCHAR)",
+                    place(k),
+                    place(v)
+                )
             }
         };
         if !req.keys.is_empty() {
