@@ -10,9 +10,10 @@ mod common;
 
 use common::{s, u, Gateway, ENG_KEY, HDR_KEY};
 
-/// house-llm: 37.5 nano-USD per input token, 1,100 per output token.
+/// house-llm: 37.5 nano-USD per input token, 1,100 per output token; a call's total is rounded half
+/// up to the nano-dollar.
 fn house_cost(input: u64, output: u64) -> u64 {
-    (input * 375 + output * 11_000) / 10
+    (input * 375 + output * 11_000 + 5) / 10
 }
 
 async fn chat(gw: &Gateway, key: &str, model: &str, directive: &str, user: Option<&str>) -> u16 {

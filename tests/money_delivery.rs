@@ -18,9 +18,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use tollgate_events::{CallEvent, Outcome, SCHEMA_VERSION};
 
-/// house-llm: 37.5 nano-USD per input token, 1,100 per output token.
+/// house-llm: 37.5 nano-USD per input token, 1,100 per output token; a call's total is rounded half
+/// up to the nano-dollar.
 fn house_cost(input: u64, output: u64) -> u64 {
-    (input * 375 + output * 11_000) / 10
+    (input * 375 + output * 11_000 + 5) / 10
 }
 
 fn body(output: u64, prompt: u64) -> String {
