@@ -8,6 +8,7 @@ pub mod config;
 pub mod deadletter;
 pub mod error;
 pub mod migrate;
+pub mod reprice;
 pub mod retry;
 pub mod rowbinary;
 pub mod sink;

@@ -300,7 +300,7 @@ impl Outbox {
 }
 
 struct Sender {
-    client: crate::proxy::HttpClient,
+    client: crate::providers::HttpClient,
     url: String,
     token: Option<String>,
     timeout: Duration,
@@ -492,18 +492,18 @@ pub fn open_spool(cfg: &ShipConfig, data_dir: &Path) -> std::io::Result<Outbox> 
     Outbox::open_as(&data_dir.join("spool"), source)
 }
 
-/// The source of batches spooled before sources were kept per batch: the current one.
-fn outbox_source(outbox: &std::sync::Mutex<Outbox>) -> String {
-    outbox.lock().map(|o| o.source.clone()).unwrap_or_default()
-}
-
 fn make_sender(cfg: &ShipConfig) -> Sender {
     Sender {
-        client: crate::proxy::http_client(Duration::from_millis(cfg.timeout_ms)),
+        client: crate::providers::http_client(Duration::from_millis(cfg.timeout_ms)),
         url: cfg.collector_url.trim_end_matches('/').to_string(),
         token: cfg.token_env.as_ref().and_then(|v| std::env::var(v).ok()),
         timeout: Duration::from_millis(cfg.timeout_ms),
     }
+}
+
+/// The source of batches spooled before sources were kept per batch: the current one.
+fn outbox_source(outbox: &std::sync::Mutex<Outbox>) -> String {
+    outbox.lock().map(|o| o.source.clone()).unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -100,10 +100,13 @@ enum Backend {
 /// Sums over a group of calls. Money in exact nano-USD.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Totals {
-    /// Billable requests (see `report::billable`).
+    /// Billable requests, each counted once: by its last attempt (the events whose `finish_reason` is
+    /// not `retried`); refused requests are in `rejected`.
     pub calls: u64,
     /// Requests the gateway refused before any provider billed them.
     pub rejected: u64,
+    /// Upstream attempts (every event but the refused ones); equals `calls` when nothing was retried.
+    pub attempts: u64,
     pub input_tokens: u64,
     pub output_tokens: u64,
     pub cached_input_tokens: u64,
@@ -287,8 +290,9 @@ impl QueryService {
         }
         let (select, by) = group_sql(group);
         let sql = format!(
-            "SELECT {select} count(*) - sum(CASE WHEN outcome IN ({refused}) THEN 1 ELSE 0 END) AS calls, \
+            "SELECT {select} sum(CASE WHEN finish_reason = 'retried' OR outcome IN ({refused}) THEN 0 ELSE 1 END) AS calls, \
              sum(CASE WHEN outcome IN ({refused}) THEN 1 ELSE 0 END) AS rejected, \
+             sum(CASE WHEN outcome IN ({refused}) THEN 0 ELSE 1 END) AS attempts, \
              sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens, \
              sum(cached_input_tokens) AS cached_input_tokens, sum(cache_write_tokens) AS cache_write_tokens, \
              sum(reasoning_tokens) AS reasoning_tokens, sum(cost_nanousd) AS cost_nanousd \
@@ -304,6 +308,7 @@ impl QueryService {
                 let totals = Totals {
                     calls: u64_at(b, "calls", i)?,
                     rejected: u64_at(b, "rejected", i)?,
+                    attempts: u64_at(b, "attempts", i)?,
                     input_tokens: u64_at(b, "input_tokens", i)?,
                     output_tokens: u64_at(b, "output_tokens", i)?,
                     cached_input_tokens: u64_at(b, "cached_input_tokens", i)?,

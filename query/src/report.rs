@@ -80,6 +80,7 @@ pub struct Report {
 pub fn add_totals(sum: &mut Totals, t: &Totals) {
     sum.calls += t.calls;
     sum.rejected += t.rejected;
+    sum.attempts += t.attempts;
     sum.input_tokens += t.input_tokens;
     sum.output_tokens += t.output_tokens;
     sum.cached_input_tokens += t.cached_input_tokens;
@@ -245,9 +246,10 @@ impl Report {
     }
 }
 
-const NUMBER_COLUMNS: [&str; 10] = [
+const NUMBER_COLUMNS: [&str; 11] = [
     "calls",
     "rejected",
+    "attempts",
     "input_tokens",
     "output_tokens",
     "cached_input_tokens",
@@ -258,10 +260,11 @@ const NUMBER_COLUMNS: [&str; 10] = [
     "cost_nanousd",
 ];
 
-fn numbers(t: &Totals) -> [String; 10] {
+fn numbers(t: &Totals) -> [String; 11] {
     [
         t.calls.to_string(),
         t.rejected.to_string(),
+        t.attempts.to_string(),
         t.input_tokens.to_string(),
         t.output_tokens.to_string(),
         t.cached_input_tokens.to_string(),
@@ -277,6 +280,7 @@ pub fn totals_json(t: &Totals) -> serde_json::Value {
     serde_json::json!({
         "calls": t.calls,
         "rejected": t.rejected,
+        "attempts": t.attempts,
         "input_tokens": t.input_tokens,
         "output_tokens": t.output_tokens,
         "cached_input_tokens": t.cached_input_tokens,

@@ -73,7 +73,7 @@ requests_per_minute = 1000000000000
 
 fn main() -> anyhow::Result<()> {
     let cfg: Cfg = toml::from_str(CONFIG)?;
-    let v = tollgate_gateway::validate(&cfg.upstreams, &cfg.keys, &cfg.prices, &GatewaySettings::default())
+    let v = tollgate_gateway::validate(&cfg.upstreams, &[], &cfg.keys, &cfg.prices, &GatewaySettings::default())
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let set = validate_budgets(&cfg.budgets, &cfg.rate_limits, &cfg.budget_settings, &cfg.admin_keys, &v)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -90,7 +90,7 @@ fn main() -> anyhow::Result<()> {
         let t = Instant::now();
         for i in 0..n {
             let a = sys.admit(&ev, "gpt-4o", 1_000 + i % 7, 256, &|_| true).map_err(|e| e.to_string())?;
-            a.admission.settle(&format!("{i:020}"), 1_234, 1_256);
+            a.admission.settle(&[(format!("{i:020}"), 1_234)], 1_256);
         }
         Ok(t.elapsed())
     };

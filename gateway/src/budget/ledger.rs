@@ -217,21 +217,23 @@ impl Inner {
         out
     }
 
-    /// Records a finished call's real cost against the reservation it held.
-    pub fn settle(&mut self, generation: u64, reserved: u64, cost: u64, event_id: &str) -> bool {
+    /// Records a finished request's real cost, event by event, against the reservation it held.
+    pub fn settle(&mut self, generation: u64, reserved: u64, events: &[(String, u64)]) -> bool {
         if generation != self.generation {
             return false;
         }
         let Some(w) = self.win.as_mut() else { return false };
         w.reserved = w.reserved.saturating_sub(reserved);
-        if cost == 0 || w.pending.contains_key(event_id) {
-            return true;
+        for (event_id, cost) in events {
+            if *cost == 0 || w.pending.contains_key(event_id) {
+                continue;
+            }
+            w.local = w.local.saturating_add(*cost);
+            if w.pending.len() >= MAX_PENDING {
+                w.pending.pop_first();
+            }
+            w.pending.insert(event_id.clone(), *cost);
         }
-        w.local = w.local.saturating_add(cost);
-        if w.pending.len() >= MAX_PENDING {
-            w.pending.pop_first();
-        }
-        w.pending.insert(event_id.to_string(), cost);
         true
     }
 
@@ -321,7 +323,7 @@ mod tests {
         assert!(g.fits(40) && !g.fits(41));
         g.reserve(40).unwrap();
         assert!(!g.fits(0), "a budget at its cap admits nothing, not even a free call");
-        assert!(g.settle(gen, 60, 10, "e1"));
+        assert!(g.settle(gen, 60, &[("e1".into(), 10)]));
         assert!(g.fits(50) && !g.fits(51));
     }
 
@@ -332,14 +334,14 @@ mod tests {
         let mut g = s.lock();
         g.roll(us("2026-01-31T23:00:00-05:00"));
         let gen = g.reserve(30).unwrap();
-        assert!(g.settle(gen, 30, 100, "e1"));
+        assert!(g.settle(gen, 30, &[("e1".into(), 100)]));
         assert!(!g.fits(1), "January is spent");
         // 23:59:59 local on the 31st is already February in UTC, but not in New York.
         g.roll(us("2026-02-01T04:59:59Z"));
         assert!(!g.fits(1));
         g.roll(us("2026-02-01T05:00:00Z"));
         assert!(g.fits(100), "February starts from zero");
-        assert!(!g.settle(gen, 30, 5, "e2"), "a January call settling late does not count in February");
+        assert!(!g.settle(gen, 30, &[("e2".into(), 5)]), "a January call settling late does not count in February");
         assert_eq!(g.win.as_ref().unwrap().used(), 0);
     }
 
@@ -350,10 +352,10 @@ mod tests {
         g.roll(1);
         let gen = g.generation;
         g.reserve(20).unwrap();
-        g.settle(gen, 20, 20, "0001");
+        g.settle(gen, 20, &[("0001".into(), 20)]);
         g.reserve(35).unwrap();
-        g.settle(gen, 35, 35, "0002");
-        assert!(g.settle(gen, 0, 35, "0002"), "a call settled twice counts once");
+        g.settle(gen, 35, &[("0002".into(), 35)]);
+        assert!(g.settle(gen, 0, &[("0002".into(), 35)]), "a call settled twice counts once");
         let c = g.crossings("b");
         assert_eq!(c.iter().map(|c| c.percent).collect::<Vec<_>>(), vec![50]);
         assert!(g.crossings("b").is_empty(), "announced once");

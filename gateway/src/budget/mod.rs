@@ -107,12 +107,13 @@ impl std::fmt::Debug for Admission {
 }
 
 impl Admission {
-    /// Records the real cost and tokens of the call's event `event_id` in place of its estimate.
-    pub fn settle(mut self, event_id: &str, cost_nanousd: u64, tokens: u64) {
-        self.settle_inner(event_id, cost_nanousd, Some(tokens));
+    /// Records the real cost of the request's events (`(event id, cost)`, one per upstream attempt) and
+    /// its tokens in place of its estimate.
+    pub fn settle(mut self, events: &[(String, u64)], tokens: u64) {
+        self.settle_inner(events, Some(tokens));
     }
 
-    fn settle_inner(&mut self, event_id: &str, cost: u64, tokens: Option<u64>) {
+    fn settle_inner(&mut self, events: &[(String, u64)], tokens: Option<u64>) {
         if self.settled {
             return;
         }
@@ -120,7 +121,7 @@ impl Admission {
         let mut crossings = Vec::new();
         for r in &self.budgets {
             let mut g = r.state.lock();
-            if g.settle(r.generation, r.amount, cost, event_id) {
+            if g.settle(r.generation, r.amount, events) {
                 crossings.extend(g.crossings(&r.state.id));
             }
         }
@@ -136,7 +137,7 @@ impl Admission {
 impl Drop for Admission {
     fn drop(&mut self) {
         // Unsettled (the event never reached metering): free the reservation; tokens stay charged.
-        self.settle_inner("", 0, None);
+        self.settle_inner(&[], None);
     }
 }
 
@@ -148,7 +149,7 @@ pub struct Admitted {
 }
 
 fn system_now() -> i64 {
-    crate::meter::now_us()
+    crate::finish::now_us()
 }
 
 impl BudgetSystem {
