@@ -144,10 +144,10 @@ async fn openai_sdk_non_stream_stream_and_embeddings_are_metered_exactly() {
         .await
         .unwrap();
     let lines: Vec<&str> = csv.lines().collect();
-    assert_eq!(lines[0], "period,department,calls,rejected,input_tokens,output_tokens,cached_input_tokens,cache_write_tokens,reasoning_tokens,cost_usd,cost_usd_rounded,cost_nanousd");
+    assert_eq!(lines[0], "period,department,calls,rejected,attempts,input_tokens,output_tokens,cached_input_tokens,cache_write_tokens,reasoning_tokens,cost_usd,cost_usd_rounded,cost_nanousd");
     let (period, rest) = lines[1].split_once(',').unwrap();
     assert!(period.contains('/'), "{period}");
-    assert_eq!(rest, format!("engineering,3,0,1504,16,1000,0,5,0.{expected_total:09},0.00,{expected_total}"));
+    assert_eq!(rest, format!("engineering,3,0,3,1504,16,1000,0,5,0.{expected_total:09},0.00,{expected_total}"));
 
     // Latency answers for the same calls.
     let r = gw.http.get(format!("{}/v1/latency?group_by=model", gw.url)).bearer_auth(ENG_KEY).send().await.unwrap();
