@@ -20,9 +20,9 @@ use tollgate_events::prom::{self, MetricsAccess, MetricsConfig};
 use tollgate_gateway::budget::config::{
     AdminKeyConfig, BudgetConfig, BudgetConfigSet, BudgetSettings, RateLimitConfig,
 };
-use tollgate_gateway::budget::{BudgetSystem, SpendFuture, SpendQuery, SpendSource};
+use tollgate_gateway::budget::{BudgetSystem, SpendFuture, SpendQuery, SpendSource, StoreSpend};
 use tollgate_gateway::config::{GatewaySettings, KeyConfig, PriceConfig, RouteConfig, UpstreamConfig};
-use tollgate_gateway::ship::{run_shipper, ShipConfig, ShipMetrics};
+use tollgate_gateway::ship::{open_spool, run_shipper, ShipConfig, ShipMetrics};
 use tollgate_gateway::{GatewayMetrics, GatewayState, ValidatedConfig};
 use tollgate_query::{Engine, QueryConfig, QueryService, TimeRange};
 use tracing::{info, warn};
@@ -93,9 +93,28 @@ enum Cmd {
         to: Option<String>,
         #[arg(long, default_value = "department,team,model")]
         group_by: String,
-        /// table or csv.
+        /// table, csv or json.
         #[arg(long, default_value = "table")]
         format: String,
+    },
+    /// Print one month's chargeback (the bill per department, team, project, user, key or model).
+    Chargeback {
+        #[arg(long, default_value = "tollgate.toml")]
+        config: PathBuf,
+        /// YYYY-MM (a UTC calendar month).
+        #[arg(long)]
+        month: String,
+        /// Any of tenant, department, team, project, user, key, model, comma-separated.
+        #[arg(long, default_value = "department")]
+        by: String,
+        /// table, csv or json.
+        #[arg(long, default_value = "table")]
+        format: String,
+    },
+    /// Dead-lettered ClickHouse batches (`<data_dir>/deadletter/`).
+    Deadletter {
+        #[command(subcommand)]
+        action: DeadletterCmd,
     },
     /// Price catalogs: import a file, show the prices in force, diff a file against them.
     Prices {
@@ -135,6 +154,16 @@ enum Cmd {
         /// Overrides `clickhouse.database`.
         #[arg(long)]
         database: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum DeadletterCmd {
+    /// Insert every dead-lettered batch into ClickHouse under its original batch id (each event lands
+    /// once, also when run twice); landed files move to `deadletter/replayed/`.
+    Replay {
+        #[arg(long, default_value = "tollgate.toml")]
+        config: PathBuf,
     },
 }
 
@@ -222,10 +251,16 @@ fn default_data_dir() -> PathBuf {
     PathBuf::from("./data")
 }
 
-/// Loads and validates; the error is one line that names the offending key.
+/// Loads and validates; the error is one line that names the offending key. A relative `data_dir` is
+/// taken relative to the config file's directory, so every command finds the same store wherever it
+/// is run from.
 fn load(path: &Path) -> Result<(Config, ValidatedConfig), String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("config {}: {e}", path.display()))?;
-    let cfg: Config = toml::from_str(&text).map_err(|e| toml_error_line(path, &text, &e))?;
+    let mut cfg: Config = toml::from_str(&text).map_err(|e| toml_error_line(path, &text, &e))?;
+    if cfg.storage.data_dir.is_relative() {
+        let base = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        cfg.storage.data_dir = base.join(&cfg.storage.data_dir);
+    }
     let base = tollgate_events::prices::store::table_with_stored(&cfg.storage.data_dir)
         .map_err(|e| format!("config {}: prices: {e}", path.display()))?;
     let validated =
@@ -285,6 +320,57 @@ fn load(path: &Path) -> Result<(Config, ValidatedConfig), String> {
     Ok((cfg, validated))
 }
 
+/// Upstreams whose `api_key_env` is missing or unset: `Err` for a hosted provider (its calls would go out
+/// without a key and fail, or bill someone else's default credentials), `Ok` (a warning) for a server on
+/// this machine or a private network, which often needs no key.
+fn upstream_key_problems(cfg: &Config) -> Vec<Result<String, String>> {
+    let mut out = Vec::new();
+    for (i, u) in cfg.upstreams.iter().enumerate() {
+        let problem = match &u.api_key_env {
+            Some(var) if std::env::var_os(var).is_some_and(|v| !v.is_empty()) => continue,
+            Some(var) => format!("environment variable `{var}` is not set"),
+            None => "not set, so calls go out without an API key".to_string(),
+        };
+        let msg = format!("upstreams[{i}].api_key_env: {problem} (upstream `{}` at {})", u.name, u.base_url);
+        out.push(if is_local_url(&u.base_url) { Ok(msg) } else { Err(msg) });
+    }
+    out
+}
+
+/// Whether a base URL points at this machine or a private network (loopback, RFC 1918, link-local,
+/// unique-local, `localhost`, `*.local`/`*.internal`, or a single-label host name as in a compose file).
+fn is_local_url(url: &str) -> bool {
+    let Some(host) = url.parse::<axum::http::Uri>().ok().and_then(|u| u.host().map(str::to_string)) else {
+        return false;
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
+    match host.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(ip)) => ip.is_loopback() || ip.is_private() || ip.is_link_local(),
+        Ok(std::net::IpAddr::V6(ip)) => {
+            ip.is_loopback() || (ip.segments()[0] & 0xfe00) == 0xfc00 || (ip.segments()[0] & 0xffc0) == 0xfe80
+        }
+        Err(_) => {
+            host == "localhost"
+                || host.ends_with(".localhost")
+                || host.ends_with(".local")
+                || host.ends_with(".internal")
+                || !host.contains('.')
+        }
+    }
+}
+
+/// A gateway that ships its events to a collector (`[shipping]`) has no call log of its own: its budgets
+/// must read the fleet store, or they would count only the last few seconds of its own calls.
+fn fleet_check(path: &Path, cfg: &Config) -> Result<(), String> {
+    if cfg.shipping.is_some() && !cfg.budgets.is_empty() && cfg.query.engine != Engine::Clickhouse {
+        return Err(format!(
+            "config {}: query.engine: a gateway that ships its events ([shipping]) must read budget spend from the fleet store; set engine = \"clickhouse\" with a [clickhouse] section",
+            path.display()
+        ));
+    }
+    Ok(())
+}
+
 /// The checked budgets, rate limits and admin keys.
 fn budget_set(path: &Path, cfg: &Config, v: &ValidatedConfig) -> Result<BudgetConfigSet, String> {
     tollgate_gateway::budget::config::validate_budgets(
@@ -309,7 +395,13 @@ impl SpendSource for QuerySpend {
                     .ok_or_else(|| format!("no column for scope {}", q.scope.as_str()))?,
             };
             let range = TimeRange { from_us: q.from_us, to_us: q.to_us };
-            self.0.spend(&range, &filter).await.map_err(|e| e.to_string())
+            let req = tollgate_query::SpendRequest { filter, keys: q.keys, pending: q.pending };
+            let a = self.0.spend(&range, &req).await.map_err(|e| match e {
+                // The log should say what went wrong; this never reaches a client.
+                tollgate_query::QueryError::Internal(detail) => format!("query failed: {detail}"),
+                other => other.to_string(),
+            })?;
+            Ok(StoreSpend { others_nanousd: a.others_nanousd, present: a.present })
         })
     }
 }
@@ -337,7 +429,16 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Check { config } => {
-            let (_, v) = load(&config).unwrap_or_else(|e| exit_config(e));
+            let (cfg, v) = load(&config).unwrap_or_else(|e| exit_config(e));
+            fleet_check(&config, &cfg).unwrap_or_else(|e| exit_config(e));
+            // `serve` starts without provider keys (a fresh machine); `check` says what that means.
+            let problems = upstream_key_problems(&cfg);
+            if let Some(e) = problems.iter().find_map(|p| p.as_ref().err()) {
+                exit_config(format!("config {}: {e}", config.display()));
+            }
+            for w in problems.iter().flatten() {
+                eprintln!("warning: config {}: {w}", config.display());
+            }
             println!(
                 "config ok: {} upstreams, {} keys, {} priced models",
                 v.upstreams.len(),
@@ -352,6 +453,7 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Gateway { config } => {
             let (cfg, validated) = load(&config).unwrap_or_else(|e| exit_config(e));
+            fleet_check(&config, &cfg).unwrap_or_else(|e| exit_config(e));
             if cfg.shipping.is_none() {
                 exit_config(format!(
                     "config {}: shipping: `tollgate gateway` needs a [shipping] section with collector_url",
@@ -414,6 +516,36 @@ fn main() -> anyhow::Result<()> {
         Cmd::Report { config, from, to, group_by, format } => {
             let (cfg, _) = load(&config).unwrap_or_else(|e| exit_config(e));
             runtime()?.block_on(report(cfg, from, to, group_by, format))
+        }
+        Cmd::Deadletter { action: DeadletterCmd::Replay { config } } => {
+            let (cfg, _) = load(&config).unwrap_or_else(|e| exit_config(e));
+            let Some(ch) = cfg.clickhouse.clone() else {
+                exit_config(format!("config {}: clickhouse: no [clickhouse] section to replay into", config.display()))
+            };
+            let r = runtime()?.block_on(tollgate_clickhouse::deadletter::replay(ch, &cfg.storage.data_dir))?;
+            for (f, n) in &r.inserted {
+                println!("inserted {n} events from {}", f.display());
+            }
+            for (f, n) in &r.already_present {
+                println!("already stored: {n} events of {}", f.display());
+            }
+            for (f, why) in &r.failed {
+                eprintln!("not replayed: {}: {why}", f.display());
+            }
+            println!(
+                "{} files replayed, {} already stored, {} left",
+                r.inserted.len(),
+                r.already_present.len(),
+                r.failed.len()
+            );
+            if !r.failed.is_empty() {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Cmd::Chargeback { config, month, by, format } => {
+            let (cfg, _) = load(&config).unwrap_or_else(|e| exit_config(e));
+            runtime()?.block_on(chargeback(cfg, month, by, format))
         }
     }
 }
@@ -494,6 +626,7 @@ async fn serve(cfg: Config, validated: ValidatedConfig, mode: Mode, config_path:
     let budget_cfg = budget_set(&config_path, &cfg, &validated).map_err(anyhow::Error::msg)?;
     let budgets =
         BudgetSystem::new(budget_cfg, Arc::new(validated.prices.clone()), Some(data_dir.join("admin-audit.jsonl")));
+    budgets.keep_caps_in(data_dir.join("budget-caps.json")).map_err(anyhow::Error::msg)?;
     if let Some(w) = validated.prices.staleness_warning_today() {
         warn!(read_on = tollgate_events::BUILTIN_PRICES_READ_ON, "{w}");
     }
@@ -529,7 +662,10 @@ async fn serve(cfg: Config, validated: ValidatedConfig, mode: Mode, config_path:
     let collector = match (mode, cfg.shipping.clone()) {
         (Mode::Gateway, Some(ship)) => {
             let m = Arc::new(ShipMetrics::default());
-            let task = tokio::spawn(run_shipper(coll_rx, ship, data_dir.clone(), m.clone(), grace));
+            let spool = open_spool(&ship, &data_dir).map_err(|e| {
+                anyhow::anyhow!("storage.data_dir: cannot open the outbox spool under {}: {e}", data_dir.display())
+            })?;
+            let task = tokio::spawn(run_shipper(coll_rx, spool, ship, m.clone(), grace));
             registry.register_collector(prom::scrape_fn("shipping", move |e| m.encode_metrics(e)));
             task
         }
@@ -553,9 +689,16 @@ async fn serve(cfg: Config, validated: ValidatedConfig, mode: Mode, config_path:
         },
     };
     let auth_state = gateway.clone();
-    let query_routes = tollgate_query::app(query)
-        .merge(tollgate_gateway::budget::http::budget_routes(budgets.clone()))
-        .layer(axum::middleware::from_fn(move |req: axum::extract::Request, next: axum::middleware::Next| {
+    // A shipping gateway's own store is empty: answering reports from it would print $0 bills.
+    let reports = if mode == Mode::Gateway && cfg.query.engine != Engine::Clickhouse {
+        tollgate_query::no_store_app(
+            "this gateway ships its events to a collector and keeps no call log; query a process whose query.engine reads the fleet store (clickhouse)",
+        )
+    } else {
+        tollgate_query::app(query)
+    };
+    let query_routes = reports.merge(tollgate_gateway::budget::http::budget_routes(budgets.clone())).layer(
+        axum::middleware::from_fn(move |req: axum::extract::Request, next: axum::middleware::Next| {
             let gw = auth_state.clone();
             async move {
                 match gw.query_allowed(req.headers()) {
@@ -563,7 +706,8 @@ async fn serve(cfg: Config, validated: ValidatedConfig, mode: Mode, config_path:
                     Err(e) => e.into_response(),
                 }
             }
-        }));
+        }),
+    );
     let app = tollgate_gateway::app(gateway)
         .merge(query_routes)
         .merge(tollgate_gateway::budget::http::admin_routes(budgets))
@@ -757,6 +901,7 @@ async fn collector_main(cfg: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `tollgate report`: a showback over a time range, as a table, CSV or JSON.
 async fn report(
     cfg: Config,
     from: Option<String>,
@@ -766,67 +911,23 @@ async fn report(
 ) -> anyhow::Result<()> {
     let svc = open_query(&cfg)?;
     let range = TimeRange::parse(from.as_deref(), to.as_deref())?;
-    let group = tollgate_query::parse_group_by(Some(&group_by), &[])?;
-    let rows = svc.showback(&range, &group).await?;
-    if format == "csv" {
-        print!("{}", tollgate_query::showback_csv(&group, &rows));
-        return Ok(());
-    }
-    let mut header: Vec<String> = group.iter().map(|(n, _)| (*n).to_string()).collect();
-    header.extend(["calls", "input_tokens", "output_tokens", "cost_usd"].map(String::from));
-    let mut table: Vec<Vec<String>> = vec![header];
-    let mut total = tollgate_query::Totals::default();
-    for r in &rows {
-        tollgate_query::add_totals(&mut total, &r.totals);
-        let mut line: Vec<String> =
-            r.group.iter().map(|(_, v)| if v.is_empty() { "-".into() } else { v.clone() }).collect();
-        line.extend([
-            r.totals.calls.to_string(),
-            r.totals.input_tokens.to_string(),
-            r.totals.output_tokens.to_string(),
-            tollgate_events::format_usd(r.totals.cost_nanousd),
-        ]);
-        table.push(line);
-    }
-    let mut last: Vec<String> =
-        group.iter().enumerate().map(|(i, _)| if i == 0 { "TOTAL".into() } else { String::new() }).collect();
-    if last.is_empty() {
-        last.push("TOTAL".into());
-        table[0].insert(0, String::new());
-        for row in table.iter_mut().skip(1) {
-            row.insert(0, String::new());
-        }
-    }
-    last.extend([
-        total.calls.to_string(),
-        total.input_tokens.to_string(),
-        total.output_tokens.to_string(),
-        tollgate_events::format_usd(total.cost_nanousd),
-    ]);
-    table.push(last);
-    let widths: Vec<usize> = (0..table[0].len()).map(|c| table.iter().map(|r| r[c].len()).max().unwrap_or(0)).collect();
-    let numeric_from = group.len().max(1);
-    println!(
-        "showback {} .. {}",
-        TimeRange::render(range.from_us),
-        if range.to_us == i64::MAX { "now".to_string() } else { TimeRange::render(range.to_us) }
-    );
-    for (i, row) in table.iter().enumerate() {
-        let cells: Vec<String> =
-            row.iter()
-                .enumerate()
-                .map(|(c, v)| {
-                    if c >= numeric_from {
-                        format!("{v:>w$}", w = widths[c])
-                    } else {
-                        format!("{v:<w$}", w = widths[c])
-                    }
-                })
-                .collect();
-        println!("{}", cells.join("  ").trim_end());
-        if i == 0 || i == table.len() - 2 {
-            println!("{}", widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>().join("  "));
-        }
+    let report = tollgate_query::Report::showback(&svc, range, Some(group_by.as_str()), &[]).await?;
+    print_report(&report, &format, false)
+}
+
+/// `tollgate chargeback --month`: one month's bill, as a table, CSV or JSON.
+async fn chargeback(cfg: Config, month: String, by: String, format: String) -> anyhow::Result<()> {
+    let svc = open_query(&cfg)?;
+    let report = tollgate_query::Report::chargeback(&svc, &month, Some(by.as_str())).await?;
+    print_report(&report, &format, true)
+}
+
+fn print_report(report: &tollgate_query::Report, format: &str, csv_total: bool) -> anyhow::Result<()> {
+    match format {
+        "table" => print!("{}", report.table()),
+        "csv" => print!("{}", report.csv(csv_total)),
+        "json" => println!("{}", report.json()),
+        other => anyhow::bail!("--format must be table, csv or json, got `{other}`"),
     }
     Ok(())
 }

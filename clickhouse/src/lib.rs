@@ -5,9 +5,11 @@
 //! `migrations/0001_calls.sql` for what that rules out.
 
 pub mod config;
+pub mod deadletter;
 pub mod error;
 pub mod migrate;
 pub mod reprice;
+pub mod retry;
 pub mod rowbinary;
 pub mod sink;
 

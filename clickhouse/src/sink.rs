@@ -136,6 +136,29 @@ pub struct Batch {
 }
 
 impl Batch {
+    /// A batch of stored events under an id they had before (a dead-letter file being replayed): landing
+    /// it twice is recognised by that id.
+    pub fn replay(batch_id: String, events: Vec<CallEvent>) -> Batch {
+        let mut data = Vec::with_capacity(events.len() * 512);
+        let (mut min_day, mut max_day) = (i64::MAX, i64::MIN);
+        for e in &events {
+            rowbinary::encode(&mut data, e, &batch_id);
+            min_day = min_day.min(e.day());
+            max_day = max_day.max(e.day());
+        }
+        let rows = events.len() as u64;
+        let chunk = Arc::new(events);
+        Batch {
+            batch_id,
+            rows,
+            from_date: date_of_day(min_day.min(max_day)),
+            to_date: date_of_day(max_day.max(min_day)),
+            data: Bytes::from(data),
+            events: (0..rows as u32).map(|i| (chunk.clone(), i)).collect(),
+            tried: true,
+        }
+    }
+
     /// Treat the batch as possibly stored already (a replay after a crash): look before sending.
     pub fn assume_tried(&mut self) {
         self.tried = true;
@@ -300,7 +323,8 @@ impl ClickHouseSink {
                 self.metrics.last_insert_unix_ms.store(now_ms(), Ordering::Relaxed);
                 Ok(Landed::Inserted)
             }
-            Err(ChError::Rejected { code, message }) => {
+            // Only data errors: a missing table or a refused login is retried until someone fixes it.
+            Err(ChError::Rejected { code, message }) if crate::retry::is_data_error(code) => {
                 self.dead_letter(b, &format!("code {code}: {message}"));
                 Ok(Landed::DeadLettered)
             }

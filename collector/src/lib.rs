@@ -36,6 +36,8 @@ pub struct CollectorMetrics {
     pub wal_bytes: AtomicU64,
     /// Appends refused because the log was at its cap.
     pub wal_full: AtomicU64,
+    /// Events left out because the log already held their id.
+    pub wal_duplicates: AtomicU64,
     /// Per sink: confirmed offset, and when it last had nothing left to write.
     pub parquet_committed: AtomicU64,
     pub parquet_caught_up_ms: AtomicU64,
@@ -49,7 +51,7 @@ impl CollectorMetrics {
     /// Scrape-time values for the process's registry; `queue_depth` is the collector queue's length.
     pub fn encode_metrics(&self, e: &mut DescriptorEncoder, queue_depth: usize) -> std::fmt::Result {
         let v = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64;
-        let rows: [(&str, Kind, &str, f64); 8] = [
+        let rows: [(&str, Kind, &str, f64); 9] = [
             (
                 "tollgate_collector_events_written",
                 Kind::Counter,
@@ -77,6 +79,12 @@ impl CollectorMetrics {
             ),
             ("tollgate_wal_end_offset", Kind::Gauge, "Events ever appended to the write-ahead log.", v(&self.wal_end)),
             ("tollgate_wal_bytes", Kind::Gauge, "Bytes of write-ahead log on disk.", v(&self.wal_bytes)),
+            (
+                "tollgate_wal_duplicate_events",
+                Kind::Counter,
+                "Events left out because the log already held their event_id (resent or replayed).",
+                v(&self.wal_duplicates),
+            ),
             (
                 "tollgate_wal_full",
                 Kind::Counter,
@@ -157,7 +165,8 @@ impl Collector {
         metrics: Arc<CollectorMetrics>,
     ) -> Result<Collector, WalError> {
         let dir = data_dir.join("wal");
-        let wal = Arc::new(Wal::open(&dir, cfg.wal_segment_bytes, cfg.wal_max_bytes)?);
+        let wal =
+            Arc::new(Wal::open_with_dedup(&dir, cfg.wal_segment_bytes, cfg.wal_max_bytes, cfg.dedup_window_events)?);
         metrics.wal_end.store(wal.end(), Ordering::Relaxed);
         metrics.wal_bytes.store(wal.bytes(), Ordering::Relaxed);
         let (closing, _) = watch::channel(false);
@@ -211,6 +220,7 @@ impl Collector {
                 .map_err(|e| WalError::Corrupt(0, format!("append task: {e}")))?;
         match &r {
             Ok(_) => {
+                metrics.wal_duplicates.store(self.wal.duplicates.load(Ordering::Relaxed), Ordering::Relaxed);
                 metrics.wal_end.store(self.wal.end(), Ordering::Relaxed);
                 metrics.wal_bytes.store(self.wal.bytes(), Ordering::Relaxed);
             }

@@ -4,7 +4,7 @@
 //! literals: ClickHouse 18.16 has no server-side query parameters). Every query is written to give the
 //! same result types on 18.16 and on current releases (explicit casts).
 
-use crate::engine::{LatencyRow, QueryConfig, ShowbackRow, SpendFilter, SqlResult, Totals};
+use crate::engine::{LatencyRow, QueryConfig, ShowbackRow, SpendAnswer, SpendFilter, SpendRequest, SqlResult, Totals};
 use crate::error::QueryError;
 use crate::params::TimeRange;
 use crate::sqlguard;
@@ -95,12 +95,15 @@ impl ChBackend {
     fn showback_query(&self, range: &TimeRange, group: &[(&str, &str)]) -> clickhouse::query::Query {
         let (select, by, order) = group_sql(group);
         let sql = format!(
-            "SELECT {select}countIf(finish_reason != 'retried') AS calls, sum(input_tokens) AS input_tokens, \
-             sum(output_tokens) AS output_tokens, \
+            "SELECT {select}toUInt64(countIf(finish_reason != 'retried' AND toString(outcome) NOT IN ({refused}))) AS calls, \
+             toUInt64(countIf(toString(outcome) IN ({refused}))) AS rejected, \
+             sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens, \
              sum(cached_input_tokens) AS cached_input_tokens, sum(cache_write_tokens) AS cache_write_tokens, \
-             sum(reasoning_tokens) AS reasoning_tokens, sum(cost_nanousd) AS cost_nanousd, count() AS attempts \
+             sum(reasoning_tokens) AS reasoning_tokens, sum(cost_nanousd) AS cost_nanousd, \
+             toUInt64(countIf(toString(outcome) NOT IN ({refused}))) AS attempts \
              FROM calls WHERE ts_start_us >= ? AND ts_start_us < ? AND date >= ? AND date <= ? {by} \
-             ORDER BY cost_nanousd DESC{order}"
+             ORDER BY cost_nanousd DESC{order}",
+            refused = crate::report::refused_outcomes_sql(),
         );
         self.ranged(&sql, range)
     }
@@ -139,32 +142,60 @@ impl ChBackend {
                     .collect(),
                 totals: Totals {
                     calls: u64_of(r.get(n)),
-                    input_tokens: u64_of(r.get(n + 1)),
-                    output_tokens: u64_of(r.get(n + 2)),
-                    cached_input_tokens: u64_of(r.get(n + 3)),
-                    cache_write_tokens: u64_of(r.get(n + 4)),
-                    reasoning_tokens: u64_of(r.get(n + 5)),
-                    cost_nanousd: u64_of(r.get(n + 6)),
-                    attempts: u64_of(r.get(n + 7)),
+                    rejected: u64_of(r.get(n + 1)),
+                    input_tokens: u64_of(r.get(n + 2)),
+                    output_tokens: u64_of(r.get(n + 3)),
+                    cached_input_tokens: u64_of(r.get(n + 4)),
+                    cache_write_tokens: u64_of(r.get(n + 5)),
+                    reasoning_tokens: u64_of(r.get(n + 6)),
+                    cost_nanousd: u64_of(r.get(n + 7)),
+                    attempts: u64_of(r.get(n + 8)),
                 },
             })
             .collect())
     }
 
-    /// A budget's spend: the same number as DataFusion's, to the nano-dollar.
-    pub async fn spend(&self, range: &TimeRange, filter: &SpendFilter) -> Result<u64, QueryError> {
-        let base = "SELECT toUInt64(sum(cost_nanousd)) AS cost_nanousd FROM calls \
-                    WHERE ts_start_us >= ? AND ts_start_us < ? AND date >= ? AND date <= ? AND ";
-        let q = match filter {
-            // `col` comes from the fixed list in `SpendFilter::scope`, never from a request.
-            SpendFilter::Column(col, v) => self.ranged(&format!("{base}`{col}` = ?"), range).bind(v.as_str()),
-            SpendFilter::Tag(k, v) => self
-                .ranged(&format!("{base}tag_values[indexOf(tag_keys, ?)] = ?"), range)
-                .bind(k.as_str())
-                .bind(v.as_str()),
+    /// A budget's spend: the same numbers as DataFusion's, to the nano-dollar.
+    pub async fn spend(&self, range: &TimeRange, req: &SpendRequest) -> Result<SpendAnswer, QueryError> {
+        // `col` comes from the fixed list in `SpendFilter::scope`, never from a request; values are bound.
+        let cond = match &req.filter {
+            SpendFilter::Column(col, _) => format!("`{col}` = ?"),
+            SpendFilter::Tag(..) => "tag_values[indexOf(tag_keys, ?)] = ?".to_string(),
         };
+        let cond = if req.keys.is_empty() { cond } else { format!("({cond} OR has(?, api_key_id))") };
+        let base =
+            format!("FROM calls WHERE ts_start_us >= ? AND ts_start_us < ? AND date >= ? AND date <= ? AND {cond}");
+        let bound = |sql: &str| {
+            let q = self.ranged(sql, range);
+            let q = match &req.filter {
+                SpendFilter::Column(_, v) => q.bind(v.as_str()),
+                SpendFilter::Tag(k, v) => q.bind(k.as_str()).bind(v.as_str()),
+            };
+            if req.keys.is_empty() {
+                q
+            } else {
+                q.bind(req.keys.as_slice())
+            }
+        };
+        let others_sql = if req.pending.is_empty() {
+            format!("SELECT toUInt64(sum(cost_nanousd)) AS cost_nanousd {base}")
+        } else {
+            format!("SELECT toUInt64(sum(cost_nanousd)) AS cost_nanousd {base} AND NOT has(?, event_id)")
+        };
+        let mut q = bound(&others_sql);
+        if !req.pending.is_empty() {
+            q = q.bind(req.pending.as_slice());
+        }
         let rows = fetch_json(q, self.timeout).await.map_err(ch_err)?;
-        Ok(rows.first().map(|r| u64_of(r.first())).unwrap_or(0))
+        let others_nanousd = rows.first().map(|r| u64_of(r.first())).unwrap_or(0);
+        let mut present = Vec::new();
+        if !req.pending.is_empty() {
+            let q = bound(&format!("SELECT event_id {base} AND has(?, event_id)")).bind(req.pending.as_slice());
+            for r in fetch_json(q, self.timeout).await.map_err(ch_err)? {
+                present.push(text_of(r.first()));
+            }
+        }
+        Ok(SpendAnswer { others_nanousd, present })
     }
 
     pub async fn latency(&self, range: &TimeRange, group: &[(&str, &str)]) -> Result<Vec<LatencyRow>, QueryError> {

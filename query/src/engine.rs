@@ -100,10 +100,12 @@ enum Backend {
 /// Sums over a group of calls. Money in exact nano-USD.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Totals {
-    /// Requests, each counted once: by its last attempt (the events whose `finish_reason` is not
-    /// `retried`).
+    /// Billable requests, each counted once: by its last attempt (the events whose `finish_reason` is
+    /// not `retried`); refused requests are in `rejected`.
     pub calls: u64,
-    /// Upstream attempts (every event); equals `calls` when nothing was retried.
+    /// Requests the gateway refused before any provider billed them.
+    pub rejected: u64,
+    /// Upstream attempts (every event but the refused ones); equals `calls` when nothing was retried.
     pub attempts: u64,
     pub input_tokens: u64,
     pub output_tokens: u64,
@@ -151,6 +153,27 @@ impl SpendFilter {
         };
         Some(SpendFilter::Column(col, value.to_string()))
     }
+}
+
+/// What a budget's spend counts, asked by one gateway.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpendRequest {
+    pub filter: SpendFilter,
+    /// Calls made with these keys count too, whatever their attribution says: a budget binds the keys
+    /// whose own attribution it matches, and a header cannot move their calls out of it.
+    pub keys: Vec<String>,
+    /// Event ids of calls the asking gateway counts itself until the store confirms them: they are left
+    /// out of the sum, and those the store holds are named in the answer.
+    pub pending: Vec<String>,
+}
+
+/// A budget's spend as the store sees it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SpendAnswer {
+    /// Cost of the selected calls, except the pending ones.
+    pub others_nanousd: u64,
+    /// The pending event ids the store holds.
+    pub present: Vec<String>,
 }
 
 /// An analyst's query result: columns (name, engine type) and rows as JSON objects.
@@ -267,13 +290,16 @@ impl QueryService {
         }
         let (select, by) = group_sql(group);
         let sql = format!(
-            "SELECT {select} sum(CASE WHEN finish_reason = 'retried' THEN 0 ELSE 1 END) AS calls, \
-             count(*) AS attempts, sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens, \
+            "SELECT {select} sum(CASE WHEN finish_reason = 'retried' OR outcome IN ({refused}) THEN 0 ELSE 1 END) AS calls, \
+             sum(CASE WHEN outcome IN ({refused}) THEN 1 ELSE 0 END) AS rejected, \
+             sum(CASE WHEN outcome IN ({refused}) THEN 0 ELSE 1 END) AS attempts, \
+             sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens, \
              sum(cached_input_tokens) AS cached_input_tokens, sum(cache_write_tokens) AS cache_write_tokens, \
              sum(reasoning_tokens) AS reasoning_tokens, sum(cost_nanousd) AS cost_nanousd \
              FROM calls WHERE ts_start >= $1 AND ts_start < $2 AND date >= $3 AND date <= $4 {by} \
              ORDER BY cost_nanousd DESC{order}",
             order = order_sql(group),
+            refused = crate::report::refused_outcomes_sql(),
         );
         let batches = self.run(&sql, Self::range_params(range)).await?;
         let mut rows = Vec::new();
@@ -281,6 +307,7 @@ impl QueryService {
             for i in 0..b.num_rows() {
                 let totals = Totals {
                     calls: u64_at(b, "calls", i)?,
+                    rejected: u64_at(b, "rejected", i)?,
                     attempts: u64_at(b, "attempts", i)?,
                     input_tokens: u64_at(b, "input_tokens", i)?,
                     output_tokens: u64_at(b, "output_tokens", i)?,
@@ -295,35 +322,63 @@ impl QueryService {
         Ok(rows)
     }
 
-    /// Total cost (nano-USD) of the calls that `filter` selects in `range`: a budget's spend.
-    pub async fn spend(&self, range: &TimeRange, filter: &SpendFilter) -> Result<u64, QueryError> {
+    /// A budget's spend in `range`: the cost of the calls `req` selects except the asking gateway's
+    /// pending ones, and which of those pending calls the store already holds.
+    pub async fn spend(&self, range: &TimeRange, req: &SpendRequest) -> Result<SpendAnswer, QueryError> {
         if let Backend::ClickHouse(ch) = &self.backend {
-            return ch.spend(range, filter).await;
+            return ch.spend(range, req).await;
         }
         let mut params = Self::range_params(range);
-        let cond = match filter {
-            SpendFilter::Column(col, v) => {
-                params.push(ScalarValue::Utf8(Some(v.clone())));
-                format!("\"{col}\" = $5")
-            }
+        let mut place = |v: &str| {
+            params.push(ScalarValue::Utf8(Some(v.to_string())));
+            format!("${}", params.len())
+        };
+        let mut cond = match &req.filter {
+            SpendFilter::Column(col, v) => format!("\"{col}\" = {}", place(v)),
             SpendFilter::Tag(k, v) => {
-                params.push(ScalarValue::Utf8(Some(k.clone())));
-                params.push(ScalarValue::Utf8(Some(v.clone())));
-                "array_element(tag_values, array_position(tag_keys, $5)) = $6".to_string()
+                // Typed placeholders: inside array functions DataFusion cannot infer them.
+                format!(
+                    "array_element(tag_values, CAST(array_position(tag_keys, CAST({} AS VARCHAR)) AS BIGINT)) = CAST({} AS VARCHAR)",
+                    place(k),
+                    place(v)
+                )
             }
         };
-        let sql = format!(
-            "SELECT sum(cost_nanousd) AS cost_nanousd FROM calls \
-             WHERE ts_start >= $1 AND ts_start < $2 AND date >= $3 AND date <= $4 AND {cond}"
-        );
-        let batches = self.run(&sql, params).await?;
-        let mut total = 0u64;
-        for b in &batches {
+        if !req.keys.is_empty() {
+            let keys: Vec<String> = req.keys.iter().map(|k| place(k)).collect();
+            cond = format!("({cond} OR api_key_id IN ({}))", keys.join(", "));
+        }
+        let pending: Vec<String> = req.pending.iter().map(|id| place(id)).collect();
+        let base =
+            format!("FROM calls WHERE ts_start >= $1 AND ts_start < $2 AND date >= $3 AND date <= $4 AND {cond}");
+        let (others_sql, present_sql) = if pending.is_empty() {
+            (format!("SELECT sum(cost_nanousd) AS cost_nanousd {base}"), None)
+        } else {
+            let list = pending.join(", ");
+            (
+                format!("SELECT sum(cost_nanousd) AS cost_nanousd {base} AND event_id NOT IN ({list})"),
+                Some(format!("SELECT event_id {base} AND event_id IN ({list})")),
+            )
+        };
+        let mut others = 0u64;
+        for b in &self.run(&others_sql, params.clone()).await? {
             for i in 0..b.num_rows() {
-                total += u64_at(b, "cost_nanousd", i)?;
+                others = others.saturating_add(u64_at(b, "cost_nanousd", i)?);
             }
         }
-        Ok(total)
+        let mut present = Vec::new();
+        if let Some(sql) = present_sql {
+            for b in &self.run(&sql, params).await? {
+                let c = column(b, "event_id")?;
+                for i in 0..b.num_rows() {
+                    present.push(
+                        arrow::util::display::array_value_to_string(c, i)
+                            .map_err(|e| QueryError::Internal(e.to_string()))?,
+                    );
+                }
+            }
+        }
+        Ok(SpendAnswer { others_nanousd: others, present })
     }
 
     /// Latency and time-to-first-token percentiles of successful calls per group.

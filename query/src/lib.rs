@@ -7,10 +7,15 @@ mod engine;
 mod error;
 mod http;
 mod params;
+mod report;
 mod sqlguard;
 
 pub use clickhouse::clickhouse_report_sql;
-pub use engine::{Engine, LatencyRow, QueryConfig, QueryService, ShowbackRow, SpendFilter, SqlResult, Totals};
+pub use engine::{
+    Engine, LatencyRow, QueryConfig, QueryService, ShowbackRow, SpendAnswer, SpendFilter, SpendRequest, SqlResult,
+    Totals,
+};
 pub use error::QueryError;
-pub use http::{add_totals, app, showback_csv};
+pub use http::{app, no_store_app};
 pub use params::{month_range, parse_group_by, TimeRange};
+pub use report::{add_totals, Report, CHARGEBACK_BY, UNATTRIBUTED};

@@ -10,6 +10,7 @@ use crate::metrics::GatewayMetrics;
 use bytes::Bytes;
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
@@ -60,6 +61,8 @@ struct MeterInner {
     spill_path: PathBuf,
     spill_lock: Mutex<()>,
     metrics: Arc<GatewayMetrics>,
+    /// Spills handed to the blocking pool and not done yet.
+    spilling: AtomicUsize,
 }
 
 /// Cheap to clone; shared by all request handlers.
@@ -89,6 +92,7 @@ impl Meter {
             spill_path,
             spill_lock: Mutex::new(()),
             metrics,
+            spilling: AtomicUsize::new(0),
         });
         (Meter { tx, inner: inner.clone() }, MeterReceiver { rx, inner })
     }
@@ -116,17 +120,47 @@ impl Meter {
         self.inner.metrics.events_emitted.inc();
         match self.tx.try_send(p) {
             Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(p)) | Err(mpsc::error::TrySendError::Closed(p)) => {
+            Err(mpsc::error::TrySendError::Closed(p)) => {
+                // Shutting down: the blocking pool may not run new work any more; do it here.
                 self.inner.metrics.events_spilled.inc();
-                let ev = finish_event(p, &self.inner.prices.current(), &self.inner.estimator, &self.inner.metrics);
-                if let Err(error) = append_spill(&self.inner.spill_path, &self.inner.spill_lock, &ev) {
-                    self.inner.metrics.events_lost.inc();
-                    error!(%error, event_id = %ev.event_id, path = %self.inner.spill_path.display(), "event queue full and spill failed: event lost");
-                } else {
-                    warn!(event_id = %ev.event_id, "event queue full: event spilled to disk");
+                spill(&self.inner, p);
+            }
+            Err(mpsc::error::TrySendError::Full(p)) => {
+                self.inner.metrics.events_spilled.inc();
+                // Tokenizing and fsyncing would stall a runtime worker (every request on it): hand the
+                // work to the blocking pool. Beyond MAX_SPILLING such hand-offs the caller does it
+                // itself, which bounds the memory they hold (the "when full" rule of the spill path).
+                let handle = tokio::runtime::Handle::try_current().ok();
+                let inner = self.inner.clone();
+                match handle {
+                    Some(h) if inner.spilling.fetch_add(1, Ordering::AcqRel) < MAX_SPILLING => {
+                        h.spawn_blocking(move || {
+                            spill(&inner, p);
+                            inner.spilling.fetch_sub(1, Ordering::AcqRel);
+                        });
+                    }
+                    Some(_) => {
+                        inner.spilling.fetch_sub(1, Ordering::AcqRel);
+                        spill(&inner, p);
+                    }
+                    None => spill(&inner, p),
                 }
             }
         }
+    }
+}
+
+/// Most spills handed to the blocking pool at once.
+const MAX_SPILLING: usize = 4096;
+
+/// Finishes an event that found the queue full and appends it to the spill file.
+fn spill(inner: &MeterInner, p: PendingEvent) {
+    let ev = finish_event(p, &inner.prices.current(), &inner.estimator, &inner.metrics);
+    if let Err(error) = append_spill(&inner.spill_path, &inner.spill_lock, &ev) {
+        inner.metrics.events_lost.inc();
+        error!(%error, event_id = %ev.event_id, path = %inner.spill_path.display(), "event queue full and spill failed: event lost");
+    } else {
+        warn!(event_id = %ev.event_id, "event queue full: event spilled to disk");
     }
 }
 
@@ -435,5 +469,46 @@ impl Drop for CallGuard {
         let priced = std::mem::take(&mut self.priced);
         self.meter.inner.metrics.in_flight.dec();
         self.meter.submit(PendingEvent { event, estimate, priced, hints });
+    }
+}
+
+#[cfg(test)]
+mod spill_tests {
+    use super::*;
+
+    /// A full queue must not tokenize or fsync on the runtime worker that dropped the guard: the
+    /// caller returns while the spill file is still locked, and the event lands once it is free.
+    #[test]
+    fn a_full_queue_spills_off_the_runtime_worker() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("overflow.jsonl");
+        let (meter, _rx) =
+            Meter::new(1, Arc::new(PriceBook::new(PriceTable::builtin())), path.clone(), Arc::new(GatewayMetrics::default()));
+        let pending = |i: u32| PendingEvent {
+            event: Box::new(CallEvent { event_id: format!("e{i}"), ..Default::default() }),
+            estimate: None,
+            hints: Default::default(),
+            priced: Vec::new(),
+        };
+        meter.submit(pending(0)); // fills the queue
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let held = meter.inner.spill_lock.lock().unwrap();
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let m = meter.clone();
+        let worker = std::thread::spawn(move || {
+            rt.block_on(async move {
+                m.submit(pending(1));
+                done_tx.send(()).unwrap();
+            });
+            rt
+        });
+        let returned = done_rx.recv_timeout(Duration::from_secs(20)).is_ok();
+        drop(held);
+        assert!(returned, "the runtime worker waited for the spill file");
+        let rt = worker.join().unwrap();
+        drop(rt); // waits for the blocking pool
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 1);
+        assert!(text.contains("\"e1\""), "{text}");
     }
 }
