@@ -7,6 +7,10 @@ mod engine;
 mod error;
 mod http;
 mod params;
+mod rollup;
+mod rollup_clickhouse;
+mod rollup_reports;
+mod routing_stats;
 mod sqlguard;
 
 pub use clickhouse::clickhouse_report_sql;
@@ -14,3 +18,5 @@ pub use engine::{Engine, LatencyRow, QueryConfig, QueryService, ShowbackRow, Spe
 pub use error::QueryError;
 pub use http::{add_totals, app, showback_csv};
 pub use params::{month_range, parse_group_by, TimeRange};
+pub use rollup::{PercentileMethod, HISTOGRAM_RELATIVE_ERROR};
+pub use routing_stats::RoutingStatsRow;
