@@ -441,6 +441,9 @@ pub async fn run_compaction(cfg: CompactionConfig, interval: std::time::Duration
         }
     };
     loop {
+        // The first run waits one interval too: a process that starts often (tests, restarts) does not
+        // rewrite its files at every start.
+        tokio::time::sleep(interval).await;
         let (c, l) = (cfg.clone(), lock.clone());
         let work = tokio::task::spawn_blocking(move || {
             let committed = committed_offset(&c.data_dir);
@@ -452,6 +455,5 @@ pub async fn run_compaction(cfg: CompactionConfig, interval: std::time::Duration
             Ok(Err(error)) => tracing::warn!(%error, "compaction run failed; trying again later"),
             Err(error) => tracing::warn!(%error, "compaction task failed; trying again later"),
         }
-        tokio::time::sleep(interval).await;
     }
 }
