@@ -8,8 +8,7 @@
 -- * SummingMergeTree: a background merge adds up rows with the same key; queries always `sum()` because
 --   rows of one key may sit in parts not merged yet. Money stays integer nano-USD (UInt64 sums).
 -- * `attempts` counts upstream attempts (one event each, every one a separate bill); `calls` counts
---   requests: today the gateway emits one event per request, so both are `count()`; once events mark a
---   request's last attempt, `calls` counts only those (a new migration redefines the view).
+--   requests, each once, by its last attempt (an attempt that was retried has finish_reason `retried`).
 -- * `latencyMap` / `ttftMap`: mergeable latency histograms (SummingMergeTree adds nested tables whose
 --   name ends in `Map` key by key). A bucket keeps values below 256 ms exactly and larger ones with 7
 --   significant bits, so a percentile read from it is within 0.4% of the exact one. The bucket is integer
@@ -60,7 +59,7 @@ CREATE MATERIALIZED VIEW IF NOT EXISTS calls_daily_mv TO calls_daily AS
 SELECT date, tenant, department, team, project, user, api_key_id, provider, upstream, requested_model,
     served_model, route, endpoint, outcome,
     count() AS attempts,
-    count() AS calls,
+    toUInt64(countIf(finish_reason != 'retried')) AS calls,
     sum(input_tokens) AS input_tokens,
     sum(output_tokens) AS output_tokens,
     sum(cached_input_tokens) AS cached_input_tokens,
@@ -84,7 +83,7 @@ INSERT INTO calls_daily
 SELECT date, tenant, department, team, project, user, api_key_id, provider, upstream, requested_model,
     served_model, route, endpoint, outcome,
     count() AS attempts,
-    count() AS calls,
+    toUInt64(countIf(finish_reason != 'retried')) AS calls,
     sum(input_tokens) AS input_tokens,
     sum(output_tokens) AS output_tokens,
     sum(cached_input_tokens) AS cached_input_tokens,

@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod migrate;
+pub mod reprice;
 pub mod rowbinary;
 pub mod sink;
 

@@ -27,10 +27,10 @@ fn edges_sql(split: &DaySplit, range: &TimeRange) -> (String, Vec<Bound>) {
     (format!("({}) AND date >= ? AND date <= ?", ors.join(" OR ")), binds)
 }
 
-const SUMS: &str = "sum(calls) AS calls, sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens, \
+const SUMS: &str = "sum(calls) AS calls, sum(attempts) AS attempts, sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens, \
      sum(cached_input_tokens) AS cached_input_tokens, sum(cache_write_tokens) AS cache_write_tokens, \
      sum(reasoning_tokens) AS reasoning_tokens, sum(cost_nanousd) AS cost_nanousd";
-const RAW_SUMS: &str = "count() AS calls, sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens, \
+const RAW_SUMS: &str = "toUInt64(countIf(finish_reason != 'retried')) AS calls, count() AS attempts, sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens, \
      sum(cached_input_tokens) AS cached_input_tokens, sum(cache_write_tokens) AS cache_write_tokens, \
      sum(reasoning_tokens) AS reasoning_tokens, sum(cost_nanousd) AS cost_nanousd";
 
@@ -100,12 +100,13 @@ impl ChBackend {
                     .collect(),
                 totals: Totals {
                     calls: u64_of(r.get(n)),
-                    input_tokens: u64_of(r.get(n + 1)),
-                    output_tokens: u64_of(r.get(n + 2)),
-                    cached_input_tokens: u64_of(r.get(n + 3)),
-                    cache_write_tokens: u64_of(r.get(n + 4)),
-                    reasoning_tokens: u64_of(r.get(n + 5)),
-                    cost_nanousd: u64_of(r.get(n + 6)),
+                    attempts: u64_of(r.get(n + 1)),
+                    input_tokens: u64_of(r.get(n + 2)),
+                    output_tokens: u64_of(r.get(n + 3)),
+                    cached_input_tokens: u64_of(r.get(n + 4)),
+                    cache_write_tokens: u64_of(r.get(n + 5)),
+                    reasoning_tokens: u64_of(r.get(n + 6)),
+                    cost_nanousd: u64_of(r.get(n + 7)),
                 },
             })
             .collect())

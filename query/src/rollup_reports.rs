@@ -55,6 +55,7 @@ fn sort_showback(rows: &mut [ShowbackRow]) {
 
 fn add(sum: &mut Totals, t: &Totals) {
     sum.calls += t.calls;
+    sum.attempts += t.attempts;
     sum.input_tokens += t.input_tokens;
     sum.output_tokens += t.output_tokens;
     sum.cached_input_tokens += t.cached_input_tokens;
@@ -66,6 +67,7 @@ fn add(sum: &mut Totals, t: &Totals) {
 fn totals_at(b: &RecordBatch, i: usize) -> Result<Totals, QueryError> {
     Ok(Totals {
         calls: u64_at(b, "calls", i)?,
+        attempts: u64_at(b, "attempts", i)?,
         input_tokens: u64_at(b, "input_tokens", i)?,
         output_tokens: u64_at(b, "output_tokens", i)?,
         cached_input_tokens: u64_at(b, "cached_input_tokens", i)?,
@@ -75,10 +77,10 @@ fn totals_at(b: &RecordBatch, i: usize) -> Result<Totals, QueryError> {
     })
 }
 
-const SUMS: &str = "sum(calls) AS calls, sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens, \
+const SUMS: &str = "sum(calls) AS calls, sum(attempts) AS attempts, sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens, \
      sum(cached_input_tokens) AS cached_input_tokens, sum(cache_write_tokens) AS cache_write_tokens, \
      sum(reasoning_tokens) AS reasoning_tokens, sum(cost_nanousd) AS cost_nanousd";
-const RAW_SUMS: &str = "count(*) AS calls, sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens, \
+const RAW_SUMS: &str = "sum(CASE WHEN finish_reason = 'retried' THEN 0 ELSE 1 END) AS calls, count(*) AS attempts, sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens, \
      sum(cached_input_tokens) AS cached_input_tokens, sum(cache_write_tokens) AS cache_write_tokens, \
      sum(reasoning_tokens) AS reasoning_tokens, sum(cost_nanousd) AS cost_nanousd";
 
@@ -141,7 +143,7 @@ impl QueryService {
             for i in 0..b.num_rows() {
                 let t = totals_at(&b, i)?;
                 // Without a group the raw query returns one row of zeros over nothing: no new group.
-                if group.is_empty() || t.calls > 0 {
+                if group.is_empty() || t.attempts > 0 {
                     add(merged.entry(group_values(&b, group, i)?).or_default(), &t);
                 }
             }

@@ -341,6 +341,7 @@ fn summarize(b: &RecordBatch) -> Result<RecordBatch, SinkError> {
     let latency = column(b, "latency_ms")?.as_primitive::<UInt32Type>().clone();
     let ttft = column(b, "ttft_ms")?.as_primitive::<UInt32Type>().clone();
     let cache_hit = column(b, "cache_hit")?.as_boolean().clone();
+    let finish = column(b, "finish_reason")?.as_string::<i32>().clone();
 
     // One key string per row (the dimensions joined by a separator that no value holds), reused across
     // rows: a row allocates only when it starts a new group.
@@ -363,7 +364,8 @@ fn summarize(b: &RecordBatch) -> Result<RecordBatch, SinkError> {
         };
         let acc = &mut accs[slot].1;
         acc.sums[0] += 1; // attempts
-        acc.sums[1] += 1; // calls: one event per request today (see migrations/0161_calls_daily.sql)
+                          // calls: each request once, by its last attempt (a retried attempt says so in finish_reason)
+        acc.sums[1] += u64::from(finish.value(i) != "retried");
         for (k, col) in u64s.iter().enumerate() {
             acc.sums[2 + k] += col.value(i);
         }
