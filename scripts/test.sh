@@ -20,6 +20,10 @@ fi
 if ! command -v chromedriver >/dev/null 2>&1 || ! command -v chromium >/dev/null 2>&1 || ! command -v curl >/dev/null 2>&1; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver curl
 fi
+# The cluster tests run ZooKeeper (Debian's zookeeperd jar, started by the tests themselves).
+if [ ! -f /usr/share/java/zookeeper.jar ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq zookeeperd
+fi
 # The compatibility check replays DDL and report queries on a current ClickHouse (26.x) embedded in the
 # chdb-core wheel.
 if ! python3 -c 'import chdb' >/dev/null 2>&1; then

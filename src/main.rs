@@ -116,6 +116,16 @@ enum Cmd {
         #[command(subcommand)]
         action: DeadletterCmd,
     },
+    /// Compact the Parquet call log's closed days now (what `storage.compact_interval_s` does in the
+    /// background): small files become a few large sorted ones with a daily summary beside them.
+    Compact {
+        #[arg(long, default_value = "tollgate.toml")]
+        config: PathBuf,
+        /// Compact days before this date (YYYY-MM-DD, exclusive); default: `storage.compact_after_days`
+        /// days before today.
+        #[arg(long)]
+        before: Option<String>,
+    },
     /// Price catalogs: import a file, show the prices in force, diff a file against them.
     Prices {
         #[command(subcommand)]
@@ -233,12 +243,47 @@ struct StorageConfig {
     /// Where Parquet call logs (`calls/date=…/`) and the spill file live.
     #[serde(default = "default_data_dir")]
     data_dir: PathBuf,
+    /// How often the Parquet sink's closed days are compacted (small files merged into a few large
+    /// sorted ones, with a daily summary beside them); 0 turns background compaction off
+    /// (`tollgate compact` still works).
+    #[serde(default = "default_compact_interval_s")]
+    compact_interval_s: u64,
+    /// A day is compacted once it ended at least this many days ago (UTC); late events for a compacted
+    /// day are fine (the day is read raw until it is compacted again).
+    #[serde(default = "default_compact_after_days")]
+    compact_after_days: u32,
+    /// Rows per compacted file.
+    #[serde(default = "default_compact_rows_per_file")]
+    compact_rows_per_file: usize,
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        StorageConfig { data_dir: default_data_dir() }
+        StorageConfig {
+            data_dir: default_data_dir(),
+            compact_interval_s: default_compact_interval_s(),
+            compact_after_days: default_compact_after_days(),
+            compact_rows_per_file: default_compact_rows_per_file(),
+        }
     }
+}
+
+impl StorageConfig {
+    fn compaction(&self) -> tollgate_collector::parquet::CompactionConfig {
+        let mut c = tollgate_collector::parquet::CompactionConfig::new(self.data_dir.clone());
+        c.rows_per_file = self.compact_rows_per_file.max(1);
+        c
+    }
+}
+
+fn default_compact_interval_s() -> u64 {
+    3_600
+}
+fn default_compact_after_days() -> u32 {
+    1
+}
+fn default_compact_rows_per_file() -> usize {
+    4 * 1024 * 1024
 }
 
 fn default_listen() -> String {
@@ -547,7 +592,29 @@ fn main() -> anyhow::Result<()> {
             let (cfg, _) = load(&config).unwrap_or_else(|e| exit_config(e));
             runtime()?.block_on(chargeback(cfg, month, by, format))
         }
+        Cmd::Compact { config, before } => {
+            let (cfg, _) = load(&config).unwrap_or_else(|e| exit_config(e));
+            compact(&cfg, before)
+        }
     }
+}
+
+/// `tollgate compact`: compacts closed days now, next to a running collector or not (the sink and
+/// compaction coordinate through a lock file; only what the sink committed is compacted).
+fn compact(cfg: &Config, before: Option<String>) -> anyhow::Result<()> {
+    use tollgate_collector::parquet as pq;
+    let c = cfg.storage.compaction();
+    let lock = pq::CallsLock::open(&c.data_dir)?;
+    let before = before.unwrap_or_else(|| pq::cutoff_date(cfg.storage.compact_after_days));
+    let days = pq::compact_days(&c, &lock, pq::committed_offset(&c.data_dir), &before)?;
+    for d in &days {
+        println!(
+            "{}: {} files -> {} ({} rows, {} summary rows)",
+            d.date, d.files_before, d.files_after, d.rows, d.summary_rows
+        );
+    }
+    println!("compacted {} days before {before}", days.len());
+    Ok(())
 }
 
 /// The ClickHouse settings `tollgate migrate` uses: the config's, with the command line's overrides.
@@ -594,6 +661,13 @@ enum Mode {
 fn open_sinks(cfg: &Config, data_dir: &Path) -> anyhow::Result<(Sinks, Option<Arc<ClickHouseSinkMetrics>>)> {
     let mut sinks = Sinks::default();
     if cfg.collector.sinks.contains(&SinkKind::Parquet) {
+        if cfg.storage.compact_interval_s > 0 {
+            tokio::spawn(tollgate_collector::parquet::run_compaction(
+                cfg.storage.compaction(),
+                Duration::from_secs(cfg.storage.compact_interval_s),
+                cfg.storage.compact_after_days,
+            ));
+        }
         sinks.parquet = Some(
             ParquetSink::open(ParquetSinkConfig::new(data_dir.to_path_buf())).context("opening the Parquet sink")?,
         );

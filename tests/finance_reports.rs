@@ -81,7 +81,10 @@ async fn chargeback_and_showback_are_invoice_grade() {
 
     // By user: the client's value is exported as text, not as a formula.
     let (_, csv) = get(&gw, &format!("/v1/chargeback?month={month}&by=user&format=csv")).await;
-    assert!(csv.lines().any(|l| l == format!("{month},'=1+2,1,0,1,4,2,0,0,0,0.{research:09},0.00,{research}")), "{csv}");
+    assert!(
+        csv.lines().any(|l| l == format!("{month},'=1+2,1,0,1,4,2,0,0,0,0.{research:09},0.00,{research}")),
+        "{csv}"
+    );
     assert!(!csv.lines().any(|l| l.split(',').any(|c| c.starts_with('='))), "{csv}");
 
     // By model, as JSON: the lines are `rows`, as in showback.

@@ -304,6 +304,9 @@ impl ClickHouseSink {
                     info!(batch_id = %b.batch_id, rows = b.rows, "batch already stored by an earlier attempt");
                     return Ok(Landed::AlreadyPresent);
                 }
+                // On a cluster a batch is split across shards and may have landed on some of them only; it is
+                // sent again whole and each shard's replicated table drops the block it already holds.
+                Ok(_) if self.cfg.cluster.is_some() => {}
                 Ok(n) => {
                     let msg = format!("{n} of the batch's {} rows are already stored; not sending it again", b.rows);
                     self.dead_letter(b, &msg);
@@ -342,6 +345,10 @@ impl ClickHouseSink {
             .insert_formatted_with(rowbinary::insert_sql())
             .with_setting("query_id", format!("tollgate-{}", b.batch_id))
             .with_timeouts(t, t);
+        if self.cfg.cluster.is_some() {
+            // Acknowledged only once every shard has its rows (not when queued on this server's disk).
+            insert = insert.with_setting("insert_distributed_sync", "1");
+        }
         insert.send(b.data.clone()).await?;
         insert.end().await?;
         Ok(())

@@ -14,9 +14,9 @@ use tollgate_clickhouse::{fetch_doc, fetch_json, ChError, ClickHouseConfig};
 
 pub struct ChBackend {
     cfg: ClickHouseConfig,
-    client: clickhouse::Client,
+    pub(crate) client: clickhouse::Client,
     sql_client: clickhouse::Client,
-    timeout: Duration,
+    pub(crate) timeout: Duration,
 }
 
 /// The expression each group-by column reads, rendered as the text DataFusion gives for it.
@@ -28,7 +28,7 @@ fn group_expr(col: &str) -> String {
     }
 }
 
-fn group_sql(group: &[(&str, &str)]) -> (String, String, String) {
+pub(crate) fn group_sql(group: &[(&str, &str)]) -> (String, String, String) {
     if group.is_empty() {
         return (String::new(), String::new(), String::new());
     }
@@ -41,12 +41,12 @@ fn group_sql(group: &[(&str, &str)]) -> (String, String, String) {
 /// The latest day ClickHouse's Date holds on every release (18.16's ends in 2105).
 const LAST_DATE: &str = "2105-12-31";
 
-fn date_bounds(r: &TimeRange) -> (String, String) {
+pub(crate) fn date_bounds(r: &TimeRange) -> (String, String) {
     let clamp = |d: String| if d.as_str() > LAST_DATE { LAST_DATE.to_string() } else { d };
     (clamp(r.from_date()), clamp(r.to_date()))
 }
 
-fn ch_err(e: ChError) -> QueryError {
+pub(crate) fn ch_err(e: ChError) -> QueryError {
     match e {
         ChError::Rejected { code: 159, .. } => QueryError::Timeout(0),
         ChError::Rejected { code: 164, message } => QueryError::NotReadOnly(message),
@@ -55,7 +55,7 @@ fn ch_err(e: ChError) -> QueryError {
     }
 }
 
-fn u64_of(v: Option<&Value>) -> u64 {
+pub(crate) fn u64_of(v: Option<&Value>) -> u64 {
     match v {
         Some(Value::Number(n)) => n.as_u64().unwrap_or(0),
         Some(Value::String(s)) => s.parse().unwrap_or(0),
@@ -63,7 +63,7 @@ fn u64_of(v: Option<&Value>) -> u64 {
     }
 }
 
-fn text_of(v: Option<&Value>) -> String {
+pub(crate) fn text_of(v: Option<&Value>) -> String {
     match v {
         Some(Value::String(s)) => s.clone(),
         Some(Value::Null) | None => String::new(),
@@ -123,10 +123,14 @@ impl ChBackend {
 
     /// The report queries as sent (values bound), for checking them on other ClickHouse releases.
     pub fn report_sql(&self, range: &TimeRange, group: &[(&str, &str)]) -> Vec<String> {
-        vec![
+        let mut v = vec![
             self.showback_query(range, group).sql_display().to_string(),
             self.latency_query(range, group).sql_display().to_string(),
-        ]
+        ];
+        if crate::rollup::covers(group) {
+            v.extend(self.rollup_report_sql(range, &crate::rollup::split(range), group));
+        }
+        v
     }
 
     pub async fn showback(&self, range: &TimeRange, group: &[(&str, &str)]) -> Result<Vec<ShowbackRow>, QueryError> {
@@ -214,6 +218,7 @@ impl ChBackend {
                     calls,
                     latency_ms: if calls == 0 { [0; 3] } else { triple(r.get(n + 1)) },
                     ttft_ms: if u64_of(r.get(n + 2)) == 0 { None } else { Some(triple(r.get(n + 3))) },
+                    percentiles: crate::rollup::PercentileMethod::Exact,
                 }
             })
             .collect())

@@ -5,6 +5,7 @@
 use crate::clickhouse::ChBackend;
 use crate::error::QueryError;
 use crate::params::TimeRange;
+use crate::rollup::PercentileMethod;
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, UInt32Type, UInt64Type};
 use datafusion::datasource::file_format::parquet::ParquetFormat;
@@ -40,6 +41,16 @@ pub struct QueryConfig {
     /// `[clickhouse]` server).
     #[serde(default)]
     pub engine: Engine,
+    /// Answer showback, chargeback and budget spend from the daily rollup where the question allows it
+    /// (ClickHouse's `calls_daily`, or the summaries Parquet compaction writes), the raw call log
+    /// otherwise. The money is the same to the nano-dollar either way; off reads the raw log always.
+    #[serde(default = "default_true")]
+    pub rollups: bool,
+    /// Latency percentiles are exact (nearest rank over every value) for ranges of up to this many
+    /// successful calls per report, and read from a latency histogram (within 0.4%) above it, so that
+    /// no report runs out of memory; the answer says which.
+    #[serde(default = "default_exact_percentiles_max_calls")]
+    pub exact_percentiles_max_calls: u64,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -58,6 +69,8 @@ impl Default for QueryConfig {
             memory_limit_mb: default_memory_limit_mb(),
             threads: default_query_threads(),
             engine: Engine::default(),
+            rollups: true,
+            exact_percentiles_max_calls: default_exact_percentiles_max_calls(),
         }
     }
 }
@@ -73,6 +86,12 @@ fn default_memory_limit_mb() -> usize {
 }
 fn default_query_threads() -> usize {
     1
+}
+fn default_true() -> bool {
+    true
+}
+fn default_exact_percentiles_max_calls() -> u64 {
+    1_000_000
 }
 
 /// A runtime that is shut down in the background when dropped (dropping a runtime inside another
@@ -130,6 +149,8 @@ pub struct LatencyRow {
     pub latency_ms: [u32; 3],
     /// Same over calls that produced content (ttft > 0); `None` when none did.
     pub ttft_ms: Option<[u32; 3]>,
+    /// Exact, or read from the latency histogram (large ranges).
+    pub percentiles: PercentileMethod,
 }
 
 /// Whose calls a budget's spend counts: a column from a fixed list, or a tag `name = value`.
@@ -165,6 +186,13 @@ pub struct SpendRequest {
     /// Event ids of calls the asking gateway counts itself until the store confirms them: they are left
     /// out of the sum, and those the store holds are named in the answer.
     pub pending: Vec<String>,
+}
+
+impl SpendRequest {
+    /// The spend of `filter`'s calls, with no extra keys and nothing pending.
+    pub fn of(filter: SpendFilter) -> SpendRequest {
+        SpendRequest { filter, keys: Vec::new(), pending: Vec::new() }
+    }
 }
 
 /// A budget's spend as the store sees it.
@@ -209,6 +237,7 @@ impl QueryService {
             .build_arc()?;
         let ctx = SessionContext::new_with_config_rt(session, runtime);
         ctx.register_table("calls", Arc::new(table))?;
+        ctx.register_table("calls_daily", rollup_table(&abs)?)?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(cfg.threads.max(1))
             .thread_name("tollgate-query")
@@ -256,6 +285,13 @@ impl QueryService {
         }
     }
 
+    pub(crate) fn ch(&self) -> Option<&ChBackend> {
+        match &self.backend {
+            Backend::ClickHouse(ch) => Some(ch.as_ref()),
+            Backend::DataFusion { .. } => None,
+        }
+    }
+
     fn ctx(&self) -> Result<SessionContext, QueryError> {
         match &self.backend {
             Backend::DataFusion { ctx, .. } => Ok(ctx.clone()),
@@ -263,7 +299,7 @@ impl QueryService {
         }
     }
 
-    async fn run(&self, sql: &str, params: Vec<ScalarValue>) -> Result<Vec<RecordBatch>, QueryError> {
+    pub(crate) async fn run(&self, sql: &str, params: Vec<ScalarValue>) -> Result<Vec<RecordBatch>, QueryError> {
         let ctx = self.ctx()?;
         let sql = sql.to_string();
         // Report queries get a generous fixed limit: they are ours and scan only the asked range.
@@ -274,7 +310,7 @@ impl QueryService {
         .await
     }
 
-    fn range_params(r: &TimeRange) -> Vec<ScalarValue> {
+    pub(crate) fn range_params(r: &TimeRange) -> Vec<ScalarValue> {
         vec![
             ScalarValue::TimestampMicrosecond(Some(r.from_us), Some("UTC".into())),
             ScalarValue::TimestampMicrosecond(Some(r.to_us), Some("UTC".into())),
@@ -285,6 +321,18 @@ impl QueryService {
 
     /// Calls, tokens and cost per group, most expensive first.
     pub async fn showback(&self, range: &TimeRange, group: &[(&str, &str)]) -> Result<Vec<ShowbackRow>, QueryError> {
+        if let Some(rows) = self.showback_from_rollup(range, group).await? {
+            return Ok(rows);
+        }
+        self.showback_raw(range, group).await
+    }
+
+    /// Showback from the raw call log only.
+    pub async fn showback_raw(
+        &self,
+        range: &TimeRange,
+        group: &[(&str, &str)],
+    ) -> Result<Vec<ShowbackRow>, QueryError> {
         if let Backend::ClickHouse(ch) = &self.backend {
             return ch.showback(range, group).await;
         }
@@ -325,6 +373,13 @@ impl QueryService {
     /// A budget's spend in `range`: the cost of the calls `req` selects except the asking gateway's
     /// pending ones, and which of those pending calls the store already holds.
     pub async fn spend(&self, range: &TimeRange, req: &SpendRequest) -> Result<SpendAnswer, QueryError> {
+        // The daily rollup answers when nothing needs event-level detail (no pending ids to leave out, no
+        // extra keys): whole days from the rollup, the rest raw, the same nano-dollars.
+        if req.pending.is_empty() && req.keys.is_empty() {
+            if let Some(total) = self.spend_from_rollup(range, &req.filter).await? {
+                return Ok(SpendAnswer { others_nanousd: total, present: Vec::new() });
+            }
+        }
         if let Backend::ClickHouse(ch) = &self.backend {
             return ch.spend(range, req).await;
         }
@@ -383,6 +438,9 @@ impl QueryService {
 
     /// Latency and time-to-first-token percentiles of successful calls per group.
     pub async fn latency(&self, range: &TimeRange, group: &[(&str, &str)]) -> Result<Vec<LatencyRow>, QueryError> {
+        if let Some(rows) = self.latency_scaled(range, group).await? {
+            return Ok(rows);
+        }
         if let Backend::ClickHouse(ch) = &self.backend {
             return ch.latency(range, group).await;
         }
@@ -406,6 +464,7 @@ impl QueryService {
                     calls: u64_at(b, "calls", i)?,
                     latency_ms: nearest_rank(&lat).unwrap_or([0; 3]),
                     ttft_ms: nearest_rank(&ttft),
+                    percentiles: PercentileMethod::Exact,
                 });
             }
         }
@@ -448,7 +507,6 @@ impl QueryService {
     }
 }
 
-/// Record batches → (column name, type) and JSON row objects.
 /// Column (name, type) pairs and JSON row objects.
 type JsonRows = (Vec<(String, String)>, Vec<serde_json::Value>);
 
@@ -507,7 +565,18 @@ fn first_keyword(sql: &str) -> String {
     }
 }
 
-fn group_sql(group: &[(&str, &str)]) -> (String, String) {
+/// The Parquet day summaries (`calls/date=…/summary.rollup`) as the table `calls_daily`.
+fn rollup_table(calls_dir: &std::path::Path) -> Result<Arc<ListingTable>, QueryError> {
+    let url = ListingTableUrl::parse(format!("{}/", calls_dir.display()))?;
+    let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
+        .with_file_extension(".rollup")
+        .with_table_partition_cols(vec![("date".to_string(), DataType::Utf8)]);
+    let config =
+        ListingTableConfig::new(url).with_listing_options(options).with_schema(tollgate_events::rollup_schema());
+    Ok(Arc::new(ListingTable::try_new(config)?))
+}
+
+pub(crate) fn group_sql(group: &[(&str, &str)]) -> (String, String) {
     if group.is_empty() {
         return (String::new(), String::new());
     }
@@ -520,11 +589,11 @@ fn order_sql(group: &[(&str, &str)]) -> String {
     group.iter().map(|(name, _)| format!(", \"{name}\"")).collect()
 }
 
-fn column<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a Arc<dyn Array>, QueryError> {
+pub(crate) fn column<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a Arc<dyn Array>, QueryError> {
     b.column_by_name(name).ok_or_else(|| QueryError::Internal(format!("missing column {name}")))
 }
 
-fn u64_at(b: &RecordBatch, name: &str, i: usize) -> Result<u64, QueryError> {
+pub(crate) fn u64_at(b: &RecordBatch, name: &str, i: usize) -> Result<u64, QueryError> {
     let c = column(b, name)?;
     if c.is_null(i) {
         return Ok(0);
@@ -536,7 +605,11 @@ fn u64_at(b: &RecordBatch, name: &str, i: usize) -> Result<u64, QueryError> {
     }
 }
 
-fn group_values(b: &RecordBatch, group: &[(&str, &str)], i: usize) -> Result<Vec<(String, String)>, QueryError> {
+pub(crate) fn group_values(
+    b: &RecordBatch,
+    group: &[(&str, &str)],
+    i: usize,
+) -> Result<Vec<(String, String)>, QueryError> {
     group
         .iter()
         .map(|(name, _)| {

@@ -84,9 +84,26 @@ async fn latency(State(svc): State<Arc<QueryService>>, Query(p): Query<ReportPar
         "from": TimeRange::render(range.from_us),
         "to": TimeRange::render(range.to_us),
         "group_by": group.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
-        "percentiles": "nearest rank: the value at 0-based rank floor(p*n) of the sorted values; successful calls only",
+        "percentiles": percentile_note(&rows),
         "rows": out,
     })))
+}
+
+/// Says how the latency answer's percentiles were computed (exact, or from the histogram and how close).
+fn percentile_note(rows: &[crate::engine::LatencyRow]) -> serde_json::Value {
+    let approx = rows.iter().any(|r| r.percentiles == crate::rollup::PercentileMethod::Histogram);
+    if approx {
+        serde_json::json!({
+            "method": "histogram",
+            "max_relative_error": crate::rollup::HISTOGRAM_RELATIVE_ERROR,
+            "definition": "nearest rank over a latency histogram (values below 256 ms exact, larger ones within 0.4%); successful calls only",
+        })
+    } else {
+        serde_json::json!({
+            "method": "exact",
+            "definition": "nearest rank: the value at 0-based rank floor(p*n) of the sorted values; successful calls only",
+        })
+    }
 }
 
 #[derive(Deserialize)]

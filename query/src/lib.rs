@@ -8,6 +8,10 @@ mod error;
 mod http;
 mod params;
 mod report;
+mod rollup;
+mod rollup_clickhouse;
+mod rollup_reports;
+mod routing_stats;
 mod sqlguard;
 
 pub use clickhouse::clickhouse_report_sql;
@@ -19,3 +23,5 @@ pub use error::QueryError;
 pub use http::{app, no_store_app};
 pub use params::{month_range, parse_group_by, TimeRange};
 pub use report::{add_totals, Report, CHARGEBACK_BY, UNATTRIBUTED};
+pub use rollup::{PercentileMethod, HISTOGRAM_RELATIVE_ERROR};
+pub use routing_stats::RoutingStatsRow;

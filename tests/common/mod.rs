@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use tollgate_mock::MockUpstream;
 
 pub mod clickhouse;
+pub mod cluster;
 pub mod prometheus;
 pub mod routes;
 

@@ -71,7 +71,11 @@ pub struct BudgetSettle {
 
 impl BudgetSettle {
     pub fn new(admission: Admission) -> BudgetSettle {
-        BudgetSettle { admission: Mutex::new(Some(admission)), events: Mutex::new(Vec::new()), tokens: AtomicU64::new(0) }
+        BudgetSettle {
+            admission: Mutex::new(Some(admission)),
+            events: Mutex::new(Vec::new()),
+            tokens: AtomicU64::new(0),
+        }
     }
 }
 

@@ -482,8 +482,12 @@ mod spill_tests {
     fn a_full_queue_spills_off_the_runtime_worker() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("overflow.jsonl");
-        let (meter, _rx) =
-            Meter::new(1, Arc::new(PriceBook::new(PriceTable::builtin())), path.clone(), Arc::new(GatewayMetrics::default()));
+        let (meter, _rx) = Meter::new(
+            1,
+            Arc::new(PriceBook::new(PriceTable::builtin())),
+            path.clone(),
+            Arc::new(GatewayMetrics::default()),
+        );
         let pending = |i: u32| PendingEvent {
             event: Box::new(CallEvent { event_id: format!("e{i}"), ..Default::default() }),
             estimate: None,
