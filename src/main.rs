@@ -123,6 +123,28 @@ struct Config {
     /// Keys of the admin API (`/admin/*`).
     #[serde(default)]
     admin_keys: Vec<AdminKeyConfig>,
+    /// Prompt-injection guards (see the README's "Guards and the response cache").
+    #[serde(default)]
+    guards: Vec<tollgate_guards::config::GuardConfig>,
+    /// Secret and PII redaction of requests and responses.
+    #[serde(default)]
+    redaction: tollgate_guards::config::RedactionConfig,
+    /// The exact-match response cache.
+    #[serde(default)]
+    cache: Option<tollgate_guards::config::CacheConfig>,
+    /// Context-window limits.
+    #[serde(default)]
+    context: tollgate_guards::config::ContextConfig,
+}
+
+/// The guards' sections of the config.
+fn guards_config(cfg: &Config) -> tollgate_gateway::guards::GuardsConfig {
+    tollgate_gateway::guards::GuardsConfig {
+        guards: cfg.guards.clone(),
+        redaction: cfg.redaction.clone(),
+        cache: cfg.cache.clone(),
+        context: cfg.context.clone(),
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -216,6 +238,7 @@ fn load(path: &Path) -> Result<(Config, ValidatedConfig), String> {
         }
     }
     budget_set(path, &cfg, &validated)?;
+    guards_config(&cfg).validate().map_err(|e| format!("config {}: {e}", path.display()))?;
     if cfg.query.sql_max_rows == 0 || cfg.query.sql_timeout_ms == 0 {
         return Err(format!(
             "config {}: query.sql_max_rows and query.sql_timeout_ms must be greater than 0",
@@ -398,6 +421,7 @@ async fn migrate_at_start(cfg: &Config) {
 }
 
 async fn serve(cfg: Config, validated: ValidatedConfig, mode: Mode, config_path: PathBuf) -> anyhow::Result<()> {
+    let config_label = config_path.display().to_string();
     let data_dir = cfg.storage.data_dir.clone();
     std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
     migrate_at_start(&cfg).await;
@@ -412,8 +436,15 @@ async fn serve(cfg: Config, validated: ValidatedConfig, mode: Mode, config_path:
     }));
     budgets.start(Arc::new(QuerySpend(query.clone())));
     spawn_sighup_reload(budgets.clone());
+    let guards = tollgate_gateway::guards::Guards::start(
+        &guards_config(&cfg),
+        Arc::new(validated.prices.clone()),
+        Arc::new(tollgate_events::TokenEstimator::new()),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("config {config_label}: {e}"))?;
     let (gateway, meter_rx) =
-        GatewayState::start_with_budgets(validated, data_dir.join("spool").join("overflow.jsonl"), budgets.clone());
+        GatewayState::start_with(validated, data_dir.join("spool").join("overflow.jsonl"), budgets.clone(), guards);
     let (coll_tx, coll_rx) = mpsc::channel(tollgate_collector::queue_batches(cfg.collector.queue_capacity));
     let metering = tokio::spawn(tollgate_gateway::run_metering(meter_rx, coll_tx.clone()));
     let grace = Duration::from_millis(cfg.server.shutdown_grace_ms);
@@ -556,6 +587,7 @@ async fn metrics(State(m): State<MetricsState>) -> impl IntoResponse {
     if let Some(g) = &m.gateway {
         g.meter.metrics().render(&mut out, g.meter.queue_depth());
         g.budgets.render(&mut out);
+        g.guards.metrics.render(&mut out);
     }
     if let Some(c) = &m.collector {
         let depth = m.collector_tx.as_ref().map(|t| t.max_capacity() - t.capacity()).unwrap_or(0);

@@ -144,7 +144,7 @@ async fn openai_sdk_non_stream_stream_and_embeddings_are_metered_exactly() {
         .await
         .unwrap();
     let lines: Vec<&str> = csv.lines().collect();
-    assert_eq!(lines[0], "department,calls,input_tokens,output_tokens,cached_input_tokens,cache_write_tokens,reasoning_tokens,cost_usd,cost_nanousd");
+    assert_eq!(lines[0], "department,calls,input_tokens,output_tokens,cached_input_tokens,cache_write_tokens,reasoning_tokens,cache_hits,saved_usd,saved_nanousd,cost_usd,cost_nanousd");
     assert_eq!(lines[1], format!("engineering,3,1504,16,1000,0,5,0.{expected_total:09},{expected_total}"));
 
     // Latency answers for the same calls.

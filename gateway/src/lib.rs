@@ -6,6 +6,7 @@ mod body;
 pub mod budget;
 pub mod config;
 mod error;
+pub mod guards;
 mod keys;
 pub mod meter;
 pub mod metrics;
@@ -36,6 +37,8 @@ pub struct GatewayState {
     pub meter: Meter,
     /// Budgets and rate limits checked at admission.
     pub budgets: Arc<budget::BudgetSystem>,
+    /// Context limits, injection rules, redaction and the response cache.
+    pub guards: Arc<guards::Guards>,
 }
 
 impl GatewayState {
@@ -52,13 +55,24 @@ impl GatewayState {
         spill_path: PathBuf,
         budgets: Arc<budget::BudgetSystem>,
     ) -> (Arc<GatewayState>, MeterReceiver) {
+        let guards = Arc::new(guards::Guards::disabled(Arc::new(cfg.prices.clone())));
+        GatewayState::start_with(cfg, spill_path, budgets, guards)
+    }
+
+    /// As [`GatewayState::start_with_budgets`], with these guards and response cache.
+    pub fn start_with(
+        cfg: ValidatedConfig,
+        spill_path: PathBuf,
+        budgets: Arc<budget::BudgetSystem>,
+        guards: Arc<guards::Guards>,
+    ) -> (Arc<GatewayState>, MeterReceiver) {
         let metrics = Arc::new(GatewayMetrics::default());
         let (meter, rx) =
             Meter::new(cfg.settings.event_queue_capacity, Arc::new(cfg.prices.clone()), spill_path, metrics);
         let upstreams: Vec<Arc<Upstream>> = cfg.upstreams.iter().cloned().map(|u| Arc::new(Upstream::new(u))).collect();
         let by_model = cfg.model_routes.iter().map(|(m, i)| (m.clone(), upstreams[*i].clone())).collect();
         let keys = KeyStore::new(&cfg.keys);
-        (Arc::new(GatewayState { cfg, keys, upstreams, by_model, meter, budgets }), rx)
+        (Arc::new(GatewayState { cfg, keys, upstreams, by_model, meter, budgets, guards }), rx)
     }
 
     fn route(&self, model: &str) -> Option<Arc<Upstream>> {

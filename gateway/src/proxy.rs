@@ -270,7 +270,7 @@ async fn admit(
     parts: &http::request::Parts,
     body: Body,
     check_budgets: bool,
-) -> Result<(Bytes, RequestMeta, String, Arc<Upstream>), GatewayError> {
+) -> Result<(Bytes, RequestMeta, String, Arc<Upstream>, Option<serde_json::Value>), GatewayError> {
     let key = st.keys.authenticate(&parts.headers)?;
     key.attribute(&mut guard.event, &parts.headers);
     let bytes = axum::body::to_bytes(body, st.cfg.settings.max_request_bytes)
@@ -289,11 +289,32 @@ async fn admit(
     if !key.may_use(&model) {
         return Err(GatewayError::ModelNotAllowed(model));
     }
+    // Guards (context limit, injection rules, request redaction) read the body parsed once.
+    let mut json = None;
+    let bytes = if check_budgets && st.guards.active() {
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|e| GatewayError::InvalidBody(e.to_string()))?;
+        let output = [&meta.max_tokens, &meta.max_completion_tokens]
+            .into_iter()
+            .find_map(|x| x.as_ref().and_then(|x| x.as_u64()));
+        st.guards.context(&mut guard.event, &model, &v, bytes.len(), output)?;
+        st.guards.injection(&mut guard.event, &v).await?;
+        let changed = st.guards.redact_request(&mut guard.event, &mut v)?;
+        let out = if changed {
+            serde_json::to_vec(&v).map(Bytes::from).map_err(|e| GatewayError::InvalidBody(e.to_string()))?
+        } else {
+            bytes
+        };
+        json = Some(v);
+        out
+    } else {
+        bytes
+    };
     let (bytes, model, up) =
         if check_budgets { admit_budgets(st, guard, bytes, &meta, model, up)? } else { (bytes, model, up) };
     guard.event.provider = up.cfg.kind.provider().to_string();
     guard.event.upstream = up.cfg.name.clone();
-    Ok((bytes, meta, model, up))
+    Ok((bytes, meta, model, up, json))
 }
 
 /// Charges the call's estimate to its rate limits and budgets (the reservation rides on the guard and
@@ -340,12 +361,20 @@ async fn forward(st: Arc<GatewayState>, req: Request, endpoint: Endpoint, client
         st.meter.clone(),
         CallEvent { endpoint, client_api: client, request_id: rid.clone(), ..Default::default() },
     );
-    let (bytes, meta, model, up) = match admit(&st, &mut guard, &parts, body, true).await {
+    let (bytes, meta, model, up, json) = match admit(&st, &mut guard, &parts, body, true).await {
         Ok(x) => x,
         Err(e) => return fail(&mut guard, e, &rid),
     };
     let stream = endpoint != Endpoint::Embeddings && meta.stream.unwrap_or(false);
     guard.event.stream = stream;
+    // Response cache: a hit answers here, with no upstream call.
+    let (cache_plan, hit) = match &json {
+        Some(v) => st.guards.cache_lookup(&parts.headers, &guard.event, &model, v).await,
+        None => (None, None),
+    };
+    if let Some(hit) = hit {
+        return st.guards.hit_response(&mut guard, &hit, &rid);
+    }
     let path = match upstream_path(&up, endpoint, &model) {
         Ok(p) => p,
         Err(e) => return fail(&mut guard, e, &rid),
@@ -403,16 +432,20 @@ async fn forward(st: Arc<GatewayState>, req: Request, endpoint: Endpoint, client
         up_parts.headers.get(header::CONTENT_TYPE).cloned().unwrap_or(default_ct)
     };
     let idle = Duration::from_millis(up.cfg.idle_timeout_ms);
-    let mut out = Response::builder().status(status).header(header::CONTENT_TYPE, content_type);
+    let mut out = Response::builder().status(status).header(header::CONTENT_TYPE, content_type.clone());
     if stream {
         out = out.header(header::CACHE_CONTROL, "no-cache");
     }
     if let Ok(v) = HeaderValue::from_str(&rid) {
         out = out.header("x-request-id", v);
     }
+    if let Some(p) = &cache_plan {
+        out = out.header("x-tollgate-cache", if p.lookup { "miss" } else { "bypass" });
+    }
+    let filter = st.guards.body_filter(&guard.event, client, stream, &content_type, cache_plan);
     guard.overhead += got_headers.elapsed();
     let wire = up.cfg.kind.wire();
-    let body = Body::new(MeteredBody::new(up_body, guard, kind, wire, translation, idle));
+    let body = Body::new(MeteredBody::new(up_body, guard, kind, wire, translation, idle).with_filter(filter));
     out.body(body).unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
@@ -488,7 +521,7 @@ pub async fn count_tokens(State(st): State<Arc<GatewayState>>, req: Request) -> 
             ..Default::default()
         },
     );
-    let (bytes, _, model, up) = match admit(&st, &mut guard, &parts, body, false).await {
+    let (bytes, _, model, up, _) = match admit(&st, &mut guard, &parts, body, false).await {
         Ok(x) => x,
         Err(e) => return fail(&mut guard, e, &rid),
     };

@@ -44,6 +44,9 @@ fn totals_json(t: &Totals) -> serde_json::Value {
         "reasoning_tokens": t.reasoning_tokens,
         "cost_nanousd": t.cost_nanousd,
         "cost_usd": format_usd(t.cost_nanousd),
+        "cache_hits": t.cache_hits,
+        "saved_nanousd": t.saved_nanousd,
+        "saved_usd": format_usd(t.saved_nanousd),
     })
 }
 
@@ -56,6 +59,8 @@ pub fn add_totals(sum: &mut Totals, t: &Totals) {
     sum.cache_write_tokens += t.cache_write_tokens;
     sum.reasoning_tokens += t.reasoning_tokens;
     sum.cost_nanousd += t.cost_nanousd;
+    sum.cache_hits += t.cache_hits;
+    sum.saved_nanousd += t.saved_nanousd;
 }
 
 async fn showback(State(svc): State<Arc<QueryService>>, Query(p): Query<ReportParams>) -> Result<Response, QueryError> {
@@ -104,6 +109,9 @@ pub fn showback_csv(group: &[(&str, &str)], rows: &[ShowbackRow]) -> String {
         "cached_input_tokens",
         "cache_write_tokens",
         "reasoning_tokens",
+        "cache_hits",
+        "saved_usd",
+        "saved_nanousd",
         "cost_usd",
         "cost_nanousd",
     ]);
@@ -117,6 +125,9 @@ pub fn showback_csv(group: &[(&str, &str)], rows: &[ShowbackRow]) -> String {
             t.cached_input_tokens.to_string(),
             t.cache_write_tokens.to_string(),
             t.reasoning_tokens.to_string(),
+            t.cache_hits.to_string(),
+            format_usd(t.saved_nanousd),
+            t.saved_nanousd.to_string(),
             format_usd(t.cost_nanousd),
             t.cost_nanousd.to_string(),
         ];
@@ -217,6 +228,9 @@ async fn chargeback(
                 total.cached_input_tokens.to_string(),
                 total.cache_write_tokens.to_string(),
                 total.reasoning_tokens.to_string(),
+                total.cache_hits.to_string(),
+                format_usd(total.saved_nanousd),
+                total.saved_nanousd.to_string(),
                 format_usd(total.cost_nanousd),
                 total.cost_nanousd.to_string(),
             ];

@@ -1,0 +1,465 @@
+//! The admission guards and the response cache as the request path uses them: context-window limit,
+//! prompt-injection rules (and classifier hooks), request redaction, cache lookup, and the filter on the
+//! client's response body that masks secrets and fills the cache. The logic lives in `tollgate-guards`;
+//! this file turns its answers into call-event fields and errors in the client's shape.
+
+use crate::error::GatewayError;
+use crate::meter::CallGuard;
+use axum::body::Body;
+use axum::response::Response;
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderValue, StatusCode};
+use serde_json::Value;
+use std::sync::Arc;
+use tollgate_events::{CallEvent, ClientApi, Outcome, PriceTable, TokenEstimator, Usage, UsageSource};
+use tollgate_guards::cache::{CachePlan, CachedResponse, ResponseCache};
+use tollgate_guards::classifier::{Classification, Classifier, OnError};
+use tollgate_guards::config::{validate_guards, CacheConfig, ContextConfig, GuardConfig, RedactMode, RedactionConfig};
+use tollgate_guards::context::{ContextCheck, ContextLimiter};
+use tollgate_guards::extract::segments;
+use tollgate_guards::metrics::GuardMetrics;
+use tollgate_guards::redact::{redact_json, Counts, Kind, Redactor, SseFormat, SseRedactor};
+use tollgate_guards::rules::{Action, Hit, RuleEngine};
+use tollgate_guards::GuardError;
+use tracing::{info, warn};
+
+/// The config sections of this feature, as they appear at the top level of `tollgate.toml`.
+#[derive(Debug, Clone, Default)]
+pub struct GuardsConfig {
+    pub guards: Vec<GuardConfig>,
+    pub redaction: RedactionConfig,
+    pub cache: Option<CacheConfig>,
+    pub context: ContextConfig,
+}
+
+impl GuardsConfig {
+    /// Pure checks (no I/O): rules compile, values are in range.
+    pub fn validate(&self) -> Result<(), GuardError> {
+        validate_guards(&self.guards)?;
+        if let Some(c) = &self.cache {
+            c.validate()?;
+        }
+        self.context.catalog()?;
+        if self.redaction.responses == RedactMode::Block {
+            return Err(GuardError::Config {
+                key: "redaction.responses".into(),
+                message: "responses can be `off` or `redact`".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+pub struct Guards {
+    pub metrics: Arc<GuardMetrics>,
+    rules: Option<RuleEngine>,
+    /// (index of the guard in `rules`, its classifier).
+    classifiers:
+        Vec<(usize, Classifier<hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>>)>,
+    context: Option<ContextLimiter>,
+    redactor: Option<Arc<Redactor>>,
+    redaction: RedactionConfig,
+    pub cache: Option<Arc<ResponseCache>>,
+    prices: Arc<PriceTable>,
+}
+
+impl Guards {
+    /// No guard, no cache, no context limit.
+    pub fn disabled(prices: Arc<PriceTable>) -> Guards {
+        Guards {
+            metrics: Arc::new(GuardMetrics::default()),
+            rules: None,
+            classifiers: Vec::new(),
+            context: None,
+            redactor: None,
+            redaction: RedactionConfig::default(),
+            cache: None,
+            prices,
+        }
+    }
+
+    /// Builds everything and opens the cache store (connects to Redis).
+    pub async fn start(
+        cfg: &GuardsConfig,
+        prices: Arc<PriceTable>,
+        estimator: Arc<TokenEstimator>,
+    ) -> Result<Arc<Guards>, GuardError> {
+        cfg.validate()?;
+        let client = crate::proxy::http_client(std::time::Duration::from_secs(5));
+        let metrics = Arc::new(GuardMetrics::default());
+        let rules = if cfg.guards.is_empty() { None } else { Some(validate_guards(&cfg.guards)?) };
+        let mut classifiers = Vec::new();
+        for (i, g) in cfg.guards.iter().enumerate() {
+            if let Some(c) = &g.classifier {
+                classifiers.push((i, Classifier::new(c.clone(), client.clone(), &format!("guards[{i}].classifier"))?));
+            }
+        }
+        let context = cfg
+            .context
+            .enabled
+            .then(|| cfg.context.catalog().map(|c| ContextLimiter::new(c, cfg.context.policies.clone(), estimator)))
+            .transpose()?;
+        let redactor = if cfg.redaction.requests != RedactMode::Off || cfg.redaction.responses != RedactMode::Off {
+            let kinds = if cfg.redaction.kinds.is_empty() { Kind::ALL.to_vec() } else { cfg.redaction.kinds.clone() };
+            Some(Redactor::new(&kinds)?)
+        } else {
+            None
+        };
+        let cache = match &cfg.cache {
+            Some(c) => {
+                let rc = ResponseCache::start(c.clone(), metrics.clone()).await?;
+                info!(backend = rc.backend(), models = ?c.models, "response cache on");
+                Some(Arc::new(rc))
+            }
+            None => None,
+        };
+        Ok(Arc::new(Guards {
+            metrics,
+            rules,
+            classifiers,
+            context,
+            redactor,
+            redaction: cfg.redaction.clone(),
+            cache,
+            prices,
+        }))
+    }
+
+    /// Whether any step needs the request body parsed.
+    pub fn active(&self) -> bool {
+        self.rules.is_some() || self.context.is_some() || self.redactor.is_some() || self.cache.is_some()
+    }
+
+    fn redaction_applies(&self, key_id: &str, model: &str) -> bool {
+        let r = &self.redaction;
+        (r.keys.is_empty() || r.keys.iter().any(|k| k == key_id))
+            && (r.models.is_empty() || r.models.iter().any(|m| m == model))
+    }
+
+    /// Context-window limit: refuses a prompt that cannot fit (the count used goes in the event's tags as
+    /// `context_tokens`; its token columns stay 0, as for every call refused before an upstream).
+    pub fn context(
+        &self,
+        ev: &mut CallEvent,
+        model: &str,
+        body: &Value,
+        body_len: usize,
+        max_output: Option<u64>,
+    ) -> Result<(), GatewayError> {
+        let Some(limiter) = &self.context else { return Ok(()) };
+        match limiter.check(&ev.api_key_id, &ev.requested_model, model, body, body_len, max_output) {
+            ContextCheck::Fits { counted: None } => Ok(()),
+            ContextCheck::Fits { counted: Some(n) } => {
+                GuardMetrics::inc(&self.metrics.context_counted);
+                ev.tags.insert("context_tokens".into(), n.to_string());
+                Ok(())
+            }
+            ContextCheck::TooLong(t) => {
+                GuardMetrics::inc(&self.metrics.context_counted);
+                GuardMetrics::inc(&self.metrics.context_rejected);
+                ev.tags.insert("context_tokens".into(), t.tokens.to_string());
+                ev.usage_source = UsageSource::None;
+                Err(GatewayError::ContextLengthExceeded(t.message(model)))
+            }
+        }
+    }
+
+    /// Prompt-injection rules, then classifier hooks. A block refuses the call; a flag is recorded in the
+    /// event's `guard`; a log is a log line. Every match is counted.
+    pub async fn injection(&self, ev: &mut CallEvent, body: &Value) -> Result<(), GatewayError> {
+        let Some(rules) = &self.rules else { return Ok(()) };
+        let mut verdict = rules.check(body, &ev.api_key_id, &ev.requested_model);
+        for (gi, c) in &self.classifiers {
+            let g = &rules.guards()[*gi];
+            if !g.applies(&ev.api_key_id, &ev.requested_model) {
+                continue;
+            }
+            let texts: Vec<&str> =
+                segments(body).into_iter().filter(|s| g.roles.contains(s.role)).map(|s| s.text).collect();
+            if texts.is_empty() {
+                continue;
+            }
+            GuardMetrics::inc(&self.metrics.classifier_calls);
+            let rule = match c.classify(&texts).await {
+                Classification::Clean => continue,
+                Classification::Flagged(cats) => format!("classifier.{}", cats.join("+")),
+                Classification::Unavailable(why) => {
+                    GuardMetrics::inc(&self.metrics.classifier_errors);
+                    warn!(guard = %g.name, reason = %why, on_error = ?c.on_error(), "classifier unavailable");
+                    match c.on_error() {
+                        OnError::Allow => continue,
+                        OnError::Block => "classifier.unavailable".to_string(),
+                    }
+                }
+            };
+            verdict.hits.push(Hit {
+                guard: g.name.clone(),
+                rule,
+                action: g.action,
+                role: tollgate_guards::extract::Role::User,
+            });
+        }
+        for h in &verdict.hits {
+            self.metrics.matched(&h.guard, &h.rule, h.action);
+            if h.action == Action::Log {
+                info!(guard = %h.guard, rule = %h.rule, role = h.role.as_str(), request_id = %ev.request_id, "guard rule matched");
+            }
+        }
+        match verdict.decisive() {
+            Some(h) if h.action == Action::Block => {
+                ev.guard = h.label();
+                Err(GatewayError::GuardBlocked { guard: h.guard.clone(), rule: h.rule.clone() })
+            }
+            Some(h) if h.action == Action::Flag => {
+                ev.guard = h.label();
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Request redaction: masks secrets and PII in place (`redact`) or refuses the call (`block`).
+    /// Returns whether the body changed. Counts go in the event's tags (`redacted_request = "email:1"`).
+    pub fn redact_request(&self, ev: &mut CallEvent, body: &mut Value) -> Result<bool, GatewayError> {
+        let Some(r) = &self.redactor else { return Ok(false) };
+        if self.redaction.requests == RedactMode::Off || !self.redaction_applies(&ev.api_key_id, &ev.requested_model) {
+            return Ok(false);
+        }
+        let mut probe = body.clone();
+        let counts = redact_json(r, &mut probe);
+        if counts.total() == 0 {
+            return Ok(false);
+        }
+        ev.tags.insert("redacted_request".into(), counts.summary());
+        self.metrics.redacted("request", &counts);
+        if self.redaction.requests == RedactMode::Block {
+            GuardMetrics::inc(&self.metrics.requests_blocked_by_redaction);
+            ev.guard = "redaction:block".into();
+            let kinds: Vec<&str> = counts.iter().map(|(k, _)| k.as_str()).collect();
+            return Err(GatewayError::SensitiveData(kinds.join(", ")));
+        }
+        *body = probe;
+        Ok(true)
+    }
+
+    /// The cache plan for this request and, when there is one to look up, the stored answer.
+    pub async fn cache_lookup(
+        &self,
+        headers: &HeaderMap,
+        ev: &CallEvent,
+        model: &str,
+        body: &Value,
+    ) -> (Option<CachePlan>, Option<Arc<CachedResponse>>) {
+        let Some(cache) = &self.cache else { return (None, None) };
+        let Some(plan) = cache.plan(headers, &ev.tenant, ev.client_api.as_str(), ev.endpoint.as_str(), model, body)
+        else {
+            return (None, None);
+        };
+        let hit = if plan.lookup { cache.get(&plan.key).await } else { None };
+        (Some(plan), hit)
+    }
+
+    /// Answers a call from the cache: the stored bytes, and an event with `cache_hit`, no tokens, no cost
+    /// and `saved_nanousd` = the stored usage at today's price of the model that served it.
+    pub fn hit_response(&self, guard: &mut CallGuard, hit: &CachedResponse, rid: &str) -> Response {
+        let usage = Usage {
+            input: hit.input_tokens,
+            output: hit.output_tokens,
+            cached_input: hit.cached_input_tokens,
+            cache_write: hit.cache_write_tokens,
+            reasoning: hit.reasoning_tokens,
+        };
+        let saved = self.prices.get(&hit.served_model).map(|p| p.cost_nanousd(&usage)).unwrap_or(0);
+        self.metrics.cache_saved_nanousd.fetch_add(saved, std::sync::atomic::Ordering::Relaxed);
+        let ev = &mut guard.event;
+        ev.cache_hit = true;
+        ev.saved_nanousd = saved;
+        ev.served_model.clone_from(&hit.served_model);
+        ev.provider.clone_from(&hit.provider);
+        ev.upstream.clone_from(&hit.upstream);
+        ev.finish_reason.clone_from(&hit.finish_reason);
+        ev.usage_source = UsageSource::None;
+        ev.response_bytes = hit.body.len() as u64;
+        guard.mark_content();
+        guard.finish(Outcome::Ok, hit.status);
+        let mut r = Response::new(Body::from(hit.body.clone()));
+        *r.status_mut() = StatusCode::from_u16(hit.status).unwrap_or(StatusCode::OK);
+        let ct = HeaderValue::from_str(&hit.content_type).unwrap_or(HeaderValue::from_static("application/json"));
+        r.headers_mut().insert(header::CONTENT_TYPE, ct);
+        if hit.stream {
+            r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        }
+        r.headers_mut().insert("x-tollgate-cache", HeaderValue::from_static("hit"));
+        if let Ok(v) = HeaderValue::from_str(rid) {
+            r.headers_mut().insert("x-request-id", v);
+        }
+        r
+    }
+
+    /// The filter for the response body the client receives: response redaction and/or cache fill.
+    pub fn body_filter(
+        &self,
+        ev: &CallEvent,
+        client: ClientApi,
+        stream: bool,
+        content_type: &HeaderValue,
+        plan: Option<CachePlan>,
+    ) -> Option<Box<dyn ClientFilter>> {
+        let redact = self
+            .redactor
+            .as_ref()
+            .filter(|_| self.redaction.responses == RedactMode::Redact)
+            .filter(|_| self.redaction_applies(&ev.api_key_id, &ev.requested_model))
+            .cloned();
+        let fill = match (&self.cache, plan) {
+            (Some(c), Some(p)) if p.store => Some((c.clone(), p)),
+            _ => None,
+        };
+        if redact.is_none() && fill.is_none() {
+            return None;
+        }
+        let redact = redact.map(|r| {
+            if stream {
+                let fmt = match client {
+                    ClientApi::Openai => SseFormat::OpenAi,
+                    ClientApi::Anthropic => SseFormat::Anthropic,
+                };
+                ResponseRedaction::Stream(Box::new(SseRedactor::new(r, fmt)))
+            } else {
+                ResponseRedaction::Json { r, buf: Vec::new() }
+            }
+        });
+        let fill = fill.map(|(cache, plan)| CacheFill {
+            max: cache.max_entry_bytes(),
+            cache,
+            plan,
+            buf: Vec::new(),
+            over: false,
+            content_type: content_type.to_str().unwrap_or("application/json").to_string(),
+        });
+        Some(Box::new(GuardBodyFilter { redact, fill, stream, metrics: self.metrics.clone() }))
+    }
+}
+
+/// Sees every byte the client gets from an upstream response, after translation.
+pub trait ClientFilter: Send {
+    /// Returns what to send now instead of `b`.
+    fn on_chunk(&mut self, b: Bytes) -> Bytes;
+    /// The upstream's body ended: returns the bytes still held; `guard` is the call's (usage known).
+    fn on_end(&mut self, guard: &mut CallGuard) -> Bytes;
+}
+
+enum ResponseRedaction {
+    Stream(Box<SseRedactor>),
+    /// A JSON body is masked whole, once it is complete.
+    Json {
+        r: Arc<Redactor>,
+        buf: Vec<u8>,
+    },
+}
+
+struct CacheFill {
+    cache: Arc<ResponseCache>,
+    plan: CachePlan,
+    buf: Vec<u8>,
+    max: usize,
+    /// Larger than the cache takes: no longer collected.
+    over: bool,
+    content_type: String,
+}
+
+struct GuardBodyFilter {
+    redact: Option<ResponseRedaction>,
+    fill: Option<CacheFill>,
+    stream: bool,
+    metrics: Arc<GuardMetrics>,
+}
+
+impl GuardBodyFilter {
+    fn collect(&mut self, b: &[u8]) {
+        if let Some(f) = &mut self.fill {
+            if !f.over && f.buf.len() + b.len() <= f.max {
+                f.buf.extend_from_slice(b);
+            } else {
+                f.over = true;
+                f.buf = Vec::new();
+            }
+        }
+    }
+}
+
+impl ClientFilter for GuardBodyFilter {
+    fn on_chunk(&mut self, b: Bytes) -> Bytes {
+        let out = match &mut self.redact {
+            None => b,
+            Some(ResponseRedaction::Stream(s)) => Bytes::from(s.push(&b)),
+            Some(ResponseRedaction::Json { buf, .. }) => {
+                buf.extend_from_slice(&b);
+                Bytes::new()
+            }
+        };
+        self.collect(&out);
+        out
+    }
+
+    fn on_end(&mut self, guard: &mut CallGuard) -> Bytes {
+        let mut counts = Counts::default();
+        let tail = match &mut self.redact {
+            None => Bytes::new(),
+            Some(ResponseRedaction::Stream(s)) => {
+                let t = Bytes::from(s.finish());
+                counts = s.counts();
+                t
+            }
+            Some(ResponseRedaction::Json { r, buf }) => {
+                let raw = std::mem::take(buf);
+                match serde_json::from_slice::<Value>(&raw) {
+                    Ok(mut v) => {
+                        counts = redact_json(r, &mut v);
+                        if counts.total() > 0 {
+                            Bytes::from(v.to_string())
+                        } else {
+                            Bytes::from(raw)
+                        }
+                    }
+                    Err(_) => Bytes::from(raw),
+                }
+            }
+        };
+        if counts.total() > 0 {
+            guard.event.tags.insert("redacted_response".into(), counts.summary());
+            self.metrics.redacted("response", &counts);
+        }
+        self.collect(&tail);
+        let ev = &guard.event;
+        if let Some(f) = self.fill.take() {
+            let complete = ev.status_code == 200
+                && matches!(ev.outcome, Outcome::Ok)
+                && guard.have_input_usage
+                && guard.have_output_usage;
+            if complete && !f.over {
+                let stored_at_us = crate::meter::now_us();
+                f.cache.put(
+                    f.plan.key,
+                    CachedResponse {
+                        status: 200,
+                        content_type: f.content_type,
+                        stream: self.stream,
+                        served_model: ev.served_model.clone(),
+                        provider: ev.provider.clone(),
+                        upstream: ev.upstream.clone(),
+                        finish_reason: ev.finish_reason.clone(),
+                        input_tokens: ev.input_tokens,
+                        output_tokens: ev.output_tokens,
+                        cached_input_tokens: ev.cached_input_tokens,
+                        cache_write_tokens: ev.cache_write_tokens,
+                        reasoning_tokens: ev.reasoning_tokens,
+                        stored_at_us,
+                        body: f.buf,
+                    },
+                );
+            }
+        }
+        tail
+    }
+}
