@@ -24,8 +24,14 @@ pub struct UpstreamConfig {
     /// without a key (fine for local servers) and a warning is logged at start.
     #[serde(default)]
     pub api_key_env: Option<String>,
-    /// Public model names served by this upstream. Each needs a price (built in or in `[prices]`).
+    /// Public model names served by this upstream. Each needs a price (built in, imported with
+    /// `tollgate prices import`, or in `[prices]`).
     pub models: Vec<String>,
+    /// A priced model whose price covers served models of this upstream that match no price (a local
+    /// server that answers `llama3:8b` for `llama3`). Without it such calls are stored with
+    /// `price_id = "unpriced"`, counted in `tollgate_unpriced_events_total` and logged.
+    #[serde(default)]
+    pub fallback_price: Option<String>,
     /// `azure_openai` only: model name → deployment name (default: the model name).
     #[serde(default)]
     pub deployments: BTreeMap<String, String>,
@@ -138,6 +144,13 @@ pub struct PriceConfig {
     /// Defaults to `output`.
     #[serde(default)]
     pub reasoning: Option<Decimal>,
+    /// Cache writes with a 1-hour lifetime; defaults to `cache_write`.
+    #[serde(default)]
+    pub cache_write_1h: Option<Decimal>,
+    /// RFC 3339 time or `YYYY-MM-DD` (UTC) from which this price applies; calls before it keep the
+    /// catalog's price. Default: always.
+    #[serde(default)]
+    pub effective_from: Option<String>,
 }
 
 /// A decimal read as text so that no float rounding reaches money.
@@ -241,21 +254,34 @@ pub struct ValidatedKey {
     pub digest: [u8; 32],
 }
 
-/// Pure validation: no network, no files.
+/// Pure validation against the built-in prices: no network, no files.
 pub fn validate(
     upstreams: &[UpstreamConfig],
     keys: &[KeyConfig],
     prices: &BTreeMap<String, PriceConfig>,
     settings: &GatewaySettings,
 ) -> Result<ValidatedConfig, ConfigError> {
-    let mut table = PriceTable::builtin();
+    validate_with_prices(PriceTable::builtin(), upstreams, keys, prices, settings)
+}
+
+/// Pure validation on top of `base` (the built-in table plus imported catalogs, read by the caller).
+pub fn validate_with_prices(
+    base: PriceTable,
+    upstreams: &[UpstreamConfig],
+    keys: &[KeyConfig],
+    prices: &BTreeMap<String, PriceConfig>,
+    settings: &GatewaySettings,
+) -> Result<ValidatedConfig, ConfigError> {
+    let mut table = base;
     for (model, p) in prices {
         let spec = PriceSpec {
             input: p.input.text(),
             output: p.output.text(),
             cached_input: p.cached_input.as_ref().map(Decimal::text),
             cache_write: p.cache_write.as_ref().map(Decimal::text),
+            cache_write_1h: p.cache_write_1h.as_ref().map(Decimal::text),
             reasoning: p.reasoning.as_ref().map(Decimal::text),
+            effective_from: p.effective_from.clone(),
         };
         table.set(model, &spec, "config").map_err(|e| err("prices", e.to_string()))?;
     }
@@ -277,6 +303,12 @@ pub fn validate(
         }
         if u.models.is_empty() {
             return Err(err(key("models"), "list at least one model"));
+        }
+        if let Some(f) = &u.fallback_price {
+            if table.get(f).is_none() {
+                return Err(err(key("fallback_price"), format!("model `{f}` has no price")));
+            }
+            table.set_route_fallback(&u.name, f);
         }
         for m in &u.models {
             if table.get(m).is_none() {
@@ -371,8 +403,8 @@ mod tests {
             toml::from_str("[llama-3]\ninput = 0.0375\noutput = \"0.1\"\n").unwrap();
         let v = validate(&[upstream(&["llama-3"])], &[], &prices, &GatewaySettings::default()).unwrap();
         let p = v.prices.get("llama-3").unwrap();
-        assert_eq!((p.input, p.output), (37_500_000, 100_000_000));
-        assert_eq!(p.price_id, "llama-3@config");
+        assert_eq!((p.standard.base.input, p.standard.base.output), (37_500_000, 100_000_000));
+        assert!(p.price_id.starts_with("llama-3@config-"), "{}", p.price_id);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, StatusCode};
 use serde_json::Value;
 use std::sync::Arc;
-use tollgate_events::{CallEvent, ClientApi, Outcome, PriceTable, TokenEstimator, Usage, UsageSource};
+use tollgate_events::{CallEvent, ClientApi, Outcome, PriceTable, TokenEstimator, UsageSource};
 use tollgate_guards::cache::{CachePlan, CachedResponse, ResponseCache};
 use tollgate_guards::classifier::{Classification, Classifier, OnError};
 use tollgate_guards::config::{validate_guards, CacheConfig, ContextConfig, GuardConfig, RedactMode, RedactionConfig};
@@ -60,12 +60,11 @@ pub struct Guards {
     redactor: Option<Arc<Redactor>>,
     redaction: RedactionConfig,
     pub cache: Option<Arc<ResponseCache>>,
-    prices: Arc<PriceTable>,
 }
 
 impl Guards {
     /// No guard, no cache, no context limit.
-    pub fn disabled(prices: Arc<PriceTable>) -> Guards {
+    pub fn disabled() -> Guards {
         Guards {
             metrics: Arc::new(GuardMetrics::default()),
             rules: None,
@@ -74,16 +73,11 @@ impl Guards {
             redactor: None,
             redaction: RedactionConfig::default(),
             cache: None,
-            prices,
         }
     }
 
     /// Builds everything and opens the cache store (connects to Redis).
-    pub async fn start(
-        cfg: &GuardsConfig,
-        prices: Arc<PriceTable>,
-        estimator: Arc<TokenEstimator>,
-    ) -> Result<Arc<Guards>, GuardError> {
+    pub async fn start(cfg: &GuardsConfig, estimator: Arc<TokenEstimator>) -> Result<Arc<Guards>, GuardError> {
         cfg.validate()?;
         let client = crate::proxy::http_client(std::time::Duration::from_secs(5));
         let metrics = Arc::new(GuardMetrics::default());
@@ -113,16 +107,7 @@ impl Guards {
             }
             None => None,
         };
-        Ok(Arc::new(Guards {
-            metrics,
-            rules,
-            classifiers,
-            context,
-            redactor,
-            redaction: cfg.redaction.clone(),
-            cache,
-            prices,
-        }))
+        Ok(Arc::new(Guards { metrics, rules, classifiers, context, redactor, redaction: cfg.redaction.clone(), cache }))
     }
 
     /// Whether any step needs the request body parsed.
@@ -260,16 +245,29 @@ impl Guards {
     }
 
     /// Answers a call from the cache: the stored bytes, and an event with `cache_hit`, no tokens, no cost
-    /// and `saved_nanousd` = the stored usage at today's price of the model that served it.
-    pub fn hit_response(&self, guard: &mut CallGuard, hit: &CachedResponse, rid: &str) -> Response {
-        let usage = Usage {
-            input: hit.input_tokens,
-            output: hit.output_tokens,
-            cached_input: hit.cached_input_tokens,
-            cache_write: hit.cache_write_tokens,
-            reasoning: hit.reasoning_tokens,
+    /// and `saved_nanousd` = the stored usage priced as the call itself would be now (same model, same
+    /// price table and rules).
+    pub fn hit_response(
+        &self,
+        guard: &mut CallGuard,
+        hit: &CachedResponse,
+        rid: &str,
+        prices: &PriceTable,
+    ) -> Response {
+        let mut shadow = CallEvent {
+            served_model: hit.served_model.clone(),
+            requested_model: guard.event.requested_model.clone(),
+            upstream: hit.upstream.clone(),
+            ts_start_us: guard.event.ts_start_us,
+            input_tokens: hit.input_tokens,
+            output_tokens: hit.output_tokens,
+            cached_input_tokens: hit.cached_input_tokens,
+            cache_write_tokens: hit.cache_write_tokens,
+            reasoning_tokens: hit.reasoning_tokens,
+            ..Default::default()
         };
-        let saved = self.prices.get(&hit.served_model).map(|p| p.cost_nanousd(&usage)).unwrap_or(0);
+        prices.price_event(&mut shadow, Default::default(), 0);
+        let saved = shadow.cost_nanousd;
         self.metrics.cache_saved_nanousd.fetch_add(saved, std::sync::atomic::Ordering::Relaxed);
         let ev = &mut guard.event;
         ev.cache_hit = true;

@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-pub use config::{hash_key, validate, ConfigError, ValidatedConfig};
+pub use config::{hash_key, validate, validate_with_prices, ConfigError, ValidatedConfig};
 pub use error::{anthropic_error_response, openai_error_response, GatewayError};
 pub use meter::{run_metering, Meter, MeterReceiver};
 pub use metrics::GatewayMetrics;
@@ -55,7 +55,7 @@ impl GatewayState {
         spill_path: PathBuf,
         budgets: Arc<budget::BudgetSystem>,
     ) -> (Arc<GatewayState>, MeterReceiver) {
-        let guards = Arc::new(guards::Guards::disabled(Arc::new(cfg.prices.clone())));
+        let guards = Arc::new(guards::Guards::disabled());
         GatewayState::start_with(cfg, spill_path, budgets, guards)
     }
 
@@ -67,8 +67,8 @@ impl GatewayState {
         guards: Arc<guards::Guards>,
     ) -> (Arc<GatewayState>, MeterReceiver) {
         let metrics = Arc::new(GatewayMetrics::default());
-        let (meter, rx) =
-            Meter::new(cfg.settings.event_queue_capacity, Arc::new(cfg.prices.clone()), spill_path, metrics);
+        let prices = Arc::new(tollgate_events::PriceBook::new(cfg.prices.clone()));
+        let (meter, rx) = Meter::new(cfg.settings.event_queue_capacity, prices, spill_path, metrics);
         let upstreams: Vec<Arc<Upstream>> = cfg.upstreams.iter().cloned().map(|u| Arc::new(Upstream::new(u))).collect();
         let by_model = cfg.model_routes.iter().map(|(m, i)| (m.clone(), upstreams[*i].clone())).collect();
         let keys = KeyStore::new(&cfg.keys);

@@ -45,6 +45,10 @@ pub struct GatewayMetrics {
     pub events_replayed: Counter,
     /// Events that could be neither queued nor spilled (disk error). Should stay 0; logged loudly.
     pub events_lost: Counter,
+    /// Events with tokens but no matching price (stored with `price_id = "unpriced"`).
+    pub unpriced_events: Counter,
+    /// Events whose provider-reported usage was capped (`usage_source = "capped"`).
+    pub usage_capped: Counter,
     /// model → outcome → counters; looked up by `&str`, so the common case allocates nothing.
     by_model: Mutex<BTreeMap<String, BTreeMap<&'static str, ModelCounters>>>,
 }
@@ -103,6 +107,20 @@ impl GatewayMetrics {
             "Call events that could be neither queued nor spilled.",
             "counter",
             self.events_lost.get(),
+        );
+        scalar(
+            out,
+            "tollgate_unpriced_events_total",
+            "Call events with tokens whose model matched no price (price_id \"unpriced\", cost 0).",
+            "counter",
+            self.unpriced_events.get(),
+        );
+        scalar(
+            out,
+            "tollgate_usage_capped_total",
+            "Call events whose provider-reported token counts were not believable and were capped.",
+            "counter",
+            self.usage_capped.get(),
         );
         scalar(
             out,

@@ -373,7 +373,7 @@ async fn forward(st: Arc<GatewayState>, req: Request, endpoint: Endpoint, client
         None => (None, None),
     };
     if let Some(hit) = hit {
-        return st.guards.hit_response(&mut guard, &hit, &rid);
+        return st.guards.hit_response(&mut guard, &hit, &rid, &st.meter.prices().current());
     }
     let path = match upstream_path(&up, endpoint, &model) {
         Ok(p) => p,

@@ -43,13 +43,21 @@ pub fn report(e: &RuleEngine, jsonl: &str) -> Result<String, String> {
         }
     }
     let mut out = String::new();
-    let _ = writeln!(out, "| corpus | measures | role | prompts | flagged | rate | family of the first matching rule |");
+    let _ =
+        writeln!(out, "| corpus | measures | role | prompts | flagged | rate | family of the first matching rule |");
     let _ = writeln!(out, "|---|---|---|---:|---:|---:|---|");
     for (name, r) in &by {
         let what = if r.label == "attack" { "detection" } else { "false positives" };
         let fams: Vec<String> = r.families.iter().map(|(f, c)| format!("{f} {c}")).collect();
         let rate = 100.0 * f64::from(r.flagged) / f64::from(r.n.max(1));
-        let _ = writeln!(out, "| {name} | {what} | {} | {} | {} | {rate:.1}% | {} |", r.role, r.n, r.flagged, fams.join(", "));
+        let _ = writeln!(
+            out,
+            "| {name} | {what} | {} | {} | {} | {rate:.1}% | {} |",
+            r.role,
+            r.n,
+            r.flagged,
+            fams.join(", ")
+        );
     }
     Ok(out)
 }
