@@ -19,7 +19,7 @@ use tollgate_gateway::budget::config::{
     AdminKeyConfig, BudgetConfig, BudgetConfigSet, BudgetSettings, RateLimitConfig,
 };
 use tollgate_gateway::budget::{BudgetSystem, SpendFuture, SpendQuery, SpendSource};
-use tollgate_gateway::config::{GatewaySettings, KeyConfig, PriceConfig, UpstreamConfig};
+use tollgate_gateway::config::{GatewaySettings, KeyConfig, PriceConfig, RouteConfig, UpstreamConfig};
 use tollgate_gateway::ship::{run_shipper, ShipConfig, ShipMetrics};
 use tollgate_gateway::{GatewayState, ValidatedConfig};
 use tollgate_query::{Engine, QueryConfig, QueryService, TimeRange};
@@ -138,6 +138,9 @@ struct Config {
     prices: BTreeMap<String, PriceConfig>,
     #[serde(default)]
     upstreams: Vec<UpstreamConfig>,
+    /// Model groups (see the README's "Routes").
+    #[serde(default)]
+    routes: Vec<RouteConfig>,
     #[serde(default)]
     keys: Vec<KeyConfig>,
     /// Spending caps (see the README's "Budgets").
@@ -222,8 +225,9 @@ fn load(path: &Path) -> Result<(Config, ValidatedConfig), String> {
     let cfg: Config = toml::from_str(&text).map_err(|e| toml_error_line(path, &text, &e))?;
     let base = tollgate_events::prices::store::table_with_stored(&cfg.storage.data_dir)
         .map_err(|e| format!("config {}: prices: {e}", path.display()))?;
-    let validated = tollgate_gateway::validate_with_prices(base, &cfg.upstreams, &cfg.keys, &cfg.prices, &cfg.gateway)
-        .map_err(|e| format!("config {}: {e}", path.display()))?;
+    let validated =
+        tollgate_gateway::validate_with_prices(base, &cfg.upstreams, &cfg.routes, &cfg.keys, &cfg.prices, &cfg.gateway)
+            .map_err(|e| format!("config {}: {e}", path.display()))?;
     cfg.collector.validate().map_err(|e| format!("config {}: {e}", path.display()))?;
     if cfg.server.listen.parse::<std::net::SocketAddr>().is_err() {
         return Err(format!(
@@ -384,7 +388,7 @@ fn main() -> anyhow::Result<()> {
                 let cfg: Config = toml::from_str(&text).map_err(|e| toml_error_line(p, &text, &e))?;
                 let base = tollgate_events::prices::store::table_with_stored(&cfg.storage.data_dir)
                     .map_err(|e| format!("config {}: prices: {e}", p.display()))?;
-                tollgate_gateway::validate_with_prices(base, &[], &[], &cfg.prices, &cfg.gateway)
+                tollgate_gateway::validate_with_prices(base, &[], &[], &[], &cfg.prices, &cfg.gateway)
                     .map(|v| v.prices)
                     .map_err(|e| format!("config {}: {e}", p.display()))
             };
@@ -657,6 +661,7 @@ async fn metrics(State(m): State<MetricsState>) -> impl IntoResponse {
     if let Some(g) = &m.gateway {
         g.meter.metrics().render(&mut out, g.meter.queue_depth());
         g.budgets.render(&mut out);
+        g.render_routes(&mut out);
         g.guards.metrics.render(&mut out);
     }
     if let Some(c) = &m.collector {

@@ -1,10 +1,13 @@
 //! The admission guards and the response cache as the request path uses them: context-window limit,
-//! prompt-injection rules (and classifier hooks), request redaction, cache lookup, and the filter on the
-//! client's response body that masks secrets and fills the cache. The logic lives in `tollgate-guards`;
-//! this file turns its answers into call-event fields and errors in the client's shape.
+//! prompt-injection rules (and classifier hooks), request redaction, cache lookup (each an admission step
+//! in `admission/`, which calls in here), and the [`ResponsePlan`] that `respond` turns into a filter on
+//! the client's response body that masks secrets and fills the cache. The logic lives in
+//! `tollgate-guards`; this file turns its answers into call-event fields and errors in the client's shape.
 
+use crate::admission::Admit;
+use crate::call::CallCtx;
 use crate::error::GatewayError;
-use crate::meter::CallGuard;
+use crate::finish::CallGuard;
 use axum::body::Body;
 use axum::response::Response;
 use bytes::Bytes;
@@ -79,7 +82,7 @@ impl Guards {
     /// Builds everything and opens the cache store (connects to Redis).
     pub async fn start(cfg: &GuardsConfig, estimator: Arc<TokenEstimator>) -> Result<Arc<Guards>, GuardError> {
         cfg.validate()?;
-        let client = crate::proxy::http_client(std::time::Duration::from_secs(5));
+        let client = crate::providers::http_client(std::time::Duration::from_secs(5));
         let metrics = Arc::new(GuardMetrics::default());
         let rules = if cfg.guards.is_empty() { None } else { Some(validate_guards(&cfg.guards)?) };
         let mut classifiers = Vec::new();
@@ -294,31 +297,98 @@ impl Guards {
         r
     }
 
-    /// The filter for the response body the client receives: response redaction and/or cache fill.
-    pub fn body_filter(
-        &self,
-        ev: &CallEvent,
-        client: ClientApi,
-        stream: bool,
-        content_type: &HeaderValue,
-        plan: Option<CachePlan>,
-    ) -> Option<Box<dyn ClientFilter>> {
-        let redact = self
-            .redactor
-            .as_ref()
-            .filter(|_| self.redaction.responses == RedactMode::Redact)
-            .filter(|_| self.redaction_applies(&ev.api_key_id, &ev.requested_model))
-            .cloned();
-        let fill = match (&self.cache, plan) {
-            (Some(c), Some(p)) if p.store => Some((c.clone(), p)),
-            _ => None,
-        };
-        if redact.is_none() && fill.is_none() {
+    /// The response-side work for this call, if any: redaction of the response, cache fill.
+    fn response_plan(self: &Arc<Self>, ev: &CallEvent, cache: Option<CachePlan>) -> Option<Arc<ResponsePlan>> {
+        let redact = self.redaction.responses == RedactMode::Redact
+            && self.redactor.is_some()
+            && self.redaction_applies(&ev.api_key_id, &ev.requested_model);
+        if !redact && cache.is_none() {
             return None;
         }
-        let redact = redact.map(|r| {
+        Some(Arc::new(ResponsePlan { guards: self.clone(), redact, cache }))
+    }
+
+    /// The context-window step.
+    pub fn context_step(&self, ctx: &mut CallCtx) -> Result<(), GatewayError> {
+        if self.context.is_none() {
+            return Ok(());
+        }
+        let served = ctx.route.as_ref().map(|r| r.price_model().to_string()).unwrap_or_else(|| ctx.model.clone());
+        let len = ctx.body.len();
+        let output = ctx.meta.output_bound();
+        let body = parsed(&mut ctx.json, &ctx.body)?;
+        self.context(&mut ctx.guard.event, &served, body, len, output)
+    }
+
+    /// The prompt-injection step.
+    pub async fn injection_step(&self, ctx: &mut CallCtx) -> Result<(), GatewayError> {
+        if self.rules.is_none() {
+            return Ok(());
+        }
+        let body = parsed(&mut ctx.json, &ctx.body)?;
+        self.injection(&mut ctx.guard.event, body).await
+    }
+
+    /// The request-redaction step; also plans response redaction.
+    pub fn redact_step(self: &Arc<Self>, ctx: &mut CallCtx) -> Result<(), GatewayError> {
+        if self.redactor.is_none() {
+            return Ok(());
+        }
+        let body = parsed(&mut ctx.json, &ctx.body)?;
+        if self.redact_request(&mut ctx.guard.event, body)? {
+            ctx.body =
+                serde_json::to_vec(body).map(Bytes::from).map_err(|e| GatewayError::InvalidBody(e.to_string()))?;
+        }
+        ctx.guard.response_plan = self.response_plan(&ctx.guard.event, None);
+        Ok(())
+    }
+
+    /// The cache step: a hit answers the call here; otherwise the fill is planned.
+    pub async fn cache_step(self: &Arc<Self>, ctx: &mut CallCtx) -> Result<Admit, GatewayError> {
+        if self.cache.is_none() {
+            return Ok(Admit::Continue);
+        }
+        let prices = ctx.guard.meter().prices().current();
+        let body = parsed(&mut ctx.json, &ctx.body)?;
+        let (plan, hit) = self.cache_lookup(&ctx.headers, &ctx.guard.event, &ctx.model, body).await;
+        if let Some(hit) = hit {
+            return Ok(Admit::Answer(self.hit_response(&mut ctx.guard, &hit, &ctx.request_id, &prices)));
+        }
+        if plan.is_some() {
+            ctx.guard.response_plan = self.response_plan(&ctx.guard.event, plan);
+        }
+        Ok(Admit::Continue)
+    }
+}
+
+/// The request body as JSON, parsed once for every step that reads it.
+fn parsed<'a>(json: &'a mut Option<Value>, body: &Bytes) -> Result<&'a mut Value, GatewayError> {
+    if json.is_none() {
+        *json = Some(serde_json::from_slice(body).map_err(|e| GatewayError::InvalidBody(e.to_string()))?);
+    }
+    json.as_mut().ok_or_else(|| GatewayError::InvalidBody("expected a JSON body".into()))
+}
+
+/// What happens to the response of a call: masking (response redaction) and/or a cache fill.
+pub struct ResponsePlan {
+    guards: Arc<Guards>,
+    redact: bool,
+    cache: Option<CachePlan>,
+}
+
+impl ResponsePlan {
+    /// `x-tollgate-cache` for an answer from upstream: `miss`, or `bypass` when the client asked for a
+    /// fresh answer.
+    pub fn cache_header(&self) -> Option<&'static str> {
+        self.cache.map(|p| if p.lookup { "miss" } else { "bypass" })
+    }
+
+    /// The filter for the response body the client receives.
+    pub fn filter(&self, ev: &CallEvent, stream: bool) -> Option<Box<dyn ClientFilter>> {
+        let g = &self.guards;
+        let redact = g.redactor.as_ref().filter(|_| self.redact).cloned().map(|r| {
             if stream {
-                let fmt = match client {
+                let fmt = match ev.client_api {
                     ClientApi::Openai => SseFormat::OpenAi,
                     ClientApi::Anthropic => SseFormat::Anthropic,
                 };
@@ -327,15 +397,21 @@ impl Guards {
                 ResponseRedaction::Json { r, buf: Vec::new() }
             }
         });
-        let fill = fill.map(|(cache, plan)| CacheFill {
-            max: cache.max_entry_bytes(),
-            cache,
-            plan,
-            buf: Vec::new(),
-            over: false,
-            content_type: content_type.to_str().unwrap_or("application/json").to_string(),
-        });
-        Some(Box::new(GuardBodyFilter { redact, fill, stream, metrics: self.metrics.clone() }))
+        let fill = match (&g.cache, self.cache) {
+            (Some(c), Some(p)) if p.store => Some(CacheFill {
+                max: c.max_entry_bytes(),
+                cache: c.clone(),
+                plan: p,
+                buf: Vec::new(),
+                over: false,
+                content_type: if stream { "text/event-stream" } else { "application/json" }.to_string(),
+            }),
+            _ => None,
+        };
+        if redact.is_none() && fill.is_none() {
+            return None;
+        }
+        Some(Box::new(GuardBodyFilter { redact, fill, stream, metrics: g.metrics.clone() }))
     }
 }
 
@@ -436,7 +512,7 @@ impl ClientFilter for GuardBodyFilter {
                 && guard.have_input_usage
                 && guard.have_output_usage;
             if complete && !f.over {
-                let stored_at_us = crate::meter::now_us();
+                let stored_at_us = crate::finish::now_us();
                 f.cache.put(
                     f.plan.key,
                     CachedResponse {

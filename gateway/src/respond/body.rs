@@ -8,11 +8,11 @@
 //! up and hyper dropped it) exactly one event is emitted.
 
 use crate::config::Wire;
-use crate::meter::CallGuard;
+use crate::finish::CallGuard;
+use crate::respond::upstream_body::UpstreamBody;
 use crate::translate::{response, Translation};
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 use serde::Deserialize;
 use std::future::Future;
 use std::pin::Pin;
@@ -36,7 +36,7 @@ pub enum BodyKind {
 const MAX_JSON_INSPECT: usize = 64 * 1024 * 1024;
 
 pub struct MeteredBody {
-    inner: Incoming,
+    inner: UpstreamBody,
     guard: CallGuard,
     kind: BodyKind,
     /// The upstream's format, which metering reads.
@@ -66,7 +66,7 @@ impl MeteredBody {
     }
 
     pub fn new(
-        inner: Incoming,
+        inner: UpstreamBody,
         guard: CallGuard,
         kind: BodyKind,
         wire: Wire,

@@ -5,6 +5,7 @@
 //! When the queue is full the guard does not block and does not drop: it finishes the event inline and
 //! appends it to a spill file (JSON lines), which the metering task replays once the queue has room.
 
+use crate::finish::{EndObserver, PricedObserver};
 use crate::metrics::GatewayMetrics;
 use bytes::Bytes;
 use std::io::Write;
@@ -47,8 +48,8 @@ pub struct PendingEvent {
     pub event: Box<CallEvent>,
     pub estimate: Option<Box<EstimateInput>>,
     pub hints: PricingHints,
-    /// Budget and rate-limit reservations, settled with the real cost once it is known.
-    pub admission: Option<crate::budget::Admission>,
+    /// Told the priced event (budget settlement).
+    pub priced: Vec<Arc<dyn PricedObserver>>,
 }
 
 /// State shared by the handlers' `Meter`s and the metering task. It must not hold the queue's sender,
@@ -149,7 +150,6 @@ pub fn finish_event(
     metrics: &GatewayMetrics,
 ) -> CallEvent {
     let mut ev = *p.event;
-    let admission = p.admission;
     if let Some(est) = p.estimate {
         let model = if ev.served_model.is_empty() { ev.requested_model.clone() } else { ev.served_model.clone() };
         if est.input {
@@ -179,8 +179,8 @@ pub fn finish_event(
         warn!(event_id = %ev.event_id, served_model = %ev.served_model, requested_model = %ev.requested_model,
             upstream = %ev.upstream, "no price for this model and no fallback_price on its upstream; stored as unpriced");
     }
-    if let Some(a) = admission {
-        a.settle(ev.cost_nanousd, ev.input_tokens.saturating_add(ev.output_tokens));
+    for o in &p.priced {
+        o.priced(&ev);
     }
     ev
 }
@@ -297,10 +297,14 @@ pub struct CallGuard {
     /// Set when a request was sent upstream and its tokens may need counting.
     pub request_body: Option<Bytes>,
     pub output_text: String,
-    /// The call's budget and rate-limit reservations, handed to metering with the event.
-    pub admission: Option<crate::budget::Admission>,
+    /// Told the priced event, in the metering task (budget settlement).
+    pub priced: Vec<Arc<dyn PricedObserver>>,
+    /// Told the event the moment the call ends (circuit breakers).
+    pub ended: Vec<Arc<dyn EndObserver>>,
     /// Service tier, 1-hour cache writes and usage anomalies seen in the response.
     pub hints: PricingHints,
+    /// Response redaction and cache fill that admission steps asked for (applied by `respond`).
+    pub response_plan: Option<Arc<crate::guards::ResponsePlan>>,
 }
 
 pub fn now_us() -> i64 {
@@ -325,9 +329,15 @@ impl CallGuard {
             have_output_usage: false,
             request_body: None,
             output_text: String::new(),
-            admission: None,
+            priced: Vec::new(),
+            ended: Vec::new(),
             hints: PricingHints::default(),
+            response_plan: None,
         }
+    }
+
+    pub fn meter(&self) -> &Meter {
+        &self.meter
     }
 
     pub fn started(&self) -> Instant {
@@ -404,8 +414,11 @@ impl Drop for CallGuard {
             }
             _ => None,
         };
+        for o in &self.ended {
+            o.ended(ev);
+        }
         let event = std::mem::take(&mut self.event);
-        let admission = self.admission.take();
-        self.meter.submit(PendingEvent { event, estimate, admission, hints });
+        let priced = std::mem::take(&mut self.priced);
+        self.meter.submit(PendingEvent { event, estimate, priced, hints });
     }
 }
