@@ -111,11 +111,11 @@ pub fn showback_csv(group: &[(&str, &str)], rows: &[ShowbackRow]) -> String {
         "cached_input_tokens",
         "cache_write_tokens",
         "reasoning_tokens",
+        "cost_usd",
+        "cost_nanousd",
         "cache_hits",
         "saved_usd",
         "saved_nanousd",
-        "cost_usd",
-        "cost_nanousd",
     ]);
     csv::row(&mut s, header);
     for r in rows {
@@ -127,11 +127,11 @@ pub fn showback_csv(group: &[(&str, &str)], rows: &[ShowbackRow]) -> String {
             t.cached_input_tokens.to_string(),
             t.cache_write_tokens.to_string(),
             t.reasoning_tokens.to_string(),
+            format_usd(t.cost_nanousd),
+            t.cost_nanousd.to_string(),
             t.cache_hits.to_string(),
             format_usd(t.saved_nanousd),
             t.saved_nanousd.to_string(),
-            format_usd(t.cost_nanousd),
-            t.cost_nanousd.to_string(),
         ];
         let fields: Vec<&str> =
             r.group.iter().map(|(_, v)| v.as_str()).chain(nums.iter().map(String::as_str)).collect();
@@ -230,11 +230,11 @@ async fn chargeback(
                 total.cached_input_tokens.to_string(),
                 total.cache_write_tokens.to_string(),
                 total.reasoning_tokens.to_string(),
+                format_usd(total.cost_nanousd),
+                total.cost_nanousd.to_string(),
                 total.cache_hits.to_string(),
                 format_usd(total.saved_nanousd),
                 total.saved_nanousd.to_string(),
-                format_usd(total.cost_nanousd),
-                total.cost_nanousd.to_string(),
             ];
             let lead: Vec<&str> = (0..group.len()).map(|i| if i == 0 { "TOTAL" } else { "" }).collect();
             csv::row(&mut s, lead.into_iter().chain(nums.iter().map(String::as_str)));
