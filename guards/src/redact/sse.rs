@@ -283,7 +283,7 @@ mod tests {
             }
             let v: Value = serde_json::from_str(data).unwrap();
             if let Some(t) = v["choices"][0]["delta"]["content"].as_str() {
-                text.push_str(&t);
+                text.push_str(t);
             }
         }
         text
