@@ -24,6 +24,10 @@ fi
 if [ ! -f /usr/share/java/zookeeper.jar ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq zookeeperd
 fi
+# The shared response cache test starts a real redis-server of its own.
+if ! command -v redis-server >/dev/null 2>&1; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server
+fi
 # The compatibility check replays DDL and report queries on a current ClickHouse (26.x) embedded in the
 # chdb-core wheel.
 if ! python3 -c 'import chdb' >/dev/null 2>&1; then

@@ -218,6 +218,28 @@ struct Config {
     /// `/metrics`: who may read it, and the labels of the cost counter.
     #[serde(default)]
     metrics: MetricsConfig,
+    /// Prompt-injection guards (see the README's "Guards and the response cache").
+    #[serde(default)]
+    guards: Vec<tollgate_guards::config::GuardConfig>,
+    /// Secret and PII redaction of requests and responses.
+    #[serde(default)]
+    redaction: tollgate_guards::config::RedactionConfig,
+    /// The exact-match response cache.
+    #[serde(default)]
+    cache: Option<tollgate_guards::config::CacheConfig>,
+    /// Context-window limits.
+    #[serde(default)]
+    context: tollgate_guards::config::ContextConfig,
+}
+
+/// The guards' sections of the config.
+fn guards_config(cfg: &Config) -> tollgate_gateway::guards::GuardsConfig {
+    tollgate_gateway::guards::GuardsConfig {
+        guards: cfg.guards.clone(),
+        redaction: cfg.redaction.clone(),
+        cache: cfg.cache.clone(),
+        context: cfg.context.clone(),
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -356,6 +378,7 @@ fn load(path: &Path) -> Result<(Config, ValidatedConfig), String> {
         }
     }
     budget_set(path, &cfg, &validated)?;
+    guards_config(&cfg).validate().map_err(|e| format!("config {}: {e}", path.display()))?;
     if cfg.query.sql_max_rows == 0 || cfg.query.sql_timeout_ms == 0 {
         return Err(format!(
             "config {}: query.sql_max_rows and query.sql_timeout_ms must be greater than 0",
@@ -692,6 +715,7 @@ async fn migrate_at_start(cfg: &Config) {
 }
 
 async fn serve(cfg: Config, validated: ValidatedConfig, mode: Mode, config_path: PathBuf) -> anyhow::Result<()> {
+    let config_label = config_path.display().to_string();
     let data_dir = cfg.storage.data_dir.clone();
     std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
     migrate_at_start(&cfg).await;
@@ -704,17 +728,24 @@ async fn serve(cfg: Config, validated: ValidatedConfig, mode: Mode, config_path:
     if let Some(w) = validated.prices.staleness_warning_today() {
         warn!(read_on = tollgate_events::BUILTIN_PRICES_READ_ON, "{w}");
     }
+    let guards =
+        tollgate_gateway::guards::Guards::start(&guards_config(&cfg), Arc::new(tollgate_events::TokenEstimator::new()))
+            .await
+            .map_err(|e| anyhow::anyhow!("config {config_label}: {e}"))?;
     // The process's one metrics registry: every part registers its families into it.
     let mut registry = Registry::default();
     let gw_metrics = Arc::new(GatewayMetrics::new(&cfg.metrics, validated.model_routes.keys().map(String::as_str)));
     gw_metrics.register(&mut registry);
     let b = budgets.clone();
     registry.register_collector(prom::scrape_fn("budgets", move |e| b.encode_metrics(e)));
-    let (gateway, meter_rx) = GatewayState::start_with_budgets(
+    let g = guards.clone();
+    registry.register_collector(prom::scrape_fn("guards", move |e| g.metrics.encode_metrics(e)));
+    let (gateway, meter_rx) = GatewayState::start_with(
         validated,
         data_dir.join("spool").join("overflow.jsonl"),
         budgets.clone(),
         gw_metrics,
+        guards,
     );
     registry.register_collector(prom::scrape_fn("routes", gateway.routes_encoder()));
     // SIGHUP and POST /admin/reload re-read the config and the imported catalog: budgets and prices.

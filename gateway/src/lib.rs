@@ -11,6 +11,7 @@ pub mod config;
 mod cost_header;
 mod error;
 pub mod finish;
+pub mod guards;
 pub mod http_client;
 mod keys;
 pub mod metrics;
@@ -92,6 +93,8 @@ pub struct GatewayState {
     pub meter: Meter,
     /// Budgets and rate limits checked at admission.
     pub budgets: Arc<budget::BudgetSystem>,
+    /// Context limits, injection rules, redaction and the response cache.
+    pub guards: Arc<guards::Guards>,
 }
 
 impl GatewayState {
@@ -110,6 +113,18 @@ impl GatewayState {
         budgets: Arc<budget::BudgetSystem>,
         metrics: Arc<GatewayMetrics>,
     ) -> (Arc<GatewayState>, MeterReceiver) {
+        let guards = Arc::new(guards::Guards::disabled());
+        GatewayState::start_with(cfg, spill_path, budgets, metrics, guards)
+    }
+
+    /// As [`GatewayState::start_with_budgets`], with these guards and response cache.
+    pub fn start_with(
+        cfg: ValidatedConfig,
+        spill_path: PathBuf,
+        budgets: Arc<budget::BudgetSystem>,
+        metrics: Arc<GatewayMetrics>,
+        guards: Arc<guards::Guards>,
+    ) -> (Arc<GatewayState>, MeterReceiver) {
         let prices = Arc::new(tollgate_events::PriceBook::new(cfg.prices.clone()));
         let (meter, rx) = Meter::new(cfg.settings.event_queue_capacity, prices, spill_path, metrics);
         // Validation checked every kind, so no upstream is left out here.
@@ -118,12 +133,12 @@ impl GatewayState {
         let routes = Arc::new(RouteTable::new(&cfg.routes, &upstreams));
         let pipeline = Pipeline {
             keys: KeyStore::new(&cfg.keys),
-            admission: admission::steps(&budgets, &routes),
+            admission: admission::steps(&budgets, &routes, &guards),
             routes,
             meter: meter.clone(),
             max_request_bytes: cfg.settings.max_request_bytes,
         };
-        (Arc::new(GatewayState { cfg, pipeline, meter, budgets }), rx)
+        (Arc::new(GatewayState { cfg, pipeline, meter, budgets, guards }), rx)
     }
 
     /// Whether these headers carry a key allowed to read the query API.

@@ -100,7 +100,8 @@ impl ChBackend {
              sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens, \
              sum(cached_input_tokens) AS cached_input_tokens, sum(cache_write_tokens) AS cache_write_tokens, \
              sum(reasoning_tokens) AS reasoning_tokens, sum(cost_nanousd) AS cost_nanousd, \
-             toUInt64(countIf(toString(outcome) NOT IN ({refused}))) AS attempts \
+             toUInt64(countIf(toString(outcome) NOT IN ({refused}))) AS attempts, \
+             toUInt64(sum(cache_hit)) AS cache_hits, toUInt64(sum(saved_nanousd)) AS saved_nanousd \
              FROM calls WHERE ts_start_us >= ? AND ts_start_us < ? AND date >= ? AND date <= ? {by} \
              ORDER BY cost_nanousd DESC{order}",
             refused = crate::report::refused_outcomes_sql(),
@@ -154,6 +155,8 @@ impl ChBackend {
                     reasoning_tokens: u64_of(r.get(n + 6)),
                     cost_nanousd: u64_of(r.get(n + 7)),
                     attempts: u64_of(r.get(n + 8)),
+                    cache_hits: u64_of(r.get(n + 9)),
+                    saved_nanousd: u64_of(r.get(n + 10)),
                 },
             })
             .collect())

@@ -132,6 +132,9 @@ pub struct Totals {
     pub cache_write_tokens: u64,
     pub reasoning_tokens: u64,
     pub cost_nanousd: u64,
+    /// Calls answered from the response cache, and what they would have cost.
+    pub cache_hits: u64,
+    pub saved_nanousd: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -343,7 +346,8 @@ impl QueryService {
              sum(CASE WHEN outcome IN ({refused}) THEN 0 ELSE 1 END) AS attempts, \
              sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens, \
              sum(cached_input_tokens) AS cached_input_tokens, sum(cache_write_tokens) AS cache_write_tokens, \
-             sum(reasoning_tokens) AS reasoning_tokens, sum(cost_nanousd) AS cost_nanousd \
+             sum(reasoning_tokens) AS reasoning_tokens, sum(cost_nanousd) AS cost_nanousd, \
+             sum(CASE WHEN cache_hit THEN 1 ELSE 0 END) AS cache_hits, sum(saved_nanousd) AS saved_nanousd \
              FROM calls WHERE ts_start >= $1 AND ts_start < $2 AND date >= $3 AND date <= $4 {by} \
              ORDER BY cost_nanousd DESC{order}",
             order = order_sql(group),
@@ -363,6 +367,8 @@ impl QueryService {
                     cache_write_tokens: u64_at(b, "cache_write_tokens", i)?,
                     reasoning_tokens: u64_at(b, "reasoning_tokens", i)?,
                     cost_nanousd: u64_at(b, "cost_nanousd", i)?,
+                    cache_hits: u64_at(b, "cache_hits", i)?,
+                    saved_nanousd: u64_at(b, "saved_nanousd", i)?,
                 };
                 rows.push(ShowbackRow { group: group_values(b, group, i)?, totals });
             }

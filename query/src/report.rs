@@ -87,6 +87,8 @@ pub fn add_totals(sum: &mut Totals, t: &Totals) {
     sum.cache_write_tokens += t.cache_write_tokens;
     sum.reasoning_tokens += t.reasoning_tokens;
     sum.cost_nanousd += t.cost_nanousd;
+    sum.cache_hits += t.cache_hits;
+    sum.saved_nanousd += t.saved_nanousd;
 }
 
 fn period_of(range: &TimeRange) -> String {
@@ -246,7 +248,7 @@ impl Report {
     }
 }
 
-const NUMBER_COLUMNS: [&str; 11] = [
+const NUMBER_COLUMNS: [&str; 14] = [
     "calls",
     "rejected",
     "attempts",
@@ -258,9 +260,12 @@ const NUMBER_COLUMNS: [&str; 11] = [
     "cost_usd",
     "cost_usd_rounded",
     "cost_nanousd",
+    "cache_hits",
+    "saved_usd",
+    "saved_nanousd",
 ];
 
-fn numbers(t: &Totals) -> [String; 11] {
+fn numbers(t: &Totals) -> [String; 14] {
     [
         t.calls.to_string(),
         t.rejected.to_string(),
@@ -273,6 +278,9 @@ fn numbers(t: &Totals) -> [String; 11] {
         format_usd(t.cost_nanousd),
         usd_cents(t.cost_nanousd),
         t.cost_nanousd.to_string(),
+        t.cache_hits.to_string(),
+        format_usd(t.saved_nanousd),
+        t.saved_nanousd.to_string(),
     ]
 }
 
@@ -288,6 +296,9 @@ pub fn totals_json(t: &Totals) -> serde_json::Value {
         "reasoning_tokens": t.reasoning_tokens,
         "cost_nanousd": t.cost_nanousd,
         "cost_usd": format_usd(t.cost_nanousd),
+        "cache_hits": t.cache_hits,
+        "saved_nanousd": t.saved_nanousd,
+        "saved_usd": format_usd(t.saved_nanousd),
         "cost_usd_rounded": usd_cents(t.cost_nanousd),
     })
 }

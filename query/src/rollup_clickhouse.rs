@@ -30,7 +30,8 @@ fn edges_sql(split: &DaySplit, range: &TimeRange) -> (String, Vec<Bound>) {
 /// The outer sums over the union of the rollup part and the raw part.
 const SUMS: &str = "sum(calls) AS calls, sum(attempts) AS attempts, sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens, \
      sum(cached_input_tokens) AS cached_input_tokens, sum(cache_write_tokens) AS cache_write_tokens, \
-     sum(reasoning_tokens) AS reasoning_tokens, sum(cost_nanousd) AS cost_nanousd, sum(rejected) AS rejected";
+     sum(reasoning_tokens) AS reasoning_tokens, sum(cost_nanousd) AS cost_nanousd, sum(rejected) AS rejected, \
+     sum(cache_hits) AS cache_hits, sum(saved_nanousd) AS saved_nanousd";
 
 /// The rollup part: billable requests (not retried, not refused), attempts that reached the gateway's
 /// upstream side (not refused) and refused requests, as the raw showback counts them.
@@ -42,7 +43,8 @@ fn rollup_sums() -> String {
          sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens, \
          sum(cached_input_tokens) AS cached_input_tokens, sum(cache_write_tokens) AS cache_write_tokens, \
          sum(reasoning_tokens) AS reasoning_tokens, sum(cost_nanousd) AS cost_nanousd, \
-         toUInt64(sumIf(attempts, toString(outcome) IN ({refused}))) AS rejected"
+         toUInt64(sumIf(attempts, toString(outcome) IN ({refused}))) AS rejected, \
+         toUInt64(sum(cache_hits)) AS cache_hits, toUInt64(sum(saved_nanousd)) AS saved_nanousd"
     )
 }
 
@@ -55,7 +57,8 @@ fn raw_sums() -> String {
          sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens, \
          sum(cached_input_tokens) AS cached_input_tokens, sum(cache_write_tokens) AS cache_write_tokens, \
          sum(reasoning_tokens) AS reasoning_tokens, sum(cost_nanousd) AS cost_nanousd, \
-         toUInt64(countIf(toString(outcome) IN ({refused}))) AS rejected"
+         toUInt64(countIf(toString(outcome) IN ({refused}))) AS rejected, \
+         toUInt64(sum(cache_hit)) AS cache_hits, toUInt64(sum(saved_nanousd)) AS saved_nanousd"
     )
 }
 
@@ -133,6 +136,8 @@ impl ChBackend {
                     reasoning_tokens: u64_of(r.get(n + 6)),
                     cost_nanousd: u64_of(r.get(n + 7)),
                     rejected: u64_of(r.get(n + 8)),
+                    cache_hits: u64_of(r.get(n + 9)),
+                    saved_nanousd: u64_of(r.get(n + 10)),
                 },
             })
             .collect())

@@ -57,6 +57,8 @@ fn add(sum: &mut Totals, t: &Totals) {
     sum.calls += t.calls;
     sum.attempts += t.attempts;
     sum.rejected += t.rejected;
+    sum.cache_hits += t.cache_hits;
+    sum.saved_nanousd += t.saved_nanousd;
     sum.input_tokens += t.input_tokens;
     sum.output_tokens += t.output_tokens;
     sum.cached_input_tokens += t.cached_input_tokens;
@@ -70,6 +72,8 @@ fn totals_at(b: &RecordBatch, i: usize) -> Result<Totals, QueryError> {
         calls: u64_at(b, "calls", i)?,
         attempts: u64_at(b, "attempts", i)?,
         rejected: u64_at(b, "rejected", i)?,
+        cache_hits: u64_at(b, "cache_hits", i)?,
+        saved_nanousd: u64_at(b, "saved_nanousd", i)?,
         input_tokens: u64_at(b, "input_tokens", i)?,
         output_tokens: u64_at(b, "output_tokens", i)?,
         cached_input_tokens: u64_at(b, "cached_input_tokens", i)?,
@@ -89,7 +93,8 @@ fn rollup_sums() -> String {
          sum(CASE WHEN outcome IN ({refused}) THEN attempts ELSE 0 END) AS rejected, \
          sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens, \
          sum(cached_input_tokens) AS cached_input_tokens, sum(cache_write_tokens) AS cache_write_tokens, \
-         sum(reasoning_tokens) AS reasoning_tokens, sum(cost_nanousd) AS cost_nanousd"
+         sum(reasoning_tokens) AS reasoning_tokens, sum(cost_nanousd) AS cost_nanousd, \
+         sum(cache_hits) AS cache_hits, sum(saved_nanousd) AS saved_nanousd"
     )
 }
 
@@ -102,7 +107,8 @@ fn raw_sums() -> String {
          sum(CASE WHEN outcome IN ({refused}) THEN 1 ELSE 0 END) AS rejected, \
          sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens, \
          sum(cached_input_tokens) AS cached_input_tokens, sum(cache_write_tokens) AS cache_write_tokens, \
-         sum(reasoning_tokens) AS reasoning_tokens, sum(cost_nanousd) AS cost_nanousd"
+         sum(reasoning_tokens) AS reasoning_tokens, sum(cost_nanousd) AS cost_nanousd, \
+         sum(CASE WHEN cache_hit THEN 1 ELSE 0 END) AS cache_hits, sum(saved_nanousd) AS saved_nanousd"
     )
 }
 

@@ -344,6 +344,8 @@ pub struct CallGuard {
     pub cost_report: Option<tokio::sync::oneshot::Sender<u64>>,
     /// Service tier, 1-hour cache writes and usage anomalies seen in the response.
     pub hints: PricingHints,
+    /// Response redaction and cache fill that admission steps asked for (applied by `respond`).
+    pub response_plan: Option<Arc<crate::guards::ResponsePlan>>,
 }
 
 pub fn now_us() -> i64 {
@@ -374,6 +376,7 @@ impl CallGuard {
             wants_cost: false,
             cost_report: None,
             hints: PricingHints::default(),
+            response_plan: None,
         }
     }
 

@@ -64,6 +64,7 @@ impl Pipeline {
             route: None,
             guard,
             priced: Vec::new(),
+            json: None,
         }
     }
 
@@ -122,6 +123,7 @@ impl Pipeline {
             stream,
             body_model: &model,
         };
+        let response_plan = guard.response_plan.clone();
         let mut target = first;
         let wants_cost = guard.wants_cost;
         let mut guard = guard;
@@ -152,6 +154,7 @@ impl Pipeline {
             guard.event.attempt = u16::try_from(plan.attempts).unwrap_or(u16::MAX);
             guard.priced.clone_from(&priced);
             guard.wants_cost = wants_cost;
+            guard.response_plan.clone_from(&response_plan);
             target = next;
         }
     }

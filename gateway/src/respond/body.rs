@@ -55,9 +55,16 @@ pub struct MeteredBody {
     /// An error to hand to hyper on the next poll. Returning it at once would make hyper drop frames it
     /// has not flushed yet; yielding once first lets the client get everything that arrived before it.
     deferred_error: Option<BoxError>,
+    /// Response redaction and cache fill, over the bytes the client gets.
+    filter: Option<Box<dyn crate::guards::ClientFilter>>,
 }
 
 impl MeteredBody {
+    pub fn with_filter(mut self, filter: Option<Box<dyn crate::guards::ClientFilter>>) -> MeteredBody {
+        self.filter = filter;
+        self
+    }
+
     pub fn new(
         inner: UpstreamBody,
         guard: CallGuard,
@@ -79,6 +86,7 @@ impl MeteredBody {
             sleep: Box::pin(tokio::time::sleep(idle)),
             done: false,
             deferred_error: None,
+            filter: None,
         }
     }
 
@@ -386,7 +394,10 @@ impl Body for MeteredBody {
                     this.sleep.as_mut().reset(deadline);
                     match frame.into_data() {
                         Ok(data) => {
-                            let out = this.on_data(data);
+                            let mut out = this.on_data(data);
+                            if let Some(f) = this.filter.as_mut() {
+                                out = f.on_chunk(out);
+                            }
                             if out.is_empty() {
                                 continue;
                             }
@@ -408,6 +419,13 @@ impl Body for MeteredBody {
                 Poll::Ready(None) => {
                     this.done = true;
                     this.on_end();
+                    if let Some(f) = this.filter.as_mut() {
+                        let mut tail = this.tail.take().map(|t| f.on_chunk(t).to_vec()).unwrap_or_default();
+                        tail.extend_from_slice(&f.on_end(&mut this.guard));
+                        if !tail.is_empty() {
+                            this.tail = Some(Bytes::from(tail));
+                        }
+                    }
                     if let Some(tail) = this.tail.take() {
                         return Poll::Ready(Some(Ok(Frame::data(tail))));
                     }

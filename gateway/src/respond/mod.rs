@@ -66,13 +66,18 @@ pub async fn answer(a: Answer, rid: &str) -> Response {
     if let Ok(v) = HeaderValue::from_str(rid) {
         out = out.header("x-request-id", v);
     }
+    let plan = guard.response_plan.clone();
+    if let Some(h) = plan.as_ref().and_then(|p| p.cache_header()) {
+        out = out.header("x-tollgate-cache", h);
+    }
+    let filter = plan.and_then(|p| p.filter(&guard.event, stream));
     guard.overhead += got_headers.elapsed();
     let cost_rx = (!stream && guard.wants_cost).then(|| {
         let (tx, rx) = tokio::sync::oneshot::channel();
         guard.cost_report = Some(tx);
         rx
     });
-    let body = Body::new(MeteredBody::new(body, guard, kind, wire, translation, idle));
+    let body = Body::new(MeteredBody::new(body, guard, kind, wire, translation, idle).with_filter(filter));
     let resp = out.body(body).unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response());
     match cost_rx {
         Some(rx) => crate::cost_header::with_cost_header(resp, rx).await,
