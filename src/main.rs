@@ -830,6 +830,7 @@ async fn serve(cfg: Config, validated: ValidatedConfig, mode: Mode, config_path:
             tracing::debug!(%error, "could not set TCP_NODELAY");
         }
     });
+    let stop_signal = shutdown_signal();
     println!("listening on {addr}");
     info!(%addr, data_dir = %data_dir.display(), "tollgate serving");
 
@@ -842,7 +843,7 @@ async fn serve(cfg: Config, validated: ValidatedConfig, mode: Mode, config_path:
             })
             .await
     });
-    shutdown_signal().await;
+    stop_signal.await;
     info!("shutting down: no new connections; waiting for open calls");
     let _ = stop_tx.send(true);
     let grace = Duration::from_millis(cfg.server.shutdown_grace_ms);
@@ -882,25 +883,34 @@ fn spawn_sighup_reload(budgets: Arc<BudgetSystem>) {
     let _ = budgets;
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Registers the SIGTERM and SIGINT handlers now, and returns the future that waits for either. Called
+/// before "listening" is printed, so a supervisor that stops the process right after it started still
+/// gets a graceful shutdown rather than the default action of the signal.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = term.recv() => {}
+        use tokio::signal::unix::{signal, SignalKind};
+        let term = signal(SignalKind::terminate());
+        let int = signal(SignalKind::interrupt());
+        async move {
+            match (term, int) {
+                (Ok(mut term), Ok(mut int)) => {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = int.recv() => {}
+                    }
                 }
-            }
-            Err(_) => {
-                let _ = ctrl_c.await;
+                _ => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = ctrl_c.await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 
@@ -994,9 +1004,10 @@ async fn collector_main(cfg: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", cfg.collector.listen))?;
     let addr = listener.local_addr()?;
+    let stop_signal = shutdown_signal();
     println!("listening on {addr}");
     info!(%addr, data_dir = %data_dir.display(), "tollgate collector serving");
-    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+    axum::serve(listener, app).with_graceful_shutdown(stop_signal).await?;
     info!("collector: no new batches; letting the sinks write what is in the log");
     match Arc::try_unwrap(collector) {
         Ok(c) => c.close().await,

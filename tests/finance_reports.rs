@@ -70,11 +70,11 @@ async fn chargeback_and_showback_are_invoice_grade() {
     assert_eq!(
         lines,
         [
-            "period,department,calls,rejected,attempts,input_tokens,output_tokens,cached_input_tokens,cache_write_tokens,reasoning_tokens,cost_usd,cost_usd_rounded,cost_nanousd".to_string(),
-            format!("{month},engineering,2,1,2,48,9003,0,0,0,0.{eng:09},0.01,{eng}"),
-            format!("{month},research,1,0,1,4,2,0,0,0,0.{research:09},0.00,{research}"),
-            format!("{month},(unattributed),0,1,0,0,0,0,0,0,0.000000000,0.00,0"),
-            format!("{month},TOTAL,3,2,3,52,9005,0,0,0,0.{total:09},0.01,{total}"),
+            "period,department,calls,rejected,attempts,input_tokens,output_tokens,cached_input_tokens,cache_write_tokens,reasoning_tokens,cost_usd,cost_usd_rounded,cost_nanousd,cache_hits,saved_usd,saved_nanousd".to_string(),
+            format!("{month},engineering,2,1,2,48,9003,0,0,0,0.{eng:09},0.01,{eng},0,0.000000000,0"),
+            format!("{month},research,1,0,1,4,2,0,0,0,0.{research:09},0.00,{research},0,0.000000000,0"),
+            format!("{month},(unattributed),0,1,0,0,0,0,0,0,0.000000000,0.00,0,0,0.000000000,0"),
+            format!("{month},TOTAL,3,2,3,52,9005,0,0,0,0.{total:09},0.01,{total},0,0.000000000,0"),
         ],
         "{csv}"
     );
@@ -82,7 +82,8 @@ async fn chargeback_and_showback_are_invoice_grade() {
     // By user: the client's value is exported as text, not as a formula.
     let (_, csv) = get(&gw, &format!("/v1/chargeback?month={month}&by=user&format=csv")).await;
     assert!(
-        csv.lines().any(|l| l == format!("{month},'=1+2,1,0,1,4,2,0,0,0,0.{research:09},0.00,{research}")),
+        csv.lines()
+            .any(|l| l == format!("{month},'=1+2,1,0,1,4,2,0,0,0,0.{research:09},0.00,{research},0,0.000000000,0")),
         "{csv}"
     );
     assert!(!csv.lines().any(|l| l.split(',').any(|c| c.starts_with('='))), "{csv}");
@@ -130,7 +131,7 @@ async fn chargeback_and_showback_are_invoice_grade() {
         run(&["report", "--format", "csv", "--group-by", "department", "--config", &cfg], elsewhere.path());
     assert!(ok, "{err}");
     let eng_line = out.lines().find(|l| l.contains(",engineering,")).unwrap_or_else(|| panic!("{out}"));
-    assert!(eng_line.ends_with(&format!(",{eng}")), "{eng_line}");
+    assert!(eng_line.ends_with(&format!(",{eng},0,0.000000000,0")), "{eng_line}");
     assert!(eng_line.split(',').next().unwrap().contains('/'), "the period leads each line: {eng_line}");
     assert!(!elsewhere.path().join("data").exists(), "nothing may be created in the working directory");
 }

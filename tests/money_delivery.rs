@@ -43,8 +43,10 @@ async fn call(gw: &Gateway, rid: &str, output: u64, prompt: u64) {
     assert_eq!(r.status(), 200, "{rid}");
 }
 
+/// Waits up to 90 s: the sink's retry backoff grows to 30 s while ClickHouse is not set up, so on a
+/// loaded machine the retry after `migrate` may come that late.
 async fn wait_for<F: std::future::Future<Output = bool>>(what: &str, mut check: impl FnMut() -> F) {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(90);
     while !check().await {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(100)).await;

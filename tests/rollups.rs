@@ -90,10 +90,22 @@ fn expected(
     let mut m: BTreeMap<Vec<String>, (u64, u64, u64)> = BTreeMap::new();
     for e in events.iter().filter(|e| e.ts_start_us >= range.from_us && e.ts_start_us < range.to_us) {
         let v = m.entry(key(e)).or_default();
-        v.0 += 1;
+        // Showback's `calls` are billable requests: the gateway's refusals are counted in `rejected`.
+        let refused = matches!(
+            e.outcome,
+            Outcome::Unauthorized
+                | Outcome::InvalidRequest
+                | Outcome::RejectedBudget
+                | Outcome::RejectedRateLimit
+                | Outcome::RejectedGuard
+                | Outcome::RejectedContext
+        );
+        v.0 += u64::from(!refused);
         v.1 += e.input_tokens;
         v.2 += e.cost_nanousd;
     }
+    // As `as_map`, a group of refusals only (no billable request) is left out.
+    m.retain(|_, v| v.0 > 0);
     m
 }
 

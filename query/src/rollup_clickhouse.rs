@@ -28,22 +28,25 @@ fn edges_sql(split: &DaySplit, range: &TimeRange) -> (String, Vec<Bound>) {
 }
 
 /// The outer sums over the union of the rollup part and the raw part.
-const SUMS: &str = "sum(calls) AS calls, sum(attempts) AS attempts, sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens, \
+const SUMS: &str = "sum(n_calls) AS calls, sum(n_attempts) AS attempts, sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens, \
      sum(cached_input_tokens) AS cached_input_tokens, sum(cache_write_tokens) AS cache_write_tokens, \
-     sum(reasoning_tokens) AS reasoning_tokens, sum(cost_nanousd) AS cost_nanousd, sum(rejected) AS rejected, \
+     sum(reasoning_tokens) AS reasoning_tokens, sum(cost_nanousd) AS cost_nanousd, sum(n_rejected) AS rejected, \
      sum(cache_hits) AS cache_hits, sum(saved_nanousd) AS saved_nanousd";
 
+/// The parts name their counts `n_*` so that no alias shadows the rollup's own `calls` and
+/// `attempts` columns, which ClickHouse would otherwise read as nested aggregates.
+///
 /// The rollup part: billable requests (not retried, not refused), attempts that reached the gateway's
 /// upstream side (not refused) and refused requests, as the raw showback counts them.
 fn rollup_sums() -> String {
     let refused = crate::report::refused_outcomes_sql();
     format!(
-        "toUInt64(sumIf(calls, toString(outcome) NOT IN ({refused}))) AS calls, \
-         toUInt64(sumIf(attempts, toString(outcome) NOT IN ({refused}))) AS attempts, \
+        "toUInt64(sumIf(calls, toString(outcome) NOT IN ({refused}))) AS n_calls, \
+         toUInt64(sumIf(attempts, toString(outcome) NOT IN ({refused}))) AS n_attempts, \
          sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens, \
          sum(cached_input_tokens) AS cached_input_tokens, sum(cache_write_tokens) AS cache_write_tokens, \
          sum(reasoning_tokens) AS reasoning_tokens, sum(cost_nanousd) AS cost_nanousd, \
-         toUInt64(sumIf(attempts, toString(outcome) IN ({refused}))) AS rejected, \
+         toUInt64(sumIf(attempts, toString(outcome) IN ({refused}))) AS n_rejected, \
          toUInt64(sum(cache_hits)) AS cache_hits, toUInt64(sum(saved_nanousd)) AS saved_nanousd"
     )
 }
@@ -52,12 +55,12 @@ fn rollup_sums() -> String {
 fn raw_sums() -> String {
     let refused = crate::report::refused_outcomes_sql();
     format!(
-        "toUInt64(countIf(finish_reason != 'retried' AND toString(outcome) NOT IN ({refused}))) AS calls, \
-         toUInt64(countIf(toString(outcome) NOT IN ({refused}))) AS attempts, \
+        "toUInt64(countIf(finish_reason != 'retried' AND toString(outcome) NOT IN ({refused}))) AS n_calls, \
+         toUInt64(countIf(toString(outcome) NOT IN ({refused}))) AS n_attempts, \
          sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens, \
          sum(cached_input_tokens) AS cached_input_tokens, sum(cache_write_tokens) AS cache_write_tokens, \
          sum(reasoning_tokens) AS reasoning_tokens, sum(cost_nanousd) AS cost_nanousd, \
-         toUInt64(countIf(toString(outcome) IN ({refused}))) AS rejected, \
+         toUInt64(countIf(toString(outcome) IN ({refused}))) AS n_rejected, \
          toUInt64(sum(cache_hit)) AS cache_hits, toUInt64(sum(saved_nanousd)) AS saved_nanousd"
     )
 }

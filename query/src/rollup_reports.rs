@@ -88,9 +88,9 @@ fn totals_at(b: &RecordBatch, i: usize) -> Result<Totals, QueryError> {
 fn rollup_sums() -> String {
     let refused = crate::report::refused_outcomes_sql();
     format!(
-        "sum(CASE WHEN outcome IN ({refused}) THEN 0 ELSE calls END) AS calls, \
-         sum(CASE WHEN outcome IN ({refused}) THEN 0 ELSE attempts END) AS attempts, \
-         sum(CASE WHEN outcome IN ({refused}) THEN attempts ELSE 0 END) AS rejected, \
+        "sum(CASE WHEN outcome IN ({refused}) THEN CAST(0 AS BIGINT UNSIGNED) ELSE calls END) AS calls, \
+         sum(CASE WHEN outcome IN ({refused}) THEN CAST(0 AS BIGINT UNSIGNED) ELSE attempts END) AS attempts, \
+         sum(CASE WHEN outcome IN ({refused}) THEN attempts ELSE CAST(0 AS BIGINT UNSIGNED) END) AS rejected, \
          sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens, \
          sum(cached_input_tokens) AS cached_input_tokens, sum(cache_write_tokens) AS cache_write_tokens, \
          sum(reasoning_tokens) AS reasoning_tokens, sum(cost_nanousd) AS cost_nanousd, \
