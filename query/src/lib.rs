@@ -7,6 +7,7 @@ mod engine;
 mod error;
 mod http;
 mod params;
+pub mod routing_stats;
 mod sqlguard;
 
 pub use clickhouse::clickhouse_report_sql;
@@ -14,3 +15,4 @@ pub use engine::{Engine, LatencyRow, QueryConfig, QueryService, ShowbackRow, Spe
 pub use error::QueryError;
 pub use http::{add_totals, app, showback_csv};
 pub use params::{month_range, parse_group_by, TimeRange};
+pub use routing_stats::RoutingStatsRow;
