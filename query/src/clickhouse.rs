@@ -124,6 +124,7 @@ impl ChBackend {
         vec![
             self.showback_query(range, group).sql_display().to_string(),
             self.latency_query(range, group).sql_display().to_string(),
+            self.ranged(routing_stats::CLICKHOUSE_SQL, range).sql_display().to_string(),
         ]
     }
 
@@ -206,7 +207,11 @@ impl ChBackend {
                     timeouts: u64_of(r.get(6)),
                     client_disconnects: u64_of(r.get(7)),
                     latency_ms: if ok == 0 { [0; 2] } else { routing_stats::p50_p95(triple(r.get(9))) },
-                    ttft_ms: if u64_of(r.get(10)) == 0 { None } else { Some(routing_stats::p50_p95(triple(r.get(11)))) },
+                    ttft_ms: if u64_of(r.get(10)) == 0 {
+                        None
+                    } else {
+                        Some(routing_stats::p50_p95(triple(r.get(11))))
+                    },
                     input_tokens: u64_of(r.get(12)),
                     output_tokens: u64_of(r.get(13)),
                     cost_nanousd: u64_of(r.get(14)),

@@ -143,13 +143,14 @@ pub(crate) const DATAFUSION_SQL: &str = "SELECT route, upstream, served_model AS
      array_agg(latency_ms ORDER BY latency_ms) FILTER (WHERE outcome = 'ok') AS lat, \
      array_agg(ttft_ms ORDER BY ttft_ms) FILTER (WHERE outcome = 'ok' AND ttft_ms > 0) AS ttft, \
      sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens, sum(cost_nanousd) AS cost_nanousd, \
-     sum(CASE WHEN outcome = 'ok' THEN output_tokens ELSE 0 END) AS ok_output_tokens, \
+     sum(CASE WHEN outcome = 'ok' THEN CAST(output_tokens AS BIGINT) ELSE 0 END) AS ok_output_tokens, \
      sum(CASE WHEN outcome = 'ok' THEN CASE WHEN latency_ms > ttft_ms THEN CAST(latency_ms - ttft_ms AS BIGINT) \
          ELSE 1 END ELSE 0 END) AS ok_generation_ms \
      FROM calls WHERE ts_start >= $1 AND ts_start < $2 AND date >= $3 AND date <= $4 AND upstream <> '' \
      GROUP BY route, upstream, served_model ORDER BY route, upstream, model";
 
-/// The ClickHouse query: the same columns, types cast so 18.16 and current releases agree.
+/// The ClickHouse query: the same columns, types cast so 18.16 and current releases agree. Aliases never
+/// reuse a column's name: ClickHouse resolves aliases query-wide, so `sum(x) AS x` would nest aggregates.
 pub(crate) const CLICKHOUSE_SQL: &str = "SELECT route, upstream, served_model AS model, \
      toUInt64(count()) AS requests, \
      toUInt64(countIf(outcome = 'ok')) AS ok, \
@@ -160,8 +161,8 @@ pub(crate) const CLICKHOUSE_SQL: &str = "SELECT route, upstream, served_model AS
      arrayMap(x -> toUInt32(x), quantilesExactIf(0.5, 0.95, 0.99)(latency_ms, outcome = 'ok')) AS lat, \
      toUInt64(countIf(outcome = 'ok' AND ttft_ms > 0)) AS ttft_calls, \
      arrayMap(x -> toUInt32(x), quantilesExactIf(0.5, 0.95, 0.99)(ttft_ms, outcome = 'ok' AND ttft_ms > 0)) AS ttft, \
-     toUInt64(sum(input_tokens)) AS input_tokens, toUInt64(sum(output_tokens)) AS output_tokens, \
-     toUInt64(sum(cost_nanousd)) AS cost_nanousd, \
+     toUInt64(sum(input_tokens)) AS sum_input_tokens, toUInt64(sum(output_tokens)) AS sum_output_tokens, \
+     toUInt64(sum(cost_nanousd)) AS sum_cost_nanousd, \
      toUInt64(sumIf(output_tokens, outcome = 'ok')) AS ok_output_tokens, \
      toUInt64(sumIf(if(latency_ms > ttft_ms, toUInt64(latency_ms - ttft_ms), toUInt64(1)), outcome = 'ok')) \
          AS ok_generation_ms \

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Instant;
 use tollgate_gateway::config::{GatewaySettings, KeyConfig, PriceConfig, RouteConfig, UpstreamConfig};
 use tollgate_gateway::providers::Upstream;
-use tollgate_gateway::routing::{Plan, RouteTable, Who};
+use tollgate_gateway::routing::{Ask, Plan, RouteTable, Who};
 
 #[derive(Deserialize)]
 struct Cfg {
@@ -45,7 +45,8 @@ targets = [{ upstream = "a", model = "gpt-4o-mini", weight = 50 }, { upstream = 
 
 fn per_call_ns(table: &RouteTable, model: &str, n: u64) -> f64 {
     let Some(route) = table.get(model).cloned() else { return f64::NAN };
-    let who = Who { key_id: "eng-key", user: "alice" };
+    let who =
+        Who { key_id: "eng-key", user: "alice", ask: Ask { input_tokens: 200, output_bound: None, stream: false } };
     let start = Instant::now();
     let mut picked = 0usize;
     for _ in 0..n {
@@ -68,7 +69,8 @@ fn main() -> anyhow::Result<()> {
     // The HTTP clients inside `Upstream` need a runtime to exist while they are built.
     let _guard = rt.enter();
     let upstreams: Vec<Arc<Upstream>> = v.upstreams.iter().cloned().filter_map(Upstream::new).map(Arc::new).collect();
-    let table = Arc::new(RouteTable::new(&v.routes, &upstreams));
+    let prices = Arc::new(tollgate_events::PriceBook::new(v.prices.clone()));
+    let table = Arc::new(RouteTable::new(&v.routes, &upstreams, &prices));
     let n = 2_000_000;
     for model in ["gpt-4o-mini", "canary", "ab"] {
         per_call_ns(&table, model, n / 10);
