@@ -76,6 +76,16 @@ targets = [{ upstream = "b", model = "route-b" }, { upstream = "a", model = "rou
     }
     assert_eq!((f.a.received(), f.b.received()), (12, 9));
 
+    // Decisions per strategy and target: a was first choice for the 10 cheap calls and the 2 that
+    // opened its breaker, b for the other 4 (a fallback attempt is not a decision).
+    let metrics = f.gw.http.get(format!("{}/metrics", f.gw.url)).send().await.unwrap().text().await.unwrap();
+    for (target, n) in [("a/route-a", 12), ("b/route-b", 4)] {
+        let line = format!(
+            "tollgate_route_decisions_total{{route=\"thrifty\",strategy=\"least_cost\",target=\"{target}\"}} {n}"
+        );
+        assert!(metrics.contains(&line), "{line} missing in\n{metrics}");
+    }
+
     f.gw.wait_events(10 + 6 + 2 + 3).await;
     // Predicted: body bytes / 4 prompt tokens and max_tokens output at the target's price; actual: the
     // mock's usage at the same price.

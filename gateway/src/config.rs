@@ -452,17 +452,6 @@ pub struct ValidatedKey {
     pub digest: [u8; 32],
 }
 
-/// Pure validation against the built-in prices: no network, no files.
-pub fn validate(
-    upstreams: &[UpstreamConfig],
-    routes: &[RouteConfig],
-    keys: &[KeyConfig],
-    prices: &BTreeMap<String, PriceConfig>,
-    settings: &GatewaySettings,
-) -> Result<ValidatedConfig, ConfigError> {
-    validate_with_prices(PriceTable::builtin(), upstreams, routes, keys, prices, settings)
-}
-
 /// Pure validation on top of `base` (the built-in table plus imported catalogs, read by the caller).
 pub fn validate_with_prices(
     base: PriceTable,
@@ -697,6 +686,16 @@ pub fn hash_key(key: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn validate(
+        upstreams: &[UpstreamConfig],
+        routes: &[RouteConfig],
+        keys: &[KeyConfig],
+        prices: &BTreeMap<String, PriceConfig>,
+        settings: &GatewaySettings,
+    ) -> Result<ValidatedConfig, ConfigError> {
+        validate_with_prices(PriceTable::builtin(), upstreams, routes, keys, prices, settings)
+    }
 
     fn upstream(models: &[&str]) -> UpstreamConfig {
         toml::from_str(&format!("name = \"u\"\nbase_url = \"http://localhost:1/v1\"\nmodels = {:?}", models)).unwrap()

@@ -10,6 +10,7 @@ pub mod call;
 pub mod config;
 mod error;
 pub mod finish;
+pub mod http_client;
 mod keys;
 pub mod metrics;
 pub mod pipeline;
@@ -61,7 +62,7 @@ pub fn validate_with_prices(
     prices: &BTreeMap<String, PriceConfig>,
     settings: &GatewaySettings,
 ) -> Result<ValidatedConfig, ConfigError> {
-    // Names that live in registries first: config::validate builds routes from them.
+    // Names that live in registries first: routes are built from them.
     for (i, u) in upstreams.iter().enumerate() {
         if providers::by_kind(&u.kind).is_none() {
             let kinds: Vec<&str> = providers::PROVIDERS.iter().map(|p| p.kind()).collect();

@@ -167,6 +167,8 @@ fn escape(s: &str) -> String {
 /// A route's routing series (configured routes only).
 pub struct RouteSeries<'a> {
     pub route: &'a str,
+    /// The route's strategy (a label of its decisions).
+    pub strategy: &'a str,
     pub retries: u64,
     pub retries_denied: u64,
     pub targets: Vec<TargetSeries<'a>>,
@@ -177,6 +179,8 @@ pub struct TargetSeries<'a> {
     /// 0 closed, 1 open, 2 half-open.
     pub state: u8,
     pub opened: u64,
+    /// Calls whose first attempt the strategy gave this target.
+    pub decisions: u64,
 }
 
 /// Retries and circuit-breaker state per route and target.
@@ -184,37 +188,67 @@ pub fn render_routes(out: &mut String, routes: &[RouteSeries<'_>]) {
     if routes.is_empty() {
         return;
     }
-    let _ = writeln!(out, "# HELP tollgate_route_retries_total Retries granted by the route's retry budget.\n# TYPE tollgate_route_retries_total counter");
-    for r in routes {
-        let _ = writeln!(out, "tollgate_route_retries_total{{route=\"{}\"}} {}", escape(r.route), r.retries);
-    }
-    let _ = writeln!(out, "# HELP tollgate_route_retries_denied_total Retries refused because the retry budget was used up.\n# TYPE tollgate_route_retries_denied_total counter");
-    for r in routes {
-        let _ =
-            writeln!(out, "tollgate_route_retries_denied_total{{route=\"{}\"}} {}", escape(r.route), r.retries_denied);
-    }
-    let _ = writeln!(out, "# HELP tollgate_breaker_state Circuit breaker per target: 0 closed, 1 open, 2 half-open.\n# TYPE tollgate_breaker_state gauge");
-    for r in routes {
-        for t in &r.targets {
-            let _ = writeln!(
-                out,
-                "tollgate_breaker_state{{route=\"{}\",target=\"{}\"}} {}",
-                escape(r.route),
-                escape(t.target),
-                t.state
-            );
+    let mut family = |name: &str, help: &str, kind: &str, rows: Vec<(String, u64)>| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (labels, v) in rows {
+            let _ = writeln!(out, "{name}{{{labels}}} {v}");
         }
-    }
-    let _ = writeln!(out, "# HELP tollgate_breaker_opened_total Times a target's circuit breaker opened.\n# TYPE tollgate_breaker_opened_total counter");
-    for r in routes {
-        for t in &r.targets {
-            let _ = writeln!(
-                out,
-                "tollgate_breaker_opened_total{{route=\"{}\",target=\"{}\"}} {}",
-                escape(r.route),
-                escape(t.target),
-                t.opened
-            );
-        }
-    }
+    };
+    let per_route = |f: fn(&RouteSeries<'_>) -> u64| -> Vec<(String, u64)> {
+        routes.iter().map(|r| (format!("route=\"{}\"", escape(r.route)), f(r))).collect()
+    };
+    let per_target = |f: fn(&TargetSeries<'_>) -> u64| -> Vec<(String, u64)> {
+        routes
+            .iter()
+            .flat_map(|r| {
+                r.targets
+                    .iter()
+                    .map(move |t| (format!("route=\"{}\",target=\"{}\"", escape(r.route), escape(t.target)), f(t)))
+            })
+            .collect()
+    };
+    family(
+        "tollgate_route_retries_total",
+        "Retries granted by the route's retry budget.",
+        "counter",
+        per_route(|r| r.retries),
+    );
+    family(
+        "tollgate_route_retries_denied_total",
+        "Retries refused because the retry budget was used up.",
+        "counter",
+        per_route(|r| r.retries_denied),
+    );
+    family(
+        "tollgate_breaker_state",
+        "Circuit breaker per target: 0 closed, 1 open, 2 half-open.",
+        "gauge",
+        per_target(|t| u64::from(t.state)),
+    );
+    family(
+        "tollgate_breaker_opened_total",
+        "Times a target's circuit breaker opened.",
+        "counter",
+        per_target(|t| t.opened),
+    );
+    let decisions = routes
+        .iter()
+        .flat_map(|r| {
+            r.targets.iter().map(move |t| {
+                let labels = format!(
+                    "route=\"{}\",strategy=\"{}\",target=\"{}\"",
+                    escape(r.route),
+                    escape(r.strategy),
+                    escape(t.target)
+                );
+                (labels, t.decisions)
+            })
+        })
+        .collect();
+    family(
+        "tollgate_route_decisions_total",
+        "Calls whose first attempt the route's strategy sent to this target.",
+        "counter",
+        decisions,
+    );
 }

@@ -37,7 +37,8 @@ pub struct Pipeline {
 }
 
 /// `finish_reason` of an attempt that another attempt followed (a failed attempt has no finish reason
-/// of its own: nothing of it reached the client). Reports count a request by its one other event.
+/// of its own: nothing of it reached the client). Each request has exactly one event without it, its
+/// last, which is what reports count as the request.
 pub const RETRIED: &str = "retried";
 
 /// Longest pause between two attempts on the same target when the provider gave no `Retry-After`.
@@ -136,7 +137,7 @@ impl Pipeline {
             let hold = plan.has_more();
             let mut failure = match attempt::attempt(&input, &target, guard, hold).await {
                 Attempted::Answered(resp) => return resp,
-                Attempted::Failed(f) => f,
+                Attempted::Failed(f) => *f,
             };
             let retry = base.as_ref().and_then(|b| Some((b, self.retry(&mut plan, &failure)?)));
             let Some((base, (next, wait))) = retry else {

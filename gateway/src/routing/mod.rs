@@ -21,7 +21,7 @@ use breaker::{Breaker, Verdict};
 use retry_budget::RetryBudget;
 use stats::{RoutingStatsSource, StoreRow, TargetStats};
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tollgate_events::{CallEvent, Outcome, PriceBook};
@@ -42,8 +42,11 @@ pub trait Strategy: Send + Sync {
     }
 }
 
+/// Builds a route's strategy from its config.
+pub type StrategyBuilder = fn(&RouteSpec) -> Box<dyn Strategy>;
+
 /// Every strategy, by the name `strategy` takes in a route's config.
-pub static STRATEGIES: &[(&str, fn(&RouteSpec) -> Box<dyn Strategy>)] = &[
+pub static STRATEGIES: &[(&str, StrategyBuilder)] = &[
     ("weighted", weighted::WeightedStrategy::build),
     ("fallback", fallback::FallbackStrategy::build),
     ("least_cost", least_cost::LeastCostStrategy::build),
@@ -92,6 +95,8 @@ pub struct Target {
     pub stats: TargetStats,
     /// Its route's strategy learns: record each attempt's end in `stats`.
     pub learn: bool,
+    /// Calls whose first attempt went here (`tollgate_route_decisions_total`).
+    pub decisions: AtomicU64,
 }
 
 impl Target {
@@ -215,6 +220,9 @@ impl Plan {
             let t = self.target_at(self.pos).clone();
             self.pos += 1;
             if t.breaker.try_pass(now) {
+                if self.attempts == 0 {
+                    t.decisions.fetch_add(1, Ordering::Relaxed);
+                }
                 self.attempts += 1;
                 return Some(t);
             }
@@ -266,6 +274,7 @@ impl RouteTable {
                         breaker: Breaker::new(spec.breaker.clone()),
                         stats: TargetStats::default(),
                         learn,
+                        decisions: AtomicU64::new(0),
                     }))
                 })
                 .collect();
@@ -329,6 +338,7 @@ impl RouteTable {
             .filter(|r| r.spec.configured)
             .map(|r| RouteSeries {
                 route: &r.spec.model,
+                strategy: &r.label,
                 retries: r.retry_budget.retries.load(Ordering::Relaxed),
                 retries_denied: r.retry_budget.denied.load(Ordering::Relaxed),
                 targets: r
@@ -338,6 +348,7 @@ impl RouteTable {
                         target: &t.id,
                         state: t.breaker.state(now).code(),
                         opened: t.breaker.opened.load(Ordering::Relaxed),
+                        decisions: t.decisions.load(Ordering::Relaxed),
                     })
                     .collect(),
             })
