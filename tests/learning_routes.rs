@@ -167,3 +167,44 @@ targets = [{ upstream = "a", model = "route-a" }, { upstream = "b", model = "rou
     let tail = &back[80..];
     assert!(count(tail, 'a') >= 28, "traffic comes back to the recovered target: {back:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_gateway_learns_from_the_first_ones_traffic_through_clickhouse() {
+    let ch = common::clickhouse::ChServer::get();
+    let db = ch.fresh_database("learn");
+    let ch_section = format!("[clickhouse]\nurl = \"{}\"\ndatabase = \"{db}\"\nflush_interval_ms = 100\n", ch.url());
+    let route = "[[routes]]\nmodel = \"fast\"\nstrategy = \"least_latency\"\nexplore_percent = 0\n\
+                 targets = [{ upstream = \"a\", model = \"route-a\" }, { upstream = \"b\", model = \"route-b\" }]\n";
+    // The first gateway finds a slow and b fast, and lands its events in ClickHouse.
+    let first = fleet_with(
+        &format!("{ch_section}{route}"),
+        Opts { collector: "flush_interval_ms = 100\nsinks = [\"parquet\", \"clickhouse\"]".into(), ..Opts::default() },
+    )
+    .await;
+    first.a.set_directives("first_delay_ms=200").unwrap();
+    let seen = run(&first, 12, "first").await;
+    assert_eq!(count(&seen, 'a'), 1, "one slow answer from a is enough: {seen:?}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while ch.rows(&format!("SELECT count() AS n FROM {db}.calls")).await.first().map(|r| u(r, "n")).unwrap_or(0) < 12 {
+        assert!(std::time::Instant::now() < deadline, "clickhouse did not get the first gateway's events");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+
+    // The second gateway has seen no call itself and both its upstreams are fast; left alone it would
+    // try a first (unknown targets go first, in the order written). It reads the fleet's statistics from
+    // ClickHouse and starts on b.
+    let second = fleet_with(
+        &format!("{ch_section}{route}"),
+        Opts {
+            gateway: "routing_stats_interval_ms = 100".into(),
+            query: "engine = \"clickhouse\"".into(),
+            ..Opts::default()
+        },
+    )
+    .await;
+    // Bounded wait for its first read of the store (every 100 ms), not a timing assertion.
+    tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+    let seen = run(&second, 5, "second").await;
+    assert_eq!(seen, vec!['b'; 5], "the store's view of a keeps the second gateway on b");
+    assert_eq!(second.a.received(), 0);
+}

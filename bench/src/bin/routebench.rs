@@ -1,6 +1,7 @@
 //! The cost of the route decision on the request path: `Plan::new` (the strategy orders the targets,
 //! the retry budget counts the request) and `next_target` (the breaker lets the call through), for a
-//! one-target route of a listed model and for a sticky and a random weighted route with breakers on,
+//! one-target route of a listed model, a sticky and a random weighted route with breakers on, and the
+//! learning `least_cost` and `least_latency` routes over full rings of recent attempts,
 //! in a tight loop on one thread and on two threads at once (contention on the same route).
 //!
 //! `cargo build --release -p tollgate-bench --bin routebench && target/release/routebench`
@@ -41,6 +42,14 @@ model = "ab"
 strategy = "weighted"
 sticky = "user"
 targets = [{ upstream = "a", model = "gpt-4o-mini", weight = 50 }, { upstream = "b", model = "gpt-4o", weight = 50 }]
+[[routes]]
+model = "cheapest"
+strategy = "least_cost"
+targets = [{ upstream = "b", model = "gpt-4o" }, { upstream = "a", model = "gpt-4o-mini" }]
+[[routes]]
+model = "fastest"
+strategy = "least_latency"
+targets = [{ upstream = "a", model = "gpt-4o-mini" }, { upstream = "b", model = "gpt-4o" }]
 "#;
 
 fn per_call_ns(table: &RouteTable, model: &str, n: u64) -> f64 {
@@ -71,8 +80,22 @@ fn main() -> anyhow::Result<()> {
     let upstreams: Vec<Arc<Upstream>> = v.upstreams.iter().cloned().filter_map(Upstream::new).map(Arc::new).collect();
     let prices = Arc::new(tollgate_events::PriceBook::new(v.prices.clone()));
     let table = Arc::new(RouteTable::new(&v.routes, &upstreams, &prices));
+    // Learning routes decide over full rings of recent attempts, as under steady traffic.
+    let now = Instant::now();
+    for r in &table.routes {
+        for (i, t) in r.targets.iter().enumerate() {
+            for k in 0..64u32 {
+                let ev = tollgate_events::CallEvent {
+                    latency_ms: 100 + 10 * i as u32 + k % 7,
+                    output_tokens: 200,
+                    ..Default::default()
+                };
+                t.stats.record(&ev, now);
+            }
+        }
+    }
     let n = 2_000_000;
-    for model in ["gpt-4o-mini", "canary", "ab"] {
+    for model in ["gpt-4o-mini", "canary", "ab", "cheapest", "fastest"] {
         per_call_ns(&table, model, n / 10);
         let one = per_call_ns(&table, model, n);
         let two: Vec<f64> = std::thread::scope(|s| {
