@@ -22,6 +22,7 @@ use tollgate_gateway::budget::config::{
 };
 use tollgate_gateway::budget::{BudgetSystem, SpendFuture, SpendQuery, SpendSource, StoreSpend};
 use tollgate_gateway::config::{GatewaySettings, KeyConfig, PriceConfig, RouteConfig, UpstreamConfig};
+use tollgate_gateway::routing::stats::{RoutingStatsSource, StatsFuture, StoreRow, StoreStat};
 use tollgate_gateway::ship::{open_spool, run_shipper, ShipConfig, ShipMetrics};
 use tollgate_gateway::{GatewayMetrics, GatewayState, ValidatedConfig};
 use tollgate_query::{Engine, QueryConfig, QueryService, TimeRange};
@@ -474,6 +475,34 @@ impl SpendSource for QuerySpend {
     }
 }
 
+/// Learning routes read per-target statistics from the query service (either engine).
+struct QueryStats(Arc<QueryService>);
+
+impl RoutingStatsSource for QueryStats {
+    fn routing_stats(&self, window_s: u64) -> StatsFuture<'_> {
+        Box::pin(async move {
+            let range = tollgate_query::routing_stats::window(Some(&format!("{window_s}s")), None)
+                .map_err(|e| e.to_string())?;
+            let rows = self.0.routing_stats(&range).await.map_err(|e| e.to_string())?;
+            Ok(rows
+                .into_iter()
+                .map(|r| StoreRow {
+                    stat: StoreStat {
+                        requests: r.requests,
+                        latency_p95_ms: r.latency_ms[1],
+                        ttft_p95_ms: r.ttft_ms.map(|t| t[1]),
+                        mean_output_tokens: if r.ok == 0 { 0.0 } else { r.ok_output_tokens as f64 / r.ok as f64 },
+                        error_rate: r.error_rate(),
+                    },
+                    route: r.route,
+                    upstream: r.upstream,
+                    model: r.model,
+                })
+                .collect())
+        })
+    }
+}
+
 /// toml's own error spans several lines; fold it into one that names the key at the error's line.
 fn toml_error_line(path: &Path, text: &str, e: &toml::de::Error) -> String {
     let msg = e.message().replace('\n', " ");
@@ -758,6 +787,7 @@ async fn serve(cfg: Config, validated: ValidatedConfig, mode: Mode, config_path:
         Ok(set)
     }));
     budgets.start(Arc::new(QuerySpend(query.clone())));
+    gateway.start_routing_stats(Arc::new(QueryStats(query.clone())));
     spawn_sighup_reload(budgets.clone());
     let (coll_tx, coll_rx) = mpsc::channel(tollgate_collector::queue_batches(cfg.collector.queue_capacity));
     // A weak handle for the queue-depth metric: the queue closes when metering drops its sender.

@@ -89,7 +89,8 @@ pub struct RouteConfig {
     /// The public model name clients send. It may equal a model listed under an upstream: the route
     /// then replaces that upstream's one-target route.
     pub model: String,
-    /// `weighted` (split by `weight`: A/B tests, canaries) or `fallback` (in the order written).
+    /// `weighted` (split by `weight`: A/B tests, canaries), `fallback` (in the order written),
+    /// `least_cost` (cheapest predicted cost first) or `least_latency` (lowest observed p95 first).
     #[serde(default = "default_strategy")]
     pub strategy: String,
     /// Upstream + model pairs, each a separately billed, separately broken target.
@@ -111,6 +112,18 @@ pub struct RouteConfig {
     /// How many retries the route may add on top of its requests.
     #[serde(default)]
     pub retry_budget: RetryBudgetConfig,
+    /// `least_cost`: the lowest-quality target the route accepts, as `upstream/model`. Targets are
+    /// written best first; those after this one are never chosen. Default: every target.
+    #[serde(default)]
+    pub quality_floor: Option<String>,
+    /// `least_latency`: percent of calls sent first to another target than the fastest, so that a
+    /// target that recovered is noticed again.
+    #[serde(default = "default_explore_percent")]
+    pub explore_percent: u32,
+    /// `least_cost`, `least_latency`: how long one of the gateway's own calls counts in a target's
+    /// statistics (the store's answer covers `routing_stats_window_s`).
+    #[serde(default = "default_stats_window_ms")]
+    pub stats_window_ms: u64,
 }
 
 /// One target of a route.
@@ -292,11 +305,23 @@ pub struct GatewaySettings {
     /// when the queue drains; `tollgate_events_spilled_total` counts them.
     #[serde(default = "default_queue_capacity")]
     pub event_queue_capacity: usize,
+    /// How often learning routes (`least_cost`, `least_latency`) read `/v1/routing-stats` from the
+    /// store (ClickHouse in a fleet) and blend it into their own recent view; 0 turns it off.
+    #[serde(default = "default_routing_stats_interval_ms")]
+    pub routing_stats_interval_ms: u64,
+    /// The window those store statistics cover.
+    #[serde(default = "default_routing_stats_window_s")]
+    pub routing_stats_window_s: u64,
 }
 
 impl Default for GatewaySettings {
     fn default() -> Self {
-        GatewaySettings { max_request_bytes: default_max_body_bytes(), event_queue_capacity: default_queue_capacity() }
+        GatewaySettings {
+            max_request_bytes: default_max_body_bytes(),
+            event_queue_capacity: default_queue_capacity(),
+            routing_stats_interval_ms: default_routing_stats_interval_ms(),
+            routing_stats_window_s: default_routing_stats_window_s(),
+        }
     }
 }
 
@@ -308,6 +333,18 @@ fn default_strategy() -> String {
 }
 fn default_weight() -> u32 {
     1
+}
+fn default_explore_percent() -> u32 {
+    5
+}
+fn default_stats_window_ms() -> u64 {
+    60_000
+}
+fn default_routing_stats_interval_ms() -> u64 {
+    10_000
+}
+fn default_routing_stats_window_s() -> u64 {
+    900
 }
 fn default_max_retry_wait_ms() -> u64 {
     2_000
@@ -399,6 +436,10 @@ pub struct RouteSpec {
     pub retry_budget: RetryBudgetConfig,
     /// Written under `[[routes]]`; false for a model listed under its upstream(s).
     pub configured: bool,
+    /// Index of the lowest-quality target `least_cost` may choose.
+    pub quality_floor: Option<usize>,
+    pub explore_percent: u32,
+    pub stats_window_ms: u64,
 }
 
 /// A checked target.
@@ -579,6 +620,23 @@ fn validate_routes(
         if b.error_rate_percent > 100 {
             return Err(err(key("breaker.error_rate_percent"), "must be at most 100"));
         }
+        if r.explore_percent > 50 {
+            return Err(err(key("explore_percent"), "must be at most 50"));
+        }
+        if r.stats_window_ms == 0 {
+            return Err(err(key("stats_window_ms"), "must be greater than 0"));
+        }
+        let quality_floor = match &r.quality_floor {
+            None => None,
+            Some(_) if r.strategy != "least_cost" => {
+                return Err(err(key("quality_floor"), "only a `least_cost` route has a quality floor"));
+            }
+            Some(f) => {
+                Some(r.targets.iter().position(|t| format!("{}/{}", t.upstream, t.model) == *f).ok_or_else(|| {
+                    err(key("quality_floor"), format!("`{f}` is not one of the route's targets (upstream/model)"))
+                })?)
+            }
+        };
         configured.push(RouteSpec {
             model: r.model.clone(),
             strategy: r.strategy.clone(),
@@ -589,6 +647,9 @@ fn validate_routes(
             breaker: r.breaker.clone(),
             retry_budget: r.retry_budget.clone(),
             configured: true,
+            quality_floor,
+            explore_percent: r.explore_percent,
+            stats_window_ms: r.stats_window_ms,
         });
     }
     let mut out: Vec<RouteSpec> = listed
@@ -605,6 +666,9 @@ fn validate_routes(
             breaker: BreakerConfig::off(),
             retry_budget: RetryBudgetConfig::default(),
             configured: false,
+            quality_floor: None,
+            explore_percent: default_explore_percent(),
+            stats_window_ms: default_stats_window_ms(),
         })
         .collect();
     out.extend(configured);

@@ -126,11 +126,11 @@ impl GatewayState {
         guards: Arc<guards::Guards>,
     ) -> (Arc<GatewayState>, MeterReceiver) {
         let prices = Arc::new(tollgate_events::PriceBook::new(cfg.prices.clone()));
-        let (meter, rx) = Meter::new(cfg.settings.event_queue_capacity, prices, spill_path, metrics);
+        let (meter, rx) = Meter::new(cfg.settings.event_queue_capacity, prices.clone(), spill_path, metrics);
         // Validation checked every kind, so no upstream is left out here.
         let upstreams: Vec<Arc<Upstream>> =
             cfg.upstreams.iter().cloned().filter_map(Upstream::new).map(Arc::new).collect();
-        let routes = Arc::new(RouteTable::new(&cfg.routes, &upstreams));
+        let routes = Arc::new(RouteTable::new(&cfg.routes, &upstreams, &prices));
         let pipeline = Pipeline {
             keys: KeyStore::new(&cfg.keys),
             admission: admission::steps(&budgets, &routes, &guards),
@@ -149,6 +149,16 @@ impl GatewayState {
         } else {
             Err(GatewayError::QueryNotAllowed)
         }
+    }
+
+    /// Starts reading the store's routing statistics into learning routes (see `routing::stats`).
+    pub fn start_routing_stats(&self, source: Arc<dyn routing::stats::RoutingStatsSource>) {
+        let s = &self.cfg.settings;
+        self.pipeline.routes.start_stats(
+            source,
+            std::time::Duration::from_millis(s.routing_stats_interval_ms),
+            s.routing_stats_window_s,
+        );
     }
 
     /// Retries and circuit breakers, encoded into the metrics registry at scrape time. Holds the route

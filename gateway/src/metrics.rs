@@ -381,6 +381,8 @@ mod tests {
 /// A route's routing series (configured routes only).
 pub struct RouteSeries<'a> {
     pub route: &'a str,
+    /// The route's strategy (a label of its decisions).
+    pub strategy: &'a str,
     pub retries: u64,
     pub retries_denied: u64,
     pub targets: Vec<TargetSeries<'a>>,
@@ -391,6 +393,8 @@ pub struct TargetSeries<'a> {
     /// 0 closed, 1 open, 2 half-open.
     pub state: u8,
     pub opened: u64,
+    /// Calls whose first attempt the strategy gave this target.
+    pub decisions: u64,
 }
 
 /// Retries and circuit-breaker state per route and target, encoded at scrape time into the registry.
@@ -431,5 +435,20 @@ pub fn encode_routes(e: &mut DescriptorEncoder, routes: &[RouteSeries<'_>]) -> s
         "Times a target's circuit breaker opened.",
         Kind::Counter,
         per_target(|t| t.opened),
+    )?;
+    let decisions: Vec<_> = routes
+        .iter()
+        .flat_map(|r| {
+            r.targets.iter().map(move |t| {
+                (vec![("route", r.route), ("strategy", r.strategy), ("target", t.target)], t.decisions as f64)
+            })
+        })
+        .collect();
+    prom::encode_family(
+        e,
+        "tollgate_route_decisions",
+        "Calls whose first attempt the route's strategy sent to this target.",
+        Kind::Counter,
+        decisions,
     )
 }

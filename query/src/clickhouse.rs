@@ -7,6 +7,7 @@
 use crate::engine::{LatencyRow, QueryConfig, ShowbackRow, SpendAnswer, SpendFilter, SpendRequest, SqlResult, Totals};
 use crate::error::QueryError;
 use crate::params::TimeRange;
+use crate::routing_stats::{self, RoutingStatsRow};
 use crate::sqlguard;
 use serde_json::Value;
 use std::time::Duration;
@@ -127,6 +128,7 @@ impl ChBackend {
         let mut v = vec![
             self.showback_query(range, group).sql_display().to_string(),
             self.latency_query(range, group).sql_display().to_string(),
+            self.ranged(routing_stats::CLICKHOUSE_SQL, range).sql_display().to_string(),
         ];
         if crate::rollup::covers(group) {
             v.extend(self.rollup_report_sql(range, &crate::rollup::split(range), group));
@@ -222,6 +224,38 @@ impl ChBackend {
                     latency_ms: if calls == 0 { [0; 3] } else { triple(r.get(n + 1)) },
                     ttft_ms: if u64_of(r.get(n + 2)) == 0 { None } else { Some(triple(r.get(n + 3))) },
                     percentiles: crate::rollup::PercentileMethod::Exact,
+                }
+            })
+            .collect())
+    }
+
+    /// Per-target attempt statistics: the same integers as DataFusion's.
+    pub async fn routing_stats(&self, range: &TimeRange) -> Result<Vec<RoutingStatsRow>, QueryError> {
+        let rows = fetch_json(self.ranged(routing_stats::CLICKHOUSE_SQL, range), self.timeout).await.map_err(ch_err)?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let ok = u64_of(r.get(8));
+                RoutingStatsRow {
+                    route: text_of(r.first()),
+                    upstream: text_of(r.get(1)),
+                    model: text_of(r.get(2)),
+                    requests: u64_of(r.get(3)),
+                    ok: u64_of(r.get(4)),
+                    upstream_errors: u64_of(r.get(5)),
+                    timeouts: u64_of(r.get(6)),
+                    client_disconnects: u64_of(r.get(7)),
+                    latency_ms: if ok == 0 { [0; 2] } else { routing_stats::p50_p95(triple(r.get(9))) },
+                    ttft_ms: if u64_of(r.get(10)) == 0 {
+                        None
+                    } else {
+                        Some(routing_stats::p50_p95(triple(r.get(11))))
+                    },
+                    input_tokens: u64_of(r.get(12)),
+                    output_tokens: u64_of(r.get(13)),
+                    cost_nanousd: u64_of(r.get(14)),
+                    ok_output_tokens: u64_of(r.get(15)),
+                    ok_generation_ms: u64_of(r.get(16)),
                 }
             })
             .collect())

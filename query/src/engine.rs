@@ -6,6 +6,7 @@ use crate::clickhouse::ChBackend;
 use crate::error::QueryError;
 use crate::params::TimeRange;
 use crate::rollup::PercentileMethod;
+use crate::routing_stats::{self, RoutingStatsRow};
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, UInt32Type, UInt64Type};
 use datafusion::datasource::file_format::parquet::ParquetFormat;
@@ -214,7 +215,7 @@ pub struct SqlResult {
     pub truncated: bool,
 }
 
-const PERCENTILES: [f64; 3] = [0.5, 0.95, 0.99];
+pub(crate) const PERCENTILES: [f64; 3] = [0.5, 0.95, 0.99];
 
 impl QueryService {
     /// Registers `calls` over `<data_dir>/calls` (created if missing).
@@ -471,6 +472,42 @@ impl QueryService {
                     latency_ms: nearest_rank(&lat).unwrap_or([0; 3]),
                     ttft_ms: nearest_rank(&ttft),
                     percentiles: PercentileMethod::Exact,
+                });
+            }
+        }
+        Ok(rows)
+    }
+
+    /// Per-target attempt statistics over `range` (see [`crate::routing_stats`]).
+    pub async fn routing_stats(&self, range: &TimeRange) -> Result<Vec<RoutingStatsRow>, QueryError> {
+        if let Backend::ClickHouse(ch) = &self.backend {
+            return ch.routing_stats(range).await;
+        }
+        let batches = self.run(routing_stats::DATAFUSION_SQL, Self::range_params(range)).await?;
+        let mut rows = Vec::new();
+        for b in &batches {
+            for i in 0..b.num_rows() {
+                let text = |name: &str| -> Result<String, QueryError> {
+                    arrow::util::display::array_value_to_string(column(b, name)?, i)
+                        .map_err(|e| QueryError::Internal(e.to_string()))
+                };
+                let ttft = sorted_list(b, "ttft", i)?;
+                rows.push(RoutingStatsRow {
+                    route: text("route")?,
+                    upstream: text("upstream")?,
+                    model: text("model")?,
+                    requests: u64_at(b, "requests", i)?,
+                    ok: u64_at(b, "ok", i)?,
+                    upstream_errors: u64_at(b, "upstream_errors", i)?,
+                    timeouts: u64_at(b, "timeouts", i)?,
+                    client_disconnects: u64_at(b, "client_disconnects", i)?,
+                    latency_ms: routing_stats::p50_p95(nearest_rank(&sorted_list(b, "lat", i)?).unwrap_or([0; 3])),
+                    ttft_ms: nearest_rank(&ttft).map(routing_stats::p50_p95),
+                    input_tokens: u64_at(b, "input_tokens", i)?,
+                    output_tokens: u64_at(b, "output_tokens", i)?,
+                    cost_nanousd: u64_at(b, "cost_nanousd", i)?,
+                    ok_output_tokens: u64_at(b, "ok_output_tokens", i)?,
+                    ok_generation_ms: u64_at(b, "ok_generation_ms", i)?,
                 });
             }
         }

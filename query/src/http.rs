@@ -26,6 +26,7 @@ pub fn app(svc: Arc<QueryService>) -> Router {
         .route("/v1/latency", get(latency))
         .route("/v1/sql", post(sql))
         .route("/v1/chargeback", get(chargeback))
+        .route("/v1/routing-stats", get(routing_stats))
         .with_state(svc)
 }
 
@@ -154,4 +155,27 @@ async fn sql(State(svc): State<Arc<QueryService>>, body: axum::body::Bytes) -> R
     let rows = res.rows;
     let row_count = rows.len();
     Ok(json(serde_json::json!({"columns": columns, "rows": rows, "row_count": row_count, "truncated": res.truncated})))
+}
+
+#[derive(Deserialize)]
+struct RoutingStatsParams {
+    window: Option<String>,
+    at: Option<String>,
+}
+
+/// `GET /v1/routing-stats?window=15m[&at=RFC3339]`: per route target (route, upstream, model), the
+/// attempts of the window with their error classes, p50/p95 latency and TTFT, mean tokens and cost, and
+/// tokens per second. What the gateway's least-cost and least-latency strategies blend in.
+async fn routing_stats(
+    State(svc): State<Arc<QueryService>>,
+    Query(p): Query<RoutingStatsParams>,
+) -> Result<Response, QueryError> {
+    let range = crate::routing_stats::window(p.window.as_deref(), p.at.as_deref())?;
+    let rows = svc.routing_stats(&range).await?;
+    Ok(json(serde_json::json!({
+        "from": TimeRange::render(range.from_us),
+        "to": TimeRange::render(range.to_us),
+        "percentiles": "nearest rank over successful attempts",
+        "targets": rows.iter().map(|r| r.to_json()).collect::<Vec<_>>(),
+    })))
 }

@@ -11,7 +11,7 @@ mod report;
 mod rollup;
 mod rollup_clickhouse;
 mod rollup_reports;
-mod routing_stats;
+pub mod routing_stats;
 mod sqlguard;
 
 pub use clickhouse::clickhouse_report_sql;

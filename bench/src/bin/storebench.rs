@@ -262,7 +262,7 @@ async fn ask(svc: &QueryService, q: Question) -> anyhow::Result<u64> {
         }
         Question::RoutingStats => {
             let w = TimeRange::parse(Some("2026-11-30T11:45:00Z"), Some("2026-11-30T12:00:00Z"))?;
-            svc.routing_stats(&w).await.map_err(e)?.iter().map(|r| r.calls).sum()
+            svc.routing_stats(&w).await.map_err(e)?.iter().map(|r| r.requests).sum()
         }
     })
 }

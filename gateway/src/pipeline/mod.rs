@@ -16,7 +16,7 @@ use crate::error::GatewayError;
 use crate::finish::{CallGuard, Meter};
 use crate::keys::KeyStore;
 use crate::respond;
-use crate::routing::{Plan, RouteTable, Target, Who};
+use crate::routing::{Ask, Plan, RouteTable, Target, Who};
 use attempt::{AttemptInput, Attempted, Failure};
 use axum::body::Body;
 use axum::extract::Request;
@@ -98,7 +98,12 @@ impl Pipeline {
             return respond::fail(&mut ctx.guard, e, &ctx.request_id);
         };
         // Route.
-        let who = Who { key_id: &ctx.guard.event.api_key_id, user: &ctx.guard.event.user };
+        let ask = Ask {
+            input_tokens: (ctx.body.len() as u64).div_ceil(4),
+            output_bound: if endpoint == Endpoint::Embeddings { Some(0) } else { ctx.meta.output_bound() },
+            stream: ctx.stream,
+        };
+        let who = Who { key_id: &ctx.guard.event.api_key_id, user: &ctx.guard.event.user, ask };
         let mut plan = Plan::new(route.clone(), &who);
         if ctx.guard.event.routing_strategy.is_empty() {
             ctx.guard.event.routing_strategy.clone_from(&route.label);
@@ -128,9 +133,10 @@ impl Pipeline {
         let wants_cost = guard.wants_cost;
         let mut guard = guard;
         loop {
-            if target.breaker.enabled() {
+            if target.breaker.enabled() || target.learn {
                 guard.ended.push(target.clone());
             }
+            guard.event.predicted_cost_nanousd = route.predicted_cost(&target, &ask);
             let hold = plan.has_more();
             let mut failure = match attempt::attempt(&input, &target, guard, hold).await {
                 Attempted::Answered(resp) => return resp,
