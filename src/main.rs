@@ -788,6 +788,7 @@ async fn serve(cfg: Config, validated: ValidatedConfig, mode: Mode, config_path:
     }));
     budgets.start(Arc::new(QuerySpend(query.clone())));
     gateway.start_routing_stats(Arc::new(QueryStats(query.clone())));
+    gateway.start_engine_polls();
     spawn_sighup_reload(budgets.clone());
     let (coll_tx, coll_rx) = mpsc::channel(tollgate_collector::queue_batches(cfg.collector.queue_capacity));
     // A weak handle for the queue-depth metric: the queue closes when metering drops its sender.

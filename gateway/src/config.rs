@@ -61,7 +61,35 @@ pub struct UpstreamConfig {
     /// `max_tokens` sent to an `anthropic` upstream when an OpenAI client gave none (Anthropic requires it).
     #[serde(default = "default_max_tokens")]
     pub default_max_tokens: u64,
+    /// `openai_compatible` only: the inference engine behind it, `vllm` or `sglang`. The gateway then
+    /// scrapes its Prometheus metrics (queue depth, running requests, KV-cache use) every
+    /// `engine_poll_ms` for `least_busy` routes and shows them as `tollgate_engine_*` gauges.
+    #[serde(default)]
+    pub engine: Option<String>,
+    /// Where the engine's Prometheus metrics are. Default: `base_url` without its `/v1`, plus `/metrics`
+    /// (`http://gpu-1:8000/v1` → `http://gpu-1:8000/metrics`).
+    #[serde(default)]
+    pub metrics_url: Option<String>,
+    /// How often the engine's metrics are scraped. A scrape has this long to finish (at most 2 s) and
+    /// reads at most 4 MiB; readings older than three intervals are stale, and `least_busy` then counts
+    /// the gateway's own calls in flight to the upstream instead.
+    #[serde(default = "default_engine_poll_ms")]
+    pub engine_poll_ms: u64,
 }
+
+impl UpstreamConfig {
+    /// The engine's metrics URL (`metrics_url`, or derived from `base_url`).
+    pub fn engine_metrics_url(&self) -> String {
+        if let Some(u) = &self.metrics_url {
+            return u.clone();
+        }
+        let base = self.base_url.trim_end_matches('/');
+        format!("{}/metrics", base.strip_suffix("/v1").unwrap_or(base))
+    }
+}
+
+/// The inference engines whose metrics `least_busy` reads.
+pub const ENGINES: [&str; 2] = ["vllm", "sglang"];
 
 /// The wire format an upstream (or a client) speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,7 +118,9 @@ pub struct RouteConfig {
     /// then replaces that upstream's one-target route.
     pub model: String,
     /// `weighted` (split by `weight`: A/B tests, canaries), `fallback` (in the order written),
-    /// `least_cost` (cheapest predicted cost first) or `least_latency` (lowest observed p95 first).
+    /// `least_cost` (cheapest predicted cost first), `least_latency` (lowest observed p95 first) or
+    /// `least_busy` (least loaded first: the engine's queue and KV-cache use for upstreams with an
+    /// `engine`, the gateway's own calls in flight otherwise).
     #[serde(default = "default_strategy")]
     pub strategy: String,
     /// Upstream + model pairs, each a separately billed, separately broken target.
@@ -334,6 +364,9 @@ fn default_strategy() -> String {
 fn default_weight() -> u32 {
     1
 }
+fn default_engine_poll_ms() -> u64 {
+    1000
+}
 fn default_explore_percent() -> u32 {
     5
 }
@@ -532,6 +565,7 @@ pub fn validate_with_prices(
         if u.anthropic_version.is_empty() || http::HeaderValue::from_str(&u.anthropic_version).is_err() {
             return Err(err(key("anthropic_version"), "must be a version like 2023-06-01"));
         }
+        validate_engine(u, &key)?;
     }
     let (routes, model_routes) = validate_routes(upstreams, routes, &table, listed)?;
     let mut out_keys = Vec::new();
@@ -564,6 +598,28 @@ pub fn validate_with_prices(
         routes,
         settings: settings.clone(),
     })
+}
+
+/// `engine`, `metrics_url`, `engine_poll_ms` of one upstream.
+fn validate_engine(u: &UpstreamConfig, key: &dyn Fn(&str) -> String) -> Result<(), ConfigError> {
+    if u.metrics_url.is_some() && u.engine.is_none() {
+        return Err(err(key("metrics_url"), "set `engine` (vllm or sglang) to use the engine's metrics"));
+    }
+    let Some(engine) = &u.engine else { return Ok(()) };
+    if !ENGINES.contains(&engine.as_str()) {
+        return Err(err(key("engine"), format!("unknown engine `{engine}`; use one of {}", ENGINES.join(", "))));
+    }
+    if u.kind != "openai_compatible" {
+        return Err(err(key("engine"), "only an `openai_compatible` upstream runs an inference engine"));
+    }
+    let url = u.engine_metrics_url();
+    if !(url.starts_with("http://") || url.starts_with("https://")) || url.parse::<http::Uri>().is_err() {
+        return Err(err(key("metrics_url"), format!("`{url}` is not an http:// or https:// URL")));
+    }
+    if !(10..=600_000).contains(&u.engine_poll_ms) {
+        return Err(err(key("engine_poll_ms"), "must be between 10 and 600000"));
+    }
+    Ok(())
 }
 
 fn unpriced(m: &str) -> String {
@@ -737,6 +793,30 @@ mod tests {
         let zero = UpstreamConfig { default_max_tokens: 0, ..u };
         let e = validate(&[zero], &[], &[], &BTreeMap::new(), &GatewaySettings::default()).unwrap_err();
         assert_eq!(e.key, "upstreams[0].default_max_tokens");
+    }
+
+    #[test]
+    fn engine_keys_are_checked_and_name_their_key() {
+        let u = |extra: &str| -> UpstreamConfig {
+            toml::from_str(&format!("name = \"g\"\nbase_url = \"http://gpu:8000/v1/\"\nmodels = [\"gpt-4o\"]\n{extra}"))
+                .unwrap()
+        };
+        let check = |x: UpstreamConfig| validate(&[x], &[], &[], &BTreeMap::new(), &GatewaySettings::default());
+        let ok = u("engine = \"sglang\"");
+        assert_eq!((ok.engine_metrics_url().as_str(), ok.engine_poll_ms), ("http://gpu:8000/metrics", 1000));
+        check(ok).unwrap();
+        let own = u("engine = \"vllm\"\nmetrics_url = \"http://gpu:9000/m\"");
+        assert_eq!(own.engine_metrics_url(), "http://gpu:9000/m");
+        check(own).unwrap();
+        for (extra, key) in [
+            ("engine = \"tgi\"", "upstreams[0].engine"),
+            ("engine = \"vllm\"\nkind = \"openai\"", "upstreams[0].engine"),
+            ("metrics_url = \"http://gpu:8000/metrics\"", "upstreams[0].metrics_url"),
+            ("engine = \"vllm\"\nmetrics_url = \"gpu:8000/metrics\"", "upstreams[0].metrics_url"),
+            ("engine = \"vllm\"\nengine_poll_ms = 0", "upstreams[0].engine_poll_ms"),
+        ] {
+            assert_eq!(check(u(extra)).unwrap_err().key, key, "{extra}");
+        }
     }
 
     #[test]

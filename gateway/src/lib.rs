@@ -161,13 +161,22 @@ impl GatewayState {
         );
     }
 
-    /// Retries and circuit breakers, encoded into the metrics registry at scrape time. Holds the route
-    /// table only (not the gateway, whose metering queue must close at shutdown).
+    /// Starts scraping the metrics of the inference engines behind upstreams with an `engine`
+    /// (for `least_busy`; see `routing::engine`).
+    pub fn start_engine_polls(&self) {
+        self.pipeline.routes.start_engines();
+    }
+
+    /// Retries, circuit breakers and inference-engine load, encoded into the metrics registry at scrape
+    /// time. Holds the route table only (not the gateway, whose metering queue must close at shutdown).
     pub fn routes_encoder(
         &self,
     ) -> impl Fn(&mut prometheus_client::encoding::DescriptorEncoder) -> std::fmt::Result + Send + Sync + 'static {
         let routes = self.pipeline.routes.clone();
-        move |e| metrics::encode_routes(e, &routes.series())
+        move |e| {
+            metrics::encode_routes(e, &routes.series())?;
+            metrics::encode_engines(e, &routes.engine_series())
+        }
     }
 }
 

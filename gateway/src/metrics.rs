@@ -395,6 +395,64 @@ pub struct TargetSeries<'a> {
     pub opened: u64,
     /// Calls whose first attempt the strategy gave this target.
     pub decisions: u64,
+    /// Attempts in flight, for routes whose strategy counts them (`least_busy`).
+    pub in_flight: Option<u64>,
+}
+
+/// An inference engine's last reading, as `least_busy` sees it.
+pub struct EngineSeries<'a> {
+    pub upstream: &'a str,
+    pub engine: &'a str,
+    pub reading: Option<crate::routing::engine::EngineReading>,
+    pub stale: bool,
+    pub errors: u64,
+}
+
+/// Inference-engine gauges per upstream with an `engine`, encoded at scrape time. Figures are the last
+/// reading's (absent before the first); `tollgate_engine_metrics_stale` says whether `least_busy` still
+/// uses it.
+pub fn encode_engines(e: &mut DescriptorEncoder, engines: &[EngineSeries<'_>]) -> std::fmt::Result {
+    fn labels<'a>(s: &EngineSeries<'a>) -> Vec<(&'a str, &'a str)> {
+        vec![("upstream", s.upstream), ("engine", s.engine)]
+    }
+    let figure = |f: fn(&crate::routing::engine::EngineReading) -> f64| {
+        engines.iter().filter_map(move |s| Some((labels(s), f(s.reading.as_ref()?)))).collect::<Vec<_>>()
+    };
+    prom::encode_family(
+        e,
+        "tollgate_engine_queue_depth",
+        "Requests waiting in the inference engine's queue, as last scraped from its metrics.",
+        Kind::Gauge,
+        figure(|r| r.waiting),
+    )?;
+    prom::encode_family(
+        e,
+        "tollgate_engine_requests_running",
+        "Requests in the inference engine's running batch, as last scraped from its metrics.",
+        Kind::Gauge,
+        figure(|r| r.running),
+    )?;
+    prom::encode_family(
+        e,
+        "tollgate_engine_kv_usage",
+        "KV-cache use of the inference engine (0 to 1), as last scraped from its metrics.",
+        Kind::Gauge,
+        figure(|r| r.kv_usage),
+    )?;
+    prom::encode_family(
+        e,
+        "tollgate_engine_metrics_stale",
+        "1 when the engine's last reading is missing or older than three poll intervals (least_busy then counts calls in flight).",
+        Kind::Gauge,
+        engines.iter().map(|s| (labels(s), if s.stale { 1.0 } else { 0.0 })),
+    )?;
+    prom::encode_family(
+        e,
+        "tollgate_engine_scrape_errors",
+        "Scrapes of the engine's metrics that failed (connection, status, timeout, size, no queue depth).",
+        Kind::Counter,
+        engines.iter().map(|s| (labels(s), s.errors as f64)),
+    )
 }
 
 /// Retries and circuit-breaker state per route and target, encoded at scrape time into the registry.
@@ -450,5 +508,20 @@ pub fn encode_routes(e: &mut DescriptorEncoder, routes: &[RouteSeries<'_>]) -> s
         "Calls whose first attempt the route's strategy sent to this target.",
         Kind::Counter,
         decisions,
+    )?;
+    let in_flight: Vec<_> = routes
+        .iter()
+        .flat_map(|r| {
+            r.targets
+                .iter()
+                .filter_map(move |t| Some((vec![("route", r.route), ("target", t.target)], t.in_flight? as f64)))
+        })
+        .collect();
+    prom::encode_family(
+        e,
+        "tollgate_route_in_flight",
+        "Attempts in flight per target, for routes that balance on them (least_busy).",
+        Kind::Gauge,
+        in_flight,
     )
 }

@@ -11,10 +11,15 @@
 //! Several instances can play different upstreams: [`MockUpstream::set_directives`] gives one instance
 //! directives of its own (same syntax), applied on top of every prompt's, e.g. `status=500` or
 //! `first_delay_ms=3000`; change them at any time, e.g. to heal a failing upstream.
+//! An instance can also play a vLLM or SGLang server: [`MockUpstream::set_engine`] (or `POST /mock/engine`
+//! with the same text, or the binary's `--engine`) gives it a `GET /metrics` page with the queue depth,
+//! running requests and KV-cache use it is told, e.g. `engine=vllm,waiting=5,kv=0.3`; `status=500` or
+//! `hang` make the page fail. Neither endpoint counts as a received request.
 
 mod anthropic;
 mod body;
 mod directive;
+mod engine;
 mod wire;
 
 use std::collections::VecDeque;
@@ -85,6 +90,9 @@ pub(crate) struct Shared {
     /// This instance's own directives (the inside of a `MOCK[...]`) and for how many more requests
     /// they apply (`None`: until changed).
     instance: Mutex<Option<(String, Option<u64>)>>,
+    /// The inference engine this instance plays, for `GET /metrics`.
+    engine: Mutex<Option<engine::EngineMetrics>>,
+    metrics_scrapes: AtomicU64,
 }
 
 /// A running mock server; dropping it stops accepting connections.
@@ -127,6 +135,8 @@ impl MockUpstream {
             next_id: AtomicU64::new(1),
             fixture_dir: dir,
             instance: Mutex::new(None),
+            engine: Mutex::new(None),
+            metrics_scrapes: AtomicU64::new(0),
         });
         let app = Router::new().fallback(handle).with_state(Arc::clone(&shared));
         // Small SSE frames must not wait on Nagle + delayed ACK.
@@ -188,6 +198,19 @@ impl MockUpstream {
         Ok(())
     }
 
+    /// Makes this instance play a vLLM or SGLang server whose `GET /metrics` says what `spec` says, e.g.
+    /// `engine=vllm,waiting=5,running=2,kv=0.3` (also `engine=sglang`, `legacy_kv`, `status=500`,
+    /// `hang`); an empty string takes `/metrics` away (404). Change it at any time. Refused if it does
+    /// not parse.
+    pub fn set_engine(&self, spec: &str) -> Result<(), String> {
+        self.shared.set_engine(spec)
+    }
+
+    /// `GET /metrics` requests received.
+    pub fn metrics_scrapes(&self) -> u64 {
+        self.shared.metrics_scrapes.load(Ordering::Relaxed)
+    }
+
     /// 2xx bodies that went away before their last frame: client hang-ups, `cut`, `hang`.
     pub fn dropped_early(&self) -> u64 {
         self.shared.dropped_early.load(Ordering::Relaxed)
@@ -217,6 +240,12 @@ impl Shared {
             }
             None => Some(d.clone()),
         }
+    }
+
+    fn set_engine(&self, spec: &str) -> Result<(), String> {
+        let m = engine::parse(spec)?;
+        *self.engine.lock().unwrap_or_else(PoisonError::into_inner) = m;
+        Ok(())
     }
 
     fn lock_requests(&self) -> std::sync::MutexGuard<'_, VecDeque<RecordedRequest>> {
@@ -258,6 +287,21 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
             )
         }
     };
+    // The engine's metrics page and its control are not model calls: not recorded, not counted.
+    match (&parts.method, parts.uri.path()) {
+        (&Method::GET, "/metrics") => {
+            shared.metrics_scrapes.fetch_add(1, Ordering::Relaxed);
+            let m = shared.engine.lock().unwrap_or_else(PoisonError::into_inner).clone();
+            return engine::metrics(m).await;
+        }
+        (&Method::POST, "/mock/engine") => {
+            return match std::str::from_utf8(&body).map_err(|e| e.to_string()).and_then(|s| shared.set_engine(s)) {
+                Ok(()) => Response::new(Body::from("{\"ok\":true}")),
+                Err(message) => invalid_request(&message, "invalid_engine_settings"),
+            };
+        }
+        _ => {}
+    }
     shared.record(&parts, body.clone());
     let path = parts.uri.path();
     match (&parts.method, path) {

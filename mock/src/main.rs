@@ -1,4 +1,5 @@
-//! `tollgate-mock` binary: runs the mock OpenAI upstream until killed, for benchmarks.
+//! `tollgate-mock` binary: runs the mock OpenAI upstream until killed, for benchmarks (optionally playing a
+//! vLLM or SGLang server's `/metrics`).
 
 use std::io::Write as _;
 use std::net::SocketAddr;
@@ -20,6 +21,10 @@ struct Args {
     /// Directory served by the `fixture=NAME` directive (default: the workspace's tests/fixtures).
     #[arg(long)]
     fixtures: Option<PathBuf>,
+    /// Play a vLLM or SGLang server: its `GET /metrics` page, e.g. `engine=vllm,waiting=5,kv=0.3`.
+    /// Change it at run time with `POST /mock/engine` and the same text as the body.
+    #[arg(long)]
+    engine: Option<String>,
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -29,6 +34,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     runtime.block_on(async {
         let dir = args.fixtures.unwrap_or_else(tollgate_mock::default_fixture_dir);
         let mock = MockUpstream::start_on_with_fixtures(args.listen, dir).await?;
+        if let Some(spec) = &args.engine {
+            mock.set_engine(spec)?;
+        }
         let mut stdout = std::io::stdout().lock();
         writeln!(stdout, "listening on {}", mock.addr())?;
         stdout.flush()?;

@@ -416,6 +416,8 @@ fn recording_is_capped() {
         next_id: AtomicU64::new(1),
         fixture_dir: default_fixture_dir(),
         instance: Mutex::new(None),
+        engine: Mutex::new(None),
+        metrics_scrapes: AtomicU64::new(0),
     };
     let (parts, ()) = http::Request::post("/v1/x").body(()).unwrap().into_parts();
     for i in 0..MAX_RECORDED + 5 {
@@ -519,4 +521,23 @@ async fn anthropic_fixture_is_replayed_event_by_event_and_azure_path_is_served()
         (last.path.as_str(), last.query.as_str()),
         ("/openai/deployments/dep1/chat/completions", "api-version=2024-10-21")
     );
+}
+
+#[tokio::test]
+async fn engine_metrics_are_settable_and_not_counted_as_calls() {
+    let mock = MockUpstream::start().await.unwrap();
+    let addr = mock.addr();
+    assert_eq!(send(addr, "GET", "/metrics", "").await.status, StatusCode::NOT_FOUND);
+    mock.set_engine("engine=vllm,waiting=5,running=2,kv=0.5").unwrap();
+    let r = send(addr, "GET", "/metrics", "").await;
+    let text = String::from_utf8(r.body).unwrap();
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(text.contains("vllm:num_requests_waiting{model_name=\"mock-model\"} 5.0\n"), "{text}");
+    // Changed at run time over HTTP, as the binary's users do.
+    let set = send(addr, "POST", "/mock/engine", "engine=sglang,waiting=3,status=503").await;
+    assert_eq!(set.status, StatusCode::OK);
+    assert_eq!(send(addr, "GET", "/metrics", "").await.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(send(addr, "POST", "/mock/engine", "engine=tgi").await.status, StatusCode::BAD_REQUEST);
+    assert!(mock.set_engine("waiting=3").is_err());
+    assert_eq!((mock.received(), mock.metrics_scrapes()), (0, 3));
 }

@@ -133,7 +133,8 @@ impl Pipeline {
         let wants_cost = guard.wants_cost;
         let mut guard = guard;
         loop {
-            if target.breaker.enabled() || target.learn {
+            if target.observes_ends() {
+                target.attempt_started();
                 guard.ended.push(target.clone());
             }
             guard.event.predicted_cost_nanousd = route.predicted_cost(&target, &ask);

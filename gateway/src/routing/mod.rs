@@ -4,8 +4,10 @@
 //! registered by one line in [`STRATEGIES`].
 
 pub mod breaker;
+pub mod engine;
 pub mod fallback;
 pub mod http;
+pub mod least_busy;
 pub mod least_cost;
 pub mod least_latency;
 pub mod retry_budget;
@@ -15,9 +17,10 @@ pub mod window;
 
 use crate::config::{RouteSpec, Sticky};
 use crate::finish::EndObserver;
-use crate::metrics::{RouteSeries, TargetSeries};
+use crate::metrics::{EngineSeries, RouteSeries, TargetSeries};
 use crate::providers::Upstream;
 use breaker::{Breaker, Verdict};
+use engine::EngineLoad;
 use retry_budget::RetryBudget;
 use stats::{RoutingStatsSource, StoreRow, TargetStats};
 use std::collections::HashMap;
@@ -40,6 +43,11 @@ pub trait Strategy: Send + Sync {
     fn predicted_cost(&self, _route: &Route, _target: &Target, _ask: &Ask) -> Option<u64> {
         None
     }
+
+    /// Whether it decides from the gateway's calls in flight to each target (which are then counted).
+    fn counts_in_flight(&self) -> bool {
+        false
+    }
 }
 
 /// Builds a route's strategy from its config.
@@ -51,6 +59,7 @@ pub static STRATEGIES: &[(&str, StrategyBuilder)] = &[
     ("fallback", fallback::FallbackStrategy::build),
     ("least_cost", least_cost::LeastCostStrategy::build),
     ("least_latency", least_latency::LeastLatencyStrategy::build),
+    ("least_busy", least_busy::LeastBusyStrategy::build),
 ];
 
 pub fn strategy_known(name: &str) -> bool {
@@ -97,9 +106,27 @@ pub struct Target {
     pub learn: bool,
     /// Calls whose first attempt went here (`tollgate_route_decisions_total`).
     pub decisions: AtomicU64,
+    /// Its route's strategy counts the calls in flight here, in `in_flight`.
+    pub count_in_flight: bool,
+    /// Attempts sent here and not ended yet (when `count_in_flight`).
+    pub in_flight: AtomicU64,
+    /// The load of the inference engine behind its upstream, when the upstream names one.
+    pub engine: Option<Arc<EngineLoad>>,
 }
 
 impl Target {
+    /// Whether an attempt's end must be told to the target ([`EndObserver`]).
+    pub fn observes_ends(&self) -> bool {
+        self.breaker.enabled() || self.learn || self.count_in_flight
+    }
+
+    /// An attempt to this target starts; the target is then told its end (it must be, once).
+    pub fn attempt_started(&self) {
+        if self.count_in_flight {
+            self.in_flight.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// What an attempt's end says about the target's health.
     pub fn verdict(&self, ev: &CallEvent) -> Verdict {
         match ev.outcome {
@@ -129,6 +156,10 @@ impl EndObserver for Target {
         }
         if self.learn {
             self.stats.record(ev, now);
+        }
+        if self.count_in_flight {
+            // Started attempts only end once; saturating keeps a miscount from wrapping round.
+            let _ = self.in_flight.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| Some(n.saturating_sub(1)));
         }
     }
 }
@@ -249,11 +280,15 @@ impl Plan {
 pub struct RouteTable {
     pub routes: Vec<Arc<Route>>,
     by_model: HashMap<String, Arc<Route>>,
+    /// Inference engines behind upstreams with an `engine`, with their upstreams (for their clients).
+    pub engines: Vec<(Arc<EngineLoad>, Arc<Upstream>)>,
 }
 
 impl RouteTable {
     /// `upstreams` in config order; the specs come from validation, which checked every name.
     pub fn new(specs: &[RouteSpec], upstreams: &[Arc<Upstream>], prices: &Arc<PriceBook>) -> RouteTable {
+        let loads: Vec<Option<Arc<EngineLoad>>> =
+            upstreams.iter().map(|u| EngineLoad::new(&u.cfg).map(Arc::new)).collect();
         let mut routes = Vec::new();
         for spec in specs {
             let Some(build) = STRATEGIES.iter().find(|(n, _)| *n == spec.strategy).map(|(_, b)| b) else {
@@ -261,6 +296,7 @@ impl RouteTable {
             };
             let strategy = build(spec);
             let learn = strategy.learns();
+            let count_in_flight = strategy.counts_in_flight();
             let targets = spec
                 .targets
                 .iter()
@@ -275,6 +311,9 @@ impl RouteTable {
                         stats: TargetStats::default(),
                         learn,
                         decisions: AtomicU64::new(0),
+                        count_in_flight,
+                        in_flight: AtomicU64::new(0),
+                        engine: loads.get(t.upstream).cloned().flatten(),
                     }))
                 })
                 .collect();
@@ -289,7 +328,8 @@ impl RouteTable {
             }));
         }
         let by_model = routes.iter().map(|r| (r.spec.model.clone(), r.clone())).collect();
-        RouteTable { routes, by_model }
+        let engines = loads.into_iter().zip(upstreams).filter_map(|(l, u)| Some((l?, u.clone()))).collect();
+        RouteTable { routes, by_model, engines }
     }
 
     pub fn get(&self, model: &str) -> Option<&Arc<Route>> {
@@ -316,6 +356,13 @@ impl RouteTable {
                 tokio::time::sleep(interval).await;
             }
         });
+    }
+
+    /// Starts scraping every inference engine's metrics (see [`engine`]), for as long as the table lives.
+    pub fn start_engines(&self) {
+        for (load, upstream) in &self.engines {
+            load.start(upstream.client.clone());
+        }
     }
 
     /// Hands each learning target its row of the store's answer (none: the store saw no call of it).
@@ -349,8 +396,27 @@ impl RouteTable {
                         state: t.breaker.state(now).code(),
                         opened: t.breaker.opened.load(Ordering::Relaxed),
                         decisions: t.decisions.load(Ordering::Relaxed),
+                        in_flight: t.count_in_flight.then(|| t.in_flight.load(Ordering::Relaxed)),
                     })
                     .collect(),
+            })
+            .collect()
+    }
+
+    /// Inference-engine series for `/metrics`.
+    pub fn engine_series(&self) -> Vec<EngineSeries<'_>> {
+        let now = Instant::now();
+        self.engines
+            .iter()
+            .map(|(l, _)| {
+                let (reading, stale) = l.last(now);
+                EngineSeries {
+                    upstream: &l.upstream,
+                    engine: l.kind.as_str(),
+                    reading,
+                    stale,
+                    errors: l.errors.load(Ordering::Relaxed),
+                }
             })
             .collect()
     }
