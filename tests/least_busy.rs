@@ -1,5 +1,5 @@
 //! `least_busy` through the real binary over three mock inference engines (two vLLM, one of them with
-//! the pre-0.10 KV gauge name, and one SGLang), each scraped every 100 ms: calls go to the shortest
+//! the pre-0.10 KV gauge name, and one SGLang), each scraped every 300 ms: calls go to the shortest
 //! queue and follow it when the queues change; between equal queues the emptier KV cache wins; when
 //! the metrics fail (error status, a page that never comes, no page at all) the gateway's own calls in
 //! flight spread the traffic and nothing fails; once the pages come back, so does the engine view.
@@ -35,7 +35,7 @@ async fn engines() -> Engines {
     for (i, m) in e.iter().enumerate() {
         extra.push_str(&format!(
             "[[upstreams]]\nname = \"{}\"\nkind = \"openai_compatible\"\nbase_url = \"{}\"\nmodels = [\"busy-{}\"]\n\
-             engine = \"{}\"\nengine_poll_ms = 100\nrequest_timeout_ms = 2000\n[prices.\"busy-{}\"]\ninput = 1\noutput = 1\n",
+             engine = \"{}\"\nengine_poll_ms = 300\nrequest_timeout_ms = 2000\n[prices.\"busy-{}\"]\ninput = 1\noutput = 1\n",
             NAMES[i],
             m.base_url(),
             i + 1,
@@ -224,4 +224,20 @@ async fn least_busy_follows_engine_queues_and_falls_back_to_calls_in_flight() {
         .sum();
     assert_eq!(decisions, total as f64);
     assert_eq!(gauge(&text, "tollgate_route_in_flight{route=\"busy\",target=\"e2/busy-2\"}"), Some(0.0));
+    let (code, said) = common::prometheus::promtool_check(&text);
+    assert_eq!(code, 0, "promtool: {said}");
+    let routes: serde_json::Value =
+        f.gw.http
+            .get(format!("{}/v1/routes", f.gw.url))
+            .bearer_auth(ENG_KEY)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    let route = routes["routes"].as_array().unwrap().iter().find(|r| r["model"] == "busy").unwrap();
+    let e2 = &route["targets"][1];
+    assert_eq!((e2["in_flight"].as_u64(), e2["engine"]["engine"].as_str()), (Some(0), Some("sglang")), "{e2}");
+    assert_eq!((e2["engine"]["queue_depth"].as_f64(), e2["engine"]["stale"].as_bool()), (Some(0.0), Some(false)));
 }

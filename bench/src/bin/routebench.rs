@@ -1,7 +1,8 @@
 //! The cost of the route decision on the request path: `Plan::new` (the strategy orders the targets,
 //! the retry budget counts the request) and `next_target` (the breaker lets the call through), for a
 //! one-target route of a listed model, a sticky and a random weighted route with breakers on, and the
-//! learning `least_cost` and `least_latency` routes over full rings of recent attempts,
+//! learning `least_cost` and `least_latency` routes over full rings of recent attempts, and a
+//! `least_busy` route over three vLLM engines with fresh readings,
 //! in a tight loop on one thread and on two threads at once (contention on the same route).
 //!
 //! `cargo build --release -p tollgate-bench --bin routebench && target/release/routebench`
@@ -12,6 +13,7 @@ use std::sync::Arc;
 use std::time::Instant;
 use tollgate_gateway::config::{GatewaySettings, KeyConfig, PriceConfig, RouteConfig, UpstreamConfig};
 use tollgate_gateway::providers::Upstream;
+use tollgate_gateway::routing::engine::EngineReading;
 use tollgate_gateway::routing::{Ask, Plan, RouteTable, Who};
 
 #[derive(Deserialize)]
@@ -46,10 +48,32 @@ targets = [{ upstream = "a", model = "gpt-4o-mini", weight = 50 }, { upstream = 
 model = "cheapest"
 strategy = "least_cost"
 targets = [{ upstream = "b", model = "gpt-4o" }, { upstream = "a", model = "gpt-4o-mini" }]
+[[upstreams]]
+name = "g1"
+base_url = "http://127.0.0.1:3/v1"
+models = ["llama"]
+engine = "vllm"
+[[upstreams]]
+name = "g2"
+base_url = "http://127.0.0.1:4/v1"
+models = ["llama"]
+engine = "vllm"
+[[upstreams]]
+name = "g3"
+base_url = "http://127.0.0.1:5/v1"
+models = ["llama"]
+engine = "sglang"
+[[routes]]
+model = "idlest"
+strategy = "least_busy"
+targets = [{ upstream = "g1", model = "llama" }, { upstream = "g2", model = "llama" }, { upstream = "g3", model = "llama" }]
 [[routes]]
 model = "fastest"
 strategy = "least_latency"
 targets = [{ upstream = "a", model = "gpt-4o-mini" }, { upstream = "b", model = "gpt-4o" }]
+[prices.llama]
+input = 0.1
+output = 0.1
 "#;
 
 fn per_call_ns(table: &RouteTable, model: &str, n: u64) -> f64 {
@@ -92,10 +116,15 @@ fn main() -> anyhow::Result<()> {
                 };
                 t.stats.record(&ev, now);
             }
+            // No poller runs here: readings dated an hour ahead stay fresh for the whole run.
+            if let Some(e) = &t.engine {
+                let reading = EngineReading { waiting: i as f64, running: 4.0, kv_usage: 0.3 };
+                e.set(reading, now + std::time::Duration::from_secs(3600));
+            }
         }
     }
     let n = 2_000_000;
-    for model in ["gpt-4o-mini", "canary", "ab", "cheapest", "fastest"] {
+    for model in ["gpt-4o-mini", "canary", "ab", "cheapest", "fastest", "idlest"] {
         per_call_ns(&table, model, n / 10);
         let one = per_call_ns(&table, model, n);
         let two: Vec<f64> = std::thread::scope(|s| {

@@ -1,5 +1,6 @@
 //! `GET /v1/routes` (keys with `query = true`): every route with its strategy, targets, weights,
-//! breaker state and recent error rate, and its retry budget's use.
+//! breaker state and recent error rate, calls in flight (`least_busy`) and inference-engine load, and its
+//! retry budget's use.
 
 use super::RouteTable;
 use std::time::Instant;
@@ -16,6 +17,18 @@ pub fn routes_json(table: &RouteTable) -> serde_json::Value {
                 .iter()
                 .map(|t| {
                     let (calls, failures) = t.breaker.recent(now);
+                    let engine = t.engine.as_ref().map(|e| {
+                        let (reading, stale) = e.last(now);
+                        serde_json::json!({
+                            "engine": e.kind.as_str(),
+                            "metrics_url": e.url,
+                            "stale": stale,
+                            "queue_depth": reading.map(|r| r.waiting),
+                            "running": reading.map(|r| r.running),
+                            "kv_usage": reading.map(|r| r.kv_usage),
+                            "scrape_errors": e.errors.load(std::sync::atomic::Ordering::Relaxed),
+                        })
+                    });
                     // Display only; counts stay integers.
                     let rate = if calls == 0 { 0.0 } else { (failures as f64 * 10_000.0 / calls as f64).round() / 10_000.0 };
                     serde_json::json!({
@@ -29,6 +42,8 @@ pub fn routes_json(table: &RouteTable) -> serde_json::Value {
                         "recent_calls": calls,
                         "recent_failures": failures,
                         "recent_error_rate": rate,
+                        "in_flight": t.count_in_flight.then(|| t.in_flight.load(std::sync::atomic::Ordering::Relaxed)),
+                        "engine": engine,
                     })
                 })
                 .collect();
