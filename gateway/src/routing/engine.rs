@@ -90,8 +90,12 @@ pub fn read(kind: EngineKind, text: &str) -> Option<EngineReading> {
         let name_end = line.find(['{', ' ']).unwrap_or(line.len());
         let name = &line[..name_end];
         let wanted = name == waiting_name || name == running_name || kv_names.contains(&name);
-        // The parser has no use for ±Inf here (and reports it on stderr): an infinite gauge says nothing.
-        if !wanted || line.ends_with("Inf") {
+        if !wanted {
+            continue;
+        }
+        // An infinite gauge says nothing here (and the parser reports ±Inf on stderr): skip it unparsed.
+        let value = line[line.rfind('}').map_or(name_end, |i| i + 1)..].split_whitespace().next().unwrap_or("");
+        if value.to_ascii_lowercase().ends_with("inf") {
             continue;
         }
         buf.clear();
@@ -294,7 +298,8 @@ vllm:time_to_first_token_seconds_bucket{le="+Inf",model_name="llama"} 0.0
     fn sglang_names_and_bad_lines() {
         let page = "sglang:num_queue_reqs{model_name=\"q\"} 4\nsglang:num_running_reqs{model_name=\"q\"} 2\n\
                     sglang:token_usage{model_name=\"q\"} 0.75\nsglang:num_queue_reqs{model_name=\"r\"} NaN\n\
-                    sglang:num_queue_reqs{model_name=\"s\"} 1 1700000000000\nsglang:token_usage +Inf\n";
+                    sglang:num_queue_reqs{model_name=\"s\"} 1 1700000000000\nsglang:token_usage +Inf\n\
+                    sglang:token_usage{model_name=\"Inf}\"} -inf\n";
         assert_eq!(read(EngineKind::Sglang, page), Some(EngineReading { waiting: 4.0, running: 2.0, kv_usage: 0.75 }));
         assert_eq!(read(EngineKind::Vllm, page), None, "no vLLM queue depth in an SGLang page");
         assert_eq!(read(EngineKind::Sglang, "garbage\n{{{ 1\n"), None);
