@@ -7,7 +7,10 @@
 //! shared by every model it serves, so counts are summed over label sets (`model_name`, `engine`, data
 //! parallel ranks) and KV use is the highest reported. Only those lines are handed to the parser
 //! (`nom-openmetrics`), one at a time, so a line the parser does not take (a timestamp, a family
-//! without samples) costs that line, not the whole page.
+//! without samples) costs that line, not the whole page. Why line by line: Python's `prometheus_client`,
+//! which both engines use, writes HELP and TYPE without samples for a labelled metric nothing was counted
+//! in yet, and the whole-page parsers tried (`nom-openmetrics`, `prom_text_format_parser`) refuse such a
+//! page; `prometheus-parse` cannot read names with `:` at all.
 //!
 //! A scrape is bounded: [`MAX_SCRAPE_BYTES`] of body and `engine_poll_ms` (at most [`MAX_SCRAPE_TIME`])
 //! of time. Failures are counted (`tollgate_engine_scrape_errors_total`), logged once per failing spell,
