@@ -12,4 +12,4 @@ pub use arrow_schema::{call_event_schema, to_record_batch, CallEventBatchBuilder
 pub use event::{date_of_day, CallEvent, ClientApi, Endpoint, Outcome, UsageSource, SCHEMA_VERSION};
 pub use money::{format_usd, parse_usd_to_nano, MoneyError};
 pub use price::{ModelPrice, PriceError, PriceSpec, PriceTable, Usage, BUILTIN_PRICES_READ_ON};
-pub use tokens::TokenEstimator;
+pub use tokens::{Tally, TokenEstimator};

@@ -19,6 +19,18 @@ pub enum GatewayError {
     Untranslatable { param: String, message: String },
     #[error("request body is larger than {0} bytes")]
     BodyTooLarge(usize),
+    /// The client went away while sending its body (nginx's 499: nobody reads this answer).
+    #[error("the client closed the connection before sending the whole request body")]
+    ClientDisconnected,
+    #[error("the request body did not arrive within {0} ms")]
+    BodyReadTimeout(u64),
+    #[error("request headers are larger than {0} bytes")]
+    HeadersTooLarge(usize),
+    #[error("method {0} is not allowed on this path")]
+    MethodNotAllowed(String),
+    /// A fault inside the gateway (e.g. the tokenizer failed on this input); no internals in the text.
+    #[error("the gateway could not process this request")]
+    Internal,
     #[error("the model `{0}` does not exist or is not served by this gateway")]
     UnknownModel(String),
     #[error("this API key may not use the model `{0}`")]
@@ -45,6 +57,11 @@ impl GatewayError {
             GatewayError::MissingKey | GatewayError::InvalidKey => StatusCode::UNAUTHORIZED,
             GatewayError::InvalidBody(_) | GatewayError::Untranslatable { .. } => StatusCode::BAD_REQUEST,
             GatewayError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::ClientDisconnected => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
+            GatewayError::BodyReadTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            GatewayError::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            GatewayError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            GatewayError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             GatewayError::UnknownModel(_) => StatusCode::NOT_FOUND,
             GatewayError::ModelNotAllowed(_) | GatewayError::QueryNotAllowed => StatusCode::FORBIDDEN,
             GatewayError::UpstreamUnreachable => StatusCode::BAD_GATEWAY,
@@ -62,6 +79,11 @@ impl GatewayError {
             GatewayError::InvalidBody(_) => ("invalid_request_error", "invalid_body"),
             GatewayError::Untranslatable { .. } => ("invalid_request_error", "unsupported_parameter"),
             GatewayError::BodyTooLarge(_) => ("invalid_request_error", "body_too_large"),
+            GatewayError::ClientDisconnected => ("invalid_request_error", "client_disconnect"),
+            GatewayError::BodyReadTimeout(_) => ("invalid_request_error", "request_timeout"),
+            GatewayError::HeadersTooLarge(_) => ("invalid_request_error", "headers_too_large"),
+            GatewayError::MethodNotAllowed(_) => ("invalid_request_error", "method_not_allowed"),
+            GatewayError::Internal => ("api_error", "internal_error"),
             GatewayError::UnknownModel(_) => ("invalid_request_error", "model_not_found"),
             GatewayError::ModelNotAllowed(_) => ("invalid_request_error", "model_not_allowed"),
             GatewayError::QueryNotAllowed => ("invalid_request_error", "query_not_allowed"),
@@ -80,12 +102,16 @@ impl GatewayError {
             GatewayError::InvalidBody(_)
             | GatewayError::Untranslatable { .. }
             | GatewayError::BodyTooLarge(_)
+            | GatewayError::HeadersTooLarge(_)
+            | GatewayError::MethodNotAllowed(_)
+            | GatewayError::Internal
             | GatewayError::UnknownModel(_)
             | GatewayError::ModelNotAllowed(_)
             | GatewayError::QueryNotAllowed
             | GatewayError::NotFound => Outcome::InvalidRequest,
             GatewayError::UpstreamUnreachable => Outcome::UpstreamError,
-            GatewayError::UpstreamTimeout => Outcome::Timeout,
+            GatewayError::UpstreamTimeout | GatewayError::BodyReadTimeout(_) => Outcome::Timeout,
+            GatewayError::ClientDisconnected => Outcome::ClientDisconnect,
             GatewayError::BudgetExceeded { .. } => Outcome::RejectedBudget,
             GatewayError::RateLimited { .. } => Outcome::RejectedRateLimit,
         }
@@ -163,7 +189,8 @@ pub fn anthropic_error_type(status: StatusCode) -> &'static str {
         402 => "billing_error",
         403 => "permission_error",
         404 => "not_found_error",
-        413 => "request_too_large",
+        405 | 408 | 499 => "invalid_request_error",
+        413 | 431 => "request_too_large",
         429 => "rate_limit_error",
         504 => "timeout_error",
         529 => "overloaded_error",

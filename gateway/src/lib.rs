@@ -5,15 +5,20 @@
 mod body;
 pub mod budget;
 pub mod config;
+mod edge;
 mod error;
 mod keys;
+pub mod listen;
 pub mod meter;
 pub mod metrics;
+#[cfg(test)]
+mod proptests;
 mod proxy;
 pub mod ship;
+pub mod sse;
 pub mod translate;
 
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use axum::Router;
 use http::HeaderMap;
 use std::collections::HashMap;
@@ -84,7 +89,10 @@ pub fn app(state: Arc<GatewayState>) -> Router {
         .route("/v1/embeddings", post(proxy::embeddings))
         .route("/v1/messages", post(proxy::messages))
         .route("/v1/messages/count_tokens", post(proxy::count_tokens))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), edge::header_limit))
+        .route("/v1/messages/{*rest}", any(edge::unknown_messages_path))
         .route("/v1/models", get(proxy::models))
         .route("/healthz", get(|| async { "ok" }))
+        .method_not_allowed_fallback(edge::method_not_allowed)
         .with_state(state)
 }

@@ -8,11 +8,12 @@
 use crate::metrics::GatewayMetrics;
 use bytes::Bytes;
 use std::io::Write;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
-use tollgate_events::{CallEvent, Outcome, PriceTable, TokenEstimator, Usage, UsageSource, SCHEMA_VERSION};
+use tollgate_events::{CallEvent, Outcome, PriceTable, Tally, TokenEstimator, Usage, UsageSource, SCHEMA_VERSION};
 use tracing::{error, warn};
 
 /// What is needed to count tokens the provider did not report.
@@ -24,9 +25,15 @@ pub struct EstimateInput {
     pub input: bool,
     /// Count output tokens from `output_text` (the provider reported none).
     pub output: bool,
-    /// Content the client received so far.
+    /// Content the client received so far (at most [`MAX_OUTPUT_TEXT`] bytes of it).
     pub output_text: String,
+    /// Content bytes past that cap: counted as a byte approximation.
+    pub output_extra_bytes: u64,
 }
+
+/// Most content text kept per call for estimating output tokens; the rest is only counted in bytes, so
+/// an endless upstream cannot grow a call's memory without bound.
+pub const MAX_OUTPUT_TEXT: usize = 16 * 1024 * 1024;
 
 /// An event on its way to the metering task.
 #[derive(Debug)]
@@ -58,6 +65,13 @@ pub struct Meter {
 pub struct MeterReceiver {
     rx: mpsc::Receiver<PendingEvent>,
     inner: Arc<MeterInner>,
+}
+
+#[cfg(test)]
+impl MeterReceiver {
+    pub(crate) fn try_recv_for_tests(&mut self) -> Option<PendingEvent> {
+        self.rx.try_recv().ok()
+    }
 }
 
 impl Meter {
@@ -98,7 +112,7 @@ impl Meter {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(p)) | Err(mpsc::error::TrySendError::Closed(p)) => {
                 self.inner.metrics.events_spilled.inc();
-                let ev = finish_event(p, &self.inner.prices, &self.inner.estimator);
+                let ev = finish_event(p, &self.inner.prices, &self.inner.estimator, &self.inner.metrics);
                 if let Err(error) = append_spill(&self.inner.spill_path, &self.inner.spill_lock, &ev) {
                     self.inner.metrics.events_lost.inc();
                     error!(%error, event_id = %ev.event_id, path = %self.inner.spill_path.display(), "event queue full and spill failed: event lost");
@@ -122,23 +136,43 @@ fn append_spill(path: &PathBuf, lock: &Mutex<()>, ev: &CallEvent) -> std::io::Re
     f.sync_data()
 }
 
-/// Fills in estimated usage (when the provider reported none) and the cost. Pure CPU.
-pub fn finish_event(p: PendingEvent, prices: &PriceTable, estimator: &TokenEstimator) -> CallEvent {
+/// Fills in estimated usage (when the provider reported none) and the cost. Pure CPU, and it cannot take
+/// its caller down: estimation and pricing run under `catch_unwind`. If estimation panics the event keeps
+/// a bytes/4 approximation marked `estimated_approx`; if pricing panics it keeps no cost; either way it is
+/// still emitted, `tollgate_metering_panics_total` counts it and the metering task goes on.
+pub fn finish_event(
+    p: PendingEvent,
+    prices: &PriceTable,
+    estimator: &TokenEstimator,
+    metrics: &GatewayMetrics,
+) -> CallEvent {
     let mut ev = *p.event;
     let admission = p.admission;
     if let Some(est) = p.estimate {
         let model = if ev.served_model.is_empty() { ev.requested_model.clone() } else { ev.served_model.clone() };
+        let (input, output) = match catch_unwind(AssertUnwindSafe(|| estimate(&model, &est, estimator))) {
+            Ok(counts) => counts,
+            Err(_) => {
+                metrics.metering_panics.inc();
+                error!(event_id = %ev.event_id, %model, "token estimation panicked; usage approximated from bytes");
+                let out_bytes = (est.output_text.len() as u64).saturating_add(est.output_extra_bytes);
+                (Tally::bytes(est.request_body.len() as u64), Tally::bytes(out_bytes))
+            }
+        };
         if est.input {
-            let body: serde_json::Value = serde_json::from_slice(&est.request_body).unwrap_or_default();
-            ev.input_tokens = estimator.count_request(&model, &body);
+            ev.input_tokens = input.tokens;
             ev.cached_input_tokens = 0;
         }
         if est.output {
-            ev.output_tokens = estimator.count_text(&model, &est.output_text);
+            ev.output_tokens = output.tokens;
         }
         if est.input || est.output {
-            ev.usage_source =
-                if TokenEstimator::is_exact(&model) { UsageSource::Estimated } else { UsageSource::EstimatedApprox };
+            let approx = (est.input && input.approx) || (est.output && output.approx);
+            ev.usage_source = if TokenEstimator::is_exact(&model) && !approx {
+                UsageSource::Estimated
+            } else {
+                UsageSource::EstimatedApprox
+            };
         }
     }
     let usage = Usage {
@@ -149,16 +183,51 @@ pub fn finish_event(p: PendingEvent, prices: &PriceTable, estimator: &TokenEstim
         reasoning: ev.reasoning_tokens,
     };
     if usage != Usage::default() {
-        let price = prices.get(&ev.served_model).or_else(|| prices.get(&ev.requested_model));
-        if let Some(price) = price {
-            ev.cost_nanousd = price.cost_nanousd(&usage);
-            ev.price_id = price.price_id.clone();
+        let priced = catch_unwind(AssertUnwindSafe(|| {
+            let price = prices.get(&ev.served_model).or_else(|| prices.get(&ev.requested_model));
+            price.map(|p| (p.cost_nanousd(&usage), p.price_id.clone()))
+        }));
+        match priced {
+            Ok(Some((cost, price_id))) => {
+                ev.cost_nanousd = cost;
+                ev.price_id = price_id;
+            }
+            Ok(None) => {}
+            Err(_) => {
+                metrics.metering_panics.inc();
+                error!(event_id = %ev.event_id, "pricing panicked; event kept without a cost");
+            }
         }
     }
     if let Some(a) = admission {
-        a.settle(ev.cost_nanousd, ev.input_tokens.saturating_add(ev.output_tokens));
+        let tokens = ev.input_tokens.saturating_add(ev.output_tokens);
+        if catch_unwind(AssertUnwindSafe(|| a.settle(ev.cost_nanousd, tokens))).is_err() {
+            metrics.metering_panics.inc();
+            error!(event_id = %ev.event_id, "budget settlement panicked");
+        }
     }
     ev
+}
+
+/// Prompt and output tokens the provider did not report, counted from what was sent and received.
+fn estimate(model: &str, est: &EstimateInput, estimator: &TokenEstimator) -> (Tally, Tally) {
+    let input = if est.input {
+        let body: serde_json::Value = serde_json::from_slice(&est.request_body).unwrap_or_default();
+        estimator.tally_request(model, &body)
+    } else {
+        Tally::default()
+    };
+    let output = if est.output {
+        let mut t = estimator.tally_text(model, &est.output_text);
+        if est.output_extra_bytes > 0 {
+            let extra = Tally::bytes(est.output_extra_bytes);
+            t = Tally { tokens: t.tokens.saturating_add(extra.tokens), approx: true };
+        }
+        t
+    } else {
+        Tally::default()
+    };
+    (input, output)
 }
 
 /// How often the metering task drains the queue. It polls rather than being woken per event: a wake-up
@@ -183,7 +252,7 @@ pub async fn run_metering(mut r: MeterReceiver, out: mpsc::Sender<Vec<CallEvent>
         let closed = loop {
             match r.rx.try_recv() {
                 Ok(p) => {
-                    let ev = finish_event(p, &inner.prices, &inner.estimator);
+                    let ev = finish_event(p, &inner.prices, &inner.estimator, &inner.metrics);
                     inner.metrics.observe(&ev);
                     batch.push(ev);
                     if batch.len() >= OUT_BATCH && out.send(std::mem::take(&mut batch)).await.is_err() {
@@ -272,7 +341,8 @@ pub struct CallGuard {
     pub have_output_usage: bool,
     /// Set when a request was sent upstream and its tokens may need counting.
     pub request_body: Option<Bytes>,
-    pub output_text: String,
+    output_text: String,
+    output_extra_bytes: u64,
     /// The call's budget and rate-limit reservations, handed to metering with the event.
     pub admission: Option<crate::budget::Admission>,
 }
@@ -299,6 +369,7 @@ impl CallGuard {
             have_output_usage: false,
             request_body: None,
             output_text: String::new(),
+            output_extra_bytes: 0,
             admission: None,
         }
     }
@@ -314,6 +385,24 @@ impl CallGuard {
             self.event.outcome = outcome;
             self.event.status_code = status;
         }
+    }
+
+    /// Keeps content text for output estimation, up to [`MAX_OUTPUT_TEXT`] bytes.
+    pub fn push_output(&mut self, text: &str) {
+        if self.output_text.len() + text.len() <= MAX_OUTPUT_TEXT {
+            self.output_text.push_str(text);
+        } else {
+            self.output_extra_bytes = self.output_extra_bytes.saturating_add(text.len() as u64);
+        }
+    }
+
+    /// Content bytes seen so far.
+    pub fn output_len(&self) -> u64 {
+        (self.output_text.len() as u64).saturating_add(self.output_extra_bytes)
+    }
+
+    pub fn metrics(&self) -> &GatewayMetrics {
+        self.meter.metrics()
     }
 
     pub fn mark_content(&mut self) {
@@ -357,6 +446,7 @@ impl Drop for CallGuard {
                     input: !self.have_input_usage,
                     output: !self.have_output_usage,
                     output_text: std::mem::take(&mut self.output_text),
+                    output_extra_bytes: self.output_extra_bytes,
                 }))
             }
             _ => None,

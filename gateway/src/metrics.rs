@@ -45,6 +45,12 @@ pub struct GatewayMetrics {
     pub events_replayed: Counter,
     /// Events that could be neither queued nor spilled (disk error). Should stay 0; logged loudly.
     pub events_lost: Counter,
+    /// Panics caught while metering an event (the event was still emitted; issue 15).
+    pub metering_panics: Counter,
+    /// Upstream SSE lines (or multi-line events) over `gateway.max_sse_line_bytes`, passed on unread.
+    pub sse_lines_too_long: Counter,
+    /// Client connections or requests cut by the header-read or body-read timeout.
+    pub client_read_timeouts: Counter,
     /// model → outcome → counters; looked up by `&str`, so the common case allocates nothing.
     by_model: Mutex<BTreeMap<String, BTreeMap<&'static str, ModelCounters>>>,
 }
@@ -103,6 +109,27 @@ impl GatewayMetrics {
             "Call events that could be neither queued nor spilled.",
             "counter",
             self.events_lost.get(),
+        );
+        scalar(
+            out,
+            "tollgate_metering_panics_total",
+            "Panics caught while metering an event; the event was still emitted.",
+            "counter",
+            self.metering_panics.get(),
+        );
+        scalar(
+            out,
+            "tollgate_sse_lines_too_long_total",
+            "Upstream SSE lines over gateway.max_sse_line_bytes, passed on without being read.",
+            "counter",
+            self.sse_lines_too_long.get(),
+        );
+        scalar(
+            out,
+            "tollgate_client_read_timeouts_total",
+            "Client requests cut by gateway.body_read_timeout_ms.",
+            "counter",
+            self.client_read_timeouts.get(),
         );
         scalar(
             out,

@@ -123,7 +123,7 @@ pub async fn messages(State(st): State<Arc<GatewayState>>, req: Request) -> Resp
     forward(st, req, Endpoint::Messages, ClientApi::Anthropic).await
 }
 
-fn request_id(headers: &HeaderMap) -> String {
+pub(crate) fn request_id(headers: &HeaderMap) -> String {
     headers
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
@@ -132,7 +132,7 @@ fn request_id(headers: &HeaderMap) -> String {
         .unwrap_or_else(|| uuid::Uuid::now_v7().to_string())
 }
 
-fn fail(guard: &mut CallGuard, e: GatewayError, request_id: &str) -> Response {
+pub(crate) fn fail(guard: &mut CallGuard, e: GatewayError, request_id: &str) -> Response {
     let status = e.status();
     let (_, code) = e.type_and_code();
     guard.event.error_type = code.to_string();
@@ -273,9 +273,7 @@ async fn admit(
 ) -> Result<(Bytes, RequestMeta, String, Arc<Upstream>), GatewayError> {
     let key = st.keys.authenticate(&parts.headers)?;
     key.attribute(&mut guard.event, &parts.headers);
-    let bytes = axum::body::to_bytes(body, st.cfg.settings.max_request_bytes)
-        .await
-        .map_err(|_| GatewayError::BodyTooLarge(st.cfg.settings.max_request_bytes))?;
+    let bytes = read_body(st, body).await?;
     guard.event.request_bytes = bytes.len() as u64;
     let meta: RequestMeta = serde_json::from_slice(&bytes).map_err(|e| GatewayError::InvalidBody(e.to_string()))?;
     let Some(model) = meta.model.clone().filter(|m| !m.is_empty()) else {
@@ -294,6 +292,47 @@ async fn admit(
     guard.event.provider = up.cfg.kind.provider().to_string();
     guard.event.upstream = up.cfg.name.clone();
     Ok((bytes, meta, model, up))
+}
+
+/// Reads the client's body within `max_request_bytes` and `body_read_timeout_ms`, telling apart a body
+/// too large (413), a client that hung up while sending it (499, metered `client_disconnect`), a body
+/// whose framing is broken (400) and a client too slow to send it (408).
+async fn read_body(st: &GatewayState, body: Body) -> Result<Bytes, GatewayError> {
+    let limit = st.cfg.settings.max_request_bytes;
+    let ms = st.cfg.settings.body_read_timeout_ms;
+    let read = http_body_util::Limited::new(body, limit).collect();
+    match tokio::time::timeout(Duration::from_millis(ms), read).await {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) => Err(body_error(&*e, limit)),
+        Err(_) => {
+            st.meter.metrics().client_read_timeouts.inc();
+            Err(GatewayError::BodyReadTimeout(ms))
+        }
+    }
+}
+
+/// What a failed body read means, from the error's chain (axum, hyper, then the I/O error).
+fn body_error(e: &(dyn std::error::Error + 'static), limit: usize) -> GatewayError {
+    let mut cause = Some(e);
+    while let Some(err) = cause {
+        if err.is::<http_body_util::LengthLimitError>() {
+            return GatewayError::BodyTooLarge(limit);
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind as K;
+            return match io.kind() {
+                K::UnexpectedEof | K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe => {
+                    GatewayError::ClientDisconnected
+                }
+                _ => GatewayError::InvalidBody(format!("malformed request body: {io}")),
+            };
+        }
+        if err.downcast_ref::<hyper::Error>().is_some_and(|h| h.is_incomplete_message() || h.is_canceled()) {
+            return GatewayError::ClientDisconnected;
+        }
+        cause = err.source();
+    }
+    GatewayError::InvalidBody("malformed request body".into())
 }
 
 /// Charges the call's estimate to its rate limits and budgets (the reservation rides on the guard and
@@ -396,7 +435,17 @@ async fn forward(st: Arc<GatewayState>, req: Request, endpoint: Endpoint, client
         return upstream_error(guard, &up, status, up_parts.headers, up_body, &rid).await;
     }
 
-    let default_ct = HeaderValue::from_static(if stream { "text/event-stream" } else { "application/json" });
+    // An upstream that answers a stream request with one JSON document (an error object with a 200, a
+    // server that ignores `stream`) is read, metered and translated as one, and reaches the client whole.
+    let json_answer = up_parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.trim_start().starts_with("application/json"));
+    let (kind, translation) =
+        if stream && json_answer { (BodyKind::Json, translation.whole(unix_now())) } else { (kind, translation) };
+    let sse = kind != BodyKind::Json;
+    let default_ct = HeaderValue::from_static(if sse { "text/event-stream" } else { "application/json" });
     let content_type = if translating {
         default_ct
     } else {
@@ -404,7 +453,7 @@ async fn forward(st: Arc<GatewayState>, req: Request, endpoint: Endpoint, client
     };
     let idle = Duration::from_millis(up.cfg.idle_timeout_ms);
     let mut out = Response::builder().status(status).header(header::CONTENT_TYPE, content_type);
-    if stream {
+    if sse {
         out = out.header(header::CACHE_CONTROL, "no-cache");
     }
     if let Ok(v) = HeaderValue::from_str(&rid) {
@@ -412,7 +461,8 @@ async fn forward(st: Arc<GatewayState>, req: Request, endpoint: Endpoint, client
     }
     guard.overhead += got_headers.elapsed();
     let wire = up.cfg.kind.wire();
-    let body = Body::new(MeteredBody::new(up_body, guard, kind, wire, translation, idle));
+    let max_line = st.cfg.settings.max_sse_line_bytes;
+    let body = Body::new(MeteredBody::new(up_body, guard, kind, wire, translation, idle, max_line));
     out.body(body).unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
@@ -435,9 +485,15 @@ async fn upstream_error(
     let err: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
     let (_, etype) = response::upstream_error_parts(&err);
     guard.event.error_type = etype.unwrap_or("upstream_error").to_string();
-    guard.finish(Outcome::UpstreamError, status.as_u16());
+    let credentials = status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN;
+    // The event's status is the one the client got: 502 when the upstream refused our credentials.
+    let client_status = if credentials { StatusCode::BAD_GATEWAY } else { status };
+    if credentials {
+        guard.event.error_type = "upstream_auth_failed".into();
+    }
+    guard.finish(Outcome::UpstreamError, client_status.as_u16());
     let client = guard.event.client_api;
-    let mut resp = if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+    let mut resp = if credentials {
         warn!(upstream = %up.cfg.name, %status, "upstream rejected the gateway's credentials");
         let message = "the upstream provider rejected the gateway's credentials";
         match client {
@@ -531,8 +587,25 @@ pub async fn count_tokens(State(st): State<Arc<GatewayState>>, req: Request) -> 
         r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         r
     } else {
-        let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
-        let n = st.meter.estimator().count_request(&model, &body);
+        let body: serde_json::Value = match serde_json::from_slice(&bytes) {
+            Ok(v) => v,
+            Err(e) => return fail(&mut guard, GatewayError::InvalidBody(e.to_string()), &rid),
+        };
+        if !body.get("messages").is_some_and(serde_json::Value::is_array) {
+            return fail(&mut guard, GatewayError::InvalidBody("`messages` must be a list".into()), &rid);
+        }
+        // Counting a 32 MB prompt is CPU work: off the async workers, and a panic in the tokenizer is an
+        // error answer here, not a dropped connection.
+        let counter = st.clone();
+        let counted = model.clone();
+        let n =
+            match tokio::task::spawn_blocking(move || counter.meter.estimator().count_request(&counted, &body)).await {
+                Ok(n) => n,
+                Err(error) => {
+                    warn!(%error, %model, "token count failed");
+                    return fail(&mut guard, GatewayError::Internal, &rid);
+                }
+            };
         let exact = TokenEstimator::is_exact(&model);
         let out = serde_json::json!({"input_tokens": n}).to_string();
         guard.event.response_bytes = out.len() as u64;
