@@ -45,19 +45,23 @@ enum Edit {
 }
 
 fn value() -> impl Strategy<Value = String> {
+    let fixed = prop_oneof![
+        Just("0"),
+        Just("-1"),
+        Just("18446744073709551616"),
+        Just("1e400"),
+        Just("nan"),
+        Just("\"\""),
+        Just("[]"),
+        Just("[1, \"a\"]"),
+        Just("{ a = 1 }"),
+        Just("true"),
+        Just("\"http://\""),
+        Just("\"sha256:zz\""),
+    ]
+    .prop_map(String::from);
     prop_oneof![
-        Just("0".to_string()),
-        Just("-1".to_string()),
-        Just("18446744073709551616".to_string()),
-        Just("1e400".to_string()),
-        Just("nan".to_string()),
-        Just("\"\"".to_string()),
-        Just("[]".to_string()),
-        Just("[1, \"a\"]".to_string()),
-        Just("{ a = 1 }".to_string()),
-        Just("true".to_string()),
-        Just("\"http://\"".to_string()),
-        Just("\"sha256:zz\"".to_string()),
+        fixed,
         "\"[ -~]{0,12}\"".prop_map(|s| s.replace('\\', "")),
         any::<i64>().prop_map(|n| n.to_string()),
     ]
