@@ -60,11 +60,7 @@ fn value() -> impl Strategy<Value = String> {
         Just("\"sha256:zz\""),
     ]
     .prop_map(String::from);
-    prop_oneof![
-        fixed,
-        "\"[ -~]{0,12}\"".prop_map(|s| s.replace('\\', "")),
-        any::<i64>().prop_map(|n| n.to_string()),
-    ]
+    prop_oneof![fixed, "\"[ -~]{0,12}\"".prop_map(|s| s.replace('\\', "")), any::<i64>().prop_map(|n| n.to_string()),]
 }
 
 fn edit() -> impl Strategy<Value = Edit> {
