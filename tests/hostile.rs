@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::hostile::{head, sse, Hostile, Step};
+use common::hostile::{head, peak_rss, sse, Hostile, Step};
 use common::*;
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -147,17 +147,6 @@ async fn stream_edge_cases_reach_the_client_and_are_metered() {
         assert_eq!(u(&ev, "cost_nanousd"), gpt41_cost(input, output), "{rid}");
         assert_eq!((s(&ev, "outcome"), u(&ev, "status_code")), ("ok", 200), "{rid}");
     }
-}
-
-/// VmHWM (peak resident set) of a process, in bytes.
-fn peak_rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap();
-    kb * 1024
 }
 
 /// Item 6: a line far over `max_sse_line_bytes` is passed on without being kept, in both the byte for

@@ -8,6 +8,7 @@
 
 mod common;
 
+use common::hostile::peak_rss;
 use common::*;
 use serde_json::{json, Value};
 
@@ -24,16 +25,6 @@ async fn still_alive(gw: &Gateway) {
     let body = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "alive?"}]}).to_string();
     let r = gw.post("/v1/chat/completions", Some(ENG_KEY), &body).await;
     assert_eq!(r.status(), 200, "the process must survive; log:\n{}", gw.log());
-}
-
-fn peak_rss(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap();
-    kb * 1024
 }
 
 /// Item 1: 1,000-term expressions, OR lists, UNION ALLs and `||` chains answer correctly (they

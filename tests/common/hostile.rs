@@ -125,3 +125,14 @@ async fn answer(mut tcp: TcpStream, scripts: Arc<Mutex<HashMap<String, Vec<Step>
     }
     tcp.shutdown().await
 }
+
+/// VmHWM (peak resident set) of a process, in bytes.
+pub fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kb * 1024
+}
