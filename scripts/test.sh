@@ -17,6 +17,19 @@ fi
 if ! python3 -c 'import chdb' >/dev/null 2>&1; then
   python3 -m pip install -q chdb-core
 fi
+# The price tests read LiteLLM's real price catalog from the litellm wheel (the file only, no install).
+litellm_dir="${XDG_CACHE_HOME:-$HOME/.cache}/tollgate-test/litellm-1.110.2"
+if [ ! -f "$litellm_dir/model_prices_and_context_window_backup.json" ]; then
+  mkdir -p "$litellm_dir"
+  python3 -m pip download -q --no-deps -d "$litellm_dir" litellm==1.110.2
+  python3 - "$litellm_dir" <<'PY'
+import glob, sys, zipfile
+d = sys.argv[1]
+z = zipfile.ZipFile(glob.glob(d + "/litellm-1.110.2-*.whl")[0])
+open(d + "/model_prices_and_context_window_backup.json", "wb").write(z.read("litellm/model_prices_and_context_window_backup.json"))
+PY
+fi
+export TOLLGATE_LITELLM_PRICES="$litellm_dir/model_prices_and_context_window_backup.json"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e

@@ -388,3 +388,26 @@ async fn a_prompt_the_tokenizer_chokes_on_is_metered_and_metering_goes_on() {
     assert_eq!(metric(&gw, "tollgate_events_spilled_total").await, 0);
     assert_eq!(metric(&gw, "tollgate_metering_panics_total").await, 0);
 }
+
+/// Item 3: model names a client makes up do not become `/metrics` label values: unknown models are
+/// counted under `unknown`, and the scrape stays small however long and many the names are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_model_names_do_not_grow_the_metrics() {
+    let gw = Gateway::start().await;
+    for i in 0..20 {
+        let model = format!("made-up-{i}-{}", "m".repeat(64 * 1024));
+        let r = post_rid(&gw, "/v1/chat/completions", &format!("m-{i}"), &chat(&model, "x", false)).await;
+        assert_eq!(r.status(), 404);
+    }
+    gw.wait_events(20).await;
+    let text = gw.http.get(format!("{}/metrics", gw.url)).send().await.unwrap().text().await.unwrap();
+    assert!(!text.contains("made-up-"), "a client's model name became a label ({} bytes of metrics)", text.len());
+    assert!(text.len() < 256 * 1024, "scrape of {} bytes", text.len());
+    let calls = text
+        .lines()
+        .find(|l| {
+            l.starts_with("tollgate_calls_total{") && l.contains("model=\"unknown\"") && l.contains("invalid_request")
+        })
+        .unwrap_or_else(|| panic!("no `unknown` model series:\n{text}"));
+    assert!(calls.ends_with(" 20"), "{calls}");
+}

@@ -3,8 +3,9 @@
 //! and an unknown path under Anthropic's `/v1/messages/` (404 in Anthropic's shape).
 
 use crate::error::{anthropic_error_response, GatewayError};
-use crate::meter::CallGuard;
-use crate::proxy::{fail, request_id};
+use crate::finish::CallGuard;
+use crate::pipeline::parse::request_id;
+use crate::respond::fail;
 use crate::GatewayState;
 use axum::extract::{Request, State};
 use axum::middleware::Next;
@@ -34,7 +35,7 @@ fn refuse(st: &GatewayState, req: &Request, e: GatewayError) -> Response {
         CallEvent { endpoint, client_api: client, request_id: rid.clone(), ..Default::default() },
     );
     // Attribution when the key is good; the refusal stands either way.
-    if let Ok(key) = st.keys.authenticate(req.headers()) {
+    if let Ok(key) = st.pipeline.keys.authenticate(req.headers()) {
         key.attribute(&mut guard.event, req.headers());
     }
     fail(&mut guard, e, &rid)

@@ -41,6 +41,9 @@ pub enum GatewayError {
     UpstreamUnreachable,
     #[error("the upstream provider did not answer in time")]
     UpstreamTimeout,
+    /// Every target of the route has its circuit breaker open.
+    #[error("no upstream for `{0}` is available right now (all its targets are failing); retry later")]
+    NoHealthyTarget(String),
     #[error("not found")]
     NotFound,
     /// A budget that covers the call has no room for it (and no cheaper model that fits).
@@ -66,6 +69,7 @@ impl GatewayError {
             GatewayError::ModelNotAllowed(_) | GatewayError::QueryNotAllowed => StatusCode::FORBIDDEN,
             GatewayError::UpstreamUnreachable => StatusCode::BAD_GATEWAY,
             GatewayError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            GatewayError::NoHealthyTarget(_) => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::NotFound => StatusCode::NOT_FOUND,
             GatewayError::BudgetExceeded { .. } | GatewayError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
@@ -89,6 +93,7 @@ impl GatewayError {
             GatewayError::QueryNotAllowed => ("invalid_request_error", "query_not_allowed"),
             GatewayError::UpstreamUnreachable => ("api_error", "upstream_unreachable"),
             GatewayError::UpstreamTimeout => ("api_error", "upstream_timeout"),
+            GatewayError::NoHealthyTarget(_) => ("api_error", "no_healthy_upstream"),
             GatewayError::NotFound => ("invalid_request_error", "not_found"),
             GatewayError::BudgetExceeded { .. } => ("budget_exceeded", "budget_exceeded"),
             GatewayError::RateLimited { .. } => ("rate_limit_error", "rate_limit_exceeded"),
@@ -109,7 +114,7 @@ impl GatewayError {
             | GatewayError::ModelNotAllowed(_)
             | GatewayError::QueryNotAllowed
             | GatewayError::NotFound => Outcome::InvalidRequest,
-            GatewayError::UpstreamUnreachable => Outcome::UpstreamError,
+            GatewayError::UpstreamUnreachable | GatewayError::NoHealthyTarget(_) => Outcome::UpstreamError,
             GatewayError::UpstreamTimeout | GatewayError::BodyReadTimeout(_) => Outcome::Timeout,
             GatewayError::ClientDisconnected => Outcome::ClientDisconnect,
             GatewayError::BudgetExceeded { .. } => Outcome::RejectedBudget,

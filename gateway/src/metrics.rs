@@ -45,6 +45,10 @@ pub struct GatewayMetrics {
     pub events_replayed: Counter,
     /// Events that could be neither queued nor spilled (disk error). Should stay 0; logged loudly.
     pub events_lost: Counter,
+    /// Events with tokens but no matching price (stored with `price_id = "unpriced"`).
+    pub unpriced_events: Counter,
+    /// Events whose provider-reported usage was capped (`usage_source = "capped"`).
+    pub usage_capped: Counter,
     /// Panics caught while metering an event (the event was still emitted; issue 15).
     pub metering_panics: Counter,
     /// Upstream SSE lines (or multi-line events) over `gateway.max_sse_line_bytes`, passed on unread.
@@ -55,15 +59,31 @@ pub struct GatewayMetrics {
     by_model: Mutex<BTreeMap<String, BTreeMap<&'static str, ModelCounters>>>,
 }
 
+/// Most distinct `gen_ai_request_model` label values; later new ones are counted under [`OTHER_MODEL`].
+pub const MAX_MODEL_LABELS: usize = 1000;
+/// The label of calls for a model no route serves (the name is the client's, unbounded).
+pub const UNKNOWN_MODEL: &str = "unknown";
+/// The label of models past [`MAX_MODEL_LABELS`].
+pub const OTHER_MODEL: &str = "other";
+
 impl GatewayMetrics {
     /// Called by the metering task for each finished event.
     pub fn observe(&self, ev: &CallEvent) {
         let Ok(mut m) = self.by_model.lock() else { return };
-        let model = if ev.served_model.is_empty() { &ev.requested_model } else { &ev.served_model };
-        if !m.contains_key(model.as_str()) {
-            m.insert(model.clone(), BTreeMap::new());
+        // Label values come from clients: a model no route serves is `unknown`, and past
+        // `MAX_MODEL_LABELS` distinct values new ones are `other`, so a client cannot grow the scrape.
+        let model = if ev.error_type == "model_not_found" && ev.upstream.is_empty() {
+            UNKNOWN_MODEL
+        } else if ev.served_model.is_empty() {
+            ev.requested_model.as_str()
+        } else {
+            ev.served_model.as_str()
+        };
+        let model = if m.contains_key(model) || m.len() < MAX_MODEL_LABELS { model } else { OTHER_MODEL };
+        if !m.contains_key(model) {
+            m.insert(model.to_string(), BTreeMap::new());
         }
-        let Some(per_outcome) = m.get_mut(model.as_str()) else { return };
+        let Some(per_outcome) = m.get_mut(model) else { return };
         let c = per_outcome.entry(ev.outcome.as_str()).or_default();
         c.calls += 1;
         c.input_tokens += ev.input_tokens;
@@ -109,6 +129,20 @@ impl GatewayMetrics {
             "Call events that could be neither queued nor spilled.",
             "counter",
             self.events_lost.get(),
+        );
+        scalar(
+            out,
+            "tollgate_unpriced_events_total",
+            "Call events with tokens whose model matched no price (price_id \"unpriced\", cost 0).",
+            "counter",
+            self.unpriced_events.get(),
+        );
+        scalar(
+            out,
+            "tollgate_usage_capped_total",
+            "Call events whose provider-reported token counts were not believable and were capped.",
+            "counter",
+            self.usage_capped.get(),
         );
         scalar(
             out,
@@ -171,4 +205,59 @@ impl GatewayMetrics {
 
 fn escape(s: &str) -> String {
     s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// A route's routing series (configured routes only).
+pub struct RouteSeries<'a> {
+    pub route: &'a str,
+    pub retries: u64,
+    pub retries_denied: u64,
+    pub targets: Vec<TargetSeries<'a>>,
+}
+
+pub struct TargetSeries<'a> {
+    pub target: &'a str,
+    /// 0 closed, 1 open, 2 half-open.
+    pub state: u8,
+    pub opened: u64,
+}
+
+/// Retries and circuit-breaker state per route and target.
+pub fn render_routes(out: &mut String, routes: &[RouteSeries<'_>]) {
+    if routes.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "# HELP tollgate_route_retries_total Retries granted by the route's retry budget.\n# TYPE tollgate_route_retries_total counter");
+    for r in routes {
+        let _ = writeln!(out, "tollgate_route_retries_total{{route=\"{}\"}} {}", escape(r.route), r.retries);
+    }
+    let _ = writeln!(out, "# HELP tollgate_route_retries_denied_total Retries refused because the retry budget was used up.\n# TYPE tollgate_route_retries_denied_total counter");
+    for r in routes {
+        let _ =
+            writeln!(out, "tollgate_route_retries_denied_total{{route=\"{}\"}} {}", escape(r.route), r.retries_denied);
+    }
+    let _ = writeln!(out, "# HELP tollgate_breaker_state Circuit breaker per target: 0 closed, 1 open, 2 half-open.\n# TYPE tollgate_breaker_state gauge");
+    for r in routes {
+        for t in &r.targets {
+            let _ = writeln!(
+                out,
+                "tollgate_breaker_state{{route=\"{}\",target=\"{}\"}} {}",
+                escape(r.route),
+                escape(t.target),
+                t.state
+            );
+        }
+    }
+    let _ = writeln!(out, "# HELP tollgate_breaker_opened_total Times a target's circuit breaker opened.\n# TYPE tollgate_breaker_opened_total counter");
+    for r in routes {
+        for t in &r.targets {
+            let _ = writeln!(
+                out,
+                "tollgate_breaker_opened_total{{route=\"{}\",target=\"{}\"}} {}",
+                escape(r.route),
+                escape(t.target),
+                t.opened
+            );
+        }
+    }
 }

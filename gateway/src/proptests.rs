@@ -4,10 +4,10 @@
 //! CI runs proptest's default 256 cases each; for a longer run:
 //! `PROPTEST_CASES=20000 cargo test -p tollgate-gateway proptests`.
 
-use crate::body::{BodyKind, MeteredBody};
 use crate::config::Wire;
-use crate::meter::{CallGuard, Meter, MeterReceiver};
+use crate::finish::meter::{CallGuard, Meter, MeterReceiver};
 use crate::metrics::GatewayMetrics;
+use crate::respond::body::{BodyKind, MeteredBody};
 use crate::sse::{LineScanner, Piece};
 use crate::translate::{request, response, StreamTranslator, Translation};
 use bytes::{Bytes, BytesMut};
@@ -21,7 +21,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tollgate_events::{CallEvent, PriceTable, UsageSource};
+use tollgate_events::{CallEvent, PriceBook, PriceTable, UsageSource};
 
 /// An upstream body made of given chunks.
 struct Chunks(VecDeque<Bytes>);
@@ -179,7 +179,7 @@ fn openai_stream(evs: &[Ev], eol: Eol, prompt: u64, completion: u64, final_eol: 
 
 fn meter() -> (Meter, MeterReceiver) {
     let spill = std::env::temp_dir().join(format!("tollgate-proptest-{}.jsonl", std::process::id()));
-    Meter::new(16, Arc::new(PriceTable::builtin()), spill, Arc::new(GatewayMetrics::default()))
+    Meter::new(16, Arc::new(PriceBook::new(PriceTable::builtin())), spill, Arc::new(GatewayMetrics::default()))
 }
 
 /// Runs chunks through a `MeteredBody`; returns what the client got and the emitted event.

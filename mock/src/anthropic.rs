@@ -133,13 +133,13 @@ fn parse(headers: &HeaderMap, body: &Bytes) -> Result<MessagesRequest, String> {
     serde_json::from_slice::<MessagesRequest>(body).map_err(|e| format!("invalid JSON body: {e}"))
 }
 
-pub(crate) async fn count_tokens(headers: &HeaderMap, body: &Bytes) -> Response {
+pub(crate) async fn count_tokens(shared: &Arc<Shared>, headers: &HeaderMap, body: &Bytes) -> Response {
     let req = match parse(headers, body) {
         Ok(r) => r,
         Err(message) => return invalid(&message),
     };
     let p = texts_of(&req);
-    let d = match directive::from_texts(p.texts.iter().copied()) {
+    let d = match directive::from_texts(p.texts.iter().copied(), shared.instance().as_deref()) {
         Ok(d) => d,
         Err(message) => return invalid(&message),
     };
@@ -157,7 +157,7 @@ pub(crate) async fn messages(shared: &Arc<Shared>, headers: &HeaderMap, body: &B
         return invalid("max_tokens: Field required");
     }
     let p = texts_of(&req);
-    let d = match directive::from_texts(p.texts.iter().copied()) {
+    let d = match directive::from_texts(p.texts.iter().copied(), shared.instance().as_deref()) {
         Ok(d) => d,
         Err(message) => return invalid(&message),
     };

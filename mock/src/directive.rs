@@ -18,6 +18,8 @@ pub(crate) struct Directives {
     pub finish: Option<String>,
     pub fixture: Option<String>,
     pub hang: bool,
+    /// Stream: send the headers, then nothing (the body hangs before its first frame).
+    pub silent: bool,
 }
 
 const OPEN: &str = "MOCK[";
@@ -51,6 +53,12 @@ fn number<T: std::str::FromStr>(key: &str, value: Option<&str>) -> Result<T, Str
 /// Parses the inside of `MOCK[...]`; unknown keys are an error so typos do not pass silently.
 pub(crate) fn parse(inner: &str) -> Result<Directives, String> {
     let mut d = Directives::default();
+    parse_into(&mut d, inner)?;
+    Ok(d)
+}
+
+/// Applies the directives in `inner` on top of `d` (what it names replaces what `d` had).
+pub(crate) fn parse_into(d: &mut Directives, inner: &str) -> Result<(), String> {
     for item in inner.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         let (key, value) = match item.split_once('=') {
             Some((k, v)) => (k.trim(), Some(v.trim())),
@@ -69,6 +77,7 @@ pub(crate) fn parse(inner: &str) -> Result<Directives, String> {
             "cut" => d.cut = Some(number(key, value)?),
             "no_usage" => d.no_usage = true,
             "hang" => d.hang = true,
+            "silent" => d.silent = true,
             "finish" => d.finish = Some(value.unwrap_or_default().to_owned()),
             "fixture" => {
                 let name = value.unwrap_or_default();
@@ -83,18 +92,23 @@ pub(crate) fn parse(inner: &str) -> Result<Directives, String> {
             other => return Err(format!("unknown MOCK directive `{other}`")),
         }
     }
-    Ok(d)
+    Ok(())
 }
 
-/// Directives of the last `MOCK[...]` in `texts`, or the defaults when there is none.
-pub(crate) fn from_texts<'a, I>(texts: I) -> Result<Directives, String>
+/// Directives of the last `MOCK[...]` in `texts`, or the defaults when there is none, with this
+/// instance's own directives (`instance`, same syntax) applied on top.
+pub(crate) fn from_texts<'a, I>(texts: I, instance: Option<&str>) -> Result<Directives, String>
 where
     I: DoubleEndedIterator<Item = &'a str>,
 {
-    match find_last(texts) {
-        Some(inner) => parse(inner),
-        None => Ok(Directives::default()),
+    let mut d = match find_last(texts) {
+        Some(inner) => parse(inner)?,
+        None => Directives::default(),
+    };
+    if let Some(inner) = instance {
+        parse_into(&mut d, inner)?;
     }
+    Ok(d)
 }
 
 #[cfg(test)]
@@ -104,10 +118,13 @@ mod tests {
     #[test]
     fn last_occurrence_wins() {
         let texts = ["MOCK[tokens=1]", "hi MOCK[tokens=2] and MOCK[tokens=3, no_usage] MOCK[oops"];
-        let d = from_texts(texts.iter().copied()).unwrap();
+        let d = from_texts(texts.iter().copied(), None).unwrap();
         assert_eq!(d.tokens, Some(3));
         assert!(d.no_usage);
-        assert_eq!(from_texts(["plain"].into_iter()).unwrap(), Directives::default());
+        assert_eq!(from_texts(["plain"].into_iter(), None).unwrap(), Directives::default());
+        // The instance's own directives win over the prompt's for what they name.
+        let d = from_texts(["MOCK[tokens=3,status=200]"].into_iter(), Some("status=500")).unwrap();
+        assert_eq!((d.tokens, d.status), (Some(3), Some(500)));
     }
 
     #[test]

@@ -8,19 +8,19 @@
 //! up and hyper dropped it) exactly one event is emitted.
 
 use crate::config::Wire;
-use crate::meter::CallGuard;
+use crate::finish::CallGuard;
+use crate::respond::upstream_body::UpstreamBody;
 use crate::sse::{self, Field, LineScanner, Piece};
 use crate::translate::{response, Translation};
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 use serde::Deserialize;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::time::{Instant, Sleep};
-use tollgate_events::Outcome;
+use tollgate_events::{Outcome, ReportedTokens, ServiceTier};
 use tracing::warn;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -55,7 +55,7 @@ struct Payload {
     usage_only: bool,
 }
 
-pub struct MeteredBody<B = Incoming> {
+pub struct MeteredBody<B = UpstreamBody> {
     inner: B,
     guard: CallGuard,
     kind: BodyKind,
@@ -390,13 +390,20 @@ fn absorb_openai(g: &mut CallGuard, chunk: ChunkMeta) {
             g.push_output(&t);
         }
     }
+    if let Some(t) = chunk.service_tier.filter(|t| !t.is_empty()) {
+        g.hints.service_tier = Some(ServiceTier::parse(&t));
+    }
     if let Some(u) = chunk.usage {
         g.have_input_usage = true;
         g.have_output_usage = true;
-        g.event.input_tokens = u.prompt_tokens;
-        g.event.output_tokens = u.completion_tokens;
-        g.event.cached_input_tokens = u.prompt_tokens_details.and_then(|d| d.cached_tokens).unwrap_or(0);
-        g.event.reasoning_tokens = u.completion_tokens_details.and_then(|d| d.reasoning_tokens).unwrap_or(0);
+        let cached = u.prompt_tokens_details.and_then(|d| d.cached_tokens).unwrap_or_default();
+        let reasoning = u.completion_tokens_details.and_then(|d| d.reasoning_tokens).unwrap_or_default();
+        g.hints.anomalous_usage |=
+            [u.prompt_tokens, u.completion_tokens, cached, reasoning].iter().any(|r| r.anomalous);
+        g.event.input_tokens = u.prompt_tokens.value;
+        g.event.output_tokens = u.completion_tokens.value;
+        g.event.cached_input_tokens = cached.value;
+        g.event.reasoning_tokens = reasoning.value;
     }
 }
 
@@ -405,21 +412,31 @@ fn absorb_openai(g: &mut CallGuard, chunk: ChunkMeta) {
 /// each field present replaces the earlier value. `output_final` is false for message_start, whose
 /// `output_tokens` is a placeholder the message_delta replaces.
 fn apply_anthropic_usage(g: &mut CallGuard, u: &AnthropicUsage, output_final: bool) {
+    let counts = [u.input_tokens, u.output_tokens, u.cache_read_input_tokens, u.cache_creation_input_tokens];
+    g.hints.anomalous_usage |= counts.iter().flatten().any(|r| r.anomalous);
+    if let Some(t) = u.service_tier.as_deref().filter(|t| !t.is_empty()) {
+        g.hints.service_tier = Some(ServiceTier::parse(t));
+    }
+    if let Some(h) = u.cache_creation.as_ref().and_then(|c| c.ephemeral_1h_input_tokens) {
+        g.hints.anomalous_usage |= h.anomalous;
+        g.hints.cache_write_1h = h.value;
+    }
     let ev = &mut g.event;
     if u.input_tokens.is_some() || u.cache_read_input_tokens.is_some() || u.cache_creation_input_tokens.is_some() {
-        let uncached = u.input_tokens.unwrap_or_else(|| {
+        let uncached = u.input_tokens.map(|r| r.value).unwrap_or_else(|| {
             ev.input_tokens.saturating_sub(ev.cached_input_tokens).saturating_sub(ev.cache_write_tokens)
         });
-        let read = u.cache_read_input_tokens.unwrap_or(ev.cached_input_tokens);
-        let write = u.cache_creation_input_tokens.unwrap_or(ev.cache_write_tokens);
-        ev.input_tokens = uncached + read + write;
+        let read = u.cache_read_input_tokens.map_or(ev.cached_input_tokens, |r| r.value);
+        let write = u.cache_creation_input_tokens.map_or(ev.cache_write_tokens, |r| r.value);
+        // Saturating: absurd counts are capped by metering, never wrapped.
+        ev.input_tokens = uncached.saturating_add(read).saturating_add(write);
         ev.cached_input_tokens = read;
         ev.cache_write_tokens = write;
         g.have_input_usage = true;
     }
     if output_final {
         if let Some(out) = u.output_tokens {
-            ev.output_tokens = out;
+            ev.output_tokens = out.value;
             g.have_output_usage = true;
         }
     }
@@ -573,6 +590,9 @@ struct ChunkMeta {
     choices: Vec<ChoiceMeta>,
     #[serde(default)]
     usage: Option<UsageJson>,
+    /// The tier the provider ran the call on (`default`, `flex`, `priority`, `scale`).
+    #[serde(default)]
+    service_tier: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -618,9 +638,9 @@ struct FunctionMeta {
 #[derive(Deserialize)]
 pub(crate) struct UsageJson {
     #[serde(default)]
-    prompt_tokens: u64,
+    prompt_tokens: ReportedTokens,
     #[serde(default)]
-    completion_tokens: u64,
+    completion_tokens: ReportedTokens,
     #[serde(default)]
     prompt_tokens_details: Option<PromptDetails>,
     #[serde(default)]
@@ -630,13 +650,13 @@ pub(crate) struct UsageJson {
 #[derive(Deserialize)]
 struct PromptDetails {
     #[serde(default)]
-    cached_tokens: Option<u64>,
+    cached_tokens: Option<ReportedTokens>,
 }
 
 #[derive(Deserialize)]
 struct CompletionDetails {
     #[serde(default)]
-    reasoning_tokens: Option<u64>,
+    reasoning_tokens: Option<ReportedTokens>,
 }
 
 /// What metering reads from an Anthropic stream event or whole message.
@@ -703,13 +723,25 @@ struct AnthropicDeltaMeta {
 #[derive(Deserialize)]
 struct AnthropicUsage {
     #[serde(default)]
-    input_tokens: Option<u64>,
+    input_tokens: Option<ReportedTokens>,
     #[serde(default)]
-    output_tokens: Option<u64>,
+    output_tokens: Option<ReportedTokens>,
     #[serde(default)]
-    cache_read_input_tokens: Option<u64>,
+    cache_read_input_tokens: Option<ReportedTokens>,
     #[serde(default)]
-    cache_creation_input_tokens: Option<u64>,
+    cache_creation_input_tokens: Option<ReportedTokens>,
+    /// Split of the cache writes by lifetime.
+    #[serde(default)]
+    cache_creation: Option<AnthropicCacheCreation>,
+    /// `standard`, `priority` or `batch`.
+    #[serde(default)]
+    service_tier: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct AnthropicCacheCreation {
+    #[serde(default)]
+    ephemeral_1h_input_tokens: Option<ReportedTokens>,
 }
 
 #[derive(Deserialize)]
