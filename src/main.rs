@@ -625,9 +625,14 @@ struct MetricsState {
     collector_tx: Option<mpsc::Sender<Vec<tollgate_events::CallEvent>>>,
 }
 
-async fn metrics(State(m): State<MetricsState>) -> impl IntoResponse {
+async fn metrics(State(m): State<MetricsState>, headers: axum::http::HeaderMap) -> axum::response::Response {
     let mut out = String::with_capacity(4096);
     if let Some(g) = &m.gateway {
+        if g.cfg.settings.metrics_access == tollgate_gateway::config::MetricsAccess::QueryKey {
+            if let Err(e) = g.query_allowed(&headers) {
+                return e.into_response();
+            }
+        }
         g.meter.metrics().render(&mut out, g.meter.queue_depth());
         g.budgets.render(&mut out);
         g.render_routes(&mut out);
@@ -642,7 +647,7 @@ async fn metrics(State(m): State<MetricsState>) -> impl IntoResponse {
     if let Some(s) = &m.shipping {
         s.render(&mut out);
     }
-    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 
 /// `tollgate collector`: the ingest endpoint, the write-ahead log and the sinks.

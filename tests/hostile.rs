@@ -411,3 +411,17 @@ async fn client_model_names_do_not_grow_the_metrics() {
         .unwrap_or_else(|| panic!("no `unknown` model series:\n{text}"));
     assert!(calls.ends_with(" 20"), "{calls}");
 }
+
+/// Item 10: `/metrics` may be put behind a key (`gateway.metrics_access = "query_key"`); open by default.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_can_require_a_query_key() {
+    let gw = Gateway::start_with(Opts { gateway: "metrics_access = \"query_key\"".into(), ..Opts::default() }).await;
+    let url = format!("{}/metrics", gw.url);
+    let r = gw.http.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let r = gw.http.get(&url).bearer_auth(FIN_KEY).send().await.unwrap();
+    assert_eq!(r.status(), 403, "a key without `query = true`");
+    let r = gw.http.get(&url).bearer_auth(ENG_KEY).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("tollgate_events_emitted_total"));
+}

@@ -303,6 +303,25 @@ pub struct GatewaySettings {
     /// header lines) the HTTP layer answers a bare 431 and closes the connection.
     #[serde(default = "default_max_header_bytes")]
     pub max_header_bytes: usize,
+    /// Who may read `/metrics` (it shows models, budget ids and spend): `open` (anyone who reaches the
+    /// port: Prometheus on a private network; the default) or `query_key` (a tollgate key with
+    /// `query = true`, as for `/v1/sql`; others get 401/403).
+    #[serde(default = "default_metrics_access")]
+    pub metrics_access: MetricsAccess,
+}
+
+/// Who may read `/metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MetricsAccess {
+    /// Anyone who can reach the port.
+    Open,
+    /// A key with `query = true`.
+    QueryKey,
+}
+
+fn default_metrics_access() -> MetricsAccess {
+    MetricsAccess::Open
 }
 
 impl Default for GatewaySettings {
@@ -314,6 +333,7 @@ impl Default for GatewaySettings {
             header_read_timeout_ms: default_header_read_timeout_ms(),
             body_read_timeout_ms: default_body_read_timeout_ms(),
             max_header_bytes: default_max_header_bytes(),
+            metrics_access: default_metrics_access(),
         }
     }
 }
