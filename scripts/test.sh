@@ -12,6 +12,22 @@ fi
 if ! command -v clickhouse-server >/dev/null 2>&1 && [ ! -x /usr/sbin/clickhouse-server ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clickhouse-server
 fi
+# The metrics and dashboard tests run promtool and a real Prometheus server (Debian's package).
+if ! command -v promtool >/dev/null 2>&1 || ! command -v prometheus >/dev/null 2>&1; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus
+fi
+# The web page's tests drive Debian's Chromium through chromedriver; `curl` ends the WebDriver session.
+if ! command -v chromedriver >/dev/null 2>&1 || ! command -v chromium >/dev/null 2>&1 || ! command -v curl >/dev/null 2>&1; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver curl
+fi
+# The cluster tests run ZooKeeper (Debian's zookeeperd jar, started by the tests themselves).
+if [ ! -f /usr/share/java/zookeeper.jar ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq zookeeperd
+fi
+# The shared response cache test starts a real redis-server of its own.
+if ! command -v redis-server >/dev/null 2>&1; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server
+fi
 # The compatibility check replays DDL and report queries on a current ClickHouse (26.x) embedded in the
 # chdb-core wheel.
 if ! python3 -c 'import chdb' >/dev/null 2>&1; then

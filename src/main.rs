@@ -5,6 +5,7 @@ use anyhow::Context;
 use axum::extract::State;
 use axum::response::IntoResponse;
 use clap::{Parser, Subcommand};
+use prometheus_client::registry::Registry;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -15,13 +16,15 @@ use tollgate_clickhouse::{ClickHouseConfig, ClickHouseSink, ClickHouseSinkMetric
 use tollgate_collector::{
     Collector, CollectorConfig, CollectorMetrics, ParquetSink, ParquetSinkConfig, SinkKind, Sinks,
 };
+use tollgate_events::prom::{self, MetricsAccess, MetricsConfig};
 use tollgate_gateway::budget::config::{
     AdminKeyConfig, BudgetConfig, BudgetConfigSet, BudgetSettings, RateLimitConfig,
 };
-use tollgate_gateway::budget::{BudgetSystem, SpendFuture, SpendQuery, SpendSource};
+use tollgate_gateway::budget::{BudgetSystem, SpendFuture, SpendQuery, SpendSource, StoreSpend};
 use tollgate_gateway::config::{GatewaySettings, KeyConfig, PriceConfig, RouteConfig, UpstreamConfig};
-use tollgate_gateway::ship::{run_shipper, ShipConfig, ShipMetrics};
-use tollgate_gateway::{GatewayState, ValidatedConfig};
+use tollgate_gateway::routing::stats::{RoutingStatsSource, StatsFuture, StoreRow, StoreStat};
+use tollgate_gateway::ship::{open_spool, run_shipper, ShipConfig, ShipMetrics};
+use tollgate_gateway::{GatewayMetrics, GatewayState, ValidatedConfig};
 use tollgate_query::{Engine, QueryConfig, QueryService, TimeRange};
 use tracing::{info, warn};
 
@@ -30,8 +33,28 @@ mod prices_cli;
 #[derive(Parser)]
 #[command(name = "tollgate", version, about = "An LLM gateway that meters every call into an exact, attributed record")]
 struct Cli {
+    /// Log lines as `text` (default) or `json` (one object per line, fields at the top level).
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: LogFormat,
     #[command(subcommand)]
     cmd: Cmd,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Logs go to stderr; the level comes from `RUST_LOG` (default `info`).
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(filter);
+    match format {
+        LogFormat::Text => builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
+        LogFormat::Json => builder.with_ansi(false).event_format(tollgate_gateway::reqlog::JsonLines).init(),
+    }
 }
 
 #[derive(Subcommand)]
@@ -71,9 +94,38 @@ enum Cmd {
         to: Option<String>,
         #[arg(long, default_value = "department,team,model")]
         group_by: String,
-        /// table or csv.
+        /// table, csv or json.
         #[arg(long, default_value = "table")]
         format: String,
+    },
+    /// Print one month's chargeback (the bill per department, team, project, user, key or model).
+    Chargeback {
+        #[arg(long, default_value = "tollgate.toml")]
+        config: PathBuf,
+        /// YYYY-MM (a UTC calendar month).
+        #[arg(long)]
+        month: String,
+        /// Any of tenant, department, team, project, user, key, model, comma-separated.
+        #[arg(long, default_value = "department")]
+        by: String,
+        /// table, csv or json.
+        #[arg(long, default_value = "table")]
+        format: String,
+    },
+    /// Dead-lettered ClickHouse batches (`<data_dir>/deadletter/`).
+    Deadletter {
+        #[command(subcommand)]
+        action: DeadletterCmd,
+    },
+    /// Compact the Parquet call log's closed days now (what `storage.compact_interval_s` does in the
+    /// background): small files become a few large sorted ones with a daily summary beside them.
+    Compact {
+        #[arg(long, default_value = "tollgate.toml")]
+        config: PathBuf,
+        /// Compact days before this date (YYYY-MM-DD, exclusive); default: `storage.compact_after_days`
+        /// days before today.
+        #[arg(long)]
+        before: Option<String>,
     },
     /// Price catalogs: import a file, show the prices in force, diff a file against them.
     Prices {
@@ -116,6 +168,16 @@ enum Cmd {
     },
 }
 
+#[derive(Subcommand)]
+enum DeadletterCmd {
+    /// Insert every dead-lettered batch into ClickHouse under its original batch id (each event lands
+    /// once, also when run twice); landed files move to `deadletter/replayed/`.
+    Replay {
+        #[arg(long, default_value = "tollgate.toml")]
+        config: PathBuf,
+    },
+}
+
 /// The whole config file.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -154,6 +216,31 @@ struct Config {
     /// Keys of the admin API (`/admin/*`).
     #[serde(default)]
     admin_keys: Vec<AdminKeyConfig>,
+    /// `/metrics`: who may read it, and the labels of the cost counter.
+    #[serde(default)]
+    metrics: MetricsConfig,
+    /// Prompt-injection guards (see the README's "Guards and the response cache").
+    #[serde(default)]
+    guards: Vec<tollgate_guards::config::GuardConfig>,
+    /// Secret and PII redaction of requests and responses.
+    #[serde(default)]
+    redaction: tollgate_guards::config::RedactionConfig,
+    /// The exact-match response cache.
+    #[serde(default)]
+    cache: Option<tollgate_guards::config::CacheConfig>,
+    /// Context-window limits.
+    #[serde(default)]
+    context: tollgate_guards::config::ContextConfig,
+}
+
+/// The guards' sections of the config.
+fn guards_config(cfg: &Config) -> tollgate_gateway::guards::GuardsConfig {
+    tollgate_gateway::guards::GuardsConfig {
+        guards: cfg.guards.clone(),
+        redaction: cfg.redaction.clone(),
+        cache: cfg.cache.clone(),
+        context: cfg.context.clone(),
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -179,12 +266,47 @@ struct StorageConfig {
     /// Where Parquet call logs (`calls/date=…/`) and the spill file live.
     #[serde(default = "default_data_dir")]
     data_dir: PathBuf,
+    /// How often the Parquet sink's closed days are compacted (small files merged into a few large
+    /// sorted ones, with a daily summary beside them); 0 turns background compaction off
+    /// (`tollgate compact` still works).
+    #[serde(default = "default_compact_interval_s")]
+    compact_interval_s: u64,
+    /// A day is compacted once it ended at least this many days ago (UTC); late events for a compacted
+    /// day are fine (the day is read raw until it is compacted again).
+    #[serde(default = "default_compact_after_days")]
+    compact_after_days: u32,
+    /// Rows per compacted file.
+    #[serde(default = "default_compact_rows_per_file")]
+    compact_rows_per_file: usize,
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        StorageConfig { data_dir: default_data_dir() }
+        StorageConfig {
+            data_dir: default_data_dir(),
+            compact_interval_s: default_compact_interval_s(),
+            compact_after_days: default_compact_after_days(),
+            compact_rows_per_file: default_compact_rows_per_file(),
+        }
     }
+}
+
+impl StorageConfig {
+    fn compaction(&self) -> tollgate_collector::parquet::CompactionConfig {
+        let mut c = tollgate_collector::parquet::CompactionConfig::new(self.data_dir.clone());
+        c.rows_per_file = self.compact_rows_per_file.max(1);
+        c
+    }
+}
+
+fn default_compact_interval_s() -> u64 {
+    3_600
+}
+fn default_compact_after_days() -> u32 {
+    1
+}
+fn default_compact_rows_per_file() -> usize {
+    4 * 1024 * 1024
 }
 
 fn default_listen() -> String {
@@ -197,16 +319,23 @@ fn default_data_dir() -> PathBuf {
     PathBuf::from("./data")
 }
 
-/// Loads and validates; the error is one line that names the offending key.
+/// Loads and validates; the error is one line that names the offending key. A relative `data_dir` is
+/// taken relative to the config file's directory, so every command finds the same store wherever it
+/// is run from.
 fn load(path: &Path) -> Result<(Config, ValidatedConfig), String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("config {}: {e}", path.display()))?;
-    let cfg: Config = toml::from_str(&text).map_err(|e| toml_error_line(path, &text, &e))?;
+    let mut cfg: Config = toml::from_str(&text).map_err(|e| toml_error_line(path, &text, &e))?;
+    if cfg.storage.data_dir.is_relative() {
+        let base = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        cfg.storage.data_dir = base.join(&cfg.storage.data_dir);
+    }
     let base = tollgate_events::prices::store::table_with_stored(&cfg.storage.data_dir)
         .map_err(|e| format!("config {}: prices: {e}", path.display()))?;
     let validated =
         tollgate_gateway::validate_with_prices(base, &cfg.upstreams, &cfg.routes, &cfg.keys, &cfg.prices, &cfg.gateway)
             .map_err(|e| format!("config {}: {e}", path.display()))?;
     cfg.collector.validate().map_err(|e| format!("config {}: {e}", path.display()))?;
+    cfg.metrics.validate().map_err(|e| format!("config {}: {e}", path.display()))?;
     if cfg.server.listen.parse::<std::net::SocketAddr>().is_err() {
         return Err(format!(
             "config {}: server.listen: `{}` is not an address like 127.0.0.1:8080",
@@ -250,6 +379,7 @@ fn load(path: &Path) -> Result<(Config, ValidatedConfig), String> {
         }
     }
     budget_set(path, &cfg, &validated)?;
+    guards_config(&cfg).validate().map_err(|e| format!("config {}: {e}", path.display()))?;
     if cfg.query.sql_max_rows == 0 || cfg.query.sql_timeout_ms == 0 {
         return Err(format!(
             "config {}: query.sql_max_rows and query.sql_timeout_ms must be greater than 0",
@@ -257,6 +387,57 @@ fn load(path: &Path) -> Result<(Config, ValidatedConfig), String> {
         ));
     }
     Ok((cfg, validated))
+}
+
+/// Upstreams whose `api_key_env` is missing or unset: `Err` for a hosted provider (its calls would go out
+/// without a key and fail, or bill someone else's default credentials), `Ok` (a warning) for a server on
+/// this machine or a private network, which often needs no key.
+fn upstream_key_problems(cfg: &Config) -> Vec<Result<String, String>> {
+    let mut out = Vec::new();
+    for (i, u) in cfg.upstreams.iter().enumerate() {
+        let problem = match &u.api_key_env {
+            Some(var) if std::env::var_os(var).is_some_and(|v| !v.is_empty()) => continue,
+            Some(var) => format!("environment variable `{var}` is not set"),
+            None => "not set, so calls go out without an API key".to_string(),
+        };
+        let msg = format!("upstreams[{i}].api_key_env: {problem} (upstream `{}` at {})", u.name, u.base_url);
+        out.push(if is_local_url(&u.base_url) { Ok(msg) } else { Err(msg) });
+    }
+    out
+}
+
+/// Whether a base URL points at this machine or a private network (loopback, RFC 1918, link-local,
+/// unique-local, `localhost`, `*.local`/`*.internal`, or a single-label host name as in a compose file).
+fn is_local_url(url: &str) -> bool {
+    let Some(host) = url.parse::<axum::http::Uri>().ok().and_then(|u| u.host().map(str::to_string)) else {
+        return false;
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
+    match host.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(ip)) => ip.is_loopback() || ip.is_private() || ip.is_link_local(),
+        Ok(std::net::IpAddr::V6(ip)) => {
+            ip.is_loopback() || (ip.segments()[0] & 0xfe00) == 0xfc00 || (ip.segments()[0] & 0xffc0) == 0xfe80
+        }
+        Err(_) => {
+            host == "localhost"
+                || host.ends_with(".localhost")
+                || host.ends_with(".local")
+                || host.ends_with(".internal")
+                || !host.contains('.')
+        }
+    }
+}
+
+/// A gateway that ships its events to a collector (`[shipping]`) has no call log of its own: its budgets
+/// must read the fleet store, or they would count only the last few seconds of its own calls.
+fn fleet_check(path: &Path, cfg: &Config) -> Result<(), String> {
+    if cfg.shipping.is_some() && !cfg.budgets.is_empty() && cfg.query.engine != Engine::Clickhouse {
+        return Err(format!(
+            "config {}: query.engine: a gateway that ships its events ([shipping]) must read budget spend from the fleet store; set engine = \"clickhouse\" with a [clickhouse] section",
+            path.display()
+        ));
+    }
+    Ok(())
 }
 
 /// The checked budgets, rate limits and admin keys.
@@ -283,7 +464,41 @@ impl SpendSource for QuerySpend {
                     .ok_or_else(|| format!("no column for scope {}", q.scope.as_str()))?,
             };
             let range = TimeRange { from_us: q.from_us, to_us: q.to_us };
-            self.0.spend(&range, &filter).await.map_err(|e| e.to_string())
+            let req = tollgate_query::SpendRequest { filter, keys: q.keys, pending: q.pending };
+            let a = self.0.spend(&range, &req).await.map_err(|e| match e {
+                // The log should say what went wrong; this never reaches a client.
+                tollgate_query::QueryError::Internal(detail) => format!("query failed: {detail}"),
+                other => other.to_string(),
+            })?;
+            Ok(StoreSpend { others_nanousd: a.others_nanousd, present: a.present })
+        })
+    }
+}
+
+/// Learning routes read per-target statistics from the query service (either engine).
+struct QueryStats(Arc<QueryService>);
+
+impl RoutingStatsSource for QueryStats {
+    fn routing_stats(&self, window_s: u64) -> StatsFuture<'_> {
+        Box::pin(async move {
+            let range = tollgate_query::routing_stats::window(Some(&format!("{window_s}s")), None)
+                .map_err(|e| e.to_string())?;
+            let rows = self.0.routing_stats(&range).await.map_err(|e| e.to_string())?;
+            Ok(rows
+                .into_iter()
+                .map(|r| StoreRow {
+                    stat: StoreStat {
+                        requests: r.requests,
+                        latency_p95_ms: r.latency_ms[1],
+                        ttft_p95_ms: r.ttft_ms.map(|t| t[1]),
+                        mean_output_tokens: if r.ok == 0 { 0.0 } else { r.ok_output_tokens as f64 / r.ok as f64 },
+                        error_rate: r.error_rate(),
+                    },
+                    route: r.route,
+                    upstream: r.upstream,
+                    model: r.model,
+                })
+                .collect())
         })
     }
 }
@@ -303,22 +518,24 @@ fn toml_error_line(path: &Path, text: &str, e: &toml::de::Error) -> String {
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
     let cli = Cli::parse();
+    init_logging(cli.log_format);
     match cli.cmd {
         Cmd::HashKey { key } => {
             println!("{}", tollgate_gateway::hash_key(&key));
             Ok(())
         }
         Cmd::Check { config } => {
-            let (_, v) = load(&config).unwrap_or_else(|e| exit_config(e));
+            let (cfg, v) = load(&config).unwrap_or_else(|e| exit_config(e));
+            fleet_check(&config, &cfg).unwrap_or_else(|e| exit_config(e));
+            // `serve` starts without provider keys (a fresh machine); `check` says what that means.
+            let problems = upstream_key_problems(&cfg);
+            if let Some(e) = problems.iter().find_map(|p| p.as_ref().err()) {
+                exit_config(format!("config {}: {e}", config.display()));
+            }
+            for w in problems.iter().flatten() {
+                eprintln!("warning: config {}: {w}", config.display());
+            }
             println!(
                 "config ok: {} upstreams, {} keys, {} priced models",
                 v.upstreams.len(),
@@ -333,6 +550,7 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Gateway { config } => {
             let (cfg, validated) = load(&config).unwrap_or_else(|e| exit_config(e));
+            fleet_check(&config, &cfg).unwrap_or_else(|e| exit_config(e));
             if cfg.shipping.is_none() {
                 exit_config(format!(
                     "config {}: shipping: `tollgate gateway` needs a [shipping] section with collector_url",
@@ -396,7 +614,59 @@ fn main() -> anyhow::Result<()> {
             let (cfg, _) = load(&config).unwrap_or_else(|e| exit_config(e));
             runtime()?.block_on(report(cfg, from, to, group_by, format))
         }
+        Cmd::Deadletter { action: DeadletterCmd::Replay { config } } => {
+            let (cfg, _) = load(&config).unwrap_or_else(|e| exit_config(e));
+            let Some(ch) = cfg.clickhouse.clone() else {
+                exit_config(format!("config {}: clickhouse: no [clickhouse] section to replay into", config.display()))
+            };
+            let r = runtime()?.block_on(tollgate_clickhouse::deadletter::replay(ch, &cfg.storage.data_dir))?;
+            for (f, n) in &r.inserted {
+                println!("inserted {n} events from {}", f.display());
+            }
+            for (f, n) in &r.already_present {
+                println!("already stored: {n} events of {}", f.display());
+            }
+            for (f, why) in &r.failed {
+                eprintln!("not replayed: {}: {why}", f.display());
+            }
+            println!(
+                "{} files replayed, {} already stored, {} left",
+                r.inserted.len(),
+                r.already_present.len(),
+                r.failed.len()
+            );
+            if !r.failed.is_empty() {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Cmd::Chargeback { config, month, by, format } => {
+            let (cfg, _) = load(&config).unwrap_or_else(|e| exit_config(e));
+            runtime()?.block_on(chargeback(cfg, month, by, format))
+        }
+        Cmd::Compact { config, before } => {
+            let (cfg, _) = load(&config).unwrap_or_else(|e| exit_config(e));
+            compact(&cfg, before)
+        }
     }
+}
+
+/// `tollgate compact`: compacts closed days now, next to a running collector or not (the sink and
+/// compaction coordinate through a lock file; only what the sink committed is compacted).
+fn compact(cfg: &Config, before: Option<String>) -> anyhow::Result<()> {
+    use tollgate_collector::parquet as pq;
+    let c = cfg.storage.compaction();
+    let lock = pq::CallsLock::open(&c.data_dir)?;
+    let before = before.unwrap_or_else(|| pq::cutoff_date(cfg.storage.compact_after_days));
+    let days = pq::compact_days(&c, &lock, pq::committed_offset(&c.data_dir), &before)?;
+    for d in &days {
+        println!(
+            "{}: {} files -> {} ({} rows, {} summary rows)",
+            d.date, d.files_before, d.files_after, d.rows, d.summary_rows
+        );
+    }
+    println!("compacted {} days before {before}", days.len());
+    Ok(())
 }
 
 /// The ClickHouse settings `tollgate migrate` uses: the config's, with the command line's overrides.
@@ -443,6 +713,13 @@ enum Mode {
 fn open_sinks(cfg: &Config, data_dir: &Path) -> anyhow::Result<(Sinks, Option<Arc<ClickHouseSinkMetrics>>)> {
     let mut sinks = Sinks::default();
     if cfg.collector.sinks.contains(&SinkKind::Parquet) {
+        if cfg.storage.compact_interval_s > 0 {
+            tokio::spawn(tollgate_collector::parquet::run_compaction(
+                cfg.storage.compaction(),
+                Duration::from_secs(cfg.storage.compact_interval_s),
+                cfg.storage.compact_after_days,
+            ));
+        }
         sinks.parquet = Some(
             ParquetSink::open(ParquetSinkConfig::new(data_dir.to_path_buf())).context("opening the Parquet sink")?,
         );
@@ -467,6 +744,7 @@ async fn migrate_at_start(cfg: &Config) {
 }
 
 async fn serve(cfg: Config, validated: ValidatedConfig, mode: Mode, config_path: PathBuf) -> anyhow::Result<()> {
+    let config_label = config_path.display().to_string();
     let data_dir = cfg.storage.data_dir.clone();
     std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
     migrate_at_start(&cfg).await;
@@ -475,11 +753,30 @@ async fn serve(cfg: Config, validated: ValidatedConfig, mode: Mode, config_path:
     let budget_cfg = budget_set(&config_path, &cfg, &validated).map_err(anyhow::Error::msg)?;
     let budgets =
         BudgetSystem::new(budget_cfg, Arc::new(validated.prices.clone()), Some(data_dir.join("admin-audit.jsonl")));
+    budgets.keep_caps_in(data_dir.join("budget-caps.json")).map_err(anyhow::Error::msg)?;
     if let Some(w) = validated.prices.staleness_warning_today() {
         warn!(read_on = tollgate_events::BUILTIN_PRICES_READ_ON, "{w}");
     }
-    let (gateway, meter_rx) =
-        GatewayState::start_with_budgets(validated, data_dir.join("spool").join("overflow.jsonl"), budgets.clone());
+    let guards =
+        tollgate_gateway::guards::Guards::start(&guards_config(&cfg), Arc::new(tollgate_events::TokenEstimator::new()))
+            .await
+            .map_err(|e| anyhow::anyhow!("config {config_label}: {e}"))?;
+    // The process's one metrics registry: every part registers its families into it.
+    let mut registry = Registry::default();
+    let gw_metrics = Arc::new(GatewayMetrics::new(&cfg.metrics, validated.model_routes.keys().map(String::as_str)));
+    gw_metrics.register(&mut registry);
+    let b = budgets.clone();
+    registry.register_collector(prom::scrape_fn("budgets", move |e| b.encode_metrics(e)));
+    let g = guards.clone();
+    registry.register_collector(prom::scrape_fn("guards", move |e| g.metrics.encode_metrics(e)));
+    let (gateway, meter_rx) = GatewayState::start_with(
+        validated,
+        data_dir.join("spool").join("overflow.jsonl"),
+        budgets.clone(),
+        gw_metrics,
+        guards,
+    );
+    registry.register_collector(prom::scrape_fn("routes", gateway.routes_encoder()));
     // SIGHUP and POST /admin/reload re-read the config and the imported catalog: budgets and prices.
     let price_book = gateway.meter.prices().clone();
     budgets.set_reloader(Box::new(move || {
@@ -490,15 +787,22 @@ async fn serve(cfg: Config, validated: ValidatedConfig, mode: Mode, config_path:
         Ok(set)
     }));
     budgets.start(Arc::new(QuerySpend(query.clone())));
+    gateway.start_routing_stats(Arc::new(QueryStats(query.clone())));
     spawn_sighup_reload(budgets.clone());
     let (coll_tx, coll_rx) = mpsc::channel(tollgate_collector::queue_batches(cfg.collector.queue_capacity));
-    let metering = tokio::spawn(tollgate_gateway::run_metering(meter_rx, coll_tx.clone()));
+    // A weak handle for the queue-depth metric: the queue closes when metering drops its sender.
+    let coll_weak = coll_tx.downgrade();
+    let metering = tokio::spawn(tollgate_gateway::run_metering(meter_rx, coll_tx));
     let grace = Duration::from_millis(cfg.server.shutdown_grace_ms);
-    let (collector_metrics, ch_metrics, ship_metrics, collector) = match (mode, cfg.shipping.clone()) {
+    let collector = match (mode, cfg.shipping.clone()) {
         (Mode::Gateway, Some(ship)) => {
             let m = Arc::new(ShipMetrics::default());
-            let task = tokio::spawn(run_shipper(coll_rx, ship, data_dir.clone(), m.clone(), grace));
-            (None, None, Some(m), task)
+            let spool = open_spool(&ship, &data_dir).map_err(|e| {
+                anyhow::anyhow!("storage.data_dir: cannot open the outbox spool under {}: {e}", data_dir.display())
+            })?;
+            let task = tokio::spawn(run_shipper(coll_rx, spool, ship, m.clone(), grace));
+            registry.register_collector(prom::scrape_fn("shipping", move |e| m.encode_metrics(e)));
+            task
         }
         _ => {
             let (sinks, ch_metrics) = open_sinks(&cfg, &data_dir)?;
@@ -506,21 +810,30 @@ async fn serve(cfg: Config, validated: ValidatedConfig, mode: Mode, config_path:
             let collector =
                 Collector::start(&data_dir, sinks, &cfg.collector, m.clone()).context("opening the write-ahead log")?;
             let task = tokio::spawn(tollgate_collector::run_intake(coll_rx, collector));
-            (Some(m), ch_metrics, None, task)
+            let depth = move || coll_weak.upgrade().map(|t| t.max_capacity() - t.capacity()).unwrap_or(0);
+            register_collector_metrics(&mut registry, m, ch_metrics, depth);
+            task
         }
     };
 
     let metrics_state = MetricsState {
-        gateway: Some(gateway.clone()),
-        collector: collector_metrics,
-        clickhouse: ch_metrics,
-        shipping: ship_metrics,
-        collector_tx: Some(coll_tx),
+        registry: Arc::new(registry),
+        access: match cfg.metrics.access {
+            MetricsAccess::Open => MetricsGuard::Open,
+            MetricsAccess::Key => MetricsGuard::QueryKey(gateway.clone()),
+        },
     };
     let auth_state = gateway.clone();
-    let query_routes = tollgate_query::app(query)
-        .merge(tollgate_gateway::budget::http::budget_routes(budgets.clone()))
-        .layer(axum::middleware::from_fn(move |req: axum::extract::Request, next: axum::middleware::Next| {
+    // A shipping gateway's own store is empty: answering reports from it would print $0 bills.
+    let reports = if mode == Mode::Gateway && cfg.query.engine != Engine::Clickhouse {
+        tollgate_query::no_store_app(
+            "this gateway ships its events to a collector and keeps no call log; query a process whose query.engine reads the fleet store (clickhouse)",
+        )
+    } else {
+        tollgate_query::app(query)
+    };
+    let query_routes = reports.merge(tollgate_gateway::budget::http::budget_routes(budgets.clone())).layer(
+        axum::middleware::from_fn(move |req: axum::extract::Request, next: axum::middleware::Next| {
             let gw = auth_state.clone();
             async move {
                 match gw.query_allowed(req.headers()) {
@@ -528,10 +841,12 @@ async fn serve(cfg: Config, validated: ValidatedConfig, mode: Mode, config_path:
                     Err(e) => e.into_response(),
                 }
             }
-        }));
+        }),
+    );
     let app = tollgate_gateway::app(gateway)
         .merge(query_routes)
         .merge(tollgate_gateway::budget::http::admin_routes(budgets))
+        .merge(tollgate_ui::routes())
         .merge(axum::Router::new().route("/metrics", axum::routing::get(metrics)).with_state(metrics_state))
         .method_not_allowed_fallback(|m: axum::http::Method| async move {
             tollgate_gateway::GatewayError::MethodNotAllowed(m.to_string())
@@ -542,6 +857,7 @@ async fn serve(cfg: Config, validated: ValidatedConfig, mode: Mode, config_path:
         .await
         .with_context(|| format!("binding {}", cfg.server.listen))?;
     let addr = listener.local_addr()?;
+    let stop_signal = shutdown_signal();
     println!("listening on {addr}");
     info!(%addr, data_dir = %data_dir.display(), "tollgate serving");
 
@@ -554,7 +870,7 @@ async fn serve(cfg: Config, validated: ValidatedConfig, mode: Mode, config_path:
         })
         .await
     });
-    shutdown_signal().await;
+    stop_signal.await;
     info!("shutting down: no new connections; waiting for open calls");
     let _ = stop_tx.send(true);
     let grace = Duration::from_millis(cfg.server.shutdown_grace_ms);
@@ -594,60 +910,86 @@ fn spawn_sighup_reload(budgets: Arc<BudgetSystem>) {
     let _ = budgets;
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Registers the SIGTERM and SIGINT handlers now, and returns the future that waits for either. Called
+/// before "listening" is printed, so a supervisor that stops the process right after it started still
+/// gets a graceful shutdown rather than the default action of the signal.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = term.recv() => {}
+        use tokio::signal::unix::{signal, SignalKind};
+        let term = signal(SignalKind::terminate());
+        let int = signal(SignalKind::interrupt());
+        async move {
+            match (term, int) {
+                (Ok(mut term), Ok(mut int)) => {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = int.recv() => {}
+                    }
                 }
-            }
-            Err(_) => {
-                let _ = ctrl_c.await;
+                _ => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = ctrl_c.await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 
 #[derive(Clone)]
 struct MetricsState {
-    gateway: Option<Arc<GatewayState>>,
-    collector: Option<Arc<CollectorMetrics>>,
-    clickhouse: Option<Arc<ClickHouseSinkMetrics>>,
-    shipping: Option<Arc<ShipMetrics>>,
-    collector_tx: Option<mpsc::Sender<Vec<tollgate_events::CallEvent>>>,
+    registry: Arc<Registry>,
+    access: MetricsGuard,
+}
+
+/// Who may read `/metrics` (`metrics.access`).
+#[derive(Clone)]
+enum MetricsGuard {
+    Open,
+    /// A virtual key allowed to query.
+    QueryKey(Arc<GatewayState>),
+    /// `tollgate collector`: its ingest token.
+    Token(Arc<str>),
+}
+
+/// The collector's and the ClickHouse sink's scrape-time metrics.
+fn register_collector_metrics(
+    registry: &mut Registry,
+    m: Arc<CollectorMetrics>,
+    ch: Option<Arc<ClickHouseSinkMetrics>>,
+    depth: impl Fn() -> usize + Send + Sync + 'static,
+) {
+    registry.register_collector(prom::scrape_fn("collector", move |e| m.encode_metrics(e, depth())));
+    if let Some(ch) = ch {
+        registry.register_collector(prom::scrape_fn("clickhouse", move |e| ch.encode_metrics(e)));
+    }
 }
 
 async fn metrics(State(m): State<MetricsState>, headers: axum::http::HeaderMap) -> axum::response::Response {
-    let mut out = String::with_capacity(4096);
-    if let Some(g) = &m.gateway {
-        if g.cfg.settings.metrics_access == tollgate_gateway::config::MetricsAccess::QueryKey {
-            if let Err(e) = g.query_allowed(&headers) {
-                return e.into_response();
+    let allowed = match &m.access {
+        MetricsGuard::Open => Ok(()),
+        MetricsGuard::QueryKey(g) => g.query_allowed(&headers).map_err(|e| e.into_response()),
+        MetricsGuard::Token(t) => {
+            let presented = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+            if presented.and_then(|v| v.strip_prefix("Bearer ")) == Some(&**t) {
+                Ok(())
+            } else {
+                Err((axum::http::StatusCode::UNAUTHORIZED, "a bearer token is required for /metrics\n").into_response())
             }
         }
-        g.meter.metrics().render(&mut out, g.meter.queue_depth());
-        g.budgets.render(&mut out);
-        g.render_routes(&mut out);
+    };
+    if let Err(resp) = allowed {
+        return resp;
     }
-    if let Some(c) = &m.collector {
-        let depth = m.collector_tx.as_ref().map(|t| t.max_capacity() - t.capacity()).unwrap_or(0);
-        c.render(&mut out, depth);
-    }
-    if let Some(ch) = &m.clickhouse {
-        ch.render(&mut out);
-    }
-    if let Some(s) = &m.shipping {
-        s.render(&mut out);
-    }
-    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+    let accept = headers.get(axum::http::header::ACCEPT).and_then(|v| v.to_str().ok());
+    let openmetrics = prom::wants_openmetrics(accept);
+    let body = prom::encode(&m.registry, openmetrics);
+    ([(axum::http::header::CONTENT_TYPE, prom::content_type(openmetrics))], body).into_response()
 }
 
 /// `tollgate collector`: the ingest endpoint, the write-ahead log and the sinks.
@@ -657,20 +999,27 @@ async fn collector_main(cfg: Config) -> anyhow::Result<()> {
     migrate_at_start(&cfg).await;
     let (sinks, ch_metrics) = open_sinks(&cfg, &data_dir)?;
     let coll_metrics = Arc::new(CollectorMetrics::default());
+    let mut registry = Registry::default();
+    register_collector_metrics(&mut registry, coll_metrics.clone(), ch_metrics, || 0);
     let collector = Arc::new(
         Collector::start(&data_dir, sinks, &cfg.collector, coll_metrics.clone())
             .context("opening the write-ahead log")?,
     );
-    let token = cfg.collector.ingest_token_env.as_ref().and_then(|v| std::env::var(v).ok()).map(Arc::from);
+    let token: Option<Arc<str>> =
+        cfg.collector.ingest_token_env.as_ref().and_then(|v| std::env::var(v).ok()).map(Arc::from);
     if token.is_none() {
         warn!("collector.ingest_token_env is not set: any caller may send events");
     }
     let metrics_state = MetricsState {
-        gateway: None,
-        collector: Some(coll_metrics),
-        clickhouse: ch_metrics,
-        shipping: None,
-        collector_tx: None,
+        registry: Arc::new(registry),
+        access: match (cfg.metrics.access, &token) {
+            (MetricsAccess::Open, _) => MetricsGuard::Open,
+            (MetricsAccess::Key, Some(t)) => MetricsGuard::Token(t.clone()),
+            (MetricsAccess::Key, None) => exit_config(
+                "config: metrics.access: `key` on `tollgate collector` needs collector.ingest_token_env (its bearer token)"
+                    .into(),
+            ),
+        },
     };
     let app = tollgate_collector::ingest::app(tollgate_collector::ingest::IngestState {
         collector: collector.clone(),
@@ -682,9 +1031,10 @@ async fn collector_main(cfg: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", cfg.collector.listen))?;
     let addr = listener.local_addr()?;
+    let stop_signal = shutdown_signal();
     println!("listening on {addr}");
     info!(%addr, data_dir = %data_dir.display(), "tollgate collector serving");
-    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+    axum::serve(listener, app).with_graceful_shutdown(stop_signal).await?;
     info!("collector: no new batches; letting the sinks write what is in the log");
     match Arc::try_unwrap(collector) {
         Ok(c) => c.close().await,
@@ -694,6 +1044,7 @@ async fn collector_main(cfg: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `tollgate report`: a showback over a time range, as a table, CSV or JSON.
 async fn report(
     cfg: Config,
     from: Option<String>,
@@ -703,67 +1054,23 @@ async fn report(
 ) -> anyhow::Result<()> {
     let svc = open_query(&cfg)?;
     let range = TimeRange::parse(from.as_deref(), to.as_deref())?;
-    let group = tollgate_query::parse_group_by(Some(&group_by), &[])?;
-    let rows = svc.showback(&range, &group).await?;
-    if format == "csv" {
-        print!("{}", tollgate_query::showback_csv(&group, &rows));
-        return Ok(());
-    }
-    let mut header: Vec<String> = group.iter().map(|(n, _)| (*n).to_string()).collect();
-    header.extend(["calls", "input_tokens", "output_tokens", "cost_usd"].map(String::from));
-    let mut table: Vec<Vec<String>> = vec![header];
-    let mut total = tollgate_query::Totals::default();
-    for r in &rows {
-        tollgate_query::add_totals(&mut total, &r.totals);
-        let mut line: Vec<String> =
-            r.group.iter().map(|(_, v)| if v.is_empty() { "-".into() } else { v.clone() }).collect();
-        line.extend([
-            r.totals.calls.to_string(),
-            r.totals.input_tokens.to_string(),
-            r.totals.output_tokens.to_string(),
-            tollgate_events::format_usd(r.totals.cost_nanousd),
-        ]);
-        table.push(line);
-    }
-    let mut last: Vec<String> =
-        group.iter().enumerate().map(|(i, _)| if i == 0 { "TOTAL".into() } else { String::new() }).collect();
-    if last.is_empty() {
-        last.push("TOTAL".into());
-        table[0].insert(0, String::new());
-        for row in table.iter_mut().skip(1) {
-            row.insert(0, String::new());
-        }
-    }
-    last.extend([
-        total.calls.to_string(),
-        total.input_tokens.to_string(),
-        total.output_tokens.to_string(),
-        tollgate_events::format_usd(total.cost_nanousd),
-    ]);
-    table.push(last);
-    let widths: Vec<usize> = (0..table[0].len()).map(|c| table.iter().map(|r| r[c].len()).max().unwrap_or(0)).collect();
-    let numeric_from = group.len().max(1);
-    println!(
-        "showback {} .. {}",
-        TimeRange::render(range.from_us),
-        if range.to_us == i64::MAX { "now".to_string() } else { TimeRange::render(range.to_us) }
-    );
-    for (i, row) in table.iter().enumerate() {
-        let cells: Vec<String> =
-            row.iter()
-                .enumerate()
-                .map(|(c, v)| {
-                    if c >= numeric_from {
-                        format!("{v:>w$}", w = widths[c])
-                    } else {
-                        format!("{v:<w$}", w = widths[c])
-                    }
-                })
-                .collect();
-        println!("{}", cells.join("  ").trim_end());
-        if i == 0 || i == table.len() - 2 {
-            println!("{}", widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>().join("  "));
-        }
+    let report = tollgate_query::Report::showback(&svc, range, Some(group_by.as_str()), &[]).await?;
+    print_report(&report, &format, false)
+}
+
+/// `tollgate chargeback --month`: one month's bill, as a table, CSV or JSON.
+async fn chargeback(cfg: Config, month: String, by: String, format: String) -> anyhow::Result<()> {
+    let svc = open_query(&cfg)?;
+    let report = tollgate_query::Report::chargeback(&svc, &month, Some(by.as_str())).await?;
+    print_report(&report, &format, true)
+}
+
+fn print_report(report: &tollgate_query::Report, format: &str, csv_total: bool) -> anyhow::Result<()> {
+    match format {
+        "table" => print!("{}", report.table()),
+        "csv" => print!("{}", report.csv(csv_total)),
+        "json" => println!("{}", report.json()),
+        other => anyhow::bail!("--format must be table, csv or json, got `{other}`"),
     }
     Ok(())
 }

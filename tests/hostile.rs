@@ -115,8 +115,8 @@ async fn stream_edge_cases_reach_the_client_and_are_metered() {
     // `data` split over two lines (joined with a newline, which JSON allows), and a usage event too.
     let c = chunk("multi");
     let (a, b) = c.split_at(c.find("\"choices\"").unwrap());
-    let u = usage_chunk(31, 7);
-    let (ua, ub) = u.split_at(u.find("\"usage\"").unwrap());
+    let uc = usage_chunk(31, 7);
+    let (ua, ub) = uc.split_at(uc.find("\"usage\"").unwrap());
     let body = format!("data: {a}\ndata: {b}\n\ndata:{ua}\ndata:{ub}\n\ndata: [DONE]\n\n");
     hostile.on("multi-line", sse(body.as_bytes()));
     let r = post_rid(&gw, "/v1/chat/completions", "s-multi", &chat("gpt-4.1", "HOSTILE[multi-line]", true)).await;

@@ -405,7 +405,7 @@ async fn check_count_once(f: &common::routes::Fleet) {
             .await
             .unwrap();
     let v: serde_json::Value = r.json().await.unwrap();
-    let line = &v["lines"][0];
+    let line = &v["rows"][0];
     assert_eq!((u(line, "calls"), u(line, "attempts"), u(line, "cost_nanousd")), (4, 7, money), "{v}");
     assert_eq!((u(&v["total"], "calls"), u(&v["total"], "attempts")), (4, 7));
 }

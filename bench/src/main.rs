@@ -53,6 +53,10 @@ struct Args {
     /// tollgate binary [default: next to this binary].
     #[arg(long)]
     tollgate: Option<PathBuf>,
+    /// A second tollgate binary (e.g. built from an earlier commit), driven in the same run as the
+    /// target `before`, so a change is compared with what it replaced under the same conditions.
+    #[arg(long)]
+    tollgate_before: Option<PathBuf>,
     /// Worker threads of the mock upstream.
     #[arg(long, default_value_t = 1)]
     mock_threads: usize,
@@ -134,14 +138,21 @@ fn main() -> Result<()> {
     }
 
     let key = format!("tg-bench-{:016x}", SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos() as u64);
-    let mut tollgate = None;
-    if args.only.contains(&Target::Tollgate) {
+    let start_gateway = |name: &'static str, binary: PathBuf| -> Result<ChildProc> {
         let addr = SocketAddr::from(([127, 0, 0, 1], procs::free_port()?));
-        let config = tmp.0.join("tollgate.toml");
-        std::fs::write(&config, gateway_config(addr, &tmp.0.join("data"), mock.addr, &key))?;
-        let mut cmd = Command::new(bin(&args.tollgate, "tollgate"));
+        let config = tmp.0.join(format!("{name}.toml"));
+        std::fs::write(&config, gateway_config(addr, &tmp.0.join(format!("{name}-data")), mock.addr, &key))?;
+        let mut cmd = Command::new(binary);
         cmd.arg("serve").arg("--config").arg(&config);
-        tollgate = Some(ChildProc::start("tollgate", cmd, Some(addr), Duration::from_secs(30))?);
+        ChildProc::start(name, cmd, Some(addr), Duration::from_secs(30))
+    };
+    let mut tollgate = None;
+    let mut before = None;
+    if args.only.contains(&Target::Tollgate) {
+        tollgate = Some(start_gateway("tollgate", bin(&args.tollgate, "tollgate"))?);
+        if let Some(b) = &args.tollgate_before {
+            before = Some(start_gateway("before", b.clone())?);
+        }
     }
 
     let mut targets: Vec<(&'static str, SocketAddr)> = Vec::new();
@@ -150,6 +161,9 @@ fn main() -> Result<()> {
     }
     if let Some(b) = &bare {
         targets.push(("bare", b.addr));
+    }
+    if let Some(t) = &before {
+        targets.push(("before", t.addr));
     }
     if let Some(t) = &tollgate {
         targets.push(("tollgate", t.addr));
@@ -181,12 +195,13 @@ fn main() -> Result<()> {
                     summary.requests,
                     summary.errors
                 );
-                for p in [Some(&mut mock), bare.as_mut(), tollgate.as_mut()].into_iter().flatten() {
+                for p in [Some(&mut mock), bare.as_mut(), before.as_mut(), tollgate.as_mut()].into_iter().flatten() {
                     p.check_alive()?;
                 }
                 let proc_for = match target {
                     "bare" => bare.as_ref(),
                     "tollgate" => tollgate.as_ref(),
+                    "before" => before.as_ref(),
                     _ => None,
                 };
                 if let (true, Some(p)) = (c == max_c, proc_for) {
@@ -198,6 +213,16 @@ fn main() -> Result<()> {
         }
     }
 
+    // The gateway's own measure of its request-path work (every phase before the upstream call and
+    // after its headers), from the call events of the run.
+    let mut overhead = Vec::new();
+    for p in [before.as_ref(), tollgate.as_ref()].into_iter().flatten() {
+        std::thread::sleep(Duration::from_millis(1500));
+        match gateway_overhead(p.addr, &key) {
+            Ok(line) => overhead.push(format!("`{}`: {line}", p.name)),
+            Err(error) => eprintln!("warning: gateway_overhead_us of {} unavailable: {error}", p.name),
+        }
+    }
     let nproc = std::thread::available_parallelism().map_or(1, |n| n.get());
     let driver = if args.driver_threads <= 1 {
         "a current_thread".to_string()
@@ -233,7 +258,17 @@ fn main() -> Result<()> {
                 pct(cpu_busy(Duration::from_secs(1))),
                 loadavg()
             ),
-        ],
+        ]
+        .into_iter()
+        .chain((!overhead.is_empty()).then(|| {
+            format!(
+                "Phase chain per request, as the gateway measures it (`gateway_overhead_us` of the run's call \
+                 events: authenticate, parse, admission, route, building the upstream request, and the response \
+                 head): {}. `before` is `--tollgate-before`.",
+                overhead.join("; ")
+            )
+        }))
+        .collect(),
         rows,
         rss,
         tollgate_ran: tollgate.is_some(),
@@ -266,9 +301,33 @@ id = "bench"
 hash = "sha256:{hash}"
 department = "bench"
 team = "perf"
+query = true
 "#,
         data = data_dir.display()
     )
+}
+
+/// Median and mean `gateway_overhead_us` of the successful calls a gateway stored, through `/v1/sql`.
+fn gateway_overhead(addr: SocketAddr, key: &str) -> Result<String> {
+    use std::io::{Read, Write};
+    let sql = "SELECT median(gateway_overhead_us) AS p50, avg(gateway_overhead_us) AS mean, count(*) AS n \
+               FROM calls WHERE outcome = 'ok'";
+    let body = serde_json::json!({ "sql": sql }).to_string();
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    write!(
+        s,
+        "POST /v1/sql HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {key}\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp)?;
+    let json = resp.split_once("\r\n\r\n").map(|(_, b)| b).context("no HTTP body")?;
+    let v: serde_json::Value = serde_json::from_str(json).with_context(|| format!("not JSON: {json}"))?;
+    let row = &v["rows"][0];
+    let num = |k: &str| row[k].as_f64().context("missing number");
+    Ok(format!("p50 {:.0} µs, mean {:.1} µs over {} calls", num("p50")?, num("mean")?, num("n")?))
 }
 
 fn repro_command() -> String {

@@ -42,6 +42,13 @@ pub struct ClickHouseConfig {
     /// unique across the collectors that feed one database.
     #[serde(default)]
     pub collector_id: Option<String>,
+    /// Name of a cluster in the servers' `<remote_servers>`: migrations then run `ON CLUSTER`, each
+    /// table becomes a `ReplicatedMergeTree` local table (`<name>_local`, ZooKeeper path
+    /// `/clickhouse/tables/{shard}/<database>/<name>_local`, replica `{replica}`: both macros must be set
+    /// on every server, `{replica}` unique per server) under a `Distributed` table with the plain name,
+    /// which the sink inserts into and the reports read. Unset: one server, plain MergeTree tables.
+    #[serde(default)]
+    pub cluster: Option<String>,
 }
 
 fn default_database() -> String {
@@ -89,6 +96,7 @@ impl ClickHouseConfig {
             flush_interval_ms: default_flush_interval_ms(),
             migrate_on_start: true,
             collector_id: None,
+            cluster: None,
         }
     }
 
@@ -128,6 +136,11 @@ impl ClickHouseConfig {
         if let Some(id) = &self.collector_id {
             if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
                 return Err("clickhouse.collector_id: use letters, digits, `-` and `_` only".into());
+            }
+        }
+        if let Some(c) = &self.cluster {
+            if !is_identifier(c) {
+                return Err(format!("clickhouse.cluster: `{c}` is not a plain identifier ([A-Za-z_][A-Za-z0-9_]*)"));
             }
         }
         Ok(())

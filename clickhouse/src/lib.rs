@@ -4,10 +4,13 @@
 //! Everything here runs on ClickHouse 18.16 (the Debian package) and on current releases; see
 //! `migrations/0001_calls.sql` for what that rules out.
 
+pub mod cluster;
 pub mod config;
+pub mod deadletter;
 pub mod error;
 pub mod migrate;
 pub mod reprice;
+pub mod retry;
 pub mod rowbinary;
 pub mod sink;
 

@@ -24,6 +24,7 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "price_adjustments",
         sql: include_str!("../../migrations/0142_price_adjustments.sql"),
     },
+    Migration { version: 161, name: "calls_daily", sql: include_str!("../../migrations/0161_calls_daily.sql") },
 ];
 
 const LEDGER_DDL: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (version UInt32, name String, \
@@ -68,13 +69,31 @@ pub enum MigrateError {
     Server(#[from] ChError),
 }
 
+/// The statements to run for one migration statement: itself on one server, its cluster form
+/// ([`crate::cluster::render`]) when `clickhouse.cluster` is set.
+fn rendered(cfg: &ClickHouseConfig, m: &Migration, stmt: &str) -> Result<Vec<String>, MigrateError> {
+    match &cfg.cluster {
+        None => Ok(vec![stmt.to_string()]),
+        Some(cluster) => crate::cluster::render(stmt, cluster, &cfg.database).map_err(|e| MigrateError::Failed {
+            version: m.version,
+            name: m.name,
+            source: ChError::Rejected { code: 0, message: e },
+        }),
+    }
+}
+
 /// Applies every migration not yet recorded; returns the versions applied now.
 pub async fn migrate(cfg: &ClickHouseConfig) -> Result<Vec<u32>, MigrateError> {
     let timeout = Duration::from_millis(cfg.request_timeout_ms);
     let server = cfg.server_client();
-    run(server.query_raw(&format!("CREATE DATABASE IF NOT EXISTS `{}`", cfg.database)), timeout).await?;
+    let on_cluster = cfg.cluster.as_ref().map(|c| format!(" ON CLUSTER `{c}`")).unwrap_or_default();
+    run(server.query_raw(&format!("CREATE DATABASE IF NOT EXISTS `{}`{on_cluster}", cfg.database)), timeout).await?;
     let db = cfg.client();
-    run(db.query_raw(LEDGER_DDL), timeout).await?;
+    let ledger = match &cfg.cluster {
+        None => LEDGER_DDL.to_string(),
+        Some(c) => crate::cluster::ledger_ddl(c, &cfg.database),
+    };
+    run(db.query_raw(&ledger), timeout).await?;
     let rows =
         fetch_json(db.query_raw("SELECT version, any(checksum) FROM schema_migrations GROUP BY version"), timeout)
             .await?;
@@ -92,8 +111,17 @@ pub async fn migrate(cfg: &ClickHouseConfig) -> Result<Vec<u32>, MigrateError> {
             }
             continue;
         }
+        let mut statements = Vec::new();
         for stmt in m.statements() {
-            match run(db.query_raw(&stmt), timeout).await {
+            statements.extend(rendered(cfg, m, &stmt)?);
+        }
+        for stmt in statements {
+            // A backfill through Distributed tables must have landed on every shard before the migration
+            // counts as applied; the setting is harmless elsewhere.
+            let q = db.query_raw(&stmt).with_setting("insert_distributed_sync", "1");
+            // A backfill reads the whole call log: give it up to an hour rather than the report timeout.
+            let limit = if stmt.starts_with("INSERT") { timeout.max(Duration::from_secs(3_600)) } else { timeout };
+            match run(q, limit).await {
                 Ok(()) => {}
                 // 18.16 has no `ADD COLUMN IF NOT EXISTS`: a column added by an earlier, interrupted run of
                 // this migration is already there (code 44), which is what the statement wanted.
@@ -124,7 +152,7 @@ mod tests {
             assert!(!stmts.is_empty(), "{} has no statements", m.name);
             for s in stmts {
                 assert!(!s.contains("--"));
-                assert!(s.starts_with("CREATE") || s.starts_with("ALTER"), "{s}");
+                assert!(["CREATE", "ALTER", "TRUNCATE", "INSERT"].iter().any(|k| s.starts_with(k)), "{s}");
             }
         }
         let versions: Vec<u32> = MIGRATIONS.iter().map(|m| m.version).collect();

@@ -16,16 +16,18 @@ use crate::error::ChError;
 use crate::fetch_json;
 use crate::rowbinary;
 use bytes::Bytes;
+use prometheus_client::encoding::DescriptorEncoder;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use tollgate_events::prom::{self, Kind};
 use tollgate_events::{date_of_day, CallEvent};
 use tracing::{error, info, warn};
 
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct ClickHouseSinkMetrics {
     pub events_inserted: AtomicU64,
     pub batches_inserted: AtomicU64,
@@ -38,54 +40,56 @@ pub struct ClickHouseSinkMetrics {
 }
 
 impl ClickHouseSinkMetrics {
-    pub fn render(&self, out: &mut String) {
-        let rows: [(&str, &str, &str, &AtomicU64); 7] = [
+    /// Scrape-time values for the process's registry.
+    pub fn encode_metrics(&self, e: &mut DescriptorEncoder) -> std::fmt::Result {
+        let rows: [(&str, Kind, &str, &AtomicU64); 6] = [
             (
-                "tollgate_clickhouse_events_inserted_total",
-                "counter",
+                "tollgate_clickhouse_events_inserted",
+                Kind::Counter,
                 "Call events inserted into ClickHouse.",
                 &self.events_inserted,
             ),
             (
-                "tollgate_clickhouse_batches_inserted_total",
-                "counter",
+                "tollgate_clickhouse_batches_inserted",
+                Kind::Counter,
                 "Batches inserted into ClickHouse.",
                 &self.batches_inserted,
             ),
             (
-                "tollgate_clickhouse_batches_already_present_total",
-                "counter",
+                "tollgate_clickhouse_batches_already_present",
+                Kind::Counter,
                 "Retried batches found already stored (lost acknowledgement) and not inserted again.",
                 &self.batches_already_present,
             ),
             (
-                "tollgate_clickhouse_insert_errors_total",
-                "counter",
+                "tollgate_clickhouse_insert_errors",
+                Kind::Counter,
                 "Failed insert attempts (retried).",
                 &self.insert_errors,
             ),
             (
-                "tollgate_clickhouse_deadletter_batches_total",
-                "counter",
+                "tollgate_clickhouse_deadletter_batches",
+                Kind::Counter,
                 "Batches the server rejected, written to the dead-letter directory.",
                 &self.deadletter_batches,
             ),
             (
-                "tollgate_clickhouse_deadletter_events_total",
-                "counter",
+                "tollgate_clickhouse_deadletter_events",
+                Kind::Counter,
                 "Call events in dead-lettered batches.",
                 &self.deadletter_events,
             ),
-            (
-                "tollgate_clickhouse_last_insert_unix_ms",
-                "gauge",
-                "When the last batch was inserted.",
-                &self.last_insert_unix_ms,
-            ),
         ];
         for (name, kind, help, v) in rows {
-            tollgate_events::prom::write_scalar(out, name, kind, help, v.load(Ordering::Relaxed));
+            prom::encode_scalar(e, name, help, kind, v.load(Ordering::Relaxed) as f64)?;
         }
+        prom::encode_scalar(
+            e,
+            "tollgate_clickhouse_last_insert_timestamp_seconds",
+            "When the last batch was inserted (Unix time).",
+            Kind::Gauge,
+            self.last_insert_unix_ms.load(Ordering::Relaxed) as f64 / 1e3,
+        )
     }
 }
 
@@ -132,6 +136,29 @@ pub struct Batch {
 }
 
 impl Batch {
+    /// A batch of stored events under an id they had before (a dead-letter file being replayed): landing
+    /// it twice is recognised by that id.
+    pub fn replay(batch_id: String, events: Vec<CallEvent>) -> Batch {
+        let mut data = Vec::with_capacity(events.len() * 512);
+        let (mut min_day, mut max_day) = (i64::MAX, i64::MIN);
+        for e in &events {
+            rowbinary::encode(&mut data, e, &batch_id);
+            min_day = min_day.min(e.day());
+            max_day = max_day.max(e.day());
+        }
+        let rows = events.len() as u64;
+        let chunk = Arc::new(events);
+        Batch {
+            batch_id,
+            rows,
+            from_date: date_of_day(min_day.min(max_day)),
+            to_date: date_of_day(max_day.max(min_day)),
+            data: Bytes::from(data),
+            events: (0..rows as u32).map(|i| (chunk.clone(), i)).collect(),
+            tried: true,
+        }
+    }
+
     /// Treat the batch as possibly stored already (a replay after a crash): look before sending.
     pub fn assume_tried(&mut self) {
         self.tried = true;
@@ -277,6 +304,9 @@ impl ClickHouseSink {
                     info!(batch_id = %b.batch_id, rows = b.rows, "batch already stored by an earlier attempt");
                     return Ok(Landed::AlreadyPresent);
                 }
+                // On a cluster a batch is split across shards and may have landed on some of them only; it is
+                // sent again whole and each shard's replicated table drops the block it already holds.
+                Ok(_) if self.cfg.cluster.is_some() => {}
                 Ok(n) => {
                     let msg = format!("{n} of the batch's {} rows are already stored; not sending it again", b.rows);
                     self.dead_letter(b, &msg);
@@ -296,7 +326,8 @@ impl ClickHouseSink {
                 self.metrics.last_insert_unix_ms.store(now_ms(), Ordering::Relaxed);
                 Ok(Landed::Inserted)
             }
-            Err(ChError::Rejected { code, message }) => {
+            // Only data errors: a missing table or a refused login is retried until someone fixes it.
+            Err(ChError::Rejected { code, message }) if crate::retry::is_data_error(code) => {
                 self.dead_letter(b, &format!("code {code}: {message}"));
                 Ok(Landed::DeadLettered)
             }
@@ -314,6 +345,10 @@ impl ClickHouseSink {
             .insert_formatted_with(rowbinary::insert_sql())
             .with_setting("query_id", format!("tollgate-{}", b.batch_id))
             .with_timeouts(t, t);
+        if self.cfg.cluster.is_some() {
+            // Acknowledged only once every shard has its rows (not when queued on this server's disk).
+            insert = insert.with_setting("insert_distributed_sync", "1");
+        }
         insert.send(b.data.clone()).await?;
         insert.end().await?;
         Ok(())

@@ -27,6 +27,11 @@ pub struct CollectorConfig {
     /// in-process gateway waits (its own queue spills to disk), remote gateways get 503 and spool locally.
     #[serde(default = "default_wal_max_bytes")]
     pub wal_max_bytes: u64,
+    /// How many of the most recent events the write-ahead log remembers by `event_id`: an event sent
+    /// again (a gateway replaying its spill file after a crash) is left out instead of stored twice.
+    /// About 40 bytes of memory per event; 0 turns it off.
+    #[serde(default = "default_dedup_window_events")]
+    pub dedup_window_events: usize,
     /// `tollgate collector`: address of the ingest endpoint.
     #[serde(default = "default_listen")]
     pub listen: String,
@@ -40,6 +45,9 @@ fn default_wal_segment_bytes() -> u64 {
 }
 fn default_wal_max_bytes() -> u64 {
     8 * 1024 * 1024 * 1024
+}
+fn default_dedup_window_events() -> usize {
+    crate::wal::DEFAULT_DEDUP_WINDOW
 }
 fn default_listen() -> String {
     "127.0.0.1:8090".into()
@@ -65,6 +73,7 @@ impl Default for CollectorConfig {
             sinks: default_sinks(),
             wal_segment_bytes: default_wal_segment_bytes(),
             wal_max_bytes: default_wal_max_bytes(),
+            dedup_window_events: default_dedup_window_events(),
             listen: default_listen(),
             ingest_token_env: None,
         }

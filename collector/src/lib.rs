@@ -10,12 +10,14 @@ pub mod parquet;
 pub mod reprice;
 pub mod wal;
 
+use prometheus_client::encoding::DescriptorEncoder;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tollgate_clickhouse::sink::PendingRows;
 pub use tollgate_clickhouse::ClickHouseSink;
+use tollgate_events::prom::{self, Kind};
 use tollgate_events::CallEvent;
 use tracing::{error, info, warn};
 
@@ -23,7 +25,7 @@ pub use config::{CollectorConfig, SinkKind};
 pub use parquet::{ParquetSink, ParquetSinkConfig, PendingBatch, SealedBatch};
 pub use wal::{Cursor, Wal, WalError};
 
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct CollectorMetrics {
     pub events_written: AtomicU64,
     pub batches_written: AtomicU64,
@@ -34,6 +36,8 @@ pub struct CollectorMetrics {
     pub wal_bytes: AtomicU64,
     /// Appends refused because the log was at its cap.
     pub wal_full: AtomicU64,
+    /// Events left out because the log already held their id.
+    pub wal_duplicates: AtomicU64,
     /// Per sink: confirmed offset, and when it last had nothing left to write.
     pub parquet_committed: AtomicU64,
     pub parquet_caught_up_ms: AtomicU64,
@@ -44,88 +48,82 @@ pub struct CollectorMetrics {
 }
 
 impl CollectorMetrics {
-    pub fn render(&self, out: &mut String, queue_depth: usize) {
-        use std::fmt::Write;
-        let rows: [(&str, &str, &str, u64); 5] = [
+    /// Scrape-time values for the process's registry; `queue_depth` is the collector queue's length.
+    pub fn encode_metrics(&self, e: &mut DescriptorEncoder, queue_depth: usize) -> std::fmt::Result {
+        let v = |a: &AtomicU64| a.load(Ordering::Relaxed) as f64;
+        let rows: [(&str, Kind, &str, f64); 9] = [
             (
-                "tollgate_collector_events_written_total",
-                "counter",
+                "tollgate_collector_events_written",
+                Kind::Counter,
                 "Call events written to the Parquet sink.",
-                self.events_written.load(Ordering::Relaxed),
+                v(&self.events_written),
             ),
             (
-                "tollgate_collector_batches_written_total",
-                "counter",
+                "tollgate_collector_batches_written",
+                Kind::Counter,
                 "Batches written to the Parquet sink.",
-                self.batches_written.load(Ordering::Relaxed),
+                v(&self.batches_written),
             ),
+            ("tollgate_collector_write_errors", Kind::Counter, "Failed batch writes (retried).", v(&self.write_errors)),
             (
-                "tollgate_collector_write_errors_total",
-                "counter",
-                "Failed batch writes (retried).",
-                self.write_errors.load(Ordering::Relaxed),
-            ),
-            (
-                "tollgate_collector_last_flush_unix_ms",
-                "gauge",
-                "When the last batch was written.",
-                self.last_flush_unix_ms.load(Ordering::Relaxed),
+                "tollgate_collector_last_flush_timestamp_seconds",
+                Kind::Gauge,
+                "When the last batch was written (Unix time).",
+                v(&self.last_flush_unix_ms) / 1e3,
             ),
             (
                 "tollgate_collector_queue_batches",
-                "gauge",
+                Kind::Gauge,
                 "Batches (of up to 1024 events) waiting in the collector's queue.",
-                queue_depth as u64,
+                queue_depth as f64,
+            ),
+            ("tollgate_wal_end_offset", Kind::Gauge, "Events ever appended to the write-ahead log.", v(&self.wal_end)),
+            ("tollgate_wal_bytes", Kind::Gauge, "Bytes of write-ahead log on disk.", v(&self.wal_bytes)),
+            (
+                "tollgate_wal_duplicate_events",
+                Kind::Counter,
+                "Events left out because the log already held their event_id (resent or replayed).",
+                v(&self.wal_duplicates),
+            ),
+            (
+                "tollgate_wal_full",
+                Kind::Counter,
+                "Batches refused because the write-ahead log was at its cap (senders keep them).",
+                v(&self.wal_full),
             ),
         ];
-        for (name, kind, help, v) in rows {
-            tollgate_events::prom::write_scalar(out, name, kind, help, v);
+        for (name, kind, help, value) in rows {
+            prom::encode_scalar(e, name, help, kind, value)?;
         }
         let end = self.wal_end.load(Ordering::Relaxed);
-        for (name, kind, help, v) in [
-            ("tollgate_wal_end_offset", "counter", "Events ever appended to the write-ahead log.", end),
-            (
-                "tollgate_wal_bytes",
-                "gauge",
-                "Bytes of write-ahead log on disk.",
-                self.wal_bytes.load(Ordering::Relaxed),
-            ),
-            (
-                "tollgate_wal_full_total",
-                "counter",
-                "Batches refused because the write-ahead log was at its cap (senders keep them).",
-                self.wal_full.load(Ordering::Relaxed),
-            ),
-        ] {
-            tollgate_events::prom::write_scalar(out, name, kind, help, v);
-        }
         let now = now_ms();
-        let _ = writeln!(
-            out,
-            "# HELP tollgate_sink_lag_events Events in the log a sink has not confirmed yet.\n# TYPE tollgate_sink_lag_events gauge"
-        );
         let sinks = [
             ("parquet", &self.parquet_enabled, &self.parquet_committed, &self.parquet_caught_up_ms),
             ("clickhouse", &self.clickhouse_enabled, &self.clickhouse_committed, &self.clickhouse_caught_up_ms),
         ];
-        for (name, on, committed, _) in sinks {
-            if on.load(Ordering::Relaxed) {
-                let lag = end.saturating_sub(committed.load(Ordering::Relaxed));
-                let _ = writeln!(out, "tollgate_sink_lag_events{{sink=\"{name}\"}} {lag}");
-            }
-        }
-        let _ = writeln!(
-            out,
-            "# HELP tollgate_sink_lag_seconds Seconds since a sink last had nothing left to write (0 when caught up).\n# TYPE tollgate_sink_lag_seconds gauge"
-        );
-        for (name, on, committed, caught_up) in sinks {
-            if on.load(Ordering::Relaxed) {
-                let lag = end.saturating_sub(committed.load(Ordering::Relaxed));
-                let secs =
-                    if lag == 0 { 0.0 } else { now.saturating_sub(caught_up.load(Ordering::Relaxed)) as f64 / 1000.0 };
-                let _ = writeln!(out, "tollgate_sink_lag_seconds{{sink=\"{name}\"}} {secs:.3}");
-            }
-        }
+        let on = || sinks.iter().filter(|s| s.1.load(Ordering::Relaxed));
+        let lag = |committed: &AtomicU64| end.saturating_sub(committed.load(Ordering::Relaxed));
+        prom::encode_family(
+            e,
+            "tollgate_sink_lag_events",
+            "Events in the log a sink has not confirmed yet.",
+            Kind::Gauge,
+            on().map(|(name, _, c, _)| (vec![("sink", *name)], lag(c) as f64)),
+        )?;
+        prom::encode_family(
+            e,
+            "tollgate_sink_lag_seconds",
+            "Seconds since a sink last had nothing left to write (0 when caught up).",
+            Kind::Gauge,
+            on().map(|(name, _, c, caught_up)| {
+                let secs = if lag(c) == 0 {
+                    0.0
+                } else {
+                    now.saturating_sub(caught_up.load(Ordering::Relaxed)) as f64 / 1000.0
+                };
+                (vec![("sink", *name)], secs)
+            }),
+        )
     }
 }
 
@@ -167,7 +165,8 @@ impl Collector {
         metrics: Arc<CollectorMetrics>,
     ) -> Result<Collector, WalError> {
         let dir = data_dir.join("wal");
-        let wal = Arc::new(Wal::open(&dir, cfg.wal_segment_bytes, cfg.wal_max_bytes)?);
+        let wal =
+            Arc::new(Wal::open_with_dedup(&dir, cfg.wal_segment_bytes, cfg.wal_max_bytes, cfg.dedup_window_events)?);
         metrics.wal_end.store(wal.end(), Ordering::Relaxed);
         metrics.wal_bytes.store(wal.bytes(), Ordering::Relaxed);
         let (closing, _) = watch::channel(false);
@@ -221,6 +220,7 @@ impl Collector {
                 .map_err(|e| WalError::Corrupt(0, format!("append task: {e}")))?;
         match &r {
             Ok(_) => {
+                metrics.wal_duplicates.store(self.wal.duplicates.load(Ordering::Relaxed), Ordering::Relaxed);
                 metrics.wal_end.store(self.wal.end(), Ordering::Relaxed);
                 metrics.wal_bytes.store(self.wal.bytes(), Ordering::Relaxed);
             }

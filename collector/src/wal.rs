@@ -13,6 +13,11 @@
 //! corrupt tail (a crash mid-append) is truncated, never parsed as data. A segment is deleted only when every
 //! sink's cursor has passed its end. When the log holds more than `max_bytes`, appends are refused (the
 //! caller keeps the events: gateways spool them) until sinks catch up.
+//!
+//! Events are also deduplicated by `event_id` over the last `dedup_window` events appended: a gateway
+//! that replays its spill file after a crash (or any sender that resends events under a new batch)
+//! cannot store a call twice. The window survives restarts: each segment's checkpoint carries the ids
+//! of the window, and the active segment's own events add to them on open.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read, Seek, SeekFrom, Write};
@@ -27,6 +32,75 @@ const CHECKPOINT: &[u8; 4] = b"TGWC";
 const HEADER: usize = 4 + 4 + 4 + 8 + 4 + 2;
 
 type Sources = std::collections::HashMap<String, u64>;
+
+/// Events whose ids the log remembers for deduplication, by default.
+pub const DEFAULT_DEDUP_WINDOW: usize = 131_072;
+
+/// The checkpoint at the start of each segment: every source's last sequence and the dedup window's ids
+/// (32 hex digits each, oldest first). Older logs hold only the sources map.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct CheckpointDoc {
+    sources: Sources,
+    #[serde(default)]
+    ids: String,
+}
+
+/// An event id as a 128-bit key: the UUID itself, or (for ids that are not UUIDs) their FNV-1a hash,
+/// which is fixed across releases (the keys are persisted). Events without an id are never deduplicated.
+fn id_key(id: &str) -> Option<u128> {
+    if id.is_empty() {
+        return None;
+    }
+    if let Ok(u) = uuid::Uuid::parse_str(id) {
+        return Some(u.as_u128());
+    }
+    let mut h: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
+    for b in id.bytes() {
+        h ^= u128::from(b);
+        h = h.wrapping_mul(0x0000_0000_0100_0000_0000_0000_0000_013b);
+    }
+    Some(h)
+}
+
+/// The ids of recently appended events, bounded, oldest first.
+#[derive(Default)]
+struct Seen {
+    set: std::collections::HashSet<u128>,
+    order: std::collections::VecDeque<u128>,
+    window: usize,
+}
+
+impl Seen {
+    fn insert(&mut self, k: u128) -> bool {
+        if self.window == 0 || !self.set.insert(k) {
+            return false;
+        }
+        self.order.push_back(k);
+        while self.order.len() > self.window {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+        true
+    }
+
+    fn hex(&self) -> String {
+        use std::fmt::Write;
+        let mut out = String::with_capacity(self.order.len() * 32);
+        for k in &self.order {
+            let _ = write!(out, "{k:032x}");
+        }
+        out
+    }
+
+    fn load_hex(&mut self, hex: &str) {
+        for chunk in hex.as_bytes().chunks(32) {
+            if let Some(k) = std::str::from_utf8(chunk).ok().and_then(|c| u128::from_str_radix(c, 16).ok()) {
+                self.insert(k);
+            }
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum WalError {
@@ -71,6 +145,7 @@ struct Writer {
     next: u64,
     /// The last batch sequence appended per source.
     sources: Sources,
+    seen: Seen,
 }
 
 pub struct Wal {
@@ -79,6 +154,8 @@ pub struct Wal {
     max_bytes: u64,
     /// Bytes over all segments, kept up to date by append and garbage collection (read from disk once at open).
     total: std::sync::atomic::AtomicU64,
+    /// Events not appended because the window already held their id.
+    pub duplicates: std::sync::atomic::AtomicU64,
     writer: Mutex<Writer>,
     end: watch::Sender<u64>,
 }
@@ -109,12 +186,20 @@ pub struct Record {
 }
 
 enum Rec {
-    Events { first: u64, count: u32, source: String, events: Vec<CallEvent>, size: u64 },
-    Checkpoint { sources: Sources, size: u64 },
+    Events { first: u64, count: u32, source: String, events: Vec<CallEvent>, ids: Vec<String>, size: u64 },
+    Checkpoint { doc: CheckpointDoc, size: u64 },
+}
+
+/// What to decode from an event record's payload.
+#[derive(Clone, Copy, PartialEq)]
+enum Want {
+    Nothing,
+    Ids,
+    Events,
 }
 
 /// Reads the next record; `Ok(None)` at a clean end, `Err` on a torn or corrupt record.
-fn read_record(r: &mut impl Read, want_events: bool) -> Result<Option<Rec>, String> {
+fn read_record(r: &mut impl Read, want: Want) -> Result<Option<Rec>, String> {
     let mut h = [0u8; HEADER];
     let mut got = 0;
     while got < HEADER {
@@ -142,20 +227,39 @@ fn read_record(r: &mut impl Read, want_events: bool) -> Result<Option<Rec>, Stri
     let size = (HEADER + src_len + len) as u64;
     let (source, payload) = body.split_at(src_len);
     if checkpoint {
-        let sources: Sources = serde_json::from_slice(payload).map_err(|e| format!("bad checkpoint: {e}"))?;
-        return Ok(Some(Rec::Checkpoint { sources, size }));
+        let doc = match serde_json::from_slice::<CheckpointDoc>(payload) {
+            Ok(d) => d,
+            Err(_) => CheckpointDoc {
+                sources: serde_json::from_slice(payload).map_err(|e| format!("bad checkpoint: {e}"))?,
+                ids: String::new(),
+            },
+        };
+        return Ok(Some(Rec::Checkpoint { doc, size }));
     }
-    let mut events = Vec::new();
-    if want_events {
-        for line in payload.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-            events.push(serde_json::from_slice(line).map_err(|e| format!("bad event: {e}"))?);
+    let (mut events, mut ids) = (Vec::new(), Vec::new());
+    let lines = payload.split(|b| *b == b'\n').filter(|l| !l.is_empty());
+    match want {
+        Want::Nothing => {}
+        Want::Ids => {
+            #[derive(serde::Deserialize)]
+            struct Id {
+                event_id: String,
+            }
+            for line in lines {
+                ids.push(serde_json::from_slice::<Id>(line).map_err(|e| format!("bad event: {e}"))?.event_id);
+            }
         }
-        if events.len() != count as usize {
-            return Err("event count mismatch".into());
+        Want::Events => {
+            for line in lines {
+                events.push(serde_json::from_slice(line).map_err(|e| format!("bad event: {e}"))?);
+            }
+            if events.len() != count as usize {
+                return Err("event count mismatch".into());
+            }
         }
     }
     let source = String::from_utf8_lossy(source).into_owned();
-    Ok(Some(Rec::Events { first, count, source, events, size }))
+    Ok(Some(Rec::Events { first, count, source, events, ids, size }))
 }
 
 fn encode(magic: &[u8; 4], first: u64, count: u32, source: &str, payload: &[u8]) -> Vec<u8> {
@@ -180,8 +284,18 @@ fn parse_source(source: &str) -> Option<(&str, u64)> {
 }
 
 impl Wal {
-    /// Opens (or creates) the log; truncates a torn tail of the last segment.
+    /// Opens (or creates) the log with the default dedup window; truncates a torn tail of the last segment.
     pub fn open(dir: &Path, segment_bytes: u64, max_bytes: u64) -> Result<Wal, WalError> {
+        Wal::open_with_dedup(dir, segment_bytes, max_bytes, DEFAULT_DEDUP_WINDOW)
+    }
+
+    /// Opens the log remembering the ids of the last `dedup_window` events (0: no dedup by id).
+    pub fn open_with_dedup(
+        dir: &Path,
+        segment_bytes: u64,
+        max_bytes: u64,
+        dedup_window: usize,
+    ) -> Result<Wal, WalError> {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
         let segs = segments(dir)?;
         let (seg_start, path) = match segs.last() {
@@ -193,15 +307,22 @@ impl Wal {
         let mut valid = 0u64;
         let mut next = seg_start;
         let mut sources = Sources::new();
+        let mut seen = Seen { window: dedup_window, ..Seen::default() };
+        let want = if dedup_window > 0 { Want::Ids } else { Want::Nothing };
         {
             let mut r = BufReader::new(File::open(&path).map_err(io(&path))?);
             loop {
-                match read_record(&mut r, false) {
-                    Ok(Some(Rec::Checkpoint { sources: s, size })) => {
-                        sources = s;
+                match read_record(&mut r, want) {
+                    Ok(Some(Rec::Checkpoint { doc, size })) => {
+                        sources = doc.sources;
+                        seen = Seen { window: dedup_window, ..Seen::default() };
+                        seen.load_hex(&doc.ids);
                         valid += size;
                     }
-                    Ok(Some(Rec::Events { first, count, source, size, .. })) => {
+                    Ok(Some(Rec::Events { first, count, source, size, ids, .. })) => {
+                        for k in ids.iter().filter_map(|id| id_key(id)) {
+                            seen.insert(k);
+                        }
                         if first != next {
                             warn!(path = %path.display(), expected = next, found = first, "write-ahead log offsets jump; truncating");
                             break;
@@ -233,7 +354,8 @@ impl Wal {
             segment_bytes: segment_bytes.max(1024),
             max_bytes,
             total: std::sync::atomic::AtomicU64::new(total),
-            writer: Mutex::new(Writer { file, path, seg_start, seg_len: valid, next, sources }),
+            duplicates: std::sync::atomic::AtomicU64::new(0),
+            writer: Mutex::new(Writer { file, path, seg_start, seg_len: valid, next, sources, seen }),
             end,
         })
     }
@@ -253,22 +375,45 @@ impl Wal {
     }
 
     /// Appends and fsyncs one record; returns the offset range `[first, end)` it got, or `None` when the
-    /// log already holds this source's batch (a resend). Blocking I/O: call from a blocking context.
+    /// log already holds this source's batch (a resend) or every one of its events (by id). Events whose
+    /// ids are in the dedup window are left out. Blocking I/O: call from a blocking context.
     pub fn append(&self, events: &[CallEvent], source: Option<(&str, u64)>) -> Result<Option<(u64, u64)>, WalError> {
-        let mut payload = Vec::with_capacity(events.len() * 600);
-        for e in events {
-            serde_json::to_writer(&mut payload, e).map_err(|e| WalError::Corrupt(0, e.to_string()))?;
-            payload.push(b'\n');
-        }
-        let bytes = self.bytes();
-        if self.max_bytes > 0 && bytes + payload.len() as u64 > self.max_bytes {
-            return Err(WalError::Full { bytes, cap: self.max_bytes });
-        }
         let mut w = self.writer.lock().map_err(|_| WalError::Corrupt(0, "writer lock poisoned".into()))?;
         if let Some((g, seq)) = source {
             if w.sources.get(g).is_some_and(|last| seq <= *last) {
                 return Ok(None);
             }
+        }
+        let keys: Vec<Option<u128>> = events.iter().map(|e| id_key(&e.event_id)).collect();
+        let mut fresh = std::collections::HashSet::with_capacity(keys.len());
+        let keep: Vec<bool> = keys
+            .iter()
+            .map(|k| match k {
+                Some(k) if w.seen.window > 0 => !w.seen.set.contains(k) && fresh.insert(*k),
+                _ => true,
+            })
+            .collect();
+        let dropped = keep.iter().filter(|k| !**k).count();
+        if dropped > 0 {
+            self.duplicates.fetch_add(dropped as u64, std::sync::atomic::Ordering::Relaxed);
+            warn!(events = dropped, "events already in the log (same event_id) left out");
+            if dropped == events.len() {
+                if let Some((g, seq)) = source {
+                    w.sources.insert(g.to_string(), seq);
+                }
+                return Ok(None);
+            }
+        }
+        let mut payload = Vec::with_capacity(events.len() * 600);
+        let mut count = 0u32;
+        for (e, _) in events.iter().zip(&keep).filter(|(_, k)| **k) {
+            serde_json::to_writer(&mut payload, e).map_err(|e| WalError::Corrupt(0, e.to_string()))?;
+            payload.push(b'\n');
+            count += 1;
+        }
+        let bytes = self.bytes();
+        if self.max_bytes > 0 && bytes + payload.len() as u64 > self.max_bytes {
+            return Err(WalError::Full { bytes, cap: self.max_bytes });
         }
         if events.is_empty() && source.is_none() {
             return Ok(Some((w.next, w.next)));
@@ -276,26 +421,31 @@ impl Wal {
         if w.seg_len >= self.segment_bytes {
             let path = seg_path(&self.dir, w.next);
             let mut file = OpenOptions::new().create(true).read(true).append(true).open(&path).map_err(io(&path))?;
-            let map = serde_json::to_vec(&w.sources).map_err(|e| WalError::Corrupt(0, e.to_string()))?;
+            let doc = CheckpointDoc { sources: w.sources.clone(), ids: w.seen.hex() };
+            let map = serde_json::to_vec(&doc).map_err(|e| WalError::Corrupt(0, e.to_string()))?;
             let cp = encode(CHECKPOINT, w.next, 0, "", &map);
             file.write_all(&cp).map_err(io(&path))?;
             file.sync_data().map_err(io(&path))?;
             self.total.fetch_add(cp.len() as u64, std::sync::atomic::Ordering::Relaxed);
             File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io(&self.dir))?;
             let sources = std::mem::take(&mut w.sources);
-            *w = Writer { file, path, seg_start: w.next, seg_len: cp.len() as u64, next: w.next, sources };
+            let seen = std::mem::take(&mut w.seen);
+            *w = Writer { file, path, seg_start: w.next, seg_len: cp.len() as u64, next: w.next, sources, seen };
         }
         let first = w.next;
         let src = source.map(|(g, seq)| format!("{g}:{seq}")).unwrap_or_default();
-        let rec = encode(MAGIC, first, events.len() as u32, &src, &payload);
+        let rec = encode(MAGIC, first, count, &src, &payload);
         let path = w.path.clone();
         w.file.write_all(&rec).map_err(io(&path))?;
         w.file.sync_data().map_err(io(&path))?;
         w.seg_len += rec.len() as u64;
         self.total.fetch_add(rec.len() as u64, std::sync::atomic::Ordering::Relaxed);
-        w.next = first + events.len() as u64;
+        w.next = first + u64::from(count);
         if let Some((g, seq)) = source {
             w.sources.insert(g.to_string(), seq);
+        }
+        for k in keys.iter().zip(&keep).filter(|(_, keep)| **keep).filter_map(|(k, _)| *k) {
+            w.seen.insert(k);
         }
         let end = w.next;
         drop(w);
@@ -311,7 +461,7 @@ impl Wal {
         for (_, path) in &segs[start_idx..] {
             let mut r = BufReader::new(File::open(path).map_err(io(path))?);
             loop {
-                match read_record(&mut r, true) {
+                match read_record(&mut r, Want::Events) {
                     Ok(Some(Rec::Checkpoint { .. })) => continue,
                     Ok(Some(Rec::Events { first, count, events, .. })) => {
                         if first + u64::from(count) <= offset {
@@ -361,7 +511,13 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()>
     let mut f = File::create(&tmp)?;
     f.write_all(bytes)?;
     f.sync_all()?;
-    std::fs::rename(&tmp, path)
+    std::fs::rename(&tmp, path)?;
+    // The rename itself is durable only once the directory is: without this a crash can bring back the
+    // old cursor, and a sink would write its last batch again.
+    match path.parent() {
+        Some(dir) => File::open(dir)?.sync_all(),
+        None => Ok(()),
+    }
 }
 
 /// A sink's position in the log: `committed` (everything below is confirmed by the sink) and, while a

@@ -6,6 +6,7 @@ mod event;
 mod money;
 pub mod prices;
 pub mod prom;
+mod rollup;
 mod tokens;
 mod wire;
 
@@ -19,5 +20,6 @@ pub use prices::{
     ReportedTokens, ServiceTier, Usage, ABSOLUTE_TOKEN_BOUND, BUILTIN_MAX_AGE_DAYS, BUILTIN_PRICES_READ_ON,
     CATALOG_FORMAT, UNPRICED,
 };
+pub use rollup::{latency_bucket, latency_bucket_value, rollup_schema, ROLLUP_DIMENSIONS, ROLLUP_SUMS};
 pub use tokens::{Tally, TokenEstimator};
 pub use wire::{parse_wire_event, WireEventError};

@@ -28,6 +28,8 @@ pub struct CallCtx {
     pub guard: CallGuard,
     /// Told every priced event of the request (all its attempts).
     pub priced: Vec<Arc<dyn PricedObserver>>,
+    /// The body parsed as JSON, by the first admission step that reads it (guards, cache).
+    pub json: Option<serde_json::Value>,
 }
 
 /// The few request fields the gateway needs; everything else is forwarded untouched (or translated).

@@ -89,7 +89,8 @@ pub struct RouteConfig {
     /// The public model name clients send. It may equal a model listed under an upstream: the route
     /// then replaces that upstream's one-target route.
     pub model: String,
-    /// `weighted` (split by `weight`: A/B tests, canaries) or `fallback` (in the order written).
+    /// `weighted` (split by `weight`: A/B tests, canaries), `fallback` (in the order written),
+    /// `least_cost` (cheapest predicted cost first) or `least_latency` (lowest observed p95 first).
     #[serde(default = "default_strategy")]
     pub strategy: String,
     /// Upstream + model pairs, each a separately billed, separately broken target.
@@ -111,6 +112,18 @@ pub struct RouteConfig {
     /// How many retries the route may add on top of its requests.
     #[serde(default)]
     pub retry_budget: RetryBudgetConfig,
+    /// `least_cost`: the lowest-quality target the route accepts, as `upstream/model`. Targets are
+    /// written best first; those after this one are never chosen. Default: every target.
+    #[serde(default)]
+    pub quality_floor: Option<String>,
+    /// `least_latency`: percent of calls sent first to another target than the fastest, so that a
+    /// target that recovered is noticed again.
+    #[serde(default = "default_explore_percent")]
+    pub explore_percent: u32,
+    /// `least_cost`, `least_latency`: how long one of the gateway's own calls counts in a target's
+    /// statistics (the store's answer covers `routing_stats_window_s`).
+    #[serde(default = "default_stats_window_ms")]
+    pub stats_window_ms: u64,
 }
 
 /// One target of a route.
@@ -225,9 +238,14 @@ pub struct KeyConfig {
     /// Let clients set `x-tollgate-project`, `x-tollgate-user` and `x-tollgate-tags` (`k=v,k=v`) per call.
     #[serde(default)]
     pub allow_attribution_headers: bool,
-    /// May read the query API (`/v1/showback`, `/v1/latency`, `/v1/sql`).
+    /// May read the query API (`/v1/showback`, `/v1/latency`, `/v1/sql`), the page at `/ui`, and
+    /// `/metrics` when `metrics.access = "key"`.
     #[serde(default)]
     pub query: bool,
+    /// Add `x-tollgate-cost-usd` (the call's cost, exact decimal USD) to non-stream responses whose usage
+    /// the provider reported. The gateway then reads such a response whole before answering.
+    #[serde(default)]
+    pub cost_header: bool,
 }
 
 /// A price override, USD per million tokens, written as a string (`"0.0375"`) or a number.
@@ -303,25 +321,13 @@ pub struct GatewaySettings {
     /// header lines) the HTTP layer answers a bare 431 and closes the connection.
     #[serde(default = "default_max_header_bytes")]
     pub max_header_bytes: usize,
-    /// Who may read `/metrics` (it shows models, budget ids and spend): `open` (anyone who reaches the
-    /// port: Prometheus on a private network; the default) or `query_key` (a tollgate key with
-    /// `query = true`, as for `/v1/sql`; others get 401/403).
-    #[serde(default = "default_metrics_access")]
-    pub metrics_access: MetricsAccess,
-}
-
-/// Who may read `/metrics`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum MetricsAccess {
-    /// Anyone who can reach the port.
-    Open,
-    /// A key with `query = true`.
-    QueryKey,
-}
-
-fn default_metrics_access() -> MetricsAccess {
-    MetricsAccess::Open
+    /// How often learning routes (`least_cost`, `least_latency`) read `/v1/routing-stats` from the
+    /// store (ClickHouse in a fleet) and blend it into their own recent view; 0 turns it off.
+    #[serde(default = "default_routing_stats_interval_ms")]
+    pub routing_stats_interval_ms: u64,
+    /// The window those store statistics cover.
+    #[serde(default = "default_routing_stats_window_s")]
+    pub routing_stats_window_s: u64,
 }
 
 impl Default for GatewaySettings {
@@ -333,7 +339,8 @@ impl Default for GatewaySettings {
             header_read_timeout_ms: default_header_read_timeout_ms(),
             body_read_timeout_ms: default_body_read_timeout_ms(),
             max_header_bytes: default_max_header_bytes(),
-            metrics_access: default_metrics_access(),
+            routing_stats_interval_ms: default_routing_stats_interval_ms(),
+            routing_stats_window_s: default_routing_stats_window_s(),
         }
     }
 }
@@ -346,6 +353,18 @@ fn default_strategy() -> String {
 }
 fn default_weight() -> u32 {
     1
+}
+fn default_explore_percent() -> u32 {
+    5
+}
+fn default_stats_window_ms() -> u64 {
+    60_000
+}
+fn default_routing_stats_interval_ms() -> u64 {
+    10_000
+}
+fn default_routing_stats_window_s() -> u64 {
+    900
 }
 fn default_max_retry_wait_ms() -> u64 {
     2_000
@@ -449,6 +468,10 @@ pub struct RouteSpec {
     pub retry_budget: RetryBudgetConfig,
     /// Written under `[[routes]]`; false for a model listed under its upstream(s).
     pub configured: bool,
+    /// Index of the lowest-quality target `least_cost` may choose.
+    pub quality_floor: Option<usize>,
+    pub explore_percent: u32,
+    pub stats_window_ms: u64,
 }
 
 /// A checked target.
@@ -464,17 +487,6 @@ pub struct TargetSpec {
 pub struct ValidatedKey {
     pub cfg: KeyConfig,
     pub digest: [u8; 32],
-}
-
-/// Pure validation against the built-in prices: no network, no files.
-pub fn validate(
-    upstreams: &[UpstreamConfig],
-    routes: &[RouteConfig],
-    keys: &[KeyConfig],
-    prices: &BTreeMap<String, PriceConfig>,
-    settings: &GatewaySettings,
-) -> Result<ValidatedConfig, ConfigError> {
-    validate_with_prices(PriceTable::builtin(), upstreams, routes, keys, prices, settings)
 }
 
 /// Pure validation on top of `base` (the built-in table plus imported catalogs, read by the caller).
@@ -654,6 +666,23 @@ fn validate_routes(
         if b.error_rate_percent > 100 {
             return Err(err(key("breaker.error_rate_percent"), "must be at most 100"));
         }
+        if r.explore_percent > 50 {
+            return Err(err(key("explore_percent"), "must be at most 50"));
+        }
+        if r.stats_window_ms == 0 {
+            return Err(err(key("stats_window_ms"), "must be greater than 0"));
+        }
+        let quality_floor = match &r.quality_floor {
+            None => None,
+            Some(_) if r.strategy != "least_cost" => {
+                return Err(err(key("quality_floor"), "only a `least_cost` route has a quality floor"));
+            }
+            Some(f) => {
+                Some(r.targets.iter().position(|t| format!("{}/{}", t.upstream, t.model) == *f).ok_or_else(|| {
+                    err(key("quality_floor"), format!("`{f}` is not one of the route's targets (upstream/model)"))
+                })?)
+            }
+        };
         configured.push(RouteSpec {
             model: r.model.clone(),
             strategy: r.strategy.clone(),
@@ -664,6 +693,9 @@ fn validate_routes(
             breaker: r.breaker.clone(),
             retry_budget: r.retry_budget.clone(),
             configured: true,
+            quality_floor,
+            explore_percent: r.explore_percent,
+            stats_window_ms: r.stats_window_ms,
         });
     }
     let mut out: Vec<RouteSpec> = listed
@@ -680,6 +712,9 @@ fn validate_routes(
             breaker: BreakerConfig::off(),
             retry_budget: RetryBudgetConfig::default(),
             configured: false,
+            quality_floor: None,
+            explore_percent: default_explore_percent(),
+            stats_window_ms: default_stats_window_ms(),
         })
         .collect();
     out.extend(configured);
@@ -702,6 +737,16 @@ pub fn hash_key(key: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn validate(
+        upstreams: &[UpstreamConfig],
+        routes: &[RouteConfig],
+        keys: &[KeyConfig],
+        prices: &BTreeMap<String, PriceConfig>,
+        settings: &GatewaySettings,
+    ) -> Result<ValidatedConfig, ConfigError> {
+        validate_with_prices(PriceTable::builtin(), upstreams, routes, keys, prices, settings)
+    }
 
     fn upstream(models: &[&str]) -> UpstreamConfig {
         toml::from_str(&format!("name = \"u\"\nbase_url = \"http://localhost:1/v1\"\nmodels = {:?}", models)).unwrap()

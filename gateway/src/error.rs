@@ -52,13 +52,26 @@ pub enum GatewayError {
     /// A token or request rate limit is used up for now.
     #[error("rate limit `{limit}` reached ({which} = {value}); retry after {retry_after_s} s")]
     RateLimited { limit: String, which: &'static str, value: u64, retry_after_s: u64 },
+    /// The prompt cannot fit the model's context window (or a `max_input_tokens` policy).
+    #[error("{0}")]
+    ContextLengthExceeded(String),
+    /// A prompt-injection guard blocked the request. Names the guard and rule, never the matched text.
+    #[error("request blocked by guard `{guard}` (rule `{rule}`)")]
+    GuardBlocked { guard: String, rule: String },
+    /// Redaction in `block` mode found secrets or personal data of these kinds.
+    #[error("request contains sensitive data ({0}); remove it and retry")]
+    SensitiveData(String),
 }
 
 impl GatewayError {
     pub fn status(&self) -> StatusCode {
         match self {
             GatewayError::MissingKey | GatewayError::InvalidKey => StatusCode::UNAUTHORIZED,
-            GatewayError::InvalidBody(_) | GatewayError::Untranslatable { .. } => StatusCode::BAD_REQUEST,
+            GatewayError::InvalidBody(_)
+            | GatewayError::Untranslatable { .. }
+            | GatewayError::ContextLengthExceeded(_)
+            | GatewayError::GuardBlocked { .. }
+            | GatewayError::SensitiveData(_) => StatusCode::BAD_REQUEST,
             GatewayError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::ClientDisconnected => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
             GatewayError::BodyReadTimeout(_) => StatusCode::REQUEST_TIMEOUT,
@@ -97,6 +110,9 @@ impl GatewayError {
             GatewayError::NotFound => ("invalid_request_error", "not_found"),
             GatewayError::BudgetExceeded { .. } => ("budget_exceeded", "budget_exceeded"),
             GatewayError::RateLimited { .. } => ("rate_limit_error", "rate_limit_exceeded"),
+            GatewayError::ContextLengthExceeded(_) => ("invalid_request_error", "context_length_exceeded"),
+            GatewayError::GuardBlocked { .. } => ("invalid_request_error", "blocked_by_guard"),
+            GatewayError::SensitiveData(_) => ("invalid_request_error", "sensitive_data_detected"),
         }
     }
 
@@ -119,6 +135,8 @@ impl GatewayError {
             GatewayError::ClientDisconnected => Outcome::ClientDisconnect,
             GatewayError::BudgetExceeded { .. } => Outcome::RejectedBudget,
             GatewayError::RateLimited { .. } => Outcome::RejectedRateLimit,
+            GatewayError::ContextLengthExceeded(_) => Outcome::RejectedContext,
+            GatewayError::GuardBlocked { .. } | GatewayError::SensitiveData(_) => Outcome::RejectedGuard,
         }
     }
 
@@ -148,6 +166,11 @@ impl GatewayError {
             GatewayError::RateLimited { limit, .. } => {
                 if let Ok(v) = HeaderValue::from_str(limit) {
                     resp.headers_mut().insert("x-tollgate-rate-limit", v);
+                }
+            }
+            GatewayError::GuardBlocked { guard, .. } => {
+                if let Ok(v) = HeaderValue::from_str(guard) {
+                    resp.headers_mut().insert("x-tollgate-guard", v);
                 }
             }
             _ => {}
@@ -227,6 +250,7 @@ impl IntoResponse for GatewayError {
         let (kind, code) = self.type_and_code();
         let param = match &self {
             GatewayError::Untranslatable { param, .. } => Some(param.as_str()),
+            GatewayError::ContextLengthExceeded(_) => Some("messages"),
             _ => None,
         };
         let mut resp = openai_error_response_param(self.status(), &self.to_string(), kind, code, param);

@@ -8,9 +8,12 @@ pub mod admission;
 pub mod budget;
 pub mod call;
 pub mod config;
+mod cost_header;
 mod edge;
 mod error;
 pub mod finish;
+pub mod guards;
+pub mod http_client;
 mod keys;
 pub mod listen;
 pub mod metrics;
@@ -18,6 +21,7 @@ pub mod pipeline;
 #[cfg(test)]
 mod proptests;
 pub mod providers;
+pub mod reqlog;
 pub mod respond;
 pub mod routing;
 pub mod ship;
@@ -66,7 +70,7 @@ pub fn validate_with_prices(
     prices: &BTreeMap<String, PriceConfig>,
     settings: &GatewaySettings,
 ) -> Result<ValidatedConfig, ConfigError> {
-    // Names that live in registries first: config::validate builds routes from them.
+    // Names that live in registries first: routes are built from them.
     for (i, u) in upstreams.iter().enumerate() {
         if providers::by_kind(&u.kind).is_none() {
             let kinds: Vec<&str> = providers::PROVIDERS.iter().map(|p| p.kind()).collect();
@@ -94,6 +98,8 @@ pub struct GatewayState {
     pub meter: Meter,
     /// Budgets and rate limits checked at admission.
     pub budgets: Arc<budget::BudgetSystem>,
+    /// Context limits, injection rules, redaction and the response cache.
+    pub guards: Arc<guards::Guards>,
 }
 
 impl GatewayState {
@@ -101,32 +107,45 @@ impl GatewayState {
     /// `spill_path` is where events go when the queue is full.
     pub fn start(cfg: ValidatedConfig, spill_path: PathBuf) -> (Arc<GatewayState>, MeterReceiver) {
         let budgets = budget::BudgetSystem::disabled(Arc::new(cfg.prices.clone()));
-        GatewayState::start_with_budgets(cfg, spill_path, budgets)
+        let metrics = Arc::new(GatewayMetrics::new(&Default::default(), cfg.model_routes.keys().map(String::as_str)));
+        GatewayState::start_with_budgets(cfg, spill_path, budgets, metrics)
     }
 
-    /// As [`GatewayState::start`], enforcing these budgets and rate limits.
+    /// As [`GatewayState::start`], enforcing these budgets and rate limits, observing into `metrics`.
     pub fn start_with_budgets(
         cfg: ValidatedConfig,
         spill_path: PathBuf,
         budgets: Arc<budget::BudgetSystem>,
+        metrics: Arc<GatewayMetrics>,
     ) -> (Arc<GatewayState>, MeterReceiver) {
-        let metrics = Arc::new(GatewayMetrics::default());
+        let guards = Arc::new(guards::Guards::disabled());
+        GatewayState::start_with(cfg, spill_path, budgets, metrics, guards)
+    }
+
+    /// As [`GatewayState::start_with_budgets`], with these guards and response cache.
+    pub fn start_with(
+        cfg: ValidatedConfig,
+        spill_path: PathBuf,
+        budgets: Arc<budget::BudgetSystem>,
+        metrics: Arc<GatewayMetrics>,
+        guards: Arc<guards::Guards>,
+    ) -> (Arc<GatewayState>, MeterReceiver) {
         let prices = Arc::new(tollgate_events::PriceBook::new(cfg.prices.clone()));
-        let (meter, rx) = Meter::new(cfg.settings.event_queue_capacity, prices, spill_path, metrics);
+        let (meter, rx) = Meter::new(cfg.settings.event_queue_capacity, prices.clone(), spill_path, metrics);
         // Validation checked every kind, so no upstream is left out here.
         let upstreams: Vec<Arc<Upstream>> =
             cfg.upstreams.iter().cloned().filter_map(Upstream::new).map(Arc::new).collect();
-        let routes = Arc::new(RouteTable::new(&cfg.routes, &upstreams));
+        let routes = Arc::new(RouteTable::new(&cfg.routes, &upstreams, &prices));
         let pipeline = Pipeline {
             keys: KeyStore::new(&cfg.keys),
-            admission: admission::steps(&budgets, &routes),
+            admission: admission::steps(&budgets, &routes, &guards),
             routes,
             meter: meter.clone(),
             max_request_bytes: cfg.settings.max_request_bytes,
             body_read_timeout_ms: cfg.settings.body_read_timeout_ms,
             max_sse_line_bytes: cfg.settings.max_sse_line_bytes,
         };
-        (Arc::new(GatewayState { cfg, pipeline, meter, budgets }), rx)
+        (Arc::new(GatewayState { cfg, pipeline, meter, budgets, guards }), rx)
     }
 
     /// Whether these headers carry a key allowed to read the query API.
@@ -139,9 +158,23 @@ impl GatewayState {
         }
     }
 
-    /// Retries and circuit breakers, for `/metrics`.
-    pub fn render_routes(&self, out: &mut String) {
-        metrics::render_routes(out, &self.pipeline.routes.series());
+    /// Starts reading the store's routing statistics into learning routes (see `routing::stats`).
+    pub fn start_routing_stats(&self, source: Arc<dyn routing::stats::RoutingStatsSource>) {
+        let s = &self.cfg.settings;
+        self.pipeline.routes.start_stats(
+            source,
+            std::time::Duration::from_millis(s.routing_stats_interval_ms),
+            s.routing_stats_window_s,
+        );
+    }
+
+    /// Retries and circuit breakers, encoded into the metrics registry at scrape time. Holds the route
+    /// table only (not the gateway, whose metering queue must close at shutdown).
+    pub fn routes_encoder(
+        &self,
+    ) -> impl Fn(&mut prometheus_client::encoding::DescriptorEncoder) -> std::fmt::Result + Send + Sync + 'static {
+        let routes = self.pipeline.routes.clone();
+        move |e| metrics::encode_routes(e, &routes.series())
     }
 }
 

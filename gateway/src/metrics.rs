@@ -1,41 +1,59 @@
-//! Gateway metrics in Prometheus text format: queue and spill counters, and per-model call, token and
-//! cost counters (cost in nano-USD, an exact integer) updated by the metering task off the request path.
+//! The gateway's metrics, registered into the process's one registry: OpenTelemetry GenAI histograms
+//! (`gen_ai_client_token_usage`, `gen_ai_client_operation_duration_seconds`,
+//! `gen_ai_server_time_to_first_token_seconds`, `gen_ai_server_time_per_output_token_seconds`), tollgate's
+//! cost and token counters, the gateway overhead histogram, in-flight requests and the metering queue.
+//! `observe` is called by the metering task for each finished event, off the request path.
+//!
+//! Label values that clients choose are bounded: a requested model the config does not name is `other`,
+//! and every other client- or upstream-given value (served model, attribution, error type) keeps its
+//! first `metrics.max_label_values` distinct values and counts the rest under `other`.
 
-use std::collections::BTreeMap;
-use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
-use tollgate_events::CallEvent;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+use tollgate_events::prom::{self, Kind, LabelCap, MetricsConfig};
+use tollgate_events::{CallEvent, Endpoint, Outcome};
 
-#[derive(Default)]
-pub struct Counter(AtomicU64);
-
-impl Counter {
-    pub fn inc(&self) {
-        self.0.fetch_add(1, Ordering::Relaxed);
-    }
-    pub fn add(&self, n: u64) {
-        self.0.fetch_add(n, Ordering::Relaxed);
-    }
-    pub fn get(&self) -> u64 {
-        self.0.load(Ordering::Relaxed)
-    }
+/// The OpenTelemetry GenAI attributes of one call.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GenAiLabels {
+    pub gen_ai_operation_name: &'static str,
+    pub gen_ai_provider_name: &'static str,
+    pub gen_ai_request_model: String,
+    pub gen_ai_response_model: String,
 }
 
-#[derive(Default)]
-struct ModelCounters {
-    calls: u64,
-    input_tokens: u64,
-    output_tokens: u64,
-    cached_input_tokens: u64,
-    reasoning_tokens: u64,
-    cost_nanousd: u64,
-    duration_ms_sum: u64,
-    ttft_ms_sum: u64,
-    ttft_count: u64,
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DurationLabels {
+    #[prometheus(flatten)]
+    call: GenAiLabels,
+    /// Empty (absent) on success; the outcome otherwise, a closed set.
+    error_type: &'static str,
 }
 
-#[derive(Default)]
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TokenLabels {
+    #[prometheus(flatten)]
+    call: GenAiLabels,
+    gen_ai_token_type: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    gen_ai_operation_name: &'static str,
+    gen_ai_provider_name: &'static str,
+    gen_ai_request_model: String,
+    outcome: &'static str,
+}
+
+type Labelled<L, M = Counter> = Family<L, M>;
+type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
+/// Attribution labels chosen by `metrics.cost_labels`, then model and provider.
+type CostLabels = Vec<(&'static str, String)>;
+
 pub struct GatewayMetrics {
     /// Call events created by request handlers.
     pub events_emitted: Counter,
@@ -49,167 +67,346 @@ pub struct GatewayMetrics {
     pub unpriced_events: Counter,
     /// Events whose provider-reported usage was capped (`usage_source = "capped"`).
     pub usage_capped: Counter,
-    /// Panics caught while metering an event (the event was still emitted; issue 15).
+    /// Panics caught while metering an event (the event was still emitted).
     pub metering_panics: Counter,
     /// Upstream SSE lines (or multi-line events) over `gateway.max_sse_line_bytes`, passed on unread.
     pub sse_lines_too_long: Counter,
-    /// Client connections or requests cut by the header-read or body-read timeout.
+    /// Client requests cut by the body-read timeout.
     pub client_read_timeouts: Counter,
-    /// model → outcome → counters; looked up by `&str`, so the common case allocates nothing.
-    by_model: Mutex<BTreeMap<String, BTreeMap<&'static str, ModelCounters>>>,
+    /// Requests being served (a `CallGuard` alive).
+    pub in_flight: Gauge,
+    /// Events waiting for the metering task, as seen at its last tick.
+    pub queue_depth: Gauge,
+    duration: Histograms<DurationLabels>,
+    token_usage: Histograms<TokenLabels>,
+    ttft: Histograms<GenAiLabels>,
+    tpot: Histograms<GenAiLabels>,
+    overhead: Histogram,
+    tokens: Labelled<TokenLabels>,
+    requests: Labelled<RequestLabels>,
+    cost: Labelled<CostLabels>,
+    saved: Labelled<CostLabels>,
+    models: LabelCap,
+    served_models: LabelCap,
+    cost_fields: Vec<(&'static str, LabelCap)>,
 }
 
-/// Most distinct `gen_ai_request_model` label values; later new ones are counted under [`OTHER_MODEL`].
-pub const MAX_MODEL_LABELS: usize = 1000;
-/// The label of calls for a model no route serves (the name is the client's, unbounded).
-pub const UNKNOWN_MODEL: &str = "unknown";
-/// The label of models past [`MAX_MODEL_LABELS`].
-pub const OTHER_MODEL: &str = "other";
+impl Default for GatewayMetrics {
+    fn default() -> Self {
+        GatewayMetrics::new(&MetricsConfig::default(), std::iter::empty())
+    }
+}
 
 impl GatewayMetrics {
-    /// Called by the metering task for each finished event.
-    pub fn observe(&self, ev: &CallEvent) {
-        let Ok(mut m) = self.by_model.lock() else { return };
-        // Label values come from clients: a model no route serves is `unknown`, and past
-        // `MAX_MODEL_LABELS` distinct values new ones are `other`, so a client cannot grow the scrape.
-        let model = if ev.error_type == "model_not_found" && ev.upstream.is_empty() {
-            UNKNOWN_MODEL
-        } else if ev.served_model.is_empty() {
-            ev.requested_model.as_str()
-        } else {
-            ev.served_model.as_str()
-        };
-        let model = if m.contains_key(model) || m.len() < MAX_MODEL_LABELS { model } else { OTHER_MODEL };
-        if !m.contains_key(model) {
-            m.insert(model.to_string(), BTreeMap::new());
-        }
-        let Some(per_outcome) = m.get_mut(model) else { return };
-        let c = per_outcome.entry(ev.outcome.as_str()).or_default();
-        c.calls += 1;
-        c.input_tokens += ev.input_tokens;
-        c.output_tokens += ev.output_tokens;
-        c.cached_input_tokens += ev.cached_input_tokens;
-        c.reasoning_tokens += ev.reasoning_tokens;
-        c.cost_nanousd += ev.cost_nanousd;
-        c.duration_ms_sum += u64::from(ev.latency_ms);
-        if ev.ttft_ms > 0 {
-            c.ttft_ms_sum += u64::from(ev.ttft_ms);
-            c.ttft_count += 1;
+    /// `models`: the model names the config routes; any other requested model is labelled `other`.
+    pub fn new<'a>(cfg: &MetricsConfig, models: impl IntoIterator<Item = &'a str>) -> GatewayMetrics {
+        let models: Vec<&str> = models.into_iter().collect();
+        let cost_fields = cfg
+            .cost_labels
+            .iter()
+            .filter_map(|l| prom::COST_LABEL_FIELDS.iter().find(|f| **f == l.as_str()))
+            .map(|f| (*f, LabelCap::new(cfg.max_label_values)))
+            .collect();
+        GatewayMetrics {
+            events_emitted: Counter::default(),
+            events_spilled: Counter::default(),
+            events_replayed: Counter::default(),
+            events_lost: Counter::default(),
+            unpriced_events: Counter::default(),
+            usage_capped: Counter::default(),
+            metering_panics: Counter::default(),
+            sse_lines_too_long: Counter::default(),
+            client_read_timeouts: Counter::default(),
+            in_flight: Gauge::default(),
+            queue_depth: Gauge::default(),
+            duration: Family::new_with_constructor(|| Histogram::new(prom::OPERATION_DURATION_BUCKETS)),
+            token_usage: Family::new_with_constructor(|| Histogram::new(prom::TOKEN_USAGE_BUCKETS)),
+            ttft: Family::new_with_constructor(|| Histogram::new(prom::TIME_TO_FIRST_TOKEN_BUCKETS)),
+            tpot: Family::new_with_constructor(|| Histogram::new(prom::TIME_PER_OUTPUT_TOKEN_BUCKETS)),
+            overhead: Histogram::new(prom::OVERHEAD_BUCKETS),
+            tokens: Family::default(),
+            requests: Family::default(),
+            cost: Family::default(),
+            saved: Family::default(),
+            models: LabelCap::with_known(0, models.iter().copied()),
+            served_models: LabelCap::with_known(cfg.max_label_values, models.iter().copied()),
+            cost_fields,
         }
     }
 
-    pub fn render(&self, out: &mut String, queue_depth: usize) {
-        let scalar = |out: &mut String, name: &str, help: &str, kind: &str, v: u64| {
-            tollgate_events::prom::write_scalar(out, name, kind, help, v);
-        };
-        scalar(
-            out,
-            "tollgate_events_emitted_total",
-            "Call events created by the gateway.",
-            "counter",
-            self.events_emitted.get(),
+    /// Puts every gateway family into the process's registry. Routing and circuit-breaker families
+    /// (the routing phase's own metrics) are registered next to these by whoever owns them, into the
+    /// same registry.
+    pub fn register(&self, r: &mut Registry) {
+        r.register_with_unit(
+            "gen_ai_client_operation_duration",
+            "GenAI operation duration as the client saw it (OpenTelemetry gen_ai.client.operation.duration)",
+            Unit::Seconds,
+            self.duration.clone(),
         );
-        scalar(
-            out,
-            "tollgate_events_spilled_total",
-            "Call events spilled to disk because the event queue was full.",
-            "counter",
-            self.events_spilled.get(),
+        r.register(
+            "gen_ai_client_token_usage",
+            "Input and output tokens per call (OpenTelemetry gen_ai.client.token.usage)",
+            self.token_usage.clone(),
         );
-        scalar(
-            out,
-            "tollgate_events_replayed_total",
-            "Spilled call events replayed into the queue.",
-            "counter",
-            self.events_replayed.get(),
+        r.register_with_unit(
+            "gen_ai_server_time_to_first_token",
+            "Time to the first content of successful streamed calls (OpenTelemetry gen_ai.server.time_to_first_token)",
+            Unit::Seconds,
+            self.ttft.clone(),
         );
-        scalar(
-            out,
-            "tollgate_events_lost_total",
-            "Call events that could be neither queued nor spilled.",
-            "counter",
-            self.events_lost.get(),
+        r.register_with_unit(
+            "gen_ai_server_time_per_output_token",
+            "Time per output token after the first, successful streamed calls (OpenTelemetry gen_ai.server.time_per_output_token)",
+            Unit::Seconds,
+            self.tpot.clone(),
         );
-        scalar(
-            out,
-            "tollgate_unpriced_events_total",
-            "Call events with tokens whose model matched no price (price_id \"unpriced\", cost 0).",
-            "counter",
-            self.unpriced_events.get(),
+        r.register_with_unit(
+            "tollgate_gateway_overhead",
+            "Time the gateway added to a call (before sending upstream and after the upstream's headers)",
+            Unit::Seconds,
+            self.overhead.clone(),
         );
-        scalar(
-            out,
-            "tollgate_usage_capped_total",
-            "Call events whose provider-reported token counts were not believable and were capped.",
-            "counter",
-            self.usage_capped.get(),
+        r.register(
+            "tollgate_tokens",
+            "Tokens by kind: input (incl. cached), output (incl. reasoning), cache_read, cache_write, reasoning",
+            self.tokens.clone(),
         );
-        scalar(
-            out,
-            "tollgate_metering_panics_total",
-            "Panics caught while metering an event; the event was still emitted.",
-            "counter",
-            self.metering_panics.get(),
+        r.register("tollgate_requests", "Call events by outcome", self.requests.clone());
+        r.register("tollgate_cost_nanousd", "Cost in nano-USD (USD x 1e9), exact integers", self.cost.clone());
+        r.register(
+            "tollgate_cache_saved_nanousd",
+            "Cost in nano-USD that response-cache hits saved",
+            self.saved.clone(),
         );
-        scalar(
-            out,
-            "tollgate_sse_lines_too_long_total",
-            "Upstream SSE lines over gateway.max_sse_line_bytes, passed on without being read.",
-            "counter",
-            self.sse_lines_too_long.get(),
-        );
-        scalar(
-            out,
-            "tollgate_client_read_timeouts_total",
-            "Client requests cut by gateway.body_read_timeout_ms.",
-            "counter",
-            self.client_read_timeouts.get(),
-        );
-        scalar(
-            out,
+        r.register("tollgate_requests_in_flight", "Requests being served", self.in_flight.clone());
+        r.register(
             "tollgate_event_queue_depth",
-            "Events waiting in the gateway's metering queue.",
-            "gauge",
-            queue_depth as u64,
+            "Events waiting in the gateway's metering queue",
+            self.queue_depth.clone(),
         );
-        let Ok(m) = self.by_model.lock() else { return };
-        type Family = (&'static str, &'static str, fn(&ModelCounters) -> u64);
-        let families: [Family; 9] = [
-            ("tollgate_calls_total", "Calls by model and outcome.", |c| c.calls),
-            ("tollgate_input_tokens_total", "Input tokens (including cached).", |c| c.input_tokens),
-            ("tollgate_output_tokens_total", "Output tokens (including reasoning).", |c| c.output_tokens),
-            ("tollgate_cached_input_tokens_total", "Input tokens read from the provider's cache.", |c| {
-                c.cached_input_tokens
-            }),
-            ("tollgate_reasoning_tokens_total", "Reasoning tokens.", |c| c.reasoning_tokens),
-            ("tollgate_cost_nanousd_total", "Cost in nano-USD (USD x 1e9).", |c| c.cost_nanousd),
-            ("gen_ai_client_operation_duration_milliseconds_sum", "Sum of call durations.", |c| c.duration_ms_sum),
-            ("gen_ai_server_time_to_first_token_milliseconds_sum", "Sum of times to first token.", |c| c.ttft_ms_sum),
-            ("gen_ai_server_time_to_first_token_milliseconds_count", "Calls with a first token.", |c| c.ttft_count),
+        r.register("tollgate_events_emitted", "Call events created by the gateway", self.events_emitted.clone());
+        r.register(
+            "tollgate_events_spilled",
+            "Call events spilled to disk because the event queue was full",
+            self.events_spilled.clone(),
+        );
+        r.register(
+            "tollgate_events_replayed",
+            "Spilled call events replayed into the queue",
+            self.events_replayed.clone(),
+        );
+        r.register(
+            "tollgate_unpriced_events",
+            "Call events with tokens whose model matched no price (price_id unpriced, cost 0)",
+            self.unpriced_events.clone(),
+        );
+        r.register(
+            "tollgate_usage_capped",
+            "Call events whose provider-reported token counts were not believable and were capped",
+            self.usage_capped.clone(),
+        );
+        r.register(
+            "tollgate_events_lost",
+            "Call events that could be neither queued nor spilled",
+            self.events_lost.clone(),
+        );
+        r.register(
+            "tollgate_metering_panics",
+            "Panics caught while metering an event; the event was still emitted",
+            self.metering_panics.clone(),
+        );
+        r.register(
+            "tollgate_sse_lines_too_long",
+            "Upstream SSE lines over gateway.max_sse_line_bytes, passed on without being read",
+            self.sse_lines_too_long.clone(),
+        );
+        r.register(
+            "tollgate_client_read_timeouts",
+            "Client requests cut by gateway.body_read_timeout_ms",
+            self.client_read_timeouts.clone(),
+        );
+    }
+
+    /// The GenAI attributes of an event, with bounded model labels.
+    pub fn labels(&self, ev: &CallEvent) -> GenAiLabels {
+        GenAiLabels {
+            gen_ai_operation_name: operation_name(ev.endpoint),
+            gen_ai_provider_name: provider_name(&ev.provider),
+            gen_ai_request_model: self.models.known_or_other(&ev.requested_model).to_string(),
+            // Only calls routed to an upstream have a response model; a rejected call's `served_model` is
+            // still just what the client asked for.
+            gen_ai_response_model: if ev.served_model.is_empty() || ev.provider.is_empty() {
+                String::new()
+            } else {
+                self.served_models.bound(&ev.served_model).to_string()
+            },
+        }
+    }
+
+    /// Called by the metering task for each finished event.
+    pub fn observe(&self, ev: &CallEvent) {
+        let call = self.labels(ev);
+        let ok = ev.outcome == Outcome::Ok;
+        let error_type = if ok { "" } else { ev.outcome.as_str() };
+        self.requests
+            .get_or_create(&RequestLabels {
+                gen_ai_operation_name: call.gen_ai_operation_name,
+                gen_ai_provider_name: call.gen_ai_provider_name,
+                gen_ai_request_model: call.gen_ai_request_model.clone(),
+                outcome: ev.outcome.as_str(),
+            })
+            .inc();
+        self.duration
+            .get_or_create(&DurationLabels { call: call.clone(), error_type })
+            .observe(f64::from(ev.latency_ms) / 1e3);
+        if ev.upstream_latency_ms > 0 {
+            self.overhead.observe(f64::from(ev.gateway_overhead_us) / 1e6);
+        }
+        let kinds = [
+            ("input", ev.input_tokens),
+            ("output", ev.output_tokens),
+            ("cache_read", ev.cached_input_tokens),
+            ("cache_write", ev.cache_write_tokens),
+            ("reasoning", ev.reasoning_tokens),
         ];
-        for (name, help, get) in families {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-            for (model, per_outcome) in m.iter() {
-                for (outcome, c) in per_outcome {
-                    let _ = writeln!(
-                        out,
-                        "{name}{{gen_ai_request_model=\"{}\",outcome=\"{outcome}\"}} {}",
-                        escape(model),
-                        get(c)
-                    );
-                }
+        let any_usage = ev.input_tokens > 0 || ev.output_tokens > 0;
+        for (i, (kind, n)) in kinds.into_iter().enumerate() {
+            let labels = TokenLabels { call: call.clone(), gen_ai_token_type: kind };
+            // The histogram is the convention's (input and output, for calls that used tokens).
+            if i < 2 && any_usage {
+                self.token_usage.get_or_create(&labels).observe(n as f64);
+            }
+            if n > 0 {
+                self.tokens.get_or_create(&labels).inc_by(n);
+            }
+        }
+        if ok && ev.stream && ev.ttft_ms > 0 {
+            self.ttft.get_or_create(&call).observe(f64::from(ev.ttft_ms) / 1e3);
+            if ev.output_tokens > 1 && ev.latency_ms > ev.ttft_ms {
+                let per = f64::from(ev.latency_ms - ev.ttft_ms) / 1e3 / (ev.output_tokens - 1) as f64;
+                self.tpot.get_or_create(&call).observe(per);
+            }
+        }
+        if ev.cost_nanousd > 0 || ev.saved_nanousd > 0 {
+            let mut labels: CostLabels = self
+                .cost_fields
+                .iter()
+                .map(|(field, cap)| (*field, cap.bound(attribution(ev, field)).to_string()))
+                .collect();
+            labels.push(("gen_ai_request_model", call.gen_ai_request_model));
+            labels.push(("gen_ai_provider_name", call.gen_ai_provider_name.to_string()));
+            if ev.cost_nanousd > 0 {
+                self.cost.get_or_create(&labels).inc_by(ev.cost_nanousd);
+            }
+            if ev.saved_nanousd > 0 {
+                self.saved.get_or_create(&labels).inc_by(ev.saved_nanousd);
             }
         }
     }
 }
 
-fn escape(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+fn attribution<'a>(ev: &'a CallEvent, field: &str) -> &'a str {
+    match field {
+        "tenant" => &ev.tenant,
+        "department" => &ev.department,
+        "team" => &ev.team,
+        "project" => &ev.project,
+        "user" => &ev.user,
+        "api_key_id" => &ev.api_key_id,
+        _ => "",
+    }
+}
+
+/// `gen_ai.operation.name` for an endpoint (the convention's well-known values where one applies).
+pub fn operation_name(e: Endpoint) -> &'static str {
+    match e {
+        Endpoint::Chat | Endpoint::Messages => "chat",
+        Endpoint::Completions => "text_completion",
+        Endpoint::Embeddings => "embeddings",
+        Endpoint::Models => "models",
+        Endpoint::Other => "other",
+    }
+}
+
+/// `gen_ai.provider.name` for an upstream kind (the convention's well-known values where one applies).
+pub fn provider_name(p: &str) -> &'static str {
+    match p {
+        "" => "",
+        "openai" => "openai",
+        "anthropic" => "anthropic",
+        "azure_openai" => "azure.ai.openai",
+        "openai_compatible" => "openai_compatible",
+        _ => prom::OTHER,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scrape(m: &GatewayMetrics) -> String {
+        let mut r = Registry::default();
+        m.register(&mut r);
+        prom::encode(&r, false)
+    }
+
+    #[test]
+    fn unknown_and_huge_models_collapse_into_other() {
+        let m = GatewayMetrics::new(&MetricsConfig { max_label_values: 3, ..Default::default() }, ["gpt-4o"]);
+        for i in 0..50 {
+            let ev = CallEvent {
+                requested_model: format!("{}{i}", "x".repeat(1 << 20)),
+                served_model: format!("{}{i}", "y".repeat(1 << 20)),
+                outcome: Outcome::InvalidRequest,
+                ..Default::default()
+            };
+            m.observe(&ev);
+        }
+        for i in 0..50 {
+            m.observe(&CallEvent {
+                requested_model: format!("m{i}"),
+                served_model: format!("s{i}"),
+                provider: "openai".into(),
+                ..Default::default()
+            });
+        }
+        let text = scrape(&m);
+        assert!(text.len() < 64 * 1024, "scrape is {} bytes", text.len());
+        assert!(text.contains("gen_ai_request_model=\"other\""), "{text}");
+        assert!(!text.contains("m49") && !text.contains("xxxx"));
+        assert!(text.contains("gen_ai_response_model=\"s0\"") && !text.contains("gen_ai_response_model=\"s3\""));
+    }
+
+    #[test]
+    fn cost_is_labelled_by_the_configured_attribution() {
+        let cfg = MetricsConfig { cost_labels: vec!["team".into()], max_label_values: 1, ..Default::default() };
+        let m = GatewayMetrics::new(&cfg, ["gpt-4o"]);
+        let ev = |team: &str, cost| CallEvent {
+            team: team.into(),
+            requested_model: "gpt-4o".into(),
+            provider: "openai".into(),
+            cost_nanousd: cost,
+            ..Default::default()
+        };
+        m.observe(&ev("core", 1_000_000_007));
+        m.observe(&ev("core", 3));
+        m.observe(&ev("ml", 5));
+        m.observe(&ev("web", 7));
+        let text = scrape(&m);
+        assert!(
+            text.contains("tollgate_cost_nanousd_total{team=\"core\",gen_ai_request_model=\"gpt-4o\",gen_ai_provider_name=\"openai\"} 1000000010"),
+            "{text}"
+        );
+        assert!(text.contains("tollgate_cost_nanousd_total{team=\"other\",gen_ai_request_model=\"gpt-4o\",gen_ai_provider_name=\"openai\"} 12"), "{text}");
+    }
 }
 
 /// A route's routing series (configured routes only).
 pub struct RouteSeries<'a> {
     pub route: &'a str,
+    /// The route's strategy (a label of its decisions).
+    pub strategy: &'a str,
     pub retries: u64,
     pub retries_denied: u64,
     pub targets: Vec<TargetSeries<'a>>,
@@ -220,44 +417,62 @@ pub struct TargetSeries<'a> {
     /// 0 closed, 1 open, 2 half-open.
     pub state: u8,
     pub opened: u64,
+    /// Calls whose first attempt the strategy gave this target.
+    pub decisions: u64,
 }
 
-/// Retries and circuit-breaker state per route and target.
-pub fn render_routes(out: &mut String, routes: &[RouteSeries<'_>]) {
-    if routes.is_empty() {
-        return;
-    }
-    let _ = writeln!(out, "# HELP tollgate_route_retries_total Retries granted by the route's retry budget.\n# TYPE tollgate_route_retries_total counter");
-    for r in routes {
-        let _ = writeln!(out, "tollgate_route_retries_total{{route=\"{}\"}} {}", escape(r.route), r.retries);
-    }
-    let _ = writeln!(out, "# HELP tollgate_route_retries_denied_total Retries refused because the retry budget was used up.\n# TYPE tollgate_route_retries_denied_total counter");
-    for r in routes {
-        let _ =
-            writeln!(out, "tollgate_route_retries_denied_total{{route=\"{}\"}} {}", escape(r.route), r.retries_denied);
-    }
-    let _ = writeln!(out, "# HELP tollgate_breaker_state Circuit breaker per target: 0 closed, 1 open, 2 half-open.\n# TYPE tollgate_breaker_state gauge");
-    for r in routes {
-        for t in &r.targets {
-            let _ = writeln!(
-                out,
-                "tollgate_breaker_state{{route=\"{}\",target=\"{}\"}} {}",
-                escape(r.route),
-                escape(t.target),
-                t.state
-            );
-        }
-    }
-    let _ = writeln!(out, "# HELP tollgate_breaker_opened_total Times a target's circuit breaker opened.\n# TYPE tollgate_breaker_opened_total counter");
-    for r in routes {
-        for t in &r.targets {
-            let _ = writeln!(
-                out,
-                "tollgate_breaker_opened_total{{route=\"{}\",target=\"{}\"}} {}",
-                escape(r.route),
-                escape(t.target),
-                t.opened
-            );
-        }
-    }
+/// Retries and circuit-breaker state per route and target, encoded at scrape time into the registry.
+pub fn encode_routes(e: &mut DescriptorEncoder, routes: &[RouteSeries<'_>]) -> std::fmt::Result {
+    let per_route = |f: fn(&RouteSeries<'_>) -> u64| {
+        routes.iter().map(move |r| (vec![("route", r.route)], f(r) as f64)).collect::<Vec<_>>()
+    };
+    let per_target = |f: fn(&TargetSeries<'_>) -> u64| {
+        routes
+            .iter()
+            .flat_map(|r| r.targets.iter().map(move |t| (vec![("route", r.route), ("target", t.target)], f(t) as f64)))
+            .collect::<Vec<_>>()
+    };
+    prom::encode_family(
+        e,
+        "tollgate_route_retries",
+        "Retries granted by the route's retry budget.",
+        Kind::Counter,
+        per_route(|r| r.retries),
+    )?;
+    prom::encode_family(
+        e,
+        "tollgate_route_retries_denied",
+        "Retries refused because the retry budget was used up.",
+        Kind::Counter,
+        per_route(|r| r.retries_denied),
+    )?;
+    prom::encode_family(
+        e,
+        "tollgate_breaker_state",
+        "Circuit breaker per target: 0 closed, 1 open, 2 half-open.",
+        Kind::Gauge,
+        per_target(|t| u64::from(t.state)),
+    )?;
+    prom::encode_family(
+        e,
+        "tollgate_breaker_opened",
+        "Times a target's circuit breaker opened.",
+        Kind::Counter,
+        per_target(|t| t.opened),
+    )?;
+    let decisions: Vec<_> = routes
+        .iter()
+        .flat_map(|r| {
+            r.targets.iter().map(move |t| {
+                (vec![("route", r.route), ("strategy", r.strategy), ("target", t.target)], t.decisions as f64)
+            })
+        })
+        .collect();
+    prom::encode_family(
+        e,
+        "tollgate_route_decisions",
+        "Calls whose first attempt the route's strategy sent to this target.",
+        Kind::Counter,
+        decisions,
+    )
 }

@@ -3,14 +3,18 @@
 //! only when the collector has acknowledged it (after the collector's own fsync). So a collector that is
 //! slow, down or restarting costs nothing but spool space, batches go out in order when it is back, and a
 //! resend after a lost acknowledgement is recognised by the collector (`x-tollgate-batch:
-//! <gateway id>:<sequence>`) and not stored twice.
+//! <source>:<sequence>`) and not stored twice. The source is the gateway id plus an id drawn at each
+//! start and kept with every spooled batch, so two gateways that share a `gateway_id` (or a copied data
+//! dir) never look like one to the collector; two processes on one spool are refused at start.
 //!
-//! Spool full (`spool_max_bytes`): the newest batch is dropped, counted in
+//! Spool full (`spool_max_bytes`, counting only batches not yet acknowledged: acknowledged bytes are
+//! compacted away when they stand in the way): the newest batch is dropped, counted in
 //! `tollgate_spool_dropped_events_total` and logged as an error (the spool keeps the oldest, in order).
 //! Client traffic is never blocked or failed by any of this.
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use prometheus_client::encoding::DescriptorEncoder;
 use serde::Deserialize;
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -20,6 +24,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
+use tollgate_events::prom::{self, Kind};
 use tollgate_events::CallEvent;
 use tracing::{error, info, warn};
 
@@ -67,7 +72,7 @@ impl ShipConfig {
     }
 }
 
-#[derive(Default)]
+#[derive(Debug, Default)]
 pub struct ShipMetrics {
     pub shipped_events: AtomicU64,
     pub shipped_batches: AtomicU64,
@@ -78,29 +83,31 @@ pub struct ShipMetrics {
 }
 
 impl ShipMetrics {
-    pub fn render(&self, out: &mut String) {
-        let rows: [(&str, &str, &str, &AtomicU64); 6] = [
-            ("tollgate_shipped_events_total", "counter", "Events the collector acknowledged.", &self.shipped_events),
-            ("tollgate_shipped_batches_total", "counter", "Batches the collector acknowledged.", &self.shipped_batches),
-            ("tollgate_ship_errors_total", "counter", "Failed sends to the collector (retried).", &self.send_errors),
-            ("tollgate_spool_bytes", "gauge", "Bytes in the outbox spool.", &self.spool_bytes),
-            ("tollgate_spool_batches", "gauge", "Batches waiting in the outbox spool.", &self.spool_batches),
+    /// Scrape-time values for the process's registry.
+    pub fn encode_metrics(&self, e: &mut DescriptorEncoder) -> std::fmt::Result {
+        let rows: [(&str, Kind, &str, &AtomicU64); 6] = [
+            ("tollgate_shipped_events", Kind::Counter, "Events the collector acknowledged.", &self.shipped_events),
+            ("tollgate_shipped_batches", Kind::Counter, "Batches the collector acknowledged.", &self.shipped_batches),
+            ("tollgate_ship_errors", Kind::Counter, "Failed sends to the collector (retried).", &self.send_errors),
+            ("tollgate_spool_bytes", Kind::Gauge, "Bytes in the outbox spool.", &self.spool_bytes),
+            ("tollgate_spool_batches", Kind::Gauge, "Batches waiting in the outbox spool.", &self.spool_batches),
             (
-                "tollgate_spool_dropped_events_total",
-                "counter",
+                "tollgate_spool_dropped_events",
+                Kind::Counter,
                 "Events lost because the spool was full and the collector did not take them.",
                 &self.dropped_events,
             ),
         ];
         for (name, kind, help, v) in rows {
-            tollgate_events::prom::write_scalar(out, name, kind, help, v.load(Ordering::Relaxed));
+            prom::encode_scalar(e, name, help, kind, v.load(Ordering::Relaxed) as f64)?;
         }
+        Ok(())
     }
 }
 
-/// The outbox: `outbox.jsonl` (one batch per line: `{"seq":n,"events":[…]}`) and `outbox.acked` (the last
-/// acknowledged sequence).
-struct Outbox {
+/// The outbox: `outbox.jsonl` (one batch per line: `{"seq":n,"src":"…","events":[…]}`) and
+/// `outbox.acked` (the last acknowledged sequence). The file is locked while a process uses it.
+pub struct Outbox {
     path: PathBuf,
     acked_path: PathBuf,
     file: File,
@@ -109,16 +116,26 @@ struct Outbox {
     next_seq: u64,
     /// Waiting batches: (seq, byte offset, length).
     waiting: VecDeque<(u64, u64, u64)>,
+    /// The source new batches are sent under: `<gateway id>/<id drawn at this start>`.
+    source: String,
 }
 
 #[derive(serde::Serialize, Deserialize)]
 struct Line {
     seq: u64,
+    /// The source the batch is sent under (absent in spools written before sources were per start).
+    #[serde(default)]
+    src: Option<String>,
     events: Vec<CallEvent>,
 }
 
 impl Outbox {
+    #[cfg(test)]
     fn open(dir: &Path) -> std::io::Result<Outbox> {
+        Outbox::open_as(dir, String::new())
+    }
+
+    fn open_as(dir: &Path, source: String) -> std::io::Result<Outbox> {
         std::fs::create_dir_all(dir)?;
         let path = dir.join("outbox.jsonl");
         let acked_path = dir.join("outbox.acked");
@@ -131,6 +148,15 @@ impl Outbox {
                     .unwrap_or(0)
             });
         let file = OpenOptions::new().create(true).read(true).append(true).open(&path)?;
+        if let Err(e) = file.try_lock() {
+            return Err(match e {
+                std::fs::TryLockError::WouldBlock => std::io::Error::other(format!(
+                    "another tollgate process uses the outbox spool {} (each gateway needs its own data_dir)",
+                    path.display()
+                )),
+                std::fs::TryLockError::Error(e) => e,
+            });
+        }
         let mut waiting = VecDeque::new();
         let mut next_seq = acked + 1;
         let mut valid = 0u64;
@@ -163,7 +189,47 @@ impl Outbox {
             file.set_len(valid)?;
             file.sync_all()?;
         }
-        Ok(Outbox { path, acked_path, file, len: valid, acked, next_seq, waiting })
+        Ok(Outbox { path, acked_path, file, len: valid, acked, next_seq, waiting, source })
+    }
+
+    /// Bytes of batches not acknowledged yet: what the cap counts.
+    #[cfg(test)]
+    fn unacked_bytes(&self) -> u64 {
+        self.len - self.head()
+    }
+
+    /// Where the first unacknowledged batch starts (everything before it is acknowledged).
+    fn head(&self) -> u64 {
+        self.waiting.front().map(|w| w.1).unwrap_or(self.len)
+    }
+
+    /// Drops the acknowledged bytes at the front of the file: the waiting batches are copied into a new
+    /// file that replaces the old one (fsynced, then renamed, then the directory fsynced).
+    fn compact(&mut self) -> std::io::Result<()> {
+        let head = self.head();
+        if head == 0 {
+            return Ok(());
+        }
+        let mut rest = Vec::with_capacity((self.len - head) as usize);
+        let mut f = File::open(&self.path)?;
+        f.seek(SeekFrom::Start(head))?;
+        std::io::Read::read_to_end(&mut f, &mut rest)?;
+        let tmp = self.path.with_extension("compact");
+        let mut out = File::create(&tmp)?;
+        out.write_all(&rest)?;
+        out.sync_all()?;
+        let file = OpenOptions::new().read(true).append(true).open(&tmp)?;
+        file.try_lock().map_err(|e| std::io::Error::other(e.to_string()))?;
+        std::fs::rename(&tmp, &self.path)?;
+        if let Some(dir) = self.path.parent() {
+            File::open(dir)?.sync_all()?;
+        }
+        self.file = file;
+        self.len -= head;
+        for w in self.waiting.iter_mut() {
+            w.1 -= head;
+        }
+        Ok(())
     }
 
     #[cfg(test)]
@@ -180,9 +246,15 @@ impl Outbox {
         let mut len = self.len;
         for events in batches {
             let seq = self.next_seq + added.len() as u64;
-            let mut line = serde_json::to_vec(&serde_json::json!({"seq": seq, "events": events}))?;
+            let mut line = serde_json::to_vec(&serde_json::json!({"seq": seq, "src": self.source, "events": events}))?;
             line.push(b'\n');
-            if max_bytes > 0 && len + line.len() as u64 > max_bytes {
+            let over = |len: u64, head: u64| max_bytes > 0 && len - head + line.len() as u64 > max_bytes;
+            if over(len, self.head()) && buf.is_empty() && self.head() > 0 {
+                // Acknowledged bytes are in the way: drop them before refusing anything.
+                self.compact()?;
+                len = self.len;
+            }
+            if over(len, self.head().min(len)) {
                 out.push(None);
                 continue;
             }
@@ -232,16 +304,15 @@ impl Outbox {
 }
 
 struct Sender {
-    client: crate::providers::HttpClient,
+    client: crate::http_client::HttpClient,
     url: String,
     token: Option<String>,
-    gateway_id: String,
     timeout: Duration,
 }
 
 impl Sender {
     /// One attempt; Ok when the collector stored the batch (or already had it).
-    async fn send(&self, seq: u64, events: &[CallEvent]) -> Result<(), String> {
+    async fn send(&self, source: &str, seq: u64, events: &[CallEvent]) -> Result<(), String> {
         let mut body = Vec::with_capacity(events.len() * 600);
         for e in events {
             serde_json::to_writer(&mut body, e).map_err(|e| e.to_string())?;
@@ -251,7 +322,7 @@ impl Sender {
         let mut req = http::Request::post(format!("{}/v1/ingest", self.url))
             .header(http::header::CONTENT_TYPE, "application/x-ndjson")
             .header(http::header::CONTENT_ENCODING, "zstd")
-            .header("x-tollgate-batch", format!("{}:{seq}", self.gateway_id));
+            .header("x-tollgate-batch", format!("{source}:{seq}"));
         if let Some(t) = &self.token {
             req = req.header(http::header::AUTHORIZATION, format!("Bearer {t}"));
         }
@@ -293,25 +364,13 @@ pub fn gateway_id(cfg: &ShipConfig, data_dir: &Path) -> std::io::Result<String> 
 /// from the spool in order.
 pub async fn run_shipper(
     mut rx: mpsc::Receiver<Vec<CallEvent>>,
+    outbox: Outbox,
     cfg: ShipConfig,
-    data_dir: PathBuf,
     metrics: Arc<ShipMetrics>,
     grace: Duration,
 ) {
-    let outbox = match Outbox::open(&data_dir.join("spool")) {
-        Ok(o) => Arc::new(std::sync::Mutex::new(o)),
-        Err(e) => {
-            error!(error = %e, "cannot open the outbox spool; events will be sent without it");
-            return run_without_spool(rx, cfg, data_dir, metrics).await;
-        }
-    };
-    let sender = match make_sender(&cfg, &data_dir) {
-        Ok(s) => s,
-        Err(e) => {
-            error!(error = %e, "cannot set up shipping");
-            return;
-        }
-    };
+    let outbox = Arc::new(std::sync::Mutex::new(outbox));
+    let sender = make_sender(&cfg);
     let notify = Arc::new(tokio::sync::Notify::new());
     let closed = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let spooler = {
@@ -403,7 +462,8 @@ pub async fn run_shipper(
                 continue;
             }
         };
-        match sender.send(seq, &line.events).await {
+        let source = line.src.clone().unwrap_or_else(|| outbox_source(&outbox));
+        match sender.send(&source, seq, &line.events).await {
             Ok(()) => {
                 metrics.shipped_events.fetch_add(line.events.len() as u64, Ordering::Relaxed);
                 metrics.shipped_batches.fetch_add(1, Ordering::Relaxed);
@@ -429,36 +489,25 @@ pub async fn run_shipper(
     info!(left_in_spool = left, "shipper stopped");
 }
 
-fn make_sender(cfg: &ShipConfig, data_dir: &Path) -> std::io::Result<Sender> {
-    let client = crate::providers::http_client(Duration::from_millis(cfg.timeout_ms));
-    Ok(Sender {
-        client,
-        url: cfg.collector_url.trim_end_matches('/').to_string(),
-        token: cfg.token_env.as_ref().and_then(|v| std::env::var(v).ok()),
-        gateway_id: gateway_id(cfg, data_dir)?,
-        timeout: Duration::from_millis(cfg.timeout_ms),
-    })
+/// Opens (and locks) the outbox spool under `<data_dir>/spool`; batches spooled from now on go out
+/// under `<gateway id>/<id drawn now>`. Fails if another process holds the spool.
+pub fn open_spool(cfg: &ShipConfig, data_dir: &Path) -> std::io::Result<Outbox> {
+    let source = format!("{}/{}", gateway_id(cfg, data_dir)?, uuid::Uuid::now_v7().simple());
+    Outbox::open_as(&data_dir.join("spool"), source)
 }
 
-/// Fallback when the spool cannot be opened: send directly, count what cannot be sent.
-async fn run_without_spool(
-    mut rx: mpsc::Receiver<Vec<CallEvent>>,
-    cfg: ShipConfig,
-    data_dir: PathBuf,
-    metrics: Arc<ShipMetrics>,
-) {
-    let Ok(sender) = make_sender(&cfg, &data_dir) else { return };
-    let mut seq =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0);
-    while let Some(events) = rx.recv().await {
-        seq += 1;
-        if sender.send(seq, &events).await.is_ok() {
-            metrics.shipped_events.fetch_add(events.len() as u64, Ordering::Relaxed);
-        } else {
-            metrics.dropped_events.fetch_add(events.len() as u64, Ordering::Relaxed);
-            error!(events = events.len(), "collector unreachable and no spool: call events dropped");
-        }
+fn make_sender(cfg: &ShipConfig) -> Sender {
+    Sender {
+        client: crate::http_client::http_client(Duration::from_millis(cfg.timeout_ms)),
+        url: cfg.collector_url.trim_end_matches('/').to_string(),
+        token: cfg.token_env.as_ref().and_then(|v| std::env::var(v).ok()),
+        timeout: Duration::from_millis(cfg.timeout_ms),
     }
+}
+
+/// The source of batches spooled before sources were kept per batch: the current one.
+fn outbox_source(outbox: &std::sync::Mutex<Outbox>) -> String {
+    outbox.lock().map(|o| o.source.clone()).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -493,5 +542,44 @@ mod tests {
         // The cap refuses a line that does not fit.
         let mut o = o;
         assert_eq!(o.push(&[ev(5)], 10).unwrap(), None);
+    }
+
+    #[test]
+    fn the_cap_counts_only_unacknowledged_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let ev = |i: u64| CallEvent { event_id: format!("e{i}"), ..Default::default() };
+        let mut o = Outbox::open(dir.path()).unwrap();
+        let one = {
+            let before = o.len;
+            o.push(&[ev(0)], 0).unwrap().unwrap();
+            o.len - before
+        };
+        // Room for three batches; two are acknowledged, one waits.
+        let cap = 3 * one + one / 2;
+        let s1 = o.push(&[ev(1)], cap).unwrap().unwrap();
+        let _s2 = o.push(&[ev(2)], cap).unwrap().unwrap();
+        o.ack(s1).unwrap();
+        assert_eq!(o.unacked_bytes(), one);
+        // Acknowledged bytes no longer count: the next two fit (the file is compacted on the way).
+        let s3 = o.push(&[ev(3)], cap).unwrap();
+        let s4 = o.push(&[ev(4)], cap).unwrap();
+        assert!(s3.is_some() && s4.is_some(), "acknowledged bytes were counted against the cap");
+        assert_eq!(o.push(&[ev(5)], cap).unwrap(), None, "three unacknowledged batches fill it");
+        let waiting: Vec<u64> = o.waiting.iter().map(|w| w.0).collect();
+        assert_eq!(waiting.len(), 3);
+        for (seq, off, len) in o.waiting.clone() {
+            assert_eq!(o.read(off, len).unwrap().seq, seq, "offsets still point at their batches");
+        }
+        drop(o);
+        let o = Outbox::open(dir.path()).unwrap();
+        assert_eq!(o.waiting.iter().map(|w| w.0).collect::<Vec<_>>(), waiting, "the compacted file reopens");
+    }
+
+    #[test]
+    fn a_spool_is_used_by_one_process_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let _a = Outbox::open(dir.path()).unwrap();
+        let e = Outbox::open(dir.path()).err().expect("second open refused");
+        assert!(e.to_string().contains("another tollgate process"), "{e}");
     }
 }

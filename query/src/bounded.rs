@@ -15,17 +15,30 @@ use datafusion::execution::FunctionRegistry;
 use datafusion::logical_expr::{
     ColumnarValue, Documentation, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
 };
-use std::sync::Arc;
 
 /// How one function's output size is bounded from its arguments (all as arrays of the batch's rows).
 type Bound = fn(&[ArrayRef]) -> u128;
 
 /// A built-in function with a size check before each call.
-#[derive(Debug, PartialEq, Eq, Hash)]
+#[derive(Debug)]
 struct SizeChecked {
     inner: ScalarUDF,
     limit_bytes: u64,
     bound: Bound,
+}
+
+// The bound follows from the wrapped function, so equality and hash leave the fn pointer out.
+impl PartialEq for SizeChecked {
+    fn eq(&self, other: &Self) -> bool {
+        self.inner == other.inner && self.limit_bytes == other.limit_bytes
+    }
+}
+impl Eq for SizeChecked {}
+impl std::hash::Hash for SizeChecked {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.inner.hash(state);
+        self.limit_bytes.hash(state);
+    }
 }
 
 impl ScalarUDFImpl for SizeChecked {

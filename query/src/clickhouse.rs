@@ -4,9 +4,10 @@
 //! literals: ClickHouse 18.16 has no server-side query parameters). Every query is written to give the
 //! same result types on 18.16 and on current releases (explicit casts).
 
-use crate::engine::{LatencyRow, QueryConfig, ShowbackRow, SpendFilter, SqlResult, Totals};
+use crate::engine::{LatencyRow, QueryConfig, ShowbackRow, SpendAnswer, SpendFilter, SpendRequest, SqlResult, Totals};
 use crate::error::QueryError;
 use crate::params::TimeRange;
+use crate::routing_stats::{self, RoutingStatsRow};
 use crate::sqlguard;
 use serde_json::Value;
 use std::time::Duration;
@@ -14,9 +15,9 @@ use tollgate_clickhouse::{fetch_doc, fetch_json, ChError, ClickHouseConfig};
 
 pub struct ChBackend {
     cfg: ClickHouseConfig,
-    client: clickhouse::Client,
+    pub(crate) client: clickhouse::Client,
     sql_client: clickhouse::Client,
-    timeout: Duration,
+    pub(crate) timeout: Duration,
 }
 
 /// The expression each group-by column reads, rendered as the text DataFusion gives for it.
@@ -28,7 +29,7 @@ fn group_expr(col: &str) -> String {
     }
 }
 
-fn group_sql(group: &[(&str, &str)]) -> (String, String, String) {
+pub(crate) fn group_sql(group: &[(&str, &str)]) -> (String, String, String) {
     if group.is_empty() {
         return (String::new(), String::new(), String::new());
     }
@@ -41,12 +42,12 @@ fn group_sql(group: &[(&str, &str)]) -> (String, String, String) {
 /// The latest day ClickHouse's Date holds on every release (18.16's ends in 2105).
 const LAST_DATE: &str = "2105-12-31";
 
-fn date_bounds(r: &TimeRange) -> (String, String) {
+pub(crate) fn date_bounds(r: &TimeRange) -> (String, String) {
     let clamp = |d: String| if d.as_str() > LAST_DATE { LAST_DATE.to_string() } else { d };
     (clamp(r.from_date()), clamp(r.to_date()))
 }
 
-fn ch_err(e: ChError) -> QueryError {
+pub(crate) fn ch_err(e: ChError) -> QueryError {
     match e {
         ChError::Rejected { code: 159, .. } => QueryError::Timeout(0),
         ChError::Rejected { code: 164, message } => QueryError::NotReadOnly(message),
@@ -55,7 +56,7 @@ fn ch_err(e: ChError) -> QueryError {
     }
 }
 
-fn u64_of(v: Option<&Value>) -> u64 {
+pub(crate) fn u64_of(v: Option<&Value>) -> u64 {
     match v {
         Some(Value::Number(n)) => n.as_u64().unwrap_or(0),
         Some(Value::String(s)) => s.parse().unwrap_or(0),
@@ -63,7 +64,7 @@ fn u64_of(v: Option<&Value>) -> u64 {
     }
 }
 
-fn text_of(v: Option<&Value>) -> String {
+pub(crate) fn text_of(v: Option<&Value>) -> String {
     match v {
         Some(Value::String(s)) => s.clone(),
         Some(Value::Null) | None => String::new(),
@@ -95,12 +96,16 @@ impl ChBackend {
     fn showback_query(&self, range: &TimeRange, group: &[(&str, &str)]) -> clickhouse::query::Query {
         let (select, by, order) = group_sql(group);
         let sql = format!(
-            "SELECT {select}countIf(finish_reason != 'retried') AS calls, sum(input_tokens) AS input_tokens, \
-             sum(output_tokens) AS output_tokens, \
+            "SELECT {select}toUInt64(countIf(finish_reason != 'retried' AND toString(outcome) NOT IN ({refused}))) AS calls, \
+             toUInt64(countIf(toString(outcome) IN ({refused}))) AS rejected, \
+             sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens, \
              sum(cached_input_tokens) AS cached_input_tokens, sum(cache_write_tokens) AS cache_write_tokens, \
-             sum(reasoning_tokens) AS reasoning_tokens, sum(cost_nanousd) AS cost_nanousd, count() AS attempts \
+             sum(reasoning_tokens) AS reasoning_tokens, sum(cost_nanousd) AS cost_nanousd, \
+             toUInt64(countIf(toString(outcome) NOT IN ({refused}))) AS attempts, \
+             toUInt64(sum(cache_hit)) AS cache_hits, toUInt64(sum(saved_nanousd)) AS saved_nanousd \
              FROM calls WHERE ts_start_us >= ? AND ts_start_us < ? AND date >= ? AND date <= ? {by} \
-             ORDER BY cost_nanousd DESC{order}"
+             ORDER BY cost_nanousd DESC{order}",
+            refused = crate::report::refused_outcomes_sql(),
         );
         self.ranged(&sql, range)
     }
@@ -120,10 +125,15 @@ impl ChBackend {
 
     /// The report queries as sent (values bound), for checking them on other ClickHouse releases.
     pub fn report_sql(&self, range: &TimeRange, group: &[(&str, &str)]) -> Vec<String> {
-        vec![
+        let mut v = vec![
             self.showback_query(range, group).sql_display().to_string(),
             self.latency_query(range, group).sql_display().to_string(),
-        ]
+            self.ranged(routing_stats::CLICKHOUSE_SQL, range).sql_display().to_string(),
+        ];
+        if crate::rollup::covers(group) {
+            v.extend(self.rollup_report_sql(range, &crate::rollup::split(range), group));
+        }
+        v
     }
 
     pub async fn showback(&self, range: &TimeRange, group: &[(&str, &str)]) -> Result<Vec<ShowbackRow>, QueryError> {
@@ -139,32 +149,62 @@ impl ChBackend {
                     .collect(),
                 totals: Totals {
                     calls: u64_of(r.get(n)),
-                    input_tokens: u64_of(r.get(n + 1)),
-                    output_tokens: u64_of(r.get(n + 2)),
-                    cached_input_tokens: u64_of(r.get(n + 3)),
-                    cache_write_tokens: u64_of(r.get(n + 4)),
-                    reasoning_tokens: u64_of(r.get(n + 5)),
-                    cost_nanousd: u64_of(r.get(n + 6)),
-                    attempts: u64_of(r.get(n + 7)),
+                    rejected: u64_of(r.get(n + 1)),
+                    input_tokens: u64_of(r.get(n + 2)),
+                    output_tokens: u64_of(r.get(n + 3)),
+                    cached_input_tokens: u64_of(r.get(n + 4)),
+                    cache_write_tokens: u64_of(r.get(n + 5)),
+                    reasoning_tokens: u64_of(r.get(n + 6)),
+                    cost_nanousd: u64_of(r.get(n + 7)),
+                    attempts: u64_of(r.get(n + 8)),
+                    cache_hits: u64_of(r.get(n + 9)),
+                    saved_nanousd: u64_of(r.get(n + 10)),
                 },
             })
             .collect())
     }
 
-    /// A budget's spend: the same number as DataFusion's, to the nano-dollar.
-    pub async fn spend(&self, range: &TimeRange, filter: &SpendFilter) -> Result<u64, QueryError> {
-        let base = "SELECT toUInt64(sum(cost_nanousd)) AS cost_nanousd FROM calls \
-                    WHERE ts_start_us >= ? AND ts_start_us < ? AND date >= ? AND date <= ? AND ";
-        let q = match filter {
-            // `col` comes from the fixed list in `SpendFilter::scope`, never from a request.
-            SpendFilter::Column(col, v) => self.ranged(&format!("{base}`{col}` = ?"), range).bind(v.as_str()),
-            SpendFilter::Tag(k, v) => self
-                .ranged(&format!("{base}tag_values[indexOf(tag_keys, ?)] = ?"), range)
-                .bind(k.as_str())
-                .bind(v.as_str()),
+    /// A budget's spend: the same numbers as DataFusion's, to the nano-dollar.
+    pub async fn spend(&self, range: &TimeRange, req: &SpendRequest) -> Result<SpendAnswer, QueryError> {
+        // `col` comes from the fixed list in `SpendFilter::scope`, never from a request; values are bound.
+        let cond = match &req.filter {
+            SpendFilter::Column(col, _) => format!("`{col}` = ?"),
+            SpendFilter::Tag(..) => "tag_values[indexOf(tag_keys, ?)] = ?".to_string(),
         };
+        let cond = if req.keys.is_empty() { cond } else { format!("({cond} OR has(?, api_key_id))") };
+        let base =
+            format!("FROM calls WHERE ts_start_us >= ? AND ts_start_us < ? AND date >= ? AND date <= ? AND {cond}");
+        let bound = |sql: &str| {
+            let q = self.ranged(sql, range);
+            let q = match &req.filter {
+                SpendFilter::Column(_, v) => q.bind(v.as_str()),
+                SpendFilter::Tag(k, v) => q.bind(k.as_str()).bind(v.as_str()),
+            };
+            if req.keys.is_empty() {
+                q
+            } else {
+                q.bind(req.keys.as_slice())
+            }
+        };
+        let others_sql = if req.pending.is_empty() {
+            format!("SELECT toUInt64(sum(cost_nanousd)) AS cost_nanousd {base}")
+        } else {
+            format!("SELECT toUInt64(sum(cost_nanousd)) AS cost_nanousd {base} AND NOT has(?, event_id)")
+        };
+        let mut q = bound(&others_sql);
+        if !req.pending.is_empty() {
+            q = q.bind(req.pending.as_slice());
+        }
         let rows = fetch_json(q, self.timeout).await.map_err(ch_err)?;
-        Ok(rows.first().map(|r| u64_of(r.first())).unwrap_or(0))
+        let others_nanousd = rows.first().map(|r| u64_of(r.first())).unwrap_or(0);
+        let mut present = Vec::new();
+        if !req.pending.is_empty() {
+            let q = bound(&format!("SELECT event_id {base} AND has(?, event_id)")).bind(req.pending.as_slice());
+            for r in fetch_json(q, self.timeout).await.map_err(ch_err)? {
+                present.push(text_of(r.first()));
+            }
+        }
+        Ok(SpendAnswer { others_nanousd, present })
     }
 
     pub async fn latency(&self, range: &TimeRange, group: &[(&str, &str)]) -> Result<Vec<LatencyRow>, QueryError> {
@@ -183,6 +223,39 @@ impl ChBackend {
                     calls,
                     latency_ms: if calls == 0 { [0; 3] } else { triple(r.get(n + 1)) },
                     ttft_ms: if u64_of(r.get(n + 2)) == 0 { None } else { Some(triple(r.get(n + 3))) },
+                    percentiles: crate::rollup::PercentileMethod::Exact,
+                }
+            })
+            .collect())
+    }
+
+    /// Per-target attempt statistics: the same integers as DataFusion's.
+    pub async fn routing_stats(&self, range: &TimeRange) -> Result<Vec<RoutingStatsRow>, QueryError> {
+        let rows = fetch_json(self.ranged(routing_stats::CLICKHOUSE_SQL, range), self.timeout).await.map_err(ch_err)?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let ok = u64_of(r.get(8));
+                RoutingStatsRow {
+                    route: text_of(r.first()),
+                    upstream: text_of(r.get(1)),
+                    model: text_of(r.get(2)),
+                    requests: u64_of(r.get(3)),
+                    ok: u64_of(r.get(4)),
+                    upstream_errors: u64_of(r.get(5)),
+                    timeouts: u64_of(r.get(6)),
+                    client_disconnects: u64_of(r.get(7)),
+                    latency_ms: if ok == 0 { [0; 2] } else { routing_stats::p50_p95(triple(r.get(9))) },
+                    ttft_ms: if u64_of(r.get(10)) == 0 {
+                        None
+                    } else {
+                        Some(routing_stats::p50_p95(triple(r.get(11))))
+                    },
+                    input_tokens: u64_of(r.get(12)),
+                    output_tokens: u64_of(r.get(13)),
+                    cost_nanousd: u64_of(r.get(14)),
+                    ok_output_tokens: u64_of(r.get(15)),
+                    ok_generation_ms: u64_of(r.get(16)),
                 }
             })
             .collect())

@@ -5,6 +5,8 @@
 use crate::clickhouse::ChBackend;
 use crate::error::QueryError;
 use crate::params::TimeRange;
+use crate::rollup::PercentileMethod;
+use crate::routing_stats::{self, RoutingStatsRow};
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, UInt32Type, UInt64Type};
 use datafusion::datasource::file_format::parquet::ParquetFormat;
@@ -40,6 +42,16 @@ pub struct QueryConfig {
     /// `[clickhouse]` server).
     #[serde(default)]
     pub engine: Engine,
+    /// Answer showback, chargeback and budget spend from the daily rollup where the question allows it
+    /// (ClickHouse's `calls_daily`, or the summaries Parquet compaction writes), the raw call log
+    /// otherwise. The money is the same to the nano-dollar either way; off reads the raw log always.
+    #[serde(default = "default_true")]
+    pub rollups: bool,
+    /// Latency percentiles are exact (nearest rank over every value) for ranges of up to this many
+    /// successful calls per report, and read from a latency histogram (within 0.4%) above it, so that
+    /// no report runs out of memory; the answer says which.
+    #[serde(default = "default_exact_percentiles_max_calls")]
+    pub exact_percentiles_max_calls: u64,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -58,6 +70,8 @@ impl Default for QueryConfig {
             memory_limit_mb: default_memory_limit_mb(),
             threads: default_query_threads(),
             engine: Engine::default(),
+            rollups: true,
+            exact_percentiles_max_calls: default_exact_percentiles_max_calls(),
         }
     }
 }
@@ -73,6 +87,12 @@ fn default_memory_limit_mb() -> usize {
 }
 fn default_query_threads() -> usize {
     1
+}
+fn default_true() -> bool {
+    true
+}
+fn default_exact_percentiles_max_calls() -> u64 {
+    1_000_000
 }
 
 /// A runtime that is shut down in the background when dropped (dropping a runtime inside another
@@ -100,10 +120,12 @@ enum Backend {
 /// Sums over a group of calls. Money in exact nano-USD.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Totals {
-    /// Requests, each counted once: by its last attempt (the events whose `finish_reason` is not
-    /// `retried`).
+    /// Billable requests, each counted once: by its last attempt (the events whose `finish_reason` is
+    /// not `retried`); refused requests are in `rejected`.
     pub calls: u64,
-    /// Upstream attempts (every event); equals `calls` when nothing was retried.
+    /// Requests the gateway refused before any provider billed them.
+    pub rejected: u64,
+    /// Upstream attempts (every event but the refused ones); equals `calls` when nothing was retried.
     pub attempts: u64,
     pub input_tokens: u64,
     pub output_tokens: u64,
@@ -111,6 +133,9 @@ pub struct Totals {
     pub cache_write_tokens: u64,
     pub reasoning_tokens: u64,
     pub cost_nanousd: u64,
+    /// Calls answered from the response cache, and what they would have cost.
+    pub cache_hits: u64,
+    pub saved_nanousd: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -128,6 +153,8 @@ pub struct LatencyRow {
     pub latency_ms: [u32; 3],
     /// Same over calls that produced content (ttft > 0); `None` when none did.
     pub ttft_ms: Option<[u32; 3]>,
+    /// Exact, or read from the latency histogram (large ranges).
+    pub percentiles: PercentileMethod,
 }
 
 /// Whose calls a budget's spend counts: a column from a fixed list, or a tag `name = value`.
@@ -153,6 +180,34 @@ impl SpendFilter {
     }
 }
 
+/// What a budget's spend counts, asked by one gateway.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpendRequest {
+    pub filter: SpendFilter,
+    /// Calls made with these keys count too, whatever their attribution says: a budget binds the keys
+    /// whose own attribution it matches, and a header cannot move their calls out of it.
+    pub keys: Vec<String>,
+    /// Event ids of calls the asking gateway counts itself until the store confirms them: they are left
+    /// out of the sum, and those the store holds are named in the answer.
+    pub pending: Vec<String>,
+}
+
+impl SpendRequest {
+    /// The spend of `filter`'s calls, with no extra keys and nothing pending.
+    pub fn of(filter: SpendFilter) -> SpendRequest {
+        SpendRequest { filter, keys: Vec::new(), pending: Vec::new() }
+    }
+}
+
+/// A budget's spend as the store sees it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SpendAnswer {
+    /// Cost of the selected calls, except the pending ones.
+    pub others_nanousd: u64,
+    /// The pending event ids the store holds.
+    pub present: Vec<String>,
+}
+
 /// An analyst's query result: columns (name, engine type) and rows as JSON objects.
 pub struct SqlResult {
     pub columns: Vec<(String, String)>,
@@ -160,7 +215,7 @@ pub struct SqlResult {
     pub truncated: bool,
 }
 
-const PERCENTILES: [f64; 3] = [0.5, 0.95, 0.99];
+pub(crate) const PERCENTILES: [f64; 3] = [0.5, 0.95, 0.99];
 
 /// Stack of each query thread (the default is 2 MiB).
 const QUERY_THREAD_STACK: usize = 16 * 1024 * 1024;
@@ -189,6 +244,7 @@ impl QueryService {
             .build_arc()?;
         let ctx = SessionContext::new_with_config_rt(session, runtime);
         ctx.register_table("calls", Arc::new(table))?;
+        ctx.register_table("calls_daily", rollup_table(&abs)?)?;
         crate::bounded::install(&ctx, (cfg.memory_limit_mb.max(1) as u64) * 1024 * 1024);
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(cfg.threads.max(1))
@@ -241,6 +297,13 @@ impl QueryService {
         }
     }
 
+    pub(crate) fn ch(&self) -> Option<&ChBackend> {
+        match &self.backend {
+            Backend::ClickHouse(ch) => Some(ch.as_ref()),
+            Backend::DataFusion { .. } => None,
+        }
+    }
+
     fn ctx(&self) -> Result<SessionContext, QueryError> {
         match &self.backend {
             Backend::DataFusion { ctx, .. } => Ok(ctx.clone()),
@@ -248,7 +311,7 @@ impl QueryService {
         }
     }
 
-    async fn run(&self, sql: &str, params: Vec<ScalarValue>) -> Result<Vec<RecordBatch>, QueryError> {
+    pub(crate) async fn run(&self, sql: &str, params: Vec<ScalarValue>) -> Result<Vec<RecordBatch>, QueryError> {
         let ctx = self.ctx()?;
         let sql = sql.to_string();
         // Report queries get a generous fixed limit: they are ours and scan only the asked range.
@@ -259,7 +322,7 @@ impl QueryService {
         .await
     }
 
-    fn range_params(r: &TimeRange) -> Vec<ScalarValue> {
+    pub(crate) fn range_params(r: &TimeRange) -> Vec<ScalarValue> {
         vec![
             ScalarValue::TimestampMicrosecond(Some(r.from_us), Some("UTC".into())),
             ScalarValue::TimestampMicrosecond(Some(r.to_us), Some("UTC".into())),
@@ -270,18 +333,34 @@ impl QueryService {
 
     /// Calls, tokens and cost per group, most expensive first.
     pub async fn showback(&self, range: &TimeRange, group: &[(&str, &str)]) -> Result<Vec<ShowbackRow>, QueryError> {
+        if let Some(rows) = self.showback_from_rollup(range, group).await? {
+            return Ok(rows);
+        }
+        self.showback_raw(range, group).await
+    }
+
+    /// Showback from the raw call log only.
+    pub async fn showback_raw(
+        &self,
+        range: &TimeRange,
+        group: &[(&str, &str)],
+    ) -> Result<Vec<ShowbackRow>, QueryError> {
         if let Backend::ClickHouse(ch) = &self.backend {
             return ch.showback(range, group).await;
         }
         let (select, by) = group_sql(group);
         let sql = format!(
-            "SELECT {select} sum(CASE WHEN finish_reason = 'retried' THEN 0 ELSE 1 END) AS calls, \
-             count(*) AS attempts, sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens, \
+            "SELECT {select} sum(CASE WHEN finish_reason = 'retried' OR outcome IN ({refused}) THEN 0 ELSE 1 END) AS calls, \
+             sum(CASE WHEN outcome IN ({refused}) THEN 1 ELSE 0 END) AS rejected, \
+             sum(CASE WHEN outcome IN ({refused}) THEN 0 ELSE 1 END) AS attempts, \
+             sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens, \
              sum(cached_input_tokens) AS cached_input_tokens, sum(cache_write_tokens) AS cache_write_tokens, \
-             sum(reasoning_tokens) AS reasoning_tokens, sum(cost_nanousd) AS cost_nanousd \
+             sum(reasoning_tokens) AS reasoning_tokens, sum(cost_nanousd) AS cost_nanousd, \
+             sum(CASE WHEN cache_hit THEN 1 ELSE 0 END) AS cache_hits, sum(saved_nanousd) AS saved_nanousd \
              FROM calls WHERE ts_start >= $1 AND ts_start < $2 AND date >= $3 AND date <= $4 {by} \
              ORDER BY cost_nanousd DESC{order}",
             order = order_sql(group),
+            refused = crate::report::refused_outcomes_sql(),
         );
         let batches = self.run(&sql, Self::range_params(range)).await?;
         let mut rows = Vec::new();
@@ -289,6 +368,7 @@ impl QueryService {
             for i in 0..b.num_rows() {
                 let totals = Totals {
                     calls: u64_at(b, "calls", i)?,
+                    rejected: u64_at(b, "rejected", i)?,
                     attempts: u64_at(b, "attempts", i)?,
                     input_tokens: u64_at(b, "input_tokens", i)?,
                     output_tokens: u64_at(b, "output_tokens", i)?,
@@ -296,6 +376,8 @@ impl QueryService {
                     cache_write_tokens: u64_at(b, "cache_write_tokens", i)?,
                     reasoning_tokens: u64_at(b, "reasoning_tokens", i)?,
                     cost_nanousd: u64_at(b, "cost_nanousd", i)?,
+                    cache_hits: u64_at(b, "cache_hits", i)?,
+                    saved_nanousd: u64_at(b, "saved_nanousd", i)?,
                 };
                 rows.push(ShowbackRow { group: group_values(b, group, i)?, totals });
             }
@@ -303,39 +385,77 @@ impl QueryService {
         Ok(rows)
     }
 
-    /// Total cost (nano-USD) of the calls that `filter` selects in `range`: a budget's spend.
-    pub async fn spend(&self, range: &TimeRange, filter: &SpendFilter) -> Result<u64, QueryError> {
+    /// A budget's spend in `range`: the cost of the calls `req` selects except the asking gateway's
+    /// pending ones, and which of those pending calls the store already holds.
+    pub async fn spend(&self, range: &TimeRange, req: &SpendRequest) -> Result<SpendAnswer, QueryError> {
+        // The daily rollup answers when nothing needs event-level detail (no pending ids to leave out, no
+        // extra keys): whole days from the rollup, the rest raw, the same nano-dollars.
+        if req.pending.is_empty() && req.keys.is_empty() {
+            if let Some(total) = self.spend_from_rollup(range, &req.filter).await? {
+                return Ok(SpendAnswer { others_nanousd: total, present: Vec::new() });
+            }
+        }
         if let Backend::ClickHouse(ch) = &self.backend {
-            return ch.spend(range, filter).await;
+            return ch.spend(range, req).await;
         }
         let mut params = Self::range_params(range);
-        let cond = match filter {
-            SpendFilter::Column(col, v) => {
-                params.push(ScalarValue::Utf8(Some(v.clone())));
-                format!("\"{col}\" = $5")
-            }
+        let mut place = |v: &str| {
+            params.push(ScalarValue::Utf8(Some(v.to_string())));
+            format!("${}", params.len())
+        };
+        let mut cond = match &req.filter {
+            SpendFilter::Column(col, v) => format!("\"{col}\" = {}", place(v)),
             SpendFilter::Tag(k, v) => {
-                params.push(ScalarValue::Utf8(Some(k.clone())));
-                params.push(ScalarValue::Utf8(Some(v.clone())));
-                "array_element(tag_values, array_position(tag_keys, $5)) = $6".to_string()
+                // Typed placeholders: inside array functions DataFusion cannot infer them.
+                format!(
+                    "array_element(tag_values, CAST(array_position(tag_keys, CAST({} AS VARCHAR)) AS BIGINT)) = CAST({} AS VARCHAR)",
+                    place(k),
+                    place(v)
+                )
             }
         };
-        let sql = format!(
-            "SELECT sum(cost_nanousd) AS cost_nanousd FROM calls \
-             WHERE ts_start >= $1 AND ts_start < $2 AND date >= $3 AND date <= $4 AND {cond}"
-        );
-        let batches = self.run(&sql, params).await?;
-        let mut total = 0u64;
-        for b in &batches {
+        if !req.keys.is_empty() {
+            let keys: Vec<String> = req.keys.iter().map(|k| place(k)).collect();
+            cond = format!("({cond} OR api_key_id IN ({}))", keys.join(", "));
+        }
+        let pending: Vec<String> = req.pending.iter().map(|id| place(id)).collect();
+        let base =
+            format!("FROM calls WHERE ts_start >= $1 AND ts_start < $2 AND date >= $3 AND date <= $4 AND {cond}");
+        let (others_sql, present_sql) = if pending.is_empty() {
+            (format!("SELECT sum(cost_nanousd) AS cost_nanousd {base}"), None)
+        } else {
+            let list = pending.join(", ");
+            (
+                format!("SELECT sum(cost_nanousd) AS cost_nanousd {base} AND event_id NOT IN ({list})"),
+                Some(format!("SELECT event_id {base} AND event_id IN ({list})")),
+            )
+        };
+        let mut others = 0u64;
+        for b in &self.run(&others_sql, params.clone()).await? {
             for i in 0..b.num_rows() {
-                total += u64_at(b, "cost_nanousd", i)?;
+                others = others.saturating_add(u64_at(b, "cost_nanousd", i)?);
             }
         }
-        Ok(total)
+        let mut present = Vec::new();
+        if let Some(sql) = present_sql {
+            for b in &self.run(&sql, params).await? {
+                let c = column(b, "event_id")?;
+                for i in 0..b.num_rows() {
+                    present.push(
+                        arrow::util::display::array_value_to_string(c, i)
+                            .map_err(|e| QueryError::Internal(e.to_string()))?,
+                    );
+                }
+            }
+        }
+        Ok(SpendAnswer { others_nanousd: others, present })
     }
 
     /// Latency and time-to-first-token percentiles of successful calls per group.
     pub async fn latency(&self, range: &TimeRange, group: &[(&str, &str)]) -> Result<Vec<LatencyRow>, QueryError> {
+        if let Some(rows) = self.latency_scaled(range, group).await? {
+            return Ok(rows);
+        }
         if let Backend::ClickHouse(ch) = &self.backend {
             return ch.latency(range, group).await;
         }
@@ -359,6 +479,43 @@ impl QueryService {
                     calls: u64_at(b, "calls", i)?,
                     latency_ms: nearest_rank(&lat).unwrap_or([0; 3]),
                     ttft_ms: nearest_rank(&ttft),
+                    percentiles: PercentileMethod::Exact,
+                });
+            }
+        }
+        Ok(rows)
+    }
+
+    /// Per-target attempt statistics over `range` (see [`crate::routing_stats`]).
+    pub async fn routing_stats(&self, range: &TimeRange) -> Result<Vec<RoutingStatsRow>, QueryError> {
+        if let Backend::ClickHouse(ch) = &self.backend {
+            return ch.routing_stats(range).await;
+        }
+        let batches = self.run(routing_stats::DATAFUSION_SQL, Self::range_params(range)).await?;
+        let mut rows = Vec::new();
+        for b in &batches {
+            for i in 0..b.num_rows() {
+                let text = |name: &str| -> Result<String, QueryError> {
+                    arrow::util::display::array_value_to_string(column(b, name)?, i)
+                        .map_err(|e| QueryError::Internal(e.to_string()))
+                };
+                let ttft = sorted_list(b, "ttft", i)?;
+                rows.push(RoutingStatsRow {
+                    route: text("route")?,
+                    upstream: text("upstream")?,
+                    model: text("model")?,
+                    requests: u64_at(b, "requests", i)?,
+                    ok: u64_at(b, "ok", i)?,
+                    upstream_errors: u64_at(b, "upstream_errors", i)?,
+                    timeouts: u64_at(b, "timeouts", i)?,
+                    client_disconnects: u64_at(b, "client_disconnects", i)?,
+                    latency_ms: routing_stats::p50_p95(nearest_rank(&sorted_list(b, "lat", i)?).unwrap_or([0; 3])),
+                    ttft_ms: nearest_rank(&ttft).map(routing_stats::p50_p95),
+                    input_tokens: u64_at(b, "input_tokens", i)?,
+                    output_tokens: u64_at(b, "output_tokens", i)?,
+                    cost_nanousd: u64_at(b, "cost_nanousd", i)?,
+                    ok_output_tokens: u64_at(b, "ok_output_tokens", i)?,
+                    ok_generation_ms: u64_at(b, "ok_generation_ms", i)?,
                 });
             }
         }
@@ -404,7 +561,6 @@ impl QueryService {
     }
 }
 
-/// Record batches → (column name, type) and JSON row objects.
 /// Column (name, type) pairs and JSON row objects.
 type JsonRows = (Vec<(String, String)>, Vec<serde_json::Value>);
 
@@ -464,7 +620,18 @@ fn first_keyword(sql: &str) -> String {
     }
 }
 
-fn group_sql(group: &[(&str, &str)]) -> (String, String) {
+/// The Parquet day summaries (`calls/date=…/summary.rollup`) as the table `calls_daily`.
+fn rollup_table(calls_dir: &std::path::Path) -> Result<Arc<ListingTable>, QueryError> {
+    let url = ListingTableUrl::parse(format!("{}/", calls_dir.display()))?;
+    let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
+        .with_file_extension(".rollup")
+        .with_table_partition_cols(vec![("date".to_string(), DataType::Utf8)]);
+    let config =
+        ListingTableConfig::new(url).with_listing_options(options).with_schema(tollgate_events::rollup_schema());
+    Ok(Arc::new(ListingTable::try_new(config)?))
+}
+
+pub(crate) fn group_sql(group: &[(&str, &str)]) -> (String, String) {
     if group.is_empty() {
         return (String::new(), String::new());
     }
@@ -477,11 +644,11 @@ fn order_sql(group: &[(&str, &str)]) -> String {
     group.iter().map(|(name, _)| format!(", \"{name}\"")).collect()
 }
 
-fn column<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a Arc<dyn Array>, QueryError> {
+pub(crate) fn column<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a Arc<dyn Array>, QueryError> {
     b.column_by_name(name).ok_or_else(|| QueryError::Internal(format!("missing column {name}")))
 }
 
-fn u64_at(b: &RecordBatch, name: &str, i: usize) -> Result<u64, QueryError> {
+pub(crate) fn u64_at(b: &RecordBatch, name: &str, i: usize) -> Result<u64, QueryError> {
     let c = column(b, name)?;
     if c.is_null(i) {
         return Ok(0);
@@ -493,7 +660,11 @@ fn u64_at(b: &RecordBatch, name: &str, i: usize) -> Result<u64, QueryError> {
     }
 }
 
-fn group_values(b: &RecordBatch, group: &[(&str, &str)], i: usize) -> Result<Vec<(String, String)>, QueryError> {
+pub(crate) fn group_values(
+    b: &RecordBatch,
+    group: &[(&str, &str)],
+    i: usize,
+) -> Result<Vec<(String, String)>, QueryError> {
     group
         .iter()
         .map(|(name, _)| {

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use tollgate_mock::MockUpstream;
 
 pub mod clickhouse;
+pub mod cluster;
 pub mod hostile;
+pub mod prometheus;
 pub mod routes;
 
 pub const ENG_KEY: &str = "sk-client-eng-0001";

@@ -89,8 +89,8 @@ fn main() -> anyhow::Result<()> {
     let run = move |sys: Arc<BudgetSystem>, ev: CallEvent| -> Result<std::time::Duration, String> {
         let t = Instant::now();
         for i in 0..n {
-            let a = sys.admit(&ev, "gpt-4o", 1_000 + i % 7, 256).map_err(|e| e.to_string())?;
-            a.admission.settle(1_234, 1_256);
+            let a = sys.admit(&ev, "gpt-4o", 1_000 + i % 7, 256, &|_| true).map_err(|e| e.to_string())?;
+            a.admission.settle(&[(format!("{i:020}"), 1_234)], 1_256);
         }
         Ok(t.elapsed())
     };

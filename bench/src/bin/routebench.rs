@@ -1,6 +1,7 @@
 //! The cost of the route decision on the request path: `Plan::new` (the strategy orders the targets,
 //! the retry budget counts the request) and `next_target` (the breaker lets the call through), for a
-//! one-target route of a listed model and for a sticky and a random weighted route with breakers on,
+//! one-target route of a listed model, a sticky and a random weighted route with breakers on, and the
+//! learning `least_cost` and `least_latency` routes over full rings of recent attempts,
 //! in a tight loop on one thread and on two threads at once (contention on the same route).
 //!
 //! `cargo build --release -p tollgate-bench --bin routebench && target/release/routebench`
@@ -11,7 +12,7 @@ use std::sync::Arc;
 use std::time::Instant;
 use tollgate_gateway::config::{GatewaySettings, KeyConfig, PriceConfig, RouteConfig, UpstreamConfig};
 use tollgate_gateway::providers::Upstream;
-use tollgate_gateway::routing::{Plan, RouteTable, Who};
+use tollgate_gateway::routing::{Ask, Plan, RouteTable, Who};
 
 #[derive(Deserialize)]
 struct Cfg {
@@ -41,11 +42,20 @@ model = "ab"
 strategy = "weighted"
 sticky = "user"
 targets = [{ upstream = "a", model = "gpt-4o-mini", weight = 50 }, { upstream = "b", model = "gpt-4o", weight = 50 }]
+[[routes]]
+model = "cheapest"
+strategy = "least_cost"
+targets = [{ upstream = "b", model = "gpt-4o" }, { upstream = "a", model = "gpt-4o-mini" }]
+[[routes]]
+model = "fastest"
+strategy = "least_latency"
+targets = [{ upstream = "a", model = "gpt-4o-mini" }, { upstream = "b", model = "gpt-4o" }]
 "#;
 
 fn per_call_ns(table: &RouteTable, model: &str, n: u64) -> f64 {
     let Some(route) = table.get(model).cloned() else { return f64::NAN };
-    let who = Who { key_id: "eng-key", user: "alice" };
+    let who =
+        Who { key_id: "eng-key", user: "alice", ask: Ask { input_tokens: 200, output_bound: None, stream: false } };
     let start = Instant::now();
     let mut picked = 0usize;
     for _ in 0..n {
@@ -68,9 +78,24 @@ fn main() -> anyhow::Result<()> {
     // The HTTP clients inside `Upstream` need a runtime to exist while they are built.
     let _guard = rt.enter();
     let upstreams: Vec<Arc<Upstream>> = v.upstreams.iter().cloned().filter_map(Upstream::new).map(Arc::new).collect();
-    let table = Arc::new(RouteTable::new(&v.routes, &upstreams));
+    let prices = Arc::new(tollgate_events::PriceBook::new(v.prices.clone()));
+    let table = Arc::new(RouteTable::new(&v.routes, &upstreams, &prices));
+    // Learning routes decide over full rings of recent attempts, as under steady traffic.
+    let now = Instant::now();
+    for r in &table.routes {
+        for (i, t) in r.targets.iter().enumerate() {
+            for k in 0..64u32 {
+                let ev = tollgate_events::CallEvent {
+                    latency_ms: 100 + 10 * i as u32 + k % 7,
+                    output_tokens: 200,
+                    ..Default::default()
+                };
+                t.stats.record(&ev, now);
+            }
+        }
+    }
     let n = 2_000_000;
-    for model in ["gpt-4o-mini", "canary", "ab"] {
+    for model in ["gpt-4o-mini", "canary", "ab", "cheapest", "fastest"] {
         per_call_ns(&table, model, n / 10);
         let one = per_call_ns(&table, model, n);
         let two: Vec<f64> = std::thread::scope(|s| {

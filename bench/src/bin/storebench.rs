@@ -1,9 +1,13 @@
-//! Store benchmark: events/s into ClickHouse (the collector's sink: RowBinary encoding + LZ4 inserts)
-//! and into Parquet, then showback and latency report latency over the same generated calls on both
-//! engines. Writes its tables between the `store-bench` markers of `bench/RESULTS.md`.
+//! Store benchmark at fleet scale: generated calls (realistic cardinalities) into ClickHouse (the
+//! collector's sink, with the rollup's materialized view live) and into Parquet (the sink's small files,
+//! then compaction into sorted files with daily summaries), then the reports finance, budgets and
+//! routing ask for, on both engines, from the raw tables and from the rollups, plus DuckDB on the same
+//! Parquet files in the same run. Writes its tables between the `store-bench` markers of
+//! `bench/RESULTS.md`.
 //!
-//! `target/release/storebench --clickhouse-url http://127.0.0.1:8123 --events 10000000`
-//! (a scratch database `bench_<pid>` is created and dropped afterwards).
+//! `target/release/storebench --clickhouse-url http://127.0.0.1:8123 --events 100000000`
+//! (a scratch database `bench_<pid>` is created and dropped afterwards; `python3` with the `duckdb`
+//! wheel runs the DuckDB side).
 
 use anyhow::Context;
 use clap::Parser;
@@ -12,15 +16,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tollgate_clickhouse::sink::PendingRows;
 use tollgate_clickhouse::{ClickHouseConfig, ClickHouseSink};
+use tollgate_collector::parquet::{compact_days, CallsLock, CompactionConfig};
 use tollgate_collector::{ParquetSink, ParquetSinkConfig, PendingBatch};
 use tollgate_events::{CallEvent, ClientApi, Endpoint, Outcome, UsageSource};
-use tollgate_query::{parse_group_by, QueryConfig, QueryService, TimeRange};
+use tollgate_query::{parse_group_by, QueryConfig, QueryService, Report, SpendFilter, SpendRequest, TimeRange};
 
 #[derive(Parser)]
 struct Args {
     #[arg(long)]
     clickhouse_url: String,
-    #[arg(long, default_value_t = 10_000_000)]
+    #[arg(long, default_value_t = 100_000_000)]
     events: u64,
     /// Events per batch (the collector's `batch_max_rows`).
     #[arg(long, default_value_t = 100_000)]
@@ -30,38 +35,38 @@ struct Args {
     data_dir: Option<std::path::PathBuf>,
     #[arg(long, default_value = "bench/RESULTS.md")]
     results: std::path::PathBuf,
-    /// Runs per query (the median and the fastest are reported).
-    #[arg(long, default_value_t = 5)]
+    /// Runs per query (the median is reported).
+    #[arg(long, default_value_t = 3)]
     runs: usize,
+    /// Python with the `duckdb` wheel.
+    #[arg(long, default_value = "python3")]
+    python: String,
 }
 
-const DEPARTMENTS: [&str; 12] = [
-    "engineering",
-    "finance",
-    "research",
-    "sales",
-    "support",
-    "legal",
-    "marketing",
-    "hr",
-    "ops",
-    "security",
-    "data",
-    "design",
+/// (name, input USD per 1M tokens in micro-dollars, output, provider)
+const MODELS: [(&str, u64, u64, &str); 15] = [
+    ("gpt-4o-mini", 150, 600, "openai"),
+    ("gpt-4o", 2_500, 10_000, "openai"),
+    ("gpt-4.1", 2_000, 8_000, "openai"),
+    ("gpt-4.1-mini", 400, 1_600, "openai"),
+    ("gpt-4.1-nano", 100, 400, "openai"),
+    ("o3", 2_000, 8_000, "openai"),
+    ("o3-mini", 1_100, 4_400, "openai"),
+    ("o4-mini", 1_100, 4_400, "openai"),
+    ("claude-sonnet-4-5", 3_000, 15_000, "anthropic"),
+    ("claude-haiku-4-5", 1_000, 5_000, "anthropic"),
+    ("claude-opus-4-1", 15_000, 75_000, "anthropic"),
+    ("text-embedding-3-small", 20, 0, "openai"),
+    ("text-embedding-3-large", 130, 0, "openai"),
+    ("llama-3.3-70b", 230, 400, "vllm"),
+    ("qwen-2.5-32b", 80, 300, "vllm"),
 ];
-const MODELS: [(&str, u64, u64); 8] = [
-    ("gpt-4o-mini", 150, 600),
-    ("gpt-4o", 2_500, 10_000),
-    ("gpt-4.1", 2_000, 8_000),
-    ("o3-mini", 1_100, 4_400),
-    ("claude-sonnet-4-5", 3_000, 15_000),
-    ("claude-haiku-4-5", 1_000, 5_000),
-    ("text-embedding-3-small", 20, 0),
-    ("house-llm", 38, 1_100),
-];
-/// 2026-10-01 00:00 UTC; the calls spread over October and November.
-const START_US: i64 = 1_790_812_800_000_000;
-const SPAN_US: i64 = 61 * 86_400_000_000;
+const DEPARTMENTS: usize = 20;
+const TEAMS_PER_DEPARTMENT: usize = 10;
+const USERS_PER_TEAM: usize = 10;
+/// 2026-10-25 00:00 UTC; the calls spread over 37 days, to the end of November.
+const START_US: i64 = 1_792_886_400_000_000;
+const SPAN_US: i64 = 37 * 86_400_000_000;
 
 /// A cheap deterministic mixer (splitmix64) so both stores get the same calls.
 fn mix(mut x: u64) -> u64 {
@@ -71,15 +76,48 @@ fn mix(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
-fn call(i: u64, total: u64) -> CallEvent {
+struct Names {
+    departments: Vec<String>,
+    teams: Vec<String>,
+    users: Vec<String>,
+    projects: Vec<String>,
+    keys: Vec<String>,
+}
+
+impl Names {
+    fn new() -> Names {
+        let departments: Vec<String> = (0..DEPARTMENTS).map(|d| format!("dept-{d:02}")).collect();
+        let teams: Vec<String> = (0..DEPARTMENTS * TEAMS_PER_DEPARTMENT)
+            .map(|t| format!("{}-team-{:02}", departments[t / TEAMS_PER_DEPARTMENT], t % TEAMS_PER_DEPARTMENT))
+            .collect();
+        let n_users = teams.len() * USERS_PER_TEAM;
+        let users = (0..n_users).map(|u| format!("user-{u:04}")).collect();
+        let projects = (0..teams.len() * 2).map(|p| format!("{}-p{}", teams[p / 2], p % 2)).collect();
+        let keys = (0..n_users).map(|u| format!("key-{u:04}")).collect();
+        Names { departments, teams, users, projects, keys }
+    }
+}
+
+fn call(n: &Names, i: u64, total: u64) -> CallEvent {
     let r = mix(i);
-    let d = DEPARTMENTS[(r % 12) as usize];
-    let (model, pin, pout) = MODELS[((r >> 8) % 8) as usize];
-    let input = 50 + (r >> 16) % 4_000;
-    let output = if pout == 0 { 0 } else { 1 + (r >> 28) % 800 };
-    let cached = if (r >> 40).is_multiple_of(4) { input / 2 } else { 0 };
+    let user = (r % n.users.len() as u64) as usize;
+    let team = user / USERS_PER_TEAM;
+    let dept = team / TEAMS_PER_DEPARTMENT;
+    // Each team leans on a few models; every model is used somewhere.
+    let m = ((team as u64 * 7 + (r >> 12) % 4 + if (r >> 14) % 10 == 0 { (r >> 16) % 15 } else { 0 }) % 15) as usize;
+    let (model, pin, pout, provider) = MODELS[m];
+    let input = 50 + (r >> 20) % 4_000;
+    let output = if pout == 0 { 0 } else { 1 + (r >> 32) % 800 };
+    let cached = if (r >> 44).is_multiple_of(4) { input / 2 } else { 0 };
     let ts = START_US + (SPAN_US as u128 * u128::from(i) / u128::from(total.max(1))) as i64;
-    let cost = (input * pin + output * pout) * 1_000 / 1_000_000 * 1_000;
+    let cost = (input * pin + output * pout) / 1_000 * 1_000 + (r >> 48) % 997;
+    let outcome = match (r >> 52) % 100 {
+        0 | 1 => Outcome::UpstreamError,
+        2 => Outcome::RejectedBudget,
+        _ => Outcome::Ok,
+    };
+    let base = 150 + (pout / 20) as u32;
+    let tail = if (r >> 56).is_multiple_of(50) { 20_000 } else { 0 };
     let mut tags = BTreeMap::new();
     tags.insert("env".to_string(), if r.is_multiple_of(10) { "dev" } else { "prod" }.to_string());
     CallEvent {
@@ -89,31 +127,32 @@ fn call(i: u64, total: u64) -> CallEvent {
         ts_start_us: ts,
         ts_end_us: ts + 400_000,
         tenant: "acme".into(),
-        department: d.into(),
-        team: format!("{d}-team-{}", (r >> 44) % 4),
-        project: format!("p{}", (r >> 46) % 20),
-        user: format!("user{}", (r >> 50) % 500),
-        api_key_id: format!("key-{}", (r >> 52) % 40),
+        department: n.departments[dept].clone(),
+        team: n.teams[team].clone(),
+        project: n.projects[team * 2 + (user % 2)].clone(),
+        user: n.users[user].clone(),
+        api_key_id: n.keys[user].clone(),
         tags,
         endpoint: if pout == 0 { Endpoint::Embeddings } else { Endpoint::Chat },
-        client_api: if model.starts_with("claude") { ClientApi::Anthropic } else { ClientApi::Openai },
+        client_api: if provider == "anthropic" { ClientApi::Anthropic } else { ClientApi::Openai },
         stream: r.is_multiple_of(3),
-        provider: if model.starts_with("claude") { "anthropic" } else { "openai" }.into(),
-        upstream: "primary".into(),
+        provider: provider.into(),
+        upstream: format!("{provider}-{}", (r >> 9) % 2),
         requested_model: model.into(),
         served_model: model.into(),
-        status_code: 200,
-        outcome: if r.is_multiple_of(50) { Outcome::UpstreamError } else { Outcome::Ok },
+        route: "default".into(),
+        status_code: if outcome == Outcome::Ok { 200 } else { 502 },
+        outcome,
         finish_reason: "stop".into(),
         input_tokens: input,
         output_tokens: output,
         cached_input_tokens: cached,
         usage_source: UsageSource::Provider,
-        cost_nanousd: cost,
-        price_id: format!("{model}@2025-11-01"),
-        latency_ms: 100 + ((r >> 20) % 3_000) as u32,
-        ttft_ms: if r.is_multiple_of(3) { 20 + ((r >> 24) % 500) as u32 } else { 0 },
-        upstream_latency_ms: 90 + ((r >> 20) % 3_000) as u32,
+        cost_nanousd: if outcome == Outcome::RejectedBudget { 0 } else { cost },
+        price_id: format!("{model}@2026-10-01"),
+        latency_ms: base + ((r >> 24) % 3_000) as u32 + tail,
+        ttft_ms: if r.is_multiple_of(3) { 20 + ((r >> 28) % 500) as u32 } else { 0 },
+        upstream_latency_ms: base + ((r >> 24) % 3_000) as u32,
         gateway_overhead_us: 40,
         request_bytes: input * 4,
         response_bytes: output * 4,
@@ -121,13 +160,173 @@ fn call(i: u64, total: u64) -> CallEvent {
     }
 }
 
-fn median(mut v: Vec<Duration>) -> (Duration, Duration) {
+fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
-    (v[v.len() / 2], v[0])
+    v[v.len() / 2]
 }
 
 fn ms(d: Duration) -> String {
-    format!("{:.1}", d.as_secs_f64() * 1000.0)
+    format!("{:.0}", d.as_secs_f64() * 1000.0)
+}
+
+fn walk_size(p: &std::path::Path) -> u64 {
+    let mut n = 0;
+    for e in std::fs::read_dir(p).into_iter().flatten().flatten() {
+        let path = e.path();
+        if path.is_dir() {
+            n += walk_size(&path);
+        } else {
+            n += e.metadata().map(|m| m.len()).unwrap_or(0);
+        }
+    }
+    n
+}
+
+fn file_count(p: &std::path::Path, ext: &str) -> usize {
+    let mut n = 0;
+    for e in std::fs::read_dir(p).into_iter().flatten().flatten() {
+        let path = e.path();
+        if path.is_dir() {
+            n += file_count(&path, ext);
+        } else if path.to_string_lossy().ends_with(ext) {
+            n += 1;
+        }
+    }
+    n
+}
+
+/// The questions, each answered by one call on a service; returns a checksum of the answer (money or
+/// calls) so that every configuration can be checked to agree.
+#[derive(Clone, Copy)]
+enum Question {
+    ShowbackDepartment,
+    ShowbackDepartmentTeamModel,
+    ChargebackCsv,
+    LatencyDay,
+    LatencyMonth,
+    BudgetSync,
+    RoutingStats,
+}
+
+const QUESTIONS: [(Question, &str); 7] = [
+    (Question::ShowbackDepartment, "showback by department, November"),
+    (Question::ShowbackDepartmentTeamModel, "showback by department, team, model, November"),
+    (Question::ChargebackCsv, "chargeback CSV by department, team, project, November"),
+    (Question::LatencyDay, "latency p50/p95/p99 by model, one day"),
+    (Question::LatencyMonth, "latency p50/p95/p99 by model, November"),
+    (Question::BudgetSync, "budget sync: 30 budgets, month to date in America/New_York"),
+    (Question::RoutingStats, "routing stats, last 15 minutes"),
+];
+
+async fn ask(svc: &QueryService, q: Question) -> anyhow::Result<u64> {
+    let month = TimeRange::parse(Some("2026-11-01"), Some("2026-11-30"))?;
+    let e = |e: tollgate_query::QueryError| anyhow::anyhow!("{e}");
+    Ok(match q {
+        Question::ShowbackDepartment => {
+            let g = parse_group_by(Some("department"), &[])?;
+            svc.showback(&month, &g).await.map_err(e)?.iter().map(|r| r.totals.cost_nanousd).sum()
+        }
+        Question::ShowbackDepartmentTeamModel => {
+            let g = parse_group_by(Some("department,team,model"), &[])?;
+            svc.showback(&month, &g).await.map_err(e)?.iter().map(|r| r.totals.cost_nanousd).sum()
+        }
+        Question::ChargebackCsv => {
+            let report = Report::chargeback(svc, "2026-11", Some("department,team,project")).await.map_err(e)?;
+            std::hint::black_box(report.csv(true));
+            report.total.cost_nanousd
+        }
+        Question::LatencyDay => {
+            let day = TimeRange::parse(Some("2026-11-15"), Some("2026-11-15"))?;
+            let g = parse_group_by(Some("model"), &[])?;
+            svc.latency(&day, &g).await.map_err(e)?.iter().map(|r| r.calls).sum()
+        }
+        Question::LatencyMonth => {
+            let g = parse_group_by(Some("model"), &[])?;
+            svc.latency(&month, &g).await.map_err(e)?.iter().map(|r| r.calls).sum()
+        }
+        Question::BudgetSync => {
+            // Month to date in New York (UTC-5 in November): partial days at both ends.
+            let window = TimeRange::parse(Some("2026-11-01T04:00:00Z"), Some("2026-11-30T12:00:00Z"))?;
+            let mut total = 0;
+            for d in 0..20 {
+                let f = SpendFilter::scope("department", &format!("dept-{d:02}"))
+                    .ok_or_else(|| anyhow::anyhow!("scope"))?;
+                total += svc.spend(&window, &SpendRequest::of(f)).await.map_err(e)?.others_nanousd;
+            }
+            for t in 0..10 {
+                let team = format!("dept-{:02}-team-{:02}", t * 2, t % 10);
+                let f = SpendFilter::scope("team", &team).ok_or_else(|| anyhow::anyhow!("scope"))?;
+                total += svc.spend(&window, &SpendRequest::of(f)).await.map_err(e)?.others_nanousd;
+            }
+            total
+        }
+        Question::RoutingStats => {
+            let w = TimeRange::parse(Some("2026-11-30T11:45:00Z"), Some("2026-11-30T12:00:00Z"))?;
+            svc.routing_stats(&w).await.map_err(e)?.iter().map(|r| r.requests).sum()
+        }
+    })
+}
+
+/// Median time of `runs` answers (after one warm-up) and the answer's checksum, or the error.
+async fn time(svc: &QueryService, q: Question, runs: usize) -> Result<(Duration, u64), String> {
+    let mut times = Vec::new();
+    let mut sum = 0;
+    for i in 0..=runs.max(1) {
+        let t = Instant::now();
+        sum = ask(svc, q).await.map_err(|e| e.to_string())?;
+        if i > 0 {
+            times.push(t.elapsed());
+        }
+    }
+    Ok((median(times), sum))
+}
+
+const DUCKDB: &str = r#"
+import duckdb, json, sys, time
+path, runs = sys.argv[1], int(sys.argv[2])
+out = {}
+for threads in (1, 2):
+    con = duckdb.connect()
+    con.execute(f"SET threads={threads}")
+    sql = f"""SELECT department, count(*) AS calls, sum(input_tokens), sum(output_tokens), sum(cached_input_tokens),
+              sum(cache_write_tokens), sum(reasoning_tokens), sum(cost_nanousd) AS cost
+              FROM read_parquet('{path}/calls/*/*.parquet', hive_partitioning=true)
+              WHERE ts_start >= TIMESTAMPTZ '2026-11-01 00:00:00+00' AND ts_start < TIMESTAMPTZ '2026-12-01 00:00:00+00'
+                AND date >= DATE '2026-11-01' AND date <= DATE '2026-11-30'
+              GROUP BY department ORDER BY cost DESC, department"""
+    con.execute(sql).fetchall()
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter(); rows = con.execute(sql).fetchall(); times.append(time.perf_counter() - t)
+    times.sort()
+    out[f"threads{threads}_ms"] = times[len(times) // 2] * 1000
+    out["total"] = int(sum(r[7] for r in rows))
+print(json.dumps(out))
+"#;
+
+/// DuckDB's monthly showback by department on the same Parquet files: (median ms with 1 thread, with 2
+/// threads, total nano-USD).
+fn duckdb(python: &str, dir: &std::path::Path, runs: usize) -> anyhow::Result<(f64, f64, u64)> {
+    let out = std::process::Command::new(python)
+        .args(["-c", DUCKDB, &dir.display().to_string(), &runs.to_string()])
+        .output()
+        .context("running python3 for DuckDB")?;
+    anyhow::ensure!(out.status.success(), "duckdb: {}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let f = |k: &str| v.get(k).and_then(|x| x.as_f64()).unwrap_or(f64::NAN);
+    Ok((f("threads1_ms"), f("threads2_ms"), v.get("total").and_then(|x| x.as_u64()).unwrap_or(0)))
+}
+
+async fn ch_size(cfg: &ClickHouseConfig, table: &str) -> anyhow::Result<u64> {
+    let rows = tollgate_clickhouse::fetch_json(
+        cfg.client()
+            .query("SELECT toUInt64(sum(bytes_on_disk)) FROM system.parts WHERE active AND database = ? AND table = ?")
+            .bind(cfg.database.as_str())
+            .bind(table),
+        Duration::from_secs(30),
+    )
+    .await?;
+    Ok(rows.first().and_then(|r| r.first()).and_then(|v| v.as_u64()).unwrap_or(0))
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -144,7 +343,9 @@ async fn main() -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(&data_dir);
     std::fs::create_dir_all(&data_dir)?;
     let db = format!("bench_{}", std::process::id());
-    let chcfg = ClickHouseConfig::new(args.clickhouse_url.clone(), db.clone());
+    let mut chcfg = ClickHouseConfig::new(args.clickhouse_url.clone(), db.clone());
+    chcfg.request_timeout_ms = 600_000;
+    chcfg.insert_timeout_ms = 600_000;
     tollgate_clickhouse::migrate(&chcfg).await.context("migrating the bench database")?;
     let version = tollgate_clickhouse::fetch_json(chcfg.client().query("SELECT version()"), Duration::from_secs(10))
         .await?
@@ -154,19 +355,22 @@ async fn main() -> anyhow::Result<()> {
         .unwrap_or_default();
     let mut ch = ClickHouseSink::open(chcfg.clone(), &data_dir)?;
     let mut pq = ParquetSink::open(ParquetSinkConfig::new(data_dir.clone()))?;
+    let names = Names::new();
 
-    let (mut ch_time, mut pq_time, mut bytes) = (Duration::ZERO, Duration::ZERO, 0usize);
+    let started = Instant::now();
+    let (mut ch_time, mut pq_time, mut gen_time) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
     let mut sum = 0u64;
     let mut i = 0;
     while i < args.events {
         let n = args.batch.min(args.events - i);
-        let chunk: Vec<CallEvent> = (i..i + n).map(|k| call(k, args.events)).collect();
+        let t = Instant::now();
+        let chunk: Vec<CallEvent> = (i..i + n).map(|k| call(&names, k, args.events)).collect();
+        gen_time += t.elapsed();
         sum += chunk.iter().map(|e| e.cost_nanousd).sum::<u64>();
         let chunk = Arc::new(chunk);
         let t = Instant::now();
         let mut p = PendingRows::default();
         ch.append(&mut p, &chunk);
-        bytes += p.bytes();
         for mut b in ch.seal(&mut p)? {
             ch.write(&mut b).await.map_err(|e| anyhow::anyhow!("insert: {e}"))?;
         }
@@ -180,101 +384,133 @@ async fn main() -> anyhow::Result<()> {
         pq.write(sealed).await?;
         pq_time += t.elapsed();
         i += n;
-        eprint!("\r{i} events");
-    }
-    eprintln!();
-    let rate = |d: Duration| args.events as f64 / d.as_secs_f64();
-
-    let df = QueryService::open(data_dir.clone(), QueryConfig::default())?;
-    let chq = QueryService::open_clickhouse(chcfg.clone(), QueryConfig::default());
-    let month = TimeRange::parse(Some("2026-11-01"), Some("2026-11-30"))?;
-    let all = TimeRange::parse(Some("2026-10-01"), Some("2026-11-30"))?;
-    let mut lines = Vec::new();
-    for (label, range, group, latency) in [
-        ("showback by department, one month", &month, "department", false),
-        ("showback by department,team,model, two months", &all, "department,team,model", false),
-        ("latency p50/p95/p99 by model, one month", &month, "model", true),
-    ] {
-        let g = parse_group_by(Some(group), &[])?;
-        let mut cells = vec![label.to_string()];
-        let mut totals = Vec::new();
-        for svc in [&df, &chq] {
-            let mut times = Vec::new();
-            let mut failed = None;
-            for _ in 0..args.runs.max(1) {
-                let t = Instant::now();
-                let r = if latency {
-                    svc.latency(range, &g).await.map(|rows| rows.iter().map(|r| r.calls).sum::<u64>())
-                } else {
-                    svc.showback(range, &g).await.map(|rows| rows.iter().map(|r| r.totals.cost_nanousd).sum::<u64>())
-                };
-                match r {
-                    Ok(total) => {
-                        totals.push(total);
-                        times.push(t.elapsed());
-                    }
-                    Err(e) => {
-                        failed = Some(format!("{e:?}"));
-                        break;
-                    }
-                }
-            }
-            match failed {
-                None => {
-                    let (med, best) = median(times);
-                    cells.push(ms(med));
-                    cells.push(ms(best));
-                }
-                Some(e) => {
-                    eprintln!("{label}: {e}");
-                    let short: String = e.chars().take(60).collect();
-                    cells.push(format!("failed: {}", short.replace('|', "/")));
-                    cells.push("-".into());
-                }
-            }
+        if (i / n).is_multiple_of(20) || i == args.events {
+            eprintln!("{i} events, {:.0} s", started.elapsed().as_secs_f64());
         }
-        totals.dedup();
-        anyhow::ensure!(totals.len() == 1, "{label}: the engines disagree: {totals:?}");
-        lines.push(format!("| {} |", cells.join(" | ")));
     }
-    let all_g = parse_group_by(Some("department"), &[])?;
-    let check = df
-        .showback(&all, &all_g)
-        .await
-        .map_err(|e| anyhow::anyhow!("check: {e:?}"))?
-        .iter()
-        .map(|r| r.totals.cost_nanousd)
-        .sum::<u64>();
-    anyhow::ensure!(check == sum, "DataFusion total {check} != generated {sum}");
-    let parquet_bytes: u64 = walk_size(&data_dir.join("calls"));
+    let rate = |d: Duration| args.events as f64 / d.as_secs_f64();
+    let pq_small_bytes = walk_size(&data_dir.join("calls"));
+    let pq_small_files = file_count(&data_dir.join("calls"), ".parquet");
+    let ch_bytes = ch_size(&chcfg, "calls").await?;
+    let ch_rollup_bytes = ch_size(&chcfg, "calls_daily").await?;
 
+    let mut results: Vec<(String, Vec<String>)> = QUESTIONS.iter().map(|(_, l)| (l.to_string(), Vec::new())).collect();
+    let mut checks: Vec<Vec<u64>> = vec![Vec::new(); QUESTIONS.len()];
+    async fn column(
+        svc: &QueryService,
+        runs: usize,
+        results: &mut [(String, Vec<String>)],
+        checks: &mut [Vec<u64>],
+        label: &str,
+    ) {
+        for (k, (q, name)) in QUESTIONS.iter().enumerate() {
+            match time(svc, *q, runs).await {
+                Ok((d, sum)) => {
+                    results[k].1.push(ms(d));
+                    checks[k].push(sum);
+                }
+                Err(e) => {
+                    eprintln!("{label}: {name}: {e}");
+                    let short: String = e.chars().take(50).collect();
+                    results[k].1.push(format!("failed: {}", short.replace('|', "/")));
+                }
+            }
+            eprintln!("{label}: {name}: {}", results[k].1.last().map(String::as_str).unwrap_or(""));
+        }
+    }
+    let raw_cfg = QueryConfig { rollups: false, ..QueryConfig::default() };
+    // DataFusion on the sink's small files (no summaries yet).
+    let df_small = QueryService::open(data_dir.clone(), raw_cfg.clone())?;
+    column(&df_small, args.runs, &mut results, &mut checks, "datafusion small files").await;
+    drop(df_small);
+    let duck_small = duckdb(&args.python, &data_dir, args.runs)?;
+
+    let t = Instant::now();
+    let lock = CallsLock::open(&data_dir)?;
+    let days = tokio::task::spawn_blocking({
+        let d = data_dir.clone();
+        move || compact_days(&CompactionConfig::new(d), &lock, u64::MAX, "2100-01-01")
+    })
+    .await??;
+    let compact_time = t.elapsed();
+    let pq_bytes = walk_size(&data_dir.join("calls"));
+    let pq_files = file_count(&data_dir.join("calls"), ".parquet");
+    let summary_rows: u64 = days.iter().map(|d| d.summary_rows).sum();
+
+    let df_raw = QueryService::open(data_dir.clone(), raw_cfg.clone())?;
+    column(&df_raw, args.runs, &mut results, &mut checks, "datafusion compacted").await;
+    drop(df_raw);
+    let df_roll = QueryService::open(data_dir.clone(), QueryConfig::default())?;
+    column(&df_roll, args.runs, &mut results, &mut checks, "datafusion rollup").await;
+    drop(df_roll);
+    let duck = duckdb(&args.python, &data_dir, args.runs)?;
+    let ch_raw = QueryService::open_clickhouse(chcfg.clone(), raw_cfg);
+    column(&ch_raw, args.runs, &mut results, &mut checks, "clickhouse raw").await;
+    let ch_roll = QueryService::open_clickhouse(chcfg.clone(), QueryConfig::default());
+    column(&ch_roll, args.runs, &mut results, &mut checks, "clickhouse rollup").await;
+
+    let mut disagreements = Vec::new();
+    for (k, c) in checks.iter().enumerate() {
+        let mut d = c.clone();
+        d.dedup();
+        if d.len() > 1 {
+            disagreements.push(format!("{}: {c:?}", QUESTIONS[k].1));
+        }
+    }
+    let month_total = checks[0].first().copied().unwrap_or(0);
+    let duck_agrees = duck.2 == month_total && duck_small.2 == month_total;
+    let df_showback = results[0].1.get(1).and_then(|s| s.parse::<f64>().ok()).unwrap_or(f64::NAN);
+
+    let rows: Vec<String> = results.iter().map(|(l, cells)| format!("| {l} | {} |", cells.join(" | "))).collect();
     let block = format!(
-        "<!-- store-bench:begin -->\n## Stores: ingest and report latency\n\n\
-         - Date: {date}\n- Reproduce: `cargo build --release -p tollgate-bench && bench/clickhouse-server.sh` (prints a URL), then \
-         `target/release/storebench --clickhouse-url <url> --events {events}`\n\
-         - Server: ClickHouse {version} on this 2-core box (Debian's package, default settings), same machine as the benchmark.\n\
-         - {events} generated calls over two months (12 departments, 48 teams, 8 models), in time order, batches of {batch}; \
-         the time is the sink's own work (encoding + insert, or Arrow + zstd Parquet + fsync), not generating the calls.\n\
-         - Query service as configured by default (`query.threads = 1` for DataFusion); median and fastest of {runs} runs; \
-         both engines' totals checked equal to the nano-dollar.\n\n\
-         | sink | events/s | total s | notes |\n|---|--:|--:|---|\n\
-         | ClickHouse (RowBinary + LZ4 over HTTP) | {ch_rate:.0} | {ch_s:.1} | {mb:.0} MB of RowBinary before LZ4 |\n\
-         | Parquet (zstd) | {pq_rate:.0} | {pq_s:.1} | {pq_mb:.0} MB on disk |\n\n\
-         | query | DataFusion median ms | DataFusion best ms | ClickHouse median ms | ClickHouse best ms |\n|---|--:|--:|--:|--:|\n{rows}\n\
+        "<!-- store-bench:begin -->\n## Stores at fleet scale: ingest, compaction, rollups and reports ({events} calls)\n\n\
+         - Date: {date}\n- Reproduce: `cargo build --release -p tollgate-bench --bin storebench && bench/clickhouse-server.sh` (prints a URL), then \
+         `target/release/storebench --clickhouse-url <url> --events {events}` (needs `python3 -m pip install duckdb`).\n\
+         - Machine: this 2-core box; ClickHouse {version} (Debian's package, default settings) on the same machine; DuckDB \
+         (Python wheel) in the same run on the same Parquet files.\n\
+         - Calls: {events} generated over 37 days (2026-10-25 .. 2026-11-30), 20 departments, 200 teams, 400 projects, \
+         2,000 users and keys, 15 models, 3 outcomes, in time order, sink batches of {batch}. Money in every answer \
+         checked equal across all engine configurations{check} and against DuckDB ({duck_ok}).\n\
+         - Query service as configured by default (`query.threads = 1`, `memory_limit_mb = 512`, \
+         `exact_percentiles_max_calls = 1000000`: larger latency ranges come from the histogram, within 0.4%); \
+         median of {runs} runs after a warm-up.\n\n\
+         | store | ingest events/s | ingest s | on disk |\n|---|--:|--:|--:|\n\
+         | ClickHouse (RowBinary + LZ4 over HTTP, rollup view live) | {ch_rate:.0} | {ch_s:.0} | calls {ch_mb:.0} MB + calls_daily {chr_mb:.1} MB |\n\
+         | Parquet (zstd, sink files) | {pq_rate:.0} | {pq_s:.0} | {pqs_mb:.0} MB in {pqs_files} files |\n\
+         | Parquet after compaction | – | {cmp_s:.0} (compaction) | {pq_mb:.0} MB in {pq_files} files + {summary_rows} summary rows |\n\n\
+         (generating the calls took {gen_s:.0} s more, not counted above)\n\n\
+         | query (median ms) | DataFusion, sink files | DataFusion, compacted, raw | DataFusion, compacted + summaries | ClickHouse raw | ClickHouse rollup |\n\
+         |---|--:|--:|--:|--:|--:|\n{table}\n\n\
+         DuckDB, monthly showback by department on the same files: sink files {d1s:.0} ms (1 thread) / {d2s:.0} ms (2 threads); \
+         compacted files {d1:.0} ms (1 thread) / {d2:.0} ms (2 threads). DataFusion raw on the compacted files \
+         ({df_showback:.0} ms, 1 thread) is {ratio:.2}x DuckDB's 1-thread time.\n\
          <!-- store-bench:end -->",
-        date = chrono_now(),
+        date = chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"),
         events = args.events,
         batch = args.batch,
         runs = args.runs,
+        check = if disagreements.is_empty() { String::new() } else { format!(" (DISAGREEMENTS: {})", disagreements.join("; ")) },
+        duck_ok = if duck_agrees { "agrees" } else { "DISAGREES" },
         ch_rate = rate(ch_time),
         ch_s = ch_time.as_secs_f64(),
-        mb = bytes as f64 / 1e6,
+        ch_mb = ch_bytes as f64 / 1e6,
+        chr_mb = ch_rollup_bytes as f64 / 1e6,
         pq_rate = rate(pq_time),
         pq_s = pq_time.as_secs_f64(),
-        pq_mb = parquet_bytes as f64 / 1e6,
-        rows = lines.join("\n"),
+        pqs_mb = pq_small_bytes as f64 / 1e6,
+        pqs_files = pq_small_files,
+        cmp_s = compact_time.as_secs_f64(),
+        pq_mb = pq_bytes as f64 / 1e6,
+        gen_s = gen_time.as_secs_f64(),
+        d1s = duck_small.0,
+        d2s = duck_small.1,
+        d1 = duck.0,
+        d2 = duck.1,
+        ratio = df_showback / duck.0,
+        table = rows.join("\n"),
     );
     println!("{block}");
+    anyhow::ensure!(month_total > 0 && month_total <= sum, "monthly total {month_total} vs generated {sum}");
     let old = std::fs::read_to_string(&args.results).unwrap_or_default();
     let new = match (old.find("<!-- store-bench:begin -->"), old.find("<!-- store-bench:end -->")) {
         (Some(a), Some(b)) => format!("{}{}{}", &old[..a], block, &old[b + "<!-- store-bench:end -->".len()..]),
@@ -283,26 +519,10 @@ async fn main() -> anyhow::Result<()> {
     std::fs::write(&args.results, new)?;
     let _ = tollgate_clickhouse::run(
         chcfg.server_client().query_raw(&format!("DROP DATABASE IF EXISTS `{db}`")),
-        Duration::from_secs(60),
+        Duration::from_secs(300),
     )
     .await;
     let _ = std::fs::remove_dir_all(&data_dir);
+    anyhow::ensure!(disagreements.is_empty(), "engines disagree: {disagreements:?}");
     Ok(())
-}
-
-fn walk_size(p: &std::path::Path) -> u64 {
-    let mut n = 0;
-    for e in std::fs::read_dir(p).into_iter().flatten().flatten() {
-        let path = e.path();
-        if path.is_dir() {
-            n += walk_size(&path);
-        } else {
-            n += e.metadata().map(|m| m.len()).unwrap_or(0);
-        }
-    }
-    n
-}
-
-fn chrono_now() -> String {
-    chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string()
 }

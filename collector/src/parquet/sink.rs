@@ -3,6 +3,7 @@
 //! same batch again replaces the file instead of doubling its money. Files are written to a hidden temp
 //! name, fsynced and renamed, so readers never see half a file.
 
+use super::compact::{invalidate_summary, CallsLock};
 use super::config::ParquetSinkConfig;
 use arrow::array::RecordBatch;
 use parquet::arrow::ArrowWriter;
@@ -11,6 +12,7 @@ use parquet::file::properties::WriterProperties;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use tollgate_events::{date_of_day, CallEvent, CallEventBatchBuilder};
 
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +65,8 @@ impl SealedBatch {
 
 pub struct ParquetSink {
     cfg: ParquetSinkConfig,
+    /// Taken while a file is added to a day directory, so compaction's exchange never loses it.
+    lock: Arc<CallsLock>,
     next_offset: u64,
     /// Offsets below this are persisted as used.
     reserved: u64,
@@ -79,7 +83,8 @@ impl ParquetSink {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
             Err(e) => return Err(SinkError::Io { path, source: e }),
         };
-        Ok(ParquetSink { cfg, next_offset, reserved: next_offset })
+        let lock = Arc::new(CallsLock::open(&cfg.data_dir)?);
+        Ok(ParquetSink { cfg, lock, next_offset, reserved: next_offset })
     }
 
     /// The offset of the next appended event: set by the collector to the write-ahead log offset, so a
@@ -117,8 +122,8 @@ impl ParquetSink {
             write_atomically(&offset_path(&self.cfg.data_dir), end.to_string().as_bytes())?;
             self.reserved = end;
         }
-        let cfg = self.cfg.clone();
-        tokio::task::spawn_blocking(move || write_files(&cfg, &batch.files))
+        let (cfg, lock) = (self.cfg.clone(), self.lock.clone());
+        tokio::task::spawn_blocking(move || write_files(&cfg, &lock, &batch.files))
             .await
             .map_err(|e| SinkError::Join(e.to_string()))??;
         self.next_offset = self.next_offset.max(end);
@@ -134,7 +139,11 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), SinkError> {
     crate::wal::write_atomically(path, bytes).map_err(io(path))
 }
 
-fn write_files(cfg: &ParquetSinkConfig, files: &[(String, u64, RecordBatch)]) -> Result<(), SinkError> {
+fn write_files(
+    cfg: &ParquetSinkConfig,
+    lock: &CallsLock,
+    files: &[(String, u64, RecordBatch)],
+) -> Result<(), SinkError> {
     let props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
         .set_max_row_group_row_count(Some(cfg.row_group_rows.max(1)))
@@ -150,8 +159,14 @@ fn write_files(cfg: &ParquetSinkConfig, files: &[(String, u64, RecordBatch)]) ->
         let file = w.into_inner()?;
         file.sync_all().map_err(io(&tmp))?;
         let dst = dir.join(&name);
-        std::fs::rename(&tmp, &dst).map_err(io(&dst))?;
-        File::open(&dir).and_then(|d| d.sync_all()).map_err(io(&dir))?;
+        // A day compacted meanwhile has a summary that would not cover this file: it goes first. If the
+        // day directory was exchanged by compaction since `tmp` was made, the rename fails and the batch
+        // is written again.
+        lock.with(|| {
+            invalidate_summary(&dir)?;
+            std::fs::rename(&tmp, &dst).map_err(io(&dst))?;
+            File::open(&dir).and_then(|d| d.sync_all()).map_err(io(&dir))
+        })?;
     }
     Ok(())
 }

@@ -32,7 +32,9 @@ impl BudgetStep {
         } else {
             ctx.meta.output_bound().unwrap_or_else(|| self.budgets.default_output_tokens())
         };
-        let admitted = self.budgets.admit(&ctx.guard.event, route.price_model(), input, output)?;
+        let key = ctx.key.clone();
+        let may_use = move |m: &str| key.as_ref().is_none_or(|k| k.may_use(m));
+        let admitted = self.budgets.admit(&ctx.guard.event, route.price_model(), input, output, &may_use)?;
         ctx.priced.push(Arc::new(BudgetSettle::new(admitted.admission)));
         let Some((cheaper, budget)) = admitted.downgrade else { return Ok(Admit::Continue) };
         let route = self.routes.get(&cheaper).ok_or_else(|| GatewayError::UnknownModel(cheaper.clone()))?;
@@ -62,19 +64,24 @@ impl AdmissionStep for BudgetStep {
 #[derive(Debug)]
 pub struct BudgetSettle {
     admission: Mutex<Option<Admission>>,
-    cost: AtomicU64,
+    /// (event id, cost) of each priced attempt: the ledger counts a request's events by id.
+    events: Mutex<Vec<(String, u64)>>,
     tokens: AtomicU64,
 }
 
 impl BudgetSettle {
     pub fn new(admission: Admission) -> BudgetSettle {
-        BudgetSettle { admission: Mutex::new(Some(admission)), cost: AtomicU64::new(0), tokens: AtomicU64::new(0) }
+        BudgetSettle {
+            admission: Mutex::new(Some(admission)),
+            events: Mutex::new(Vec::new()),
+            tokens: AtomicU64::new(0),
+        }
     }
 }
 
 impl PricedObserver for BudgetSettle {
     fn priced(&self, ev: &CallEvent) {
-        self.cost.fetch_add(ev.cost_nanousd, Ordering::Relaxed);
+        self.events.lock().unwrap_or_else(|p| p.into_inner()).push((ev.event_id.clone(), ev.cost_nanousd));
         self.tokens.fetch_add(ev.input_tokens.saturating_add(ev.output_tokens), Ordering::Relaxed);
     }
 }
@@ -83,7 +90,8 @@ impl Drop for BudgetSettle {
     fn drop(&mut self) {
         let admission = self.admission.get_mut().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(a) = admission {
-            a.settle(*self.cost.get_mut(), *self.tokens.get_mut());
+            let events = std::mem::take(self.events.get_mut().unwrap_or_else(|p| p.into_inner()));
+            a.settle(&events, *self.tokens.get_mut());
         }
     }
 }

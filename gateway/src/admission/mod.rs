@@ -3,10 +3,15 @@
 //! file implementing [`AdmissionStep`], registered by one line in [`steps`], in the order they run.
 
 pub mod budget;
+pub mod cache;
+pub mod context_limit;
+pub mod injection;
+pub mod redact;
 
 use crate::budget::BudgetSystem;
 use crate::call::CallCtx;
 use crate::error::GatewayError;
+use crate::guards::Guards;
 use crate::routing::RouteTable;
 use axum::response::Response;
 use std::future::Future;
@@ -29,6 +34,16 @@ pub trait AdmissionStep: Send + Sync {
 }
 
 /// The steps every metered call passes, in order.
-pub fn steps(budgets: &Arc<BudgetSystem>, routes: &Arc<RouteTable>) -> Vec<Box<dyn AdmissionStep>> {
-    vec![Box::new(budget::BudgetStep::new(budgets.clone(), routes.clone()))]
+pub fn steps(
+    budgets: &Arc<BudgetSystem>,
+    routes: &Arc<RouteTable>,
+    guards: &Arc<Guards>,
+) -> Vec<Box<dyn AdmissionStep>> {
+    vec![
+        Box::new(context_limit::ContextLimitStep(guards.clone())),
+        Box::new(injection::InjectionStep(guards.clone())),
+        Box::new(redact::RedactStep(guards.clone())),
+        Box::new(budget::BudgetStep::new(budgets.clone(), routes.clone())),
+        Box::new(cache::CacheStep(guards.clone())),
+    ]
 }

@@ -17,9 +17,8 @@ pub struct BudgetSettings {
     /// next refresh, which bounds the overshoot (see the README).
     #[serde(default = "default_sync_interval_ms")]
     pub sync_interval_ms: u64,
-    /// How long a finished call may take to become visible in the store (metering drain + collector
-    /// flush). A gateway keeps counting its own spend for this long after a refresh, so a call is never
-    /// missing from both the snapshot and the local count (it may briefly be in both: conservative).
+    /// No longer used: a gateway now counts its own calls by event id until the store holds them, however
+    /// long that takes, so nothing is counted twice or missed. Accepted so that older configs still load.
     #[serde(default = "default_ingest_lag_ms")]
     pub ingest_lag_ms: u64,
     /// Output tokens assumed at admission when a request sets no `max_tokens`/`max_completion_tokens`.
@@ -122,9 +121,14 @@ pub struct BudgetConfig {
     /// `reject` (default) or `downgrade`.
     #[serde(default = "default_action")]
     pub action: Action,
-    /// `downgrade` only: the cheaper model that serves calls that no longer fit.
+    /// `downgrade` only: the cheaper model that serves calls that no longer fit. A key that may not use
+    /// it is refused instead.
     #[serde(default)]
     pub downgrade_to: Option<String>,
+    /// `true` when `match` deliberately fits no key today (a key added later, or header attribution from
+    /// a key that allows it); without it `tollgate check` refuses a budget that can never apply.
+    #[serde(default)]
+    pub unmatched_ok: bool,
 }
 
 fn default_action() -> Action {
@@ -193,6 +197,10 @@ pub struct BudgetDef {
     pub soft_thresholds: Vec<u32>,
     pub action: Action,
     pub downgrade_to: Option<String>,
+    /// Ids of the keys whose own attribution this budget matches: their calls count against it whatever
+    /// their `x-tollgate-*` headers say.
+    pub keys: Vec<String>,
+    pub unmatched_ok: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -213,6 +221,19 @@ pub struct BudgetConfigSet {
     pub settings: BudgetSettings,
     /// (id, sha256 digest)
     pub admin_keys: Vec<(String, [u8; 32])>,
+}
+
+/// Whether a key's own attribution (its config, not a request's headers) falls in a budget's scope.
+fn key_is_bound(k: &crate::config::KeyConfig, scope: Scope, value: &str, tag: Option<&(String, String)>) -> bool {
+    match scope {
+        Scope::Key => k.id == value,
+        Scope::User => k.user == value,
+        Scope::Project => k.project == value,
+        Scope::Team => k.team == value,
+        Scope::Department => k.department == value,
+        Scope::Tenant => k.tenant == value,
+        Scope::Tag => tag.is_some_and(|(n, v)| k.tags.get(n).is_some_and(|x| x == v)),
+    }
 }
 
 /// Pure validation against the gateway's checked config (models, prices).
@@ -296,6 +317,25 @@ pub fn validate_budgets(
             (Action::Reject, Some(_)) => return Err(err(key("downgrade_to"), "only with `action = \"downgrade\"`")),
             _ => {}
         }
+        let keys: Vec<String> = gw
+            .keys
+            .iter()
+            .filter(|k| key_is_bound(&k.cfg, b.scope, &b.value, tag.as_ref()))
+            .map(|k| k.cfg.id.clone())
+            .collect();
+        // Headers can set only project, user and tags, and only for keys that allow them.
+        let by_headers = matches!(b.scope, Scope::Project | Scope::User | Scope::Tag)
+            && gw.keys.iter().any(|k| k.cfg.allow_attribution_headers);
+        if keys.is_empty() && !by_headers && !b.unmatched_ok {
+            return Err(err(
+                key("match"),
+                format!(
+                    "no key has {} `{}`, so this budget never applies (set `unmatched_ok = true` if that is intended)",
+                    b.scope.as_str(),
+                    b.value
+                ),
+            ));
+        }
         out.budgets.push(Arc::new(BudgetDef {
             id: b.id.clone(),
             scope: b.scope,
@@ -306,6 +346,8 @@ pub fn validate_budgets(
             soft_thresholds: th,
             action: b.action,
             downgrade_to: b.downgrade_to.clone(),
+            keys,
+            unmatched_ok: b.unmatched_ok,
         }));
     }
     let mut ids = HashSet::new();

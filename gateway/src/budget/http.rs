@@ -161,9 +161,12 @@ async fn set_cap(
         Ok(_) => return bad("`cap_usd` must be greater than 0".into()),
         Err(e) => return bad(format!("`cap_usd`: {e}")),
     };
-    let old = {
-        let mut g = b.lock();
-        std::mem::replace(&mut g.cap, cap)
+    let old = match sys.set_cap(&b, cap) {
+        Ok(old) => old,
+        Err(e) => {
+            tracing::error!(budget = %id, error = %e, "admin cap change not saved");
+            return openai_error_response(StatusCode::INTERNAL_SERVER_ERROR, &e, "server_error", "not_saved");
+        }
     };
     sys.audit(
         &who,

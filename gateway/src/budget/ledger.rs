@@ -1,6 +1,9 @@
-//! The budget ledger: per budget and window, the authoritative spend from the query service (`snapshot`),
-//! this gateway's own settled spend since that snapshot (`local`) and reservations for calls in flight
-//! (`reserved`). A call is admitted only if `used < cap` and `used + estimate <= cap`, where
+//! The budget ledger: per budget and window, the store's spend of every call except this gateway's
+//! unconfirmed ones (`snapshot`), this gateway's settled calls that the store does not hold yet (`local`,
+//! kept by event id in `pending`) and reservations for calls in flight (`reserved`). Accounting is by
+//! event id, not by time: a sync asks the store for the spend without the pending ids and for which of
+//! them it holds; those move from `local` into `snapshot`. So no call is counted twice or missed,
+//! however long the pipeline takes to deliver it. A call is admitted only if `used < cap` and `used + estimate <= cap`, where
 //! `used = snapshot + local + reserved`: a call that lands exactly on the cap is admitted, a budget that is
 //! at its cap admits nothing more.
 //!
@@ -9,13 +12,17 @@
 //! them or none, so concurrent calls can never jointly pass a cap.
 
 use crate::budget::config::{Action, BudgetDef, Scope};
-use std::collections::VecDeque;
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use tollgate_events::CallEvent;
 
-/// Most settled-spend entries kept per window for pruning at the next sync. Beyond it the oldest are
-/// forgotten but stay counted (over-counting is the safe side).
-const MAX_LOG: usize = 65_536;
+/// Most unconfirmed calls kept by id per window. Beyond it the oldest are forgotten but stay counted in
+/// `local` (they may then be counted twice once stored: over-counting is the safe side).
+const MAX_PENDING: usize = 65_536;
+
+/// Most pending ids named in one spend query (keeps the query small); calls beyond it stay counted
+/// locally and are confirmed by later syncs, oldest first.
+pub const MAX_PENDING_PER_QUERY: usize = 1_000;
 
 #[derive(Debug)]
 pub struct Window {
@@ -23,11 +30,14 @@ pub struct Window {
     pub end_us: i64,
     /// Spend counts from here: the window start, or the time of an admin reset.
     pub count_from_us: i64,
+    /// The store's spend, without the calls that were pending when it was asked.
     pub snapshot: u64,
+    /// This gateway's settled spend the store has not confirmed yet.
     pub local: u64,
     pub reserved: u64,
-    /// (settled at µs, cost) of local spend, pruned once the store has surely seen it.
-    log: VecDeque<(i64, u64)>,
+    /// event id → cost of this gateway's settled calls the store has not confirmed. UUIDv7 ids sort by
+    /// time, so the first entries are the oldest.
+    pending: BTreeMap<String, u64>,
     /// How many levels (soft thresholds, then the cap) have been announced in this window.
     pub notified: usize,
 }
@@ -41,12 +51,17 @@ impl Window {
             snapshot: 0,
             local: 0,
             reserved: 0,
-            log: VecDeque::new(),
+            pending: BTreeMap::new(),
             notified: 0,
         }
     }
 
-    /// Settled spend: the store's plus ours since.
+    /// The ids a sync asks the store about: the oldest pending calls.
+    pub fn pending_ids(&self) -> Vec<String> {
+        self.pending.keys().take(MAX_PENDING_PER_QUERY).cloned().collect()
+    }
+
+    /// Settled spend: the store's plus ours that it does not hold yet.
     pub fn spent(&self) -> u64 {
         self.snapshot.saturating_add(self.local)
     }
@@ -79,6 +94,9 @@ pub struct BudgetState {
     pub value: String,
     tag: Option<(String, String)>,
     inner: Mutex<Inner>,
+    /// One sync at a time: two overlapping syncs would both leave the same pending ids out of the
+    /// store's sum, and the second would no longer find them pending to count them back in.
+    pub(crate) syncing: tokio::sync::Mutex<()>,
 }
 
 /// A threshold or the cap crossed by settled spend.
@@ -109,6 +127,7 @@ impl BudgetState {
                 rejected: 0,
                 downgraded: 0,
             }),
+            syncing: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -122,8 +141,12 @@ impl BudgetState {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Whether this budget covers a call with this attribution.
+    /// Whether this budget covers a call: by the call's attribution, or because the call's key is bound
+    /// by this budget through its own attribution (headers refine reports, they do not escape budgets).
     pub fn covers(&self, ev: &CallEvent) -> bool {
+        if self.lock().def.keys.iter().any(|k| *k == ev.api_key_id) {
+            return true;
+        }
         let v = match self.scope {
             Scope::Key => &ev.api_key_id,
             Scope::User => &ev.user,
@@ -194,39 +217,53 @@ impl Inner {
         out
     }
 
-    /// Records a finished call's real cost against the reservation it held.
-    pub fn settle(&mut self, generation: u64, reserved: u64, cost: u64, now_us: i64) -> bool {
+    /// Records a finished request's real cost, event by event, against the reservation it held.
+    pub fn settle(&mut self, generation: u64, reserved: u64, events: &[(String, u64)]) -> bool {
         if generation != self.generation {
             return false;
         }
         let Some(w) = self.win.as_mut() else { return false };
         w.reserved = w.reserved.saturating_sub(reserved);
-        w.local = w.local.saturating_add(cost);
-        if cost > 0 {
-            if w.log.len() >= MAX_LOG {
-                w.log.pop_front();
+        for (event_id, cost) in events {
+            if *cost == 0 || w.pending.contains_key(event_id) {
+                continue;
             }
-            w.log.push_back((now_us, cost));
+            w.local = w.local.saturating_add(*cost);
+            if w.pending.len() >= MAX_PENDING {
+                w.pending.pop_first();
+            }
+            w.pending.insert(event_id.clone(), *cost);
         }
         true
     }
 
-    /// Takes a fresh authoritative total, queried at `query_started_us`: local spend settled more than
-    /// `lag_us` before the query is assumed to be in it and is dropped from the local count.
-    pub fn apply_sync(&mut self, generation: u64, spent: u64, query_started_us: i64, lag_us: i64, now_us: i64) -> bool {
+    /// Takes a fresh answer from the store, asked with `asked` pending ids: `others` is the spend without
+    /// them, `present` those the store holds (now counted in the snapshot instead of locally).
+    pub fn apply_sync(
+        &mut self,
+        generation: u64,
+        others: u64,
+        asked: &[String],
+        present: &[String],
+        now_us: i64,
+    ) -> bool {
         if generation != self.generation {
             return false;
         }
         let Some(w) = self.win.as_mut() else { return false };
-        w.snapshot = spent;
-        let cutoff = query_started_us.saturating_sub(lag_us);
-        while let Some((t, c)) = w.log.front().copied() {
-            if t >= cutoff {
-                break;
+        let asked: std::collections::HashSet<&str> = asked.iter().map(String::as_str).collect();
+        let mut snapshot = others;
+        for id in present {
+            // Only an asked id was left out of `others`; anything else is already in it.
+            if !asked.contains(id.as_str()) {
+                continue;
             }
-            w.log.pop_front();
-            w.local = w.local.saturating_sub(c);
+            if let Some(c) = w.pending.remove(id) {
+                w.local = w.local.saturating_sub(c);
+                snapshot = snapshot.saturating_add(c);
+            }
         }
+        w.snapshot = snapshot;
         self.synced_at_us = Some(now_us);
         true
     }
@@ -270,6 +307,8 @@ mod tests {
             soft_thresholds: vec![50, 90],
             action: Action::Reject,
             downgrade_to: None,
+            keys: Vec::new(),
+            unmatched_ok: false,
         })
     }
 
@@ -284,7 +323,7 @@ mod tests {
         assert!(g.fits(40) && !g.fits(41));
         g.reserve(40).unwrap();
         assert!(!g.fits(0), "a budget at its cap admits nothing, not even a free call");
-        assert!(g.settle(gen, 60, 10, 20));
+        assert!(g.settle(gen, 60, &[("e1".into(), 10)]));
         assert!(g.fits(50) && !g.fits(51));
     }
 
@@ -295,35 +334,46 @@ mod tests {
         let mut g = s.lock();
         g.roll(us("2026-01-31T23:00:00-05:00"));
         let gen = g.reserve(30).unwrap();
-        assert!(g.settle(gen, 30, 100, 0));
+        assert!(g.settle(gen, 30, &[("e1".into(), 100)]));
         assert!(!g.fits(1), "January is spent");
         // 23:59:59 local on the 31st is already February in UTC, but not in New York.
         g.roll(us("2026-02-01T04:59:59Z"));
         assert!(!g.fits(1));
         g.roll(us("2026-02-01T05:00:00Z"));
         assert!(g.fits(100), "February starts from zero");
-        assert!(!g.settle(gen, 30, 5, 0), "a January call settling late does not count in February");
+        assert!(!g.settle(gen, 30, &[("e2".into(), 5)]), "a January call settling late does not count in February");
         assert_eq!(g.win.as_ref().unwrap().used(), 0);
     }
 
     #[test]
-    fn sync_prunes_only_what_the_store_has_surely_seen_and_thresholds_fire_once() {
+    fn sync_moves_only_stored_calls_from_local_to_the_snapshot_and_thresholds_fire_once() {
         let s = BudgetState::new(def(100, Some((0, i64::MAX)), Period::Fixed));
         let mut g = s.lock();
         g.roll(1);
         let gen = g.generation;
         g.reserve(20).unwrap();
-        g.settle(gen, 20, 20, 1_000);
+        g.settle(gen, 20, &[("0001".into(), 20)]);
         g.reserve(35).unwrap();
-        g.settle(gen, 35, 35, 9_000);
+        g.settle(gen, 35, &[("0002".into(), 35)]);
+        assert!(g.settle(gen, 0, &[("0002".into(), 35)]), "a call settled twice counts once");
         let c = g.crossings("b");
         assert_eq!(c.iter().map(|c| c.percent).collect::<Vec<_>>(), vec![50]);
         assert!(g.crossings("b").is_empty(), "announced once");
-        // Store saw 20 (+ 7 from another gateway); the 35 settled within the lag stays counted locally.
-        assert!(g.apply_sync(gen, 27, 10_000, 5_000, 10_000));
+        let asked = g.win.as_ref().unwrap().pending_ids();
+        assert_eq!(asked, ["0001", "0002"]);
+        // The store holds 0001 (and 7 from another gateway), not 0002 yet: 7 + 20 + 35, nothing twice.
+        assert!(g.apply_sync(gen, 7, &asked, &["0001".to_string()], 10_000));
+        let w = g.win.as_ref().unwrap();
+        assert_eq!((w.snapshot, w.local, w.spent()), (27, 35, 62));
+        assert_eq!(w.pending_ids(), ["0002"]);
+        // However late it lands, 0002 stays counted until the store has it.
+        let asked = w.pending_ids();
+        assert!(g.apply_sync(gen, 27, &asked, &[], 20_000));
         assert_eq!(g.win.as_ref().unwrap().spent(), 62);
-        g.reset(20_000);
+        assert!(g.apply_sync(gen, 27, &asked, &["0002".to_string(), "zz".to_string()], 30_000));
+        assert_eq!((g.win.as_ref().unwrap().spent(), g.win.as_ref().unwrap().local), (62, 0));
+        g.reset(40_000);
         assert_eq!(g.win.as_ref().unwrap().used(), 0);
-        assert!(!g.apply_sync(gen, 27, 20_000, 0, 20_000), "a sync of the old count is ignored");
+        assert!(!g.apply_sync(gen, 27, &[], &[], 40_000), "a sync of the old count is ignored");
     }
 }

@@ -2,7 +2,8 @@
 //! (prompt bytes / 4 + its `max_tokens`, priced at the model's rates) against every budget and rate limit
 //! that covers it, and the metering task settles the real cost and tokens when the call's event is
 //! finished. A background task refreshes each budget's spend from the query service every
-//! `sync_interval_ms`; `/v1/budgets` and `/admin/*` (in `http.rs`) show and change the state.
+//! `sync_interval_ms`, by event id (see `ledger.rs`); `/v1/budgets` and `/admin/*` (in `http.rs`) show
+//! and change the state.
 
 pub mod config;
 pub mod http;
@@ -15,12 +16,14 @@ use crate::error::GatewayError;
 use config::{Action, BudgetConfigSet};
 use ledger::{BudgetState, Crossing, Reservation};
 use notify::Notifier;
+use prometheus_client::encoding::DescriptorEncoder;
 use ratelimit::{LimitReservation, LimitState};
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
+use tollgate_events::prom::{self, Kind};
 use tollgate_events::{CallEvent, PriceTable, Usage};
 use tracing::{info, warn};
 
@@ -34,11 +37,24 @@ pub struct SpendQuery {
     pub value: String,
     /// Tag budgets: (name, value).
     pub tag: Option<(String, String)>,
+    /// Keys whose own attribution the budget matches: their calls count whatever their headers said.
+    pub keys: Vec<String>,
     pub from_us: i64,
     pub to_us: i64,
+    /// This gateway's settled calls the store has not confirmed yet: left out of the sum and looked up.
+    pub pending: Vec<String>,
 }
 
-pub type SpendFuture<'a> = Pin<Box<dyn Future<Output = Result<u64, String>> + Send + 'a>>;
+/// The store's answer to a [`SpendQuery`].
+#[derive(Debug, Clone, Default)]
+pub struct StoreSpend {
+    /// Spend of the calls in scope, without the pending ones.
+    pub others_nanousd: u64,
+    /// The pending event ids the store holds.
+    pub present: Vec<String>,
+}
+
+pub type SpendFuture<'a> = Pin<Box<dyn Future<Output = Result<StoreSpend, String>> + Send + 'a>>;
 
 /// Where authoritative spend comes from (the query service, on either engine).
 pub trait SpendSource: Send + Sync + 'static {
@@ -54,13 +70,28 @@ pub struct BudgetSystem {
     prices: Arc<PriceTable>,
     clock: Clock,
     sync_interval_ms: AtomicU64,
-    ingest_lag_ms: AtomicU64,
     default_output_tokens: AtomicU64,
     pub(crate) notifier: Notifier,
     source: RwLock<Option<Arc<dyn SpendSource>>>,
     reloader: Mutex<Option<Reloader>>,
     audit_path: Option<PathBuf>,
     rate_limited: Mutex<std::collections::BTreeMap<String, u64>>,
+    caps: Mutex<CapOverrides>,
+}
+
+/// Caps changed through the admin API, kept in a file so they survive a restart. An override holds
+/// while the config's own cap is the one it replaced; a config that changes the cap wins.
+#[derive(Default)]
+struct CapOverrides {
+    path: Option<PathBuf>,
+    /// budget id → (admin cap, config cap it replaced)
+    caps: std::collections::BTreeMap<String, (u64, u64)>,
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct CapOverride {
+    cap_nanousd: u64,
+    config_cap_nanousd: u64,
 }
 
 /// A call's admission: reservations to settle when it ends (settled with nothing if dropped unsettled).
@@ -78,21 +109,21 @@ impl std::fmt::Debug for Admission {
 }
 
 impl Admission {
-    /// Records the call's real cost and tokens in place of its estimate.
-    pub fn settle(mut self, cost_nanousd: u64, tokens: u64) {
-        self.settle_inner(cost_nanousd, Some(tokens));
+    /// Records the real cost of the request's events (`(event id, cost)`, one per upstream attempt) and
+    /// its tokens in place of its estimate.
+    pub fn settle(mut self, events: &[(String, u64)], tokens: u64) {
+        self.settle_inner(events, Some(tokens));
     }
 
-    fn settle_inner(&mut self, cost: u64, tokens: Option<u64>) {
+    fn settle_inner(&mut self, events: &[(String, u64)], tokens: Option<u64>) {
         if self.settled {
             return;
         }
         self.settled = true;
-        let now = (self.sys.clock)();
         let mut crossings = Vec::new();
         for r in &self.budgets {
             let mut g = r.state.lock();
-            if g.settle(r.generation, r.amount, cost, now) {
+            if g.settle(r.generation, r.amount, events) {
                 crossings.extend(g.crossings(&r.state.id));
             }
         }
@@ -108,7 +139,7 @@ impl Admission {
 impl Drop for Admission {
     fn drop(&mut self) {
         // Unsettled (the event never reached metering): free the reservation; tokens stay charged.
-        self.settle_inner(0, None);
+        self.settle_inner(&[], None);
     }
 }
 
@@ -141,13 +172,13 @@ impl BudgetSystem {
             prices,
             clock,
             sync_interval_ms: AtomicU64::new(0),
-            ingest_lag_ms: AtomicU64::new(0),
             default_output_tokens: AtomicU64::new(0),
             notifier: Notifier::new(),
             source: RwLock::new(None),
             reloader: Mutex::new(None),
             audit_path,
             rate_limited: Mutex::new(Default::default()),
+            caps: Mutex::new(CapOverrides::default()),
         };
         sys.apply(set);
         Arc::new(sys)
@@ -181,6 +212,7 @@ impl BudgetSystem {
             }
         }
         *self.budgets.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(next);
+        self.apply_cap_overrides();
         let old_limits = self.limits();
         let limits = set
             .rate_limits
@@ -197,9 +229,68 @@ impl BudgetSystem {
         *self.limits.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(limits);
         *self.admin_keys.write().unwrap_or_else(|p| p.into_inner()) = set.admin_keys;
         self.sync_interval_ms.store(set.settings.sync_interval_ms.max(1), Ordering::Relaxed);
-        self.ingest_lag_ms.store(set.settings.ingest_lag_ms, Ordering::Relaxed);
         self.default_output_tokens.store(set.settings.default_output_tokens, Ordering::Relaxed);
         self.notifier.set_webhook(set.settings.webhook_url);
+    }
+
+    /// Reads the admin cap overrides kept in `path` (if any) and keeps later changes there.
+    pub fn keep_caps_in(&self, path: PathBuf) -> Result<(), String> {
+        let caps = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice::<std::collections::BTreeMap<String, CapOverride>>(&bytes)
+                .map_err(|e| format!("{}: {e}", path.display()))?
+                .into_iter()
+                .map(|(id, o)| (id, (o.cap_nanousd, o.config_cap_nanousd)))
+                .collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Default::default(),
+            Err(e) => return Err(format!("{}: {e}", path.display())),
+        };
+        *self.caps.lock().unwrap_or_else(|p| p.into_inner()) = CapOverrides { path: Some(path), caps };
+        self.apply_cap_overrides();
+        Ok(())
+    }
+
+    fn apply_cap_overrides(&self) {
+        let caps = self.caps.lock().unwrap_or_else(|p| p.into_inner());
+        for b in self.budgets().iter() {
+            let mut g = b.lock();
+            if let Some((cap, config_cap)) = caps.caps.get(&b.id) {
+                if *config_cap == g.def.cap_nanousd {
+                    g.cap = *cap;
+                }
+            }
+        }
+    }
+
+    /// Sets a budget's cap (admin API) and records it so that it survives a restart; returns the old cap.
+    pub fn set_cap(&self, b: &BudgetState, cap: u64) -> Result<u64, String> {
+        let (old, config_cap) = {
+            let mut g = b.lock();
+            (std::mem::replace(&mut g.cap, cap), g.def.cap_nanousd)
+        };
+        let mut caps = self.caps.lock().unwrap_or_else(|p| p.into_inner());
+        caps.caps.insert(b.id.clone(), (cap, config_cap));
+        let Some(path) = caps.path.clone() else { return Ok(old) };
+        let doc: std::collections::BTreeMap<&String, CapOverride> = caps
+            .caps
+            .iter()
+            .map(|(id, (c, cc))| (id, CapOverride { cap_nanousd: *c, config_cap_nanousd: *cc }))
+            .collect();
+        let write = || -> std::io::Result<()> {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            let tmp = path.with_extension("tmp");
+            let mut f = std::fs::File::create(&tmp)?;
+            std::io::Write::write_all(&mut f, &serde_json::to_vec_pretty(&doc).map_err(std::io::Error::other)?)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &path)?;
+            match path.parent() {
+                Some(dir) => std::fs::File::open(dir)?.sync_all(),
+                None => Ok(()),
+            }
+        };
+        write().map_err(|e| format!("the new cap applies but could not be saved to {}: {e}", path.display()))?;
+        Ok(old)
     }
 
     pub fn budgets(&self) -> Arc<Vec<Arc<BudgetState>>> {
@@ -222,13 +313,15 @@ impl BudgetSystem {
         self.prices.get(model).map(|p| p.cost_nanousd(&Usage { input, output, ..Default::default() })).unwrap_or(0)
     }
 
-    /// Checks a call against its rate limits and budgets and reserves its estimate on all of them.
+    /// Checks a call against its rate limits and budgets and reserves its estimate on all of them. A
+    /// downgrade goes only to a model the key may use (`may_use`); otherwise the call is refused.
     pub fn admit(
         self: &Arc<Self>,
         ev: &CallEvent,
         model: &str,
         input_tokens: u64,
         output_tokens: u64,
+        may_use: &dyn Fn(&str) -> bool,
     ) -> Result<Admitted, GatewayError> {
         let now = (self.clock)();
         let limits = self.limits();
@@ -262,7 +355,7 @@ impl BudgetSystem {
         if let Some(i) = first_misfit(&guards, est) {
             let g = &guards[i];
             let target = match (g.action(), &g.def.downgrade_to) {
-                (Action::Downgrade, Some(to)) if to != model => Some(to.clone()),
+                (Action::Downgrade, Some(to)) if to != model && may_use(to) => Some(to.clone()),
                 _ => None,
             };
             let fits_cheaper = target.map(|to| {
@@ -309,8 +402,10 @@ impl BudgetSystem {
         }
     }
 
-    /// Refreshes one budget's spend from the query service.
+    /// Refreshes one budget's spend from the query service: the store's spend without this gateway's
+    /// pending calls, and which of those it now holds.
     pub async fn sync_one(&self, state: &Arc<BudgetState>, source: &dyn SpendSource) -> Result<(), String> {
+        let _one_at_a_time = state.syncing.lock().await;
         let now = (self.clock)();
         let (generation, q) = {
             let mut g = state.lock();
@@ -320,17 +415,18 @@ impl BudgetSystem {
                 scope: state.scope,
                 value: state.value.clone(),
                 tag: state.tag().cloned(),
+                keys: g.def.keys.clone(),
                 from_us: w.count_from_us,
                 to_us: w.end_us,
+                pending: w.pending_ids(),
             };
             (g.generation, q)
         };
-        let started = (self.clock)();
-        let spent = source.spend(q).await?;
-        let lag_us = i64::try_from(self.ingest_lag_ms.load(Ordering::Relaxed)).unwrap_or(i64::MAX / 1000) * 1000;
+        let asked = q.pending.clone();
+        let answer = source.spend(q).await?;
         let crossings = {
             let mut g = state.lock();
-            if g.apply_sync(generation, spent, started, lag_us, (self.clock)()) {
+            if g.apply_sync(generation, answer.others_nanousd, &asked, &answer.present, (self.clock)()) {
                 g.crossings(&state.id)
             } else {
                 Vec::new()
@@ -423,27 +519,92 @@ impl BudgetSystem {
         }
     }
 
-    /// Prometheus lines for budgets and rate limits.
-    pub fn render(&self, out: &mut String) {
-        use std::fmt::Write;
+    /// Scrape-time values for budgets and rate limits: spend, cap, remaining, hours to exhaustion at
+    /// the window's average burn rate so far, and each rate limit's headroom (its tightest subject).
+    pub fn encode_metrics(&self, e: &mut DescriptorEncoder) -> std::fmt::Result {
+        let now = (self.clock)();
         let budgets = self.budgets();
-        if !budgets.is_empty() {
-            let _ = writeln!(out, "# TYPE tollgate_budget_spent_nanousd gauge");
-            for b in budgets.iter() {
+        type Row = (String, [f64; 9], Option<f64>);
+        let rows: Vec<Row> = budgets
+            .iter()
+            .map(|b| {
                 let g = b.lock();
-                let (spent, reserved) = g.win.as_ref().map(|w| (w.spent(), w.reserved)).unwrap_or((0, 0));
-                let id = &b.id;
-                let _ = writeln!(out, "tollgate_budget_spent_nanousd{{budget=\"{id}\"}} {spent}");
-                let _ = writeln!(out, "tollgate_budget_reserved_nanousd{{budget=\"{id}\"}} {reserved}");
-                let _ = writeln!(out, "tollgate_budget_cap_nanousd{{budget=\"{id}\"}} {}", g.cap);
-                let _ = writeln!(out, "tollgate_budget_admitted_total{{budget=\"{id}\"}} {}", g.admitted);
-                let _ = writeln!(out, "tollgate_budget_rejected_total{{budget=\"{id}\"}} {}", g.rejected);
-                let _ = writeln!(out, "tollgate_budget_downgraded_total{{budget=\"{id}\"}} {}", g.downgraded);
-            }
+                let (spent, reserved, start, end, from) = g
+                    .win
+                    .as_ref()
+                    .map(|w| (w.spent(), w.reserved, w.start_us, w.end_us, w.count_from_us))
+                    .unwrap_or((0, 0, 0, 0, now));
+                let remaining = g.cap as f64 - spent as f64;
+                // Average burn since the window (or an admin reset) began, in nano-USD per hour.
+                let hours_elapsed = (now - from) as f64 / 3.6e9;
+                let hours = (spent > 0 && hours_elapsed > 0.0)
+                    .then(|| (remaining.max(0.0) / (spent as f64 / hours_elapsed)).max(0.0));
+                let v = [
+                    spent as f64,
+                    reserved as f64,
+                    g.cap as f64,
+                    remaining,
+                    start as f64 / 1e6,
+                    end as f64 / 1e6,
+                    g.admitted as f64,
+                    g.rejected as f64,
+                    g.downgraded as f64,
+                ];
+                (b.id.clone(), v, hours)
+            })
+            .collect();
+        let families: [(&str, Kind, &str); 9] = [
+            ("tollgate_budget_spent_nanousd", Kind::Gauge, "Settled spend in the budget's current window (nano-USD)."),
+            ("tollgate_budget_reserved_nanousd", Kind::Gauge, "Estimates reserved by calls in flight (nano-USD)."),
+            ("tollgate_budget_cap_nanousd", Kind::Gauge, "The budget's cap in force (nano-USD)."),
+            (
+                "tollgate_budget_remaining_nanousd",
+                Kind::Gauge,
+                "Cap minus settled spend (negative after an overshoot).",
+            ),
+            ("tollgate_budget_window_start_timestamp_seconds", Kind::Gauge, "Start of the current window (Unix time)."),
+            ("tollgate_budget_window_end_timestamp_seconds", Kind::Gauge, "End of the current window (Unix time)."),
+            ("tollgate_budget_admitted", Kind::Counter, "Calls the budget admitted."),
+            ("tollgate_budget_rejected", Kind::Counter, "Calls the budget rejected."),
+            ("tollgate_budget_downgraded", Kind::Counter, "Calls the budget rerouted to a cheaper model."),
+        ];
+        for (i, (name, kind, help)) in families.into_iter().enumerate() {
+            prom::encode_family(
+                e,
+                name,
+                help,
+                kind,
+                rows.iter().map(|(id, v, _)| (vec![("budget", id.as_str())], v[i])),
+            )?;
         }
-        self.notifier.render(out);
-        for (id, n) in self.rate_limited.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-            let _ = writeln!(out, "tollgate_rate_limit_rejected_total{{limit=\"{id}\"}} {n}");
-        }
+        prom::encode_family(
+            e,
+            "tollgate_budget_exhaustion_seconds",
+            "Time until the cap is reached at the window's average burn rate so far (absent while nothing is spent).",
+            Kind::Gauge,
+            rows.iter().filter_map(|(id, _, h)| h.map(|h| (vec![("budget", id.as_str())], h * 3600.0))),
+        )?;
+        self.notifier.encode_metrics(e)?;
+        let rejected: Vec<(String, u64)> =
+            self.rate_limited.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|(k, v)| (k.clone(), *v)).collect();
+        prom::encode_family(
+            e,
+            "tollgate_rate_limit_rejected",
+            "Calls refused by a rate limit.",
+            Kind::Counter,
+            rejected.iter().map(|(id, n)| (vec![("limit", id.as_str())], *n as f64)),
+        )?;
+        let headroom: Vec<(String, &'static str, f64)> = self
+            .limits()
+            .iter()
+            .flat_map(|l| l.headroom(now).into_iter().map(|(w, h)| (l.def.id.clone(), w, h)))
+            .collect();
+        prom::encode_family(
+            e,
+            "tollgate_rate_limit_headroom_ratio",
+            "Share of a rate limit still free in its current window, for its most loaded subject (1 = unused).",
+            Kind::Gauge,
+            headroom.iter().map(|(id, w, h)| (vec![("limit", id.as_str()), ("window", *w)], *h)),
+        )
     }
 }

@@ -8,10 +8,12 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
+use prometheus_client::encoding::DescriptorEncoder;
 use std::collections::BTreeMap;
 use std::sync::{Mutex, RwLock};
 use std::time::Duration;
 use tokio::sync::mpsc;
+use tollgate_events::prom::{self, Kind};
 use tracing::warn;
 
 const QUEUE: usize = 1024;
@@ -94,11 +96,21 @@ impl Notifier {
         });
     }
 
-    pub fn render(&self, out: &mut String) {
-        use std::fmt::Write;
-        for ((b, p), n) in self.counts.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-            let _ = writeln!(out, "tollgate_budget_threshold_crossings_total{{budget=\"{b}\",percent=\"{p}\"}} {n}");
-        }
+    pub fn encode_metrics(&self, e: &mut DescriptorEncoder) -> std::fmt::Result {
+        let counts: Vec<((String, String), u64)> = self
+            .counts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|((b, p), n)| ((b.clone(), p.to_string()), *n))
+            .collect();
+        prom::encode_family(
+            e,
+            "tollgate_budget_threshold_crossings",
+            "Times settled spend crossed a soft threshold or the cap (percent 100).",
+            Kind::Counter,
+            counts.iter().map(|((b, p), n)| (vec![("budget", b.as_str()), ("percent", p.as_str())], *n as f64)),
+        )
     }
 }
 

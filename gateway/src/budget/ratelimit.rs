@@ -92,6 +92,33 @@ impl LimitState {
     }
 }
 
+impl LimitState {
+    /// Per window this limit sets: the free share of the most loaded subject's current window.
+    pub fn headroom(&self, now_us: i64) -> Vec<(&'static str, f64)> {
+        let (minute, day) = (now_us.div_euclid(MINUTE_US), now_us.div_euclid(DAY_US));
+        let mut used = [0u64; 3];
+        for c in self.counters.read().unwrap_or_else(|p| p.into_inner()).values() {
+            let c = c.lock().unwrap_or_else(|p| p.into_inner());
+            if c.minute == minute {
+                used[0] = used[0].max(c.minute_requests);
+                used[1] = used[1].max(c.minute_tokens);
+            }
+            if c.day == day {
+                used[2] = used[2].max(c.day_tokens);
+            }
+        }
+        let d = &self.def;
+        [
+            ("requests_per_minute", d.requests_per_minute, used[0]),
+            ("tokens_per_minute", d.tokens_per_minute, used[1]),
+            ("tokens_per_day", d.tokens_per_day, used[2]),
+        ]
+        .into_iter()
+        .filter_map(|(w, limit, used)| limit.filter(|l| *l > 0).map(|l| (w, (1.0 - used as f64 / l as f64).max(0.0))))
+        .collect()
+    }
+}
+
 /// Checks every limit that covers the call and charges all of them, or none.
 pub fn admit(
     limits: &[Arc<LimitState>],

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use std::io::Write;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
@@ -67,6 +68,8 @@ struct MeterInner {
     spill_path: PathBuf,
     spill_lock: Mutex<()>,
     metrics: Arc<GatewayMetrics>,
+    /// Spills handed to the blocking pool and not done yet.
+    spilling: AtomicUsize,
 }
 
 /// Cheap to clone; shared by all request handlers.
@@ -103,6 +106,7 @@ impl Meter {
             spill_path,
             spill_lock: Mutex::new(()),
             metrics,
+            spilling: AtomicUsize::new(0),
         });
         (Meter { tx, inner: inner.clone() }, MeterReceiver { rx, inner })
     }
@@ -130,17 +134,47 @@ impl Meter {
         self.inner.metrics.events_emitted.inc();
         match self.tx.try_send(p) {
             Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(p)) | Err(mpsc::error::TrySendError::Closed(p)) => {
+            Err(mpsc::error::TrySendError::Closed(p)) => {
+                // Shutting down: the blocking pool may not run new work any more; do it here.
                 self.inner.metrics.events_spilled.inc();
-                let ev = finish_event(p, &self.inner.prices.current(), &self.inner.estimator, &self.inner.metrics);
-                if let Err(error) = append_spill(&self.inner.spill_path, &self.inner.spill_lock, &ev) {
-                    self.inner.metrics.events_lost.inc();
-                    error!(%error, event_id = %ev.event_id, path = %self.inner.spill_path.display(), "event queue full and spill failed: event lost");
-                } else {
-                    warn!(event_id = %ev.event_id, "event queue full: event spilled to disk");
+                spill(&self.inner, p);
+            }
+            Err(mpsc::error::TrySendError::Full(p)) => {
+                self.inner.metrics.events_spilled.inc();
+                // Tokenizing and fsyncing would stall a runtime worker (every request on it): hand the
+                // work to the blocking pool. Beyond MAX_SPILLING such hand-offs the caller does it
+                // itself, which bounds the memory they hold (the "when full" rule of the spill path).
+                let handle = tokio::runtime::Handle::try_current().ok();
+                let inner = self.inner.clone();
+                match handle {
+                    Some(h) if inner.spilling.fetch_add(1, Ordering::AcqRel) < MAX_SPILLING => {
+                        h.spawn_blocking(move || {
+                            spill(&inner, p);
+                            inner.spilling.fetch_sub(1, Ordering::AcqRel);
+                        });
+                    }
+                    Some(_) => {
+                        inner.spilling.fetch_sub(1, Ordering::AcqRel);
+                        spill(&inner, p);
+                    }
+                    None => spill(&inner, p),
                 }
             }
         }
+    }
+}
+
+/// Most spills handed to the blocking pool at once.
+const MAX_SPILLING: usize = 4096;
+
+/// Finishes an event that found the queue full and appends it to the spill file.
+fn spill(inner: &MeterInner, p: PendingEvent) {
+    let ev = finish_event(p, &inner.prices.current(), &inner.estimator, &inner.metrics);
+    if let Err(error) = append_spill(&inner.spill_path, &inner.spill_lock, &ev) {
+        inner.metrics.events_lost.inc();
+        error!(%error, event_id = %ev.event_id, path = %inner.spill_path.display(), "event queue full and spill failed: event lost");
+    } else {
+        warn!(event_id = %ev.event_id, "event queue full: event spilled to disk");
     }
 }
 
@@ -267,12 +301,14 @@ pub async fn run_metering(mut r: MeterReceiver, out: mpsc::Sender<Vec<CallEvent>
     let mut idle_ticks = 0u32;
     loop {
         tick.tick().await;
+        inner.metrics.queue_depth.set(i64::try_from(r.rx.len()).unwrap_or(i64::MAX));
         let mut batch = Vec::new();
         let closed = loop {
             match r.rx.try_recv() {
                 Ok(p) => {
                     let ev = finish_event(p, &inner.prices.current(), &inner.estimator, &inner.metrics);
                     inner.metrics.observe(&ev);
+                    crate::reqlog::log_event(&ev);
                     batch.push(ev);
                     if batch.len() >= OUT_BATCH && out.send(std::mem::take(&mut batch)).await.is_err() {
                         error!("collector queue closed; metering stops");
@@ -325,6 +361,7 @@ async fn replay_spill(inner: &MeterInner, out: &mpsc::Sender<Vec<CallEvent>>) {
         match serde_json::from_str::<CallEvent>(line) {
             Ok(ev) => {
                 inner.metrics.observe(&ev);
+                crate::reqlog::log_event(&ev);
                 batch.push(ev);
                 n += 1;
                 if batch.len() >= OUT_BATCH && out.send(std::mem::take(&mut batch)).await.is_err() {
@@ -340,7 +377,7 @@ async fn replay_spill(inner: &MeterInner, out: &mpsc::Sender<Vec<CallEvent>>) {
     if let Err(error) = tokio::fs::remove_file(&replaying).await {
         error!(%error, "cannot remove replayed spill file");
     }
-    inner.metrics.events_replayed.add(n);
+    inner.metrics.events_replayed.inc_by(n);
 }
 
 /// The per-request metering guard. Handlers fill it in as the call proceeds; dropping it emits the event.
@@ -366,8 +403,14 @@ pub struct CallGuard {
     pub priced: Vec<Arc<dyn PricedObserver>>,
     /// Told the event the moment the call ends (circuit breakers).
     pub ended: Vec<Arc<dyn EndObserver>>,
+    /// The key asked for `x-tollgate-cost-usd`.
+    pub wants_cost: bool,
+    /// Receives the call's cost when the guard drops, if the provider reported its usage.
+    pub cost_report: Option<tokio::sync::oneshot::Sender<u64>>,
     /// Service tier, 1-hour cache writes and usage anomalies seen in the response.
     pub hints: PricingHints,
+    /// Response redaction and cache fill that admission steps asked for (applied by `respond`).
+    pub response_plan: Option<Arc<crate::guards::ResponsePlan>>,
 }
 
 pub fn now_us() -> i64 {
@@ -380,6 +423,7 @@ impl CallGuard {
         event.event_id = uuid::Uuid::now_v7().to_string();
         event.ts_start_us = now_us();
         event.attempt = 1;
+        meter.inner.metrics.in_flight.inc();
         CallGuard {
             meter,
             event: Box::new(event),
@@ -395,7 +439,10 @@ impl CallGuard {
             output_extra_bytes: 0,
             priced: Vec::new(),
             ended: Vec::new(),
+            wants_cost: false,
+            cost_report: None,
             hints: PricingHints::default(),
+            response_plan: None,
         }
     }
 
@@ -499,8 +546,61 @@ impl Drop for CallGuard {
         for o in &self.ended {
             o.ended(ev);
         }
+        if let (Some(tx), None) = (self.cost_report.take(), &estimate) {
+            // The cost metering will store: the same pricing on a copy of the event.
+            let mut priced = (*self.event).clone();
+            let prices = self.meter.inner.prices.current();
+            prices.price_event(&mut priced, hints.service_tier.unwrap_or_default(), hints.cache_write_1h);
+            let _ = tx.send(priced.cost_nanousd);
+        }
         let event = std::mem::take(&mut self.event);
         let priced = std::mem::take(&mut self.priced);
+        self.meter.inner.metrics.in_flight.dec();
         self.meter.submit(PendingEvent { event, estimate, priced, hints });
+    }
+}
+
+#[cfg(test)]
+mod spill_tests {
+    use super::*;
+
+    /// A full queue must not tokenize or fsync on the runtime worker that dropped the guard: the
+    /// caller returns while the spill file is still locked, and the event lands once it is free.
+    #[test]
+    fn a_full_queue_spills_off_the_runtime_worker() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("overflow.jsonl");
+        let (meter, _rx) = Meter::new(
+            1,
+            Arc::new(PriceBook::new(PriceTable::builtin())),
+            path.clone(),
+            Arc::new(GatewayMetrics::default()),
+        );
+        let pending = |i: u32| PendingEvent {
+            event: Box::new(CallEvent { event_id: format!("e{i}"), ..Default::default() }),
+            estimate: None,
+            hints: Default::default(),
+            priced: Vec::new(),
+        };
+        meter.submit(pending(0)); // fills the queue
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let held = meter.inner.spill_lock.lock().unwrap();
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let m = meter.clone();
+        let worker = std::thread::spawn(move || {
+            rt.block_on(async move {
+                m.submit(pending(1));
+                done_tx.send(()).unwrap();
+            });
+            rt
+        });
+        let returned = done_rx.recv_timeout(Duration::from_secs(20)).is_ok();
+        drop(held);
+        assert!(returned, "the runtime worker waited for the spill file");
+        let rt = worker.join().unwrap();
+        drop(rt); // waits for the blocking pool
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 1);
+        assert!(text.contains("\"e1\""), "{text}");
     }
 }

@@ -87,20 +87,20 @@ impl Failure {
 
 pub enum Attempted {
     Answered(Response),
-    Failed(Failure),
+    Failed(Box<Failure>),
 }
 
 fn gateway_failure(mut guard: CallGuard, e: GatewayError, source: Source, target: &Arc<Target>) -> Attempted {
     respond::record_error(&mut guard, &e);
     let retryable = source == Source::Network;
-    Attempted::Failed(Failure {
+    Attempted::Failed(Box::new(Failure {
         guard,
         kind: FailureKind::Gateway(e),
         source,
         retryable,
         retry_after: None,
         target: target.clone(),
-    })
+    }))
 }
 
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
@@ -197,14 +197,14 @@ pub async fn attempt(
         respond::finish_upstream_error(&mut guard, status);
         let retryable = up.provider.retryable_status(status);
         let source = if status.is_client_error() && !retryable { Source::Client } else { Source::Upstream };
-        return Attempted::Failed(Failure {
+        return Attempted::Failed(Box::new(Failure {
             guard,
             retry_after: retry_after(&parts.headers),
             kind: FailureKind::Status { status, headers: parts.headers, body: bytes },
             source,
             retryable,
             target: target.clone(),
-        });
+        }));
     }
 
     let body = if hold_first_frame {
@@ -237,7 +237,7 @@ pub async fn attempt(
         idle,
         got_headers,
     };
-    Attempted::Answered(respond::answer(answer, input.request_id, input.max_line))
+    Attempted::Answered(respond::answer(answer, input.request_id, input.max_line).await)
 }
 
 /// A 2xx whose body never started: the outcome is the gateway error's, the error type says why.
@@ -245,12 +245,12 @@ fn gateway_failure_kept(mut guard: CallGuard, e: GatewayError, target: &Arc<Targ
     let etype = std::mem::take(&mut guard.event.error_type);
     guard.finish(e.outcome(), e.status().as_u16());
     guard.event.error_type = etype;
-    Attempted::Failed(Failure {
+    Attempted::Failed(Box::new(Failure {
         guard,
         kind: FailureKind::Gateway(e),
         source: Source::Network,
         retryable: true,
         retry_after: None,
         target: target.clone(),
-    })
+    }))
 }

@@ -8,6 +8,7 @@ use crate::keys::KeyStore;
 pub fn authenticate(keys: &KeyStore, ctx: &mut CallCtx) -> Result<(), GatewayError> {
     let key = keys.authenticate(&ctx.headers)?;
     key.attribute(&mut ctx.guard.event, &ctx.headers);
+    ctx.guard.wants_cost = key.cfg.cost_header;
     ctx.key = Some(key);
     Ok(())
 }

@@ -16,7 +16,7 @@ use crate::error::GatewayError;
 use crate::finish::{CallGuard, Meter};
 use crate::keys::KeyStore;
 use crate::respond;
-use crate::routing::{Plan, RouteTable, Target, Who};
+use crate::routing::{Ask, Plan, RouteTable, Target, Who};
 use attempt::{AttemptInput, Attempted, Failure};
 use axum::body::Body;
 use axum::extract::Request;
@@ -41,7 +41,8 @@ pub struct Pipeline {
 }
 
 /// `finish_reason` of an attempt that another attempt followed (a failed attempt has no finish reason
-/// of its own: nothing of it reached the client). Reports count a request by its one other event.
+/// of its own: nothing of it reached the client). Each request has exactly one event without it, its
+/// last, which is what reports count as the request.
 pub const RETRIED: &str = "retried";
 
 /// Longest pause between two attempts on the same target when the provider gave no `Retry-After`.
@@ -67,6 +68,7 @@ impl Pipeline {
             route: None,
             guard,
             priced: Vec::new(),
+            json: None,
         }
     }
 
@@ -100,7 +102,12 @@ impl Pipeline {
             return respond::fail(&mut ctx.guard, e, &ctx.request_id);
         };
         // Route.
-        let who = Who { key_id: &ctx.guard.event.api_key_id, user: &ctx.guard.event.user };
+        let ask = Ask {
+            input_tokens: (ctx.body.len() as u64).div_ceil(4),
+            output_bound: if endpoint == Endpoint::Embeddings { Some(0) } else { ctx.meta.output_bound() },
+            stream: ctx.stream,
+        };
+        let who = Who { key_id: &ctx.guard.event.api_key_id, user: &ctx.guard.event.user, ask };
         let mut plan = Plan::new(route.clone(), &who);
         if ctx.guard.event.routing_strategy.is_empty() {
             ctx.guard.event.routing_strategy.clone_from(&route.label);
@@ -126,16 +133,19 @@ impl Pipeline {
             body_model: &model,
             max_line: self.max_sse_line_bytes,
         };
+        let response_plan = guard.response_plan.clone();
         let mut target = first;
+        let wants_cost = guard.wants_cost;
         let mut guard = guard;
         loop {
-            if target.breaker.enabled() {
+            if target.breaker.enabled() || target.learn {
                 guard.ended.push(target.clone());
             }
+            guard.event.predicted_cost_nanousd = route.predicted_cost(&target, &ask);
             let hold = plan.has_more();
             let mut failure = match attempt::attempt(&input, &target, guard, hold).await {
                 Attempted::Answered(resp) => return resp,
-                Attempted::Failed(f) => f,
+                Attempted::Failed(f) => *f,
             };
             let retry = base.as_ref().and_then(|b| Some((b, self.retry(&mut plan, &failure)?)));
             let Some((base, (next, wait))) = retry else {
@@ -154,6 +164,8 @@ impl Pipeline {
             guard = CallGuard::new(self.meter.clone(), ev);
             guard.event.attempt = u16::try_from(plan.attempts).unwrap_or(u16::MAX);
             guard.priced.clone_from(&priced);
+            guard.wants_cost = wants_cost;
+            guard.response_plan.clone_from(&response_plan);
             target = next;
         }
     }

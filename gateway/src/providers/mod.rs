@@ -11,13 +11,11 @@ pub mod openai_compatible;
 
 use crate::config::{UpstreamConfig, Wire};
 use crate::error::GatewayError;
+use crate::http_client::{http_client, HttpClient};
 use crate::respond::body::BodyKind;
 use crate::translate::{request, StreamTranslator, Translation};
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
-use http_body_util::Full;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
 use std::time::Duration;
 use tollgate_events::{ClientApi, Endpoint};
 use tracing::warn;
@@ -69,26 +67,6 @@ pub trait Provider: Send + Sync {
     fn retryable_status(&self, status: StatusCode) -> bool {
         status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::REQUEST_TIMEOUT || status.is_server_error()
     }
-}
-
-pub type HttpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
-
-/// The pooled HTTP/1 client (http or https, webpki roots, TCP_NODELAY) used for upstreams and for shipping
-/// events to a collector.
-pub fn http_client(connect_timeout: Duration) -> HttpClient {
-    let mut http = HttpConnector::new();
-    http.set_nodelay(true);
-    http.enforce_http(false);
-    http.set_connect_timeout(Some(connect_timeout));
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_webpki_roots()
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(http);
-    Client::builder(hyper_util::rt::TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(90))
-        .pool_max_idle_per_host(1024)
-        .build(https)
 }
 
 /// A configured upstream, ready to call.

@@ -87,9 +87,16 @@ pub struct MeteredBody<B = UpstreamBody> {
     /// An error to hand to hyper on the next poll. Returning it at once would make hyper drop frames it
     /// has not flushed yet; yielding once first lets the client get everything that arrived before it.
     deferred_error: Option<BoxError>,
+    /// Response redaction and cache fill, over the bytes the client gets.
+    filter: Option<Box<dyn crate::guards::ClientFilter>>,
 }
 
 impl<B> MeteredBody<B> {
+    pub fn with_filter(mut self, filter: Option<Box<dyn crate::guards::ClientFilter>>) -> MeteredBody<B> {
+        self.filter = filter;
+        self
+    }
+
     pub fn new(
         inner: B,
         guard: CallGuard,
@@ -118,6 +125,7 @@ impl<B> MeteredBody<B> {
             sleep: Box::pin(tokio::time::sleep(idle)),
             done: false,
             deferred_error: None,
+            filter: None,
         }
     }
 
@@ -529,7 +537,10 @@ where
                     this.sleep.as_mut().reset(deadline);
                     match frame.into_data() {
                         Ok(data) => {
-                            let out = this.on_data(data);
+                            let mut out = this.on_data(data);
+                            if let Some(f) = this.filter.as_mut() {
+                                out = f.on_chunk(out);
+                            }
                             if out.is_empty() {
                                 continue;
                             }
@@ -551,6 +562,13 @@ where
                 Poll::Ready(None) => {
                     this.done = true;
                     this.on_end();
+                    if let Some(f) = this.filter.as_mut() {
+                        let mut tail = this.tail.take().map(|t| f.on_chunk(t).to_vec()).unwrap_or_default();
+                        tail.extend_from_slice(&f.on_end(&mut this.guard));
+                        if !tail.is_empty() {
+                            this.tail = Some(Bytes::from(tail));
+                        }
+                    }
                     if let Some(tail) = this.tail.take() {
                         return Poll::Ready(Some(Ok(Frame::data(tail))));
                     }

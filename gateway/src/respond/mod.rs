@@ -69,8 +69,9 @@ pub struct Answer {
     pub got_headers: Instant,
 }
 
+/// With `x-tollgate-cost-usd` for keys that asked for it, on non-stream answers (read whole first).
 /// `max_line`: `gateway.max_sse_line_bytes`.
-pub fn answer(a: Answer, rid: &str, max_line: usize) -> Response {
+pub async fn answer(a: Answer, rid: &str, max_line: usize) -> Response {
     let Answer { mut guard, parts, body, kind, translation, wire, stream, idle, got_headers } = a;
     // An upstream that answers a stream request with one JSON document (an error object with a 200, a
     // server that ignores `stream`) is read, metered and translated as one, and reaches the client whole.
@@ -96,9 +97,23 @@ pub fn answer(a: Answer, rid: &str, max_line: usize) -> Response {
     if let Ok(v) = HeaderValue::from_str(rid) {
         out = out.header("x-request-id", v);
     }
+    let plan = guard.response_plan.clone();
+    if let Some(h) = plan.as_ref().and_then(|p| p.cache_header()) {
+        out = out.header("x-tollgate-cache", h);
+    }
+    let filter = plan.and_then(|p| p.filter(&guard.event, sse));
     guard.overhead += got_headers.elapsed();
-    let body = Body::new(MeteredBody::new(body, guard, kind, wire, translation, idle, max_line));
-    out.body(body).unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+    let cost_rx = (!stream && guard.wants_cost).then(|| {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        guard.cost_report = Some(tx);
+        rx
+    });
+    let body = Body::new(MeteredBody::new(body, guard, kind, wire, translation, idle, max_line).with_filter(filter));
+    let resp = out.body(body).unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response());
+    match cost_rx {
+        Some(rx) => crate::cost_header::with_cost_header(resp, rx).await,
+        None => resp,
+    }
 }
 
 /// The upstream answered with an error status: its error is passed through in the client's shape

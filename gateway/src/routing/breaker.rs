@@ -114,7 +114,6 @@ impl Breaker {
                 if g.state == State::HalfOpen {
                     g.probe_in_flight = false;
                 }
-                return;
             }
             Verdict::Success => {
                 g.window.add(now, 1, 0);
