@@ -2,7 +2,7 @@
 //! boundaries, line ends, comments, multi-line `data` and garbage; and the OpenAI<->Anthropic
 //! translators on arbitrary JSON (no panic; JSON out or a 400).
 //! CI runs proptest's default 256 cases each; for a longer run:
-//! `PROPTEST_CASES=20000 cargo test -p tollgate-gateway proptests`.
+//! `PROPTEST_CASES=20000 cargo test --workspace --lib -- proptests::`.
 
 use crate::config::Wire;
 use crate::finish::meter::{CallGuard, Meter, MeterReceiver};

@@ -296,7 +296,7 @@ mod tests {
     }
 
     // Property tests (issue 15). CI runs proptest's default 256 cases; for more:
-    // `PROPTEST_CASES=20000 cargo test -p tollgate-query sqlguard`.
+    // `PROPTEST_CASES=20000 cargo test --workspace --lib -- sqlguard::tests::props`.
     mod props {
         use super::super::*;
         use proptest::prelude::*;
