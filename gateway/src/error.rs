@@ -173,6 +173,12 @@ impl GatewayError {
                     resp.headers_mut().insert("x-tollgate-guard", v);
                 }
             }
+            // The body was not read to its end, so the connection cannot carry another request: a client
+            // told so opens a new one instead of failing its next request on this one. (A body with
+            // broken framing ends the connection in the HTTP layer anyway.)
+            GatewayError::BodyTooLarge(_) | GatewayError::BodyReadTimeout(_) => {
+                resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
             _ => {}
         }
     }

@@ -75,6 +75,13 @@ impl IntoResponse for QueryError {
         }
         let kind = if self.status().is_server_error() { "api_error" } else { "invalid_request_error" };
         let body = serde_json::json!({"error": {"message": self.to_string(), "type": kind, "param": null, "code": self.code()}});
-        (self.status(), [(http::header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+        let mut resp =
+            (self.status(), [(http::header::CONTENT_TYPE, "application/json")], body.to_string()).into_response();
+        if let QueryError::BodyTooLarge(_) = self {
+            // The body was not read to its end: this connection cannot carry another request, and a
+            // client told so opens a new one instead of failing its next request on this one.
+            resp.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+        }
+        resp
     }
 }
