@@ -849,30 +849,27 @@ async fn serve(cfg: Config, validated: ValidatedConfig, mode: Mode, config_path:
         .merge(tollgate_gateway::budget::http::admin_routes(budgets))
         .merge(tollgate_ui::routes())
         .merge(axum::Router::new().route("/metrics", axum::routing::get(metrics)).with_state(metrics_state))
+        .method_not_allowed_fallback(|m: axum::http::Method| async move {
+            tollgate_gateway::GatewayError::MethodNotAllowed(m.to_string())
+        })
         .fallback(|| async { tollgate_gateway::GatewayError::NotFound });
 
     let listener = tokio::net::TcpListener::bind(&cfg.server.listen)
         .await
         .with_context(|| format!("binding {}", cfg.server.listen))?;
     let addr = listener.local_addr()?;
-    // Without TCP_NODELAY the last small SSE write of a stream waits for the client's delayed ACK (~40 ms).
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        if let Err(error) = tcp.set_nodelay(true) {
-            tracing::debug!(%error, "could not set TCP_NODELAY");
-        }
-    });
     let stop_signal = shutdown_signal();
     println!("listening on {addr}");
     info!(%addr, data_dir = %data_dir.display(), "tollgate serving");
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let limits = tollgate_gateway::listen::ClientLimits::from_settings(&cfg.gateway);
     let server = tokio::spawn(async move {
         let mut rx = stop_rx;
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = rx.wait_for(|s| *s).await;
-            })
-            .await
+        tollgate_gateway::listen::serve(listener, app, limits, async move {
+            let _ = rx.wait_for(|s| *s).await;
+        })
+        .await
     });
     stop_signal.await;
     info!("shutting down: no new connections; waiting for open calls");
@@ -1078,3 +1075,6 @@ fn print_report(report: &tollgate_query::Report, format: &str, csv_total: bool) 
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod config_props;

@@ -362,8 +362,11 @@ async fn gateway_killed_mid_load_loses_only_the_documented_window() {
         }
         assert!(
             Instant::now() < deadline,
-            "after the restart: {lost} earlier calls still missing; gateway log:\n{}",
-            gw.log()
+            "after the restart: {lost} of {before} earlier calls still missing (parquet holds {}, clickhouse {}); gateway log:\n{}\ncollector log (tail):\n{}",
+            p.len(),
+            c.len(),
+            gw.log(),
+            collector.log().lines().rev().take(40).collect::<Vec<_>>().join("\n")
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

@@ -21,5 +21,5 @@ pub use prices::{
     CATALOG_FORMAT, UNPRICED,
 };
 pub use rollup::{latency_bucket, latency_bucket_value, rollup_schema, ROLLUP_DIMENSIONS, ROLLUP_SUMS};
-pub use tokens::TokenEstimator;
+pub use tokens::{Tally, TokenEstimator};
 pub use wire::{parse_wire_event, WireEventError};

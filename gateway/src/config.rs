@@ -335,6 +335,22 @@ pub struct GatewaySettings {
     /// when the queue drains; `tollgate_events_spilled_total` counts them.
     #[serde(default = "default_queue_capacity")]
     pub event_queue_capacity: usize,
+    /// Longest upstream SSE line (and longest event `data` over several lines) read for metering. A
+    /// longer one is passed to the client unread (a translated stream drops it), its event is not
+    /// metered, and `tollgate_sse_lines_too_long_total` counts it. Bounds a stream's memory.
+    #[serde(default = "default_max_sse_line_bytes")]
+    pub max_sse_line_bytes: usize,
+    /// Time a client has to send its request headers; the connection is closed after it.
+    #[serde(default = "default_header_read_timeout_ms")]
+    pub header_read_timeout_ms: u64,
+    /// Time a client has to send its whole request body: past it, 408 `request_timeout` (and an event).
+    #[serde(default = "default_body_read_timeout_ms")]
+    pub body_read_timeout_ms: u64,
+    /// Largest request headers (all names and values) on an LLM endpoint: past it, 431
+    /// `headers_too_large` in the client's error shape and an event. Past 4x this (or more than 100
+    /// header lines) the HTTP layer answers a bare 431 and closes the connection.
+    #[serde(default = "default_max_header_bytes")]
+    pub max_header_bytes: usize,
     /// How often learning routes (`least_cost`, `least_latency`) read `/v1/routing-stats` from the
     /// store (ClickHouse in a fleet) and blend it into their own recent view; 0 turns it off.
     #[serde(default = "default_routing_stats_interval_ms")]
@@ -349,6 +365,10 @@ impl Default for GatewaySettings {
         GatewaySettings {
             max_request_bytes: default_max_body_bytes(),
             event_queue_capacity: default_queue_capacity(),
+            max_sse_line_bytes: default_max_sse_line_bytes(),
+            header_read_timeout_ms: default_header_read_timeout_ms(),
+            body_read_timeout_ms: default_body_read_timeout_ms(),
+            max_header_bytes: default_max_header_bytes(),
             routing_stats_interval_ms: default_routing_stats_interval_ms(),
             routing_stats_window_s: default_routing_stats_window_s(),
         }
@@ -429,6 +449,18 @@ fn default_max_body_bytes() -> usize {
 }
 fn default_queue_capacity() -> usize {
     16_384
+}
+fn default_max_sse_line_bytes() -> usize {
+    8 * 1024 * 1024
+}
+fn default_header_read_timeout_ms() -> u64 {
+    10_000
+}
+fn default_body_read_timeout_ms() -> u64 {
+    60_000
+}
+fn default_max_header_bytes() -> usize {
+    32 * 1024
 }
 
 /// A config problem, naming the key.
@@ -587,8 +619,22 @@ pub fn validate_with_prices(
         }
         out_keys.push(ValidatedKey { cfg: k.clone(), digest });
     }
-    if settings.event_queue_capacity == 0 {
-        return Err(err("gateway.event_queue_capacity", "must be greater than 0"));
+    for (name, v) in [
+        ("event_queue_capacity", settings.event_queue_capacity as u64),
+        ("max_request_bytes", settings.max_request_bytes as u64),
+        ("header_read_timeout_ms", settings.header_read_timeout_ms),
+        ("body_read_timeout_ms", settings.body_read_timeout_ms),
+    ] {
+        if v == 0 {
+            return Err(err(format!("gateway.{name}"), "must be greater than 0"));
+        }
+    }
+    // An SSE line shorter than this cannot carry an ordinary chunk; headers shorter cannot carry a key.
+    if settings.max_sse_line_bytes < 4096 {
+        return Err(err("gateway.max_sse_line_bytes", "must be at least 4096"));
+    }
+    if settings.max_header_bytes < 4096 {
+        return Err(err("gateway.max_header_bytes", "must be at least 4096"));
     }
     Ok(ValidatedConfig {
         upstreams: upstreams.to_vec(),

@@ -19,6 +19,18 @@ pub enum GatewayError {
     Untranslatable { param: String, message: String },
     #[error("request body is larger than {0} bytes")]
     BodyTooLarge(usize),
+    /// The client went away while sending its body (nginx's 499: nobody reads this answer).
+    #[error("the client closed the connection before sending the whole request body")]
+    ClientDisconnected,
+    #[error("the request body did not arrive within {0} ms")]
+    BodyReadTimeout(u64),
+    #[error("request headers are larger than {0} bytes")]
+    HeadersTooLarge(usize),
+    #[error("method {0} is not allowed on this path")]
+    MethodNotAllowed(String),
+    /// A fault inside the gateway (e.g. the tokenizer failed on this input); no internals in the text.
+    #[error("the gateway could not process this request")]
+    Internal,
     #[error("the model `{0}` does not exist or is not served by this gateway")]
     UnknownModel(String),
     #[error("this API key may not use the model `{0}`")]
@@ -61,6 +73,11 @@ impl GatewayError {
             | GatewayError::GuardBlocked { .. }
             | GatewayError::SensitiveData(_) => StatusCode::BAD_REQUEST,
             GatewayError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::ClientDisconnected => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
+            GatewayError::BodyReadTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            GatewayError::HeadersTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            GatewayError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            GatewayError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             GatewayError::UnknownModel(_) => StatusCode::NOT_FOUND,
             GatewayError::ModelNotAllowed(_) | GatewayError::QueryNotAllowed => StatusCode::FORBIDDEN,
             GatewayError::UpstreamUnreachable => StatusCode::BAD_GATEWAY,
@@ -79,6 +96,11 @@ impl GatewayError {
             GatewayError::InvalidBody(_) => ("invalid_request_error", "invalid_body"),
             GatewayError::Untranslatable { .. } => ("invalid_request_error", "unsupported_parameter"),
             GatewayError::BodyTooLarge(_) => ("invalid_request_error", "body_too_large"),
+            GatewayError::ClientDisconnected => ("invalid_request_error", "client_disconnect"),
+            GatewayError::BodyReadTimeout(_) => ("invalid_request_error", "request_timeout"),
+            GatewayError::HeadersTooLarge(_) => ("invalid_request_error", "headers_too_large"),
+            GatewayError::MethodNotAllowed(_) => ("invalid_request_error", "method_not_allowed"),
+            GatewayError::Internal => ("api_error", "internal_error"),
             GatewayError::UnknownModel(_) => ("invalid_request_error", "model_not_found"),
             GatewayError::ModelNotAllowed(_) => ("invalid_request_error", "model_not_allowed"),
             GatewayError::QueryNotAllowed => ("invalid_request_error", "query_not_allowed"),
@@ -101,12 +123,16 @@ impl GatewayError {
             GatewayError::InvalidBody(_)
             | GatewayError::Untranslatable { .. }
             | GatewayError::BodyTooLarge(_)
+            | GatewayError::HeadersTooLarge(_)
+            | GatewayError::MethodNotAllowed(_)
+            | GatewayError::Internal
             | GatewayError::UnknownModel(_)
             | GatewayError::ModelNotAllowed(_)
             | GatewayError::QueryNotAllowed
             | GatewayError::NotFound => Outcome::InvalidRequest,
             GatewayError::UpstreamUnreachable | GatewayError::NoHealthyTarget(_) => Outcome::UpstreamError,
-            GatewayError::UpstreamTimeout => Outcome::Timeout,
+            GatewayError::UpstreamTimeout | GatewayError::BodyReadTimeout(_) => Outcome::Timeout,
+            GatewayError::ClientDisconnected => Outcome::ClientDisconnect,
             GatewayError::BudgetExceeded { .. } => Outcome::RejectedBudget,
             GatewayError::RateLimited { .. } => Outcome::RejectedRateLimit,
             GatewayError::ContextLengthExceeded(_) => Outcome::RejectedContext,
@@ -146,6 +172,12 @@ impl GatewayError {
                 if let Ok(v) = HeaderValue::from_str(guard) {
                     resp.headers_mut().insert("x-tollgate-guard", v);
                 }
+            }
+            // The body was not read to its end, so the connection cannot carry another request: a client
+            // told so opens a new one instead of failing its next request on this one. (A body with
+            // broken framing ends the connection in the HTTP layer anyway.)
+            GatewayError::BodyTooLarge(_) | GatewayError::BodyReadTimeout(_) => {
+                resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             _ => {}
         }
@@ -191,7 +223,8 @@ pub fn anthropic_error_type(status: StatusCode) -> &'static str {
         402 => "billing_error",
         403 => "permission_error",
         404 => "not_found_error",
-        413 => "request_too_large",
+        405 | 408 | 499 => "invalid_request_error",
+        413 | 431 => "request_too_large",
         429 => "rate_limit_error",
         504 => "timeout_error",
         529 => "overloaded_error",

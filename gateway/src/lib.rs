@@ -9,23 +9,28 @@ pub mod budget;
 pub mod call;
 pub mod config;
 mod cost_header;
+mod edge;
 mod error;
 pub mod finish;
 pub mod guards;
 pub mod http_client;
 mod keys;
+pub mod listen;
 pub mod metrics;
 pub mod pipeline;
+#[cfg(test)]
+mod proptests;
 pub mod providers;
 pub mod reqlog;
 pub mod respond;
 pub mod routing;
 pub mod ship;
+pub mod sse;
 pub mod translate;
 
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use axum::Router;
 use http::{header, HeaderMap};
 use std::collections::BTreeMap;
@@ -137,6 +142,8 @@ impl GatewayState {
             routes,
             meter: meter.clone(),
             max_request_bytes: cfg.settings.max_request_bytes,
+            body_read_timeout_ms: cfg.settings.body_read_timeout_ms,
+            max_sse_line_bytes: cfg.settings.max_sse_line_bytes,
         };
         (Arc::new(GatewayState { cfg, pipeline, meter, budgets, guards }), rx)
     }
@@ -239,8 +246,11 @@ pub fn app(state: Arc<GatewayState>) -> Router {
         .route("/v1/embeddings", post(embeddings))
         .route("/v1/messages", post(messages))
         .route("/v1/messages/count_tokens", post(count_tokens))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), edge::header_limit))
+        .route("/v1/messages/{*rest}", any(edge::unknown_messages_path))
         .route("/v1/models", get(models))
         .route("/v1/routes", get(routes))
         .route("/healthz", get(|| async { "ok" }))
+        .method_not_allowed_fallback(edge::method_not_allowed)
         .with_state(state)
 }

@@ -67,6 +67,12 @@ pub struct GatewayMetrics {
     pub unpriced_events: Counter,
     /// Events whose provider-reported usage was capped (`usage_source = "capped"`).
     pub usage_capped: Counter,
+    /// Panics caught while metering an event (the event was still emitted).
+    pub metering_panics: Counter,
+    /// Upstream SSE lines (or multi-line events) over `gateway.max_sse_line_bytes`, passed on unread.
+    pub sse_lines_too_long: Counter,
+    /// Client requests cut by the body-read timeout.
+    pub client_read_timeouts: Counter,
     /// Requests being served (a `CallGuard` alive).
     pub in_flight: Gauge,
     /// Events waiting for the metering task, as seen at its last tick.
@@ -108,6 +114,9 @@ impl GatewayMetrics {
             events_lost: Counter::default(),
             unpriced_events: Counter::default(),
             usage_capped: Counter::default(),
+            metering_panics: Counter::default(),
+            sse_lines_too_long: Counter::default(),
+            client_read_timeouts: Counter::default(),
             in_flight: Gauge::default(),
             queue_depth: Gauge::default(),
             duration: Family::new_with_constructor(|| Histogram::new(prom::OPERATION_DURATION_BUCKETS)),
@@ -201,6 +210,21 @@ impl GatewayMetrics {
             "tollgate_events_lost",
             "Call events that could be neither queued nor spilled",
             self.events_lost.clone(),
+        );
+        r.register(
+            "tollgate_metering_panics",
+            "Panics caught while metering an event; the event was still emitted",
+            self.metering_panics.clone(),
+        );
+        r.register(
+            "tollgate_sse_lines_too_long",
+            "Upstream SSE lines over gateway.max_sse_line_bytes, passed on without being read",
+            self.sse_lines_too_long.clone(),
+        );
+        r.register(
+            "tollgate_client_read_timeouts",
+            "Client requests cut by gateway.body_read_timeout_ms",
+            self.client_read_timeouts.clone(),
         );
     }
 

@@ -217,6 +217,9 @@ pub struct SqlResult {
 
 pub(crate) const PERCENTILES: [f64; 3] = [0.5, 0.95, 0.99];
 
+/// Stack of each query thread (the default is 2 MiB).
+const QUERY_THREAD_STACK: usize = 16 * 1024 * 1024;
+
 impl QueryService {
     /// Registers `calls` over `<data_dir>/calls` (created if missing).
     pub fn open(data_dir: PathBuf, cfg: QueryConfig) -> Result<QueryService, QueryError> {
@@ -242,9 +245,14 @@ impl QueryService {
         let ctx = SessionContext::new_with_config_rt(session, runtime);
         ctx.register_table("calls", Arc::new(table))?;
         ctx.register_table("calls_daily", rollup_table(&abs)?)?;
+        crate::bounded::install(&ctx, (cfg.memory_limit_mb.max(1) as u64) * 1024 * 1024);
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(cfg.threads.max(1))
             .thread_name("tollgate-query")
+            // Planning and optimising recurse over the expression tree; with DataFusion's
+            // `recursive_protection` the stack grows on the heap when it runs low, and this leaves room
+            // for what is not annotated (e.g. dropping a deep tree).
+            .thread_stack_size(QUERY_THREAD_STACK)
             .enable_all()
             .build()
             .map_err(|e| QueryError::Internal(format!("query runtime: {e}")))?;
@@ -521,6 +529,7 @@ impl QueryService {
         if !matches!(first.as_str(), "SELECT" | "WITH" | "EXPLAIN" | "VALUES") {
             return Err(QueryError::NotReadOnly(format!("statement starts with `{first}`")));
         }
+        crate::sqlguard::check_shape(sql)?;
         if let Backend::ClickHouse(ch) = &self.backend {
             return ch.sql(sql, &self.cfg).await;
         }
@@ -529,9 +538,11 @@ impl QueryService {
         let max = self.cfg.sql_max_rows;
         let ctx = self.ctx()?;
         let sql = sql.to_string();
+        // EXPLAIN must stay the root of its plan, and its output is the plan: no row cap on it.
+        let explain = first == "EXPLAIN";
         let work = async move {
             let df = ctx.sql_with_options(&sql, options).await.map_err(classify)?;
-            let df = df.limit(0, Some(max + 1)).map_err(classify)?;
+            let df = if explain { df } else { df.limit(0, Some(max + 1)).map_err(classify)? };
             df.collect().await.map_err(classify)
         };
         let mut batches = self.on_query_runtime(timeout, work).await?;
@@ -579,6 +590,7 @@ fn batches_to_json(batches: &[RecordBatch]) -> Result<JsonRows, QueryError> {
 fn classify(e: datafusion::error::DataFusionError) -> QueryError {
     use datafusion::error::DataFusionError as E;
     match e.find_root() {
+        E::ResourcesExhausted(msg) => QueryError::MemoryLimit(msg.clone()),
         E::SQL(..) | E::Plan(..) | E::SchemaError(..) | E::NotImplemented(..) => {
             QueryError::InvalidSql(e.find_root().to_string())
         }

@@ -141,8 +141,13 @@ struct SqlBody {
     sql: String,
 }
 
+/// Largest `/v1/sql` body.
+const MAX_SQL_BODY: usize = 2 * 1024 * 1024;
+
 /// `POST /v1/sql` with `{"sql": "..."}` (or the SQL as a plain-text body).
-async fn sql(State(svc): State<Arc<QueryService>>, body: axum::body::Bytes) -> Result<Response, QueryError> {
+async fn sql(State(svc): State<Arc<QueryService>>, body: Body) -> Result<Response, QueryError> {
+    // Read here rather than through the `Bytes` extractor, whose refusal is plain text.
+    let body = axum::body::to_bytes(body, MAX_SQL_BODY).await.map_err(|_| QueryError::BodyTooLarge(MAX_SQL_BODY))?;
     let text = match serde_json::from_slice::<SqlBody>(&body) {
         Ok(b) => b.sql,
         Err(_) => {

@@ -1,6 +1,7 @@
 //! The query service: answers showback, latency and ad-hoc SQL questions over the call log, from
 //! DataFusion over the Parquet files the collector writes (`<data_dir>/calls/date=…/`) or from ClickHouse.
 
+mod bounded;
 mod clickhouse;
 mod csv;
 mod engine;

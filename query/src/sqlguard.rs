@@ -99,6 +99,34 @@ fn refuse(msg: String) -> QueryError {
     QueryError::NotAllowed(msg)
 }
 
+/// Most tokens in one `/v1/sql` query, on either engine. Planning walks expression trees as deep as a
+/// query is long (`1+1+…`, `… OR …`, `UNION ALL`, `||` chains); this keeps that work bounded.
+pub const MAX_SQL_TOKENS: usize = 20_000;
+/// Deepest parenthesis nesting in one query.
+pub const MAX_SQL_NESTING: usize = 64;
+
+/// Bounds the size of an analyst's query before any engine parses it.
+pub fn check_shape(sql: &str) -> Result<(), QueryError> {
+    let toks = tokenize(sql)?;
+    if toks.len() > MAX_SQL_TOKENS {
+        return Err(QueryError::TooComplex(format!("{} tokens; at most {MAX_SQL_TOKENS} are allowed", toks.len())));
+    }
+    let mut depth = 0usize;
+    for t in &toks {
+        match t {
+            Tok::Punct('(') => {
+                depth += 1;
+                if depth > MAX_SQL_NESTING {
+                    return Err(QueryError::TooComplex(format!("parentheses nested more than {MAX_SQL_NESTING} deep")));
+                }
+            }
+            Tok::Punct(')') => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// Checks an analyst's query; `database` is the configured one (the only database it may name).
 pub fn check(sql: &str, database: &str) -> Result<(), QueryError> {
     let toks = tokenize(sql)?;
@@ -256,5 +284,71 @@ mod tests {
         no("SELECT 1; DROP TABLE calls");
         no("SELECT * FROM information_schema.tables");
         no("SELECT * FROM calls /* unterminated");
+    }
+
+    #[test]
+    fn the_shape_is_bounded() {
+        assert!(check_shape(&format!("SELECT {} AS n", vec!["1"; 1000].join("+"))).is_ok());
+        assert!(check_shape(&format!("SELECT {} AS n", vec!["1"; MAX_SQL_TOKENS].join("+"))).is_err());
+        let nested = |d: usize| format!("SELECT {}1{}", "(".repeat(d), ")".repeat(d));
+        assert!(check_shape(&nested(MAX_SQL_NESTING)).is_ok());
+        assert!(check_shape(&nested(MAX_SQL_NESTING + 1)).is_err());
+    }
+
+    // Property tests (issue 15). CI runs proptest's default 256 cases; for more:
+    // `PROPTEST_CASES=20000 cargo test --workspace --lib -- sqlguard::tests::props`.
+    mod props {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn never_panics_on_any_text(sql in "\\PC{0,300}") {
+                let _ = check(&sql, "tg");
+                let _ = check_shape(&sql);
+            }
+
+            #[test]
+            fn never_panics_on_sql_like_text(
+                words in prop::collection::vec(prop_oneof![
+                    Just("SELECT"), Just("FROM"), Just("JOIN"), Just("IN"), Just("WITH"), Just("AS"), Just("("),
+                    Just(")"), Just(","), Just("."), Just(";"), Just("'"), Just("\""), Just("`"), Just("--"),
+                    Just("/*"), Just("*/"), Just("calls"), Just("system"), Just("x"), Just("1"), Just("\\"),
+                    Just("é"), Just("\n"),
+                ], 0..40),
+            ) {
+                let sql = words.join(" ");
+                let _ = check(&sql, "tg");
+                let _ = check_shape(&sql);
+            }
+
+            #[test]
+            fn tables_other_than_the_call_log_are_refused(
+                name in "[a-z_][a-z0-9_]{0,10}".prop_filter("not the call log", |n| n != "calls"),
+                db in prop::option::of("[a-z]{1,6}"),
+                alias in prop::option::of("[a-z]{1,4}"),
+            ) {
+                let table = match &db { Some(d) => format!("{d}.{name}"), None => name.clone() };
+                let sql = format!("SELECT * FROM calls JOIN {table} {} ON 1 = 1", alias.unwrap_or_default());
+                prop_assert!(check(&sql, "tg").is_err(), "allowed: {}", sql);
+            }
+
+            #[test]
+            fn system_is_refused_wherever_it_is_named(
+                before in "[a-z ]{0,12}",
+                quote in prop_oneof![Just(""), Just("`"), Just("\"")],
+                case_upper in any::<bool>(),
+            ) {
+                let sys = if case_upper { "SYSTEM" } else { "system" };
+                let sql = format!("SELECT {before} 1 FROM {quote}{sys}{quote}.tables");
+                prop_assert!(check(&sql, "tg").is_err(), "allowed: {}", sql);
+            }
+
+            #[test]
+            fn nesting_is_refused_exactly_past_the_bound(depth in 0usize..150) {
+                let sql = format!("SELECT {}1{}", "(".repeat(depth), ")".repeat(depth));
+                prop_assert_eq!(check_shape(&sql).is_ok(), depth <= MAX_SQL_NESTING);
+            }
+        }
     }
 }

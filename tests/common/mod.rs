@@ -13,6 +13,7 @@ use tollgate_mock::MockUpstream;
 
 pub mod clickhouse;
 pub mod cluster;
+pub mod hostile;
 pub mod prometheus;
 pub mod routes;
 

@@ -9,13 +9,14 @@ use crate::finish::{EndObserver, PricedObserver};
 use crate::metrics::GatewayMetrics;
 use bytes::Bytes;
 use std::io::Write;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 use tollgate_events::{
-    CallEvent, Outcome, PriceBook, PriceTable, ServiceTier, TokenEstimator, UsageSource, SCHEMA_VERSION,
+    CallEvent, Outcome, PriceBook, PriceTable, ServiceTier, Tally, TokenEstimator, UsageSource, SCHEMA_VERSION,
 };
 use tracing::{error, warn};
 
@@ -28,9 +29,15 @@ pub struct EstimateInput {
     pub input: bool,
     /// Count output tokens from `output_text` (the provider reported none).
     pub output: bool,
-    /// Content the client received so far.
+    /// Content the client received so far (at most [`MAX_OUTPUT_TEXT`] bytes of it).
     pub output_text: String,
+    /// Content bytes past that cap: counted as a byte approximation.
+    pub output_extra_bytes: u64,
 }
+
+/// Most content text kept per call for estimating output tokens; the rest is only counted in bytes, so
+/// an endless upstream cannot grow a call's memory without bound.
+pub const MAX_OUTPUT_TEXT: usize = 16 * 1024 * 1024;
 
 /// What a response (or request) says about pricing beyond the token counts.
 #[derive(Debug, Default, Clone, Copy)]
@@ -76,6 +83,13 @@ pub struct Meter {
 pub struct MeterReceiver {
     rx: mpsc::Receiver<PendingEvent>,
     inner: Arc<MeterInner>,
+}
+
+#[cfg(test)]
+impl MeterReceiver {
+    pub(crate) fn try_recv_for_tests(&mut self) -> Option<PendingEvent> {
+        self.rx.try_recv().ok()
+    }
 }
 
 impl Meter {
@@ -176,7 +190,10 @@ fn append_spill(path: &PathBuf, lock: &Mutex<()>, ev: &CallEvent) -> std::io::Re
     f.sync_data()
 }
 
-/// Fills in estimated usage (when the provider reported none) and the cost. Pure CPU.
+/// Fills in estimated usage (when the provider reported none) and the cost. Pure CPU, and it cannot take
+/// its caller down: estimation and pricing run under `catch_unwind`. If estimation panics the event keeps
+/// a bytes/4 approximation marked `estimated_approx`; if pricing panics it keeps no cost; either way it is
+/// still emitted, `tollgate_metering_panics_total` counts it and the metering task goes on.
 pub fn finish_event(
     p: PendingEvent,
     prices: &PriceTable,
@@ -186,20 +203,43 @@ pub fn finish_event(
     let mut ev = *p.event;
     if let Some(est) = p.estimate {
         let model = if ev.served_model.is_empty() { ev.requested_model.clone() } else { ev.served_model.clone() };
+        let (input, output) = match catch_unwind(AssertUnwindSafe(|| estimate(&model, &est, estimator))) {
+            Ok(counts) => counts,
+            Err(_) => {
+                metrics.metering_panics.inc();
+                error!(event_id = %ev.event_id, %model, "token estimation panicked; usage approximated from bytes");
+                let out_bytes = (est.output_text.len() as u64).saturating_add(est.output_extra_bytes);
+                (Tally::bytes(est.request_body.len() as u64), Tally::bytes(out_bytes))
+            }
+        };
         if est.input {
-            let body: serde_json::Value = serde_json::from_slice(&est.request_body).unwrap_or_default();
-            ev.input_tokens = estimator.count_request(&model, &body);
+            ev.input_tokens = input.tokens;
             ev.cached_input_tokens = 0;
         }
         if est.output {
-            ev.output_tokens = estimator.count_text(&model, &est.output_text);
+            ev.output_tokens = output.tokens;
         }
         if est.input || est.output {
-            ev.usage_source =
-                if TokenEstimator::is_exact(&model) { UsageSource::Estimated } else { UsageSource::EstimatedApprox };
+            let approx = (est.input && input.approx) || (est.output && output.approx);
+            ev.usage_source = if TokenEstimator::is_exact(&model) && !approx {
+                UsageSource::Estimated
+            } else {
+                UsageSource::EstimatedApprox
+            };
         }
     }
-    let priced = prices.price_event(&mut ev, p.hints.service_tier.unwrap_or_default(), p.hints.cache_write_1h);
+    // Pricing and the observers (budget settlement) run under `catch_unwind` too: whatever they do, the
+    // event is still emitted and the metering task goes on.
+    let service_tier = p.hints.service_tier.unwrap_or_default();
+    let cache_write_1h = p.hints.cache_write_1h;
+    let priced = match catch_unwind(AssertUnwindSafe(|| prices.price_event(&mut ev, service_tier, cache_write_1h))) {
+        Ok(priced) => Some(priced),
+        Err(_) => {
+            metrics.metering_panics.inc();
+            error!(event_id = %ev.event_id, "pricing panicked; event kept without a cost");
+            None
+        }
+    };
     if p.hints.anomalous_usage && ev.usage_source != UsageSource::Capped {
         ev.usage_source = UsageSource::Capped;
     }
@@ -208,15 +248,39 @@ pub fn finish_event(
         warn!(event_id = %ev.event_id, model = %ev.served_model, upstream = %ev.upstream, input_tokens = ev.input_tokens,
             output_tokens = ev.output_tokens, "provider-reported usage was not believable; counts capped");
     }
-    if priced.unpriced {
+    if priced.is_some_and(|p| p.unpriced) {
         metrics.unpriced_events.inc();
         warn!(event_id = %ev.event_id, served_model = %ev.served_model, requested_model = %ev.requested_model,
             upstream = %ev.upstream, "no price for this model and no fallback_price on its upstream; stored as unpriced");
     }
     for o in &p.priced {
-        o.priced(&ev);
+        if catch_unwind(AssertUnwindSafe(|| o.priced(&ev))).is_err() {
+            metrics.metering_panics.inc();
+            error!(event_id = %ev.event_id, "a priced-event observer panicked");
+        }
     }
     ev
+}
+
+/// Prompt and output tokens the provider did not report, counted from what was sent and received.
+fn estimate(model: &str, est: &EstimateInput, estimator: &TokenEstimator) -> (Tally, Tally) {
+    let input = if est.input {
+        let body: serde_json::Value = serde_json::from_slice(&est.request_body).unwrap_or_default();
+        estimator.tally_request(model, &body)
+    } else {
+        Tally::default()
+    };
+    let output = if est.output {
+        let mut t = estimator.tally_text(model, &est.output_text);
+        if est.output_extra_bytes > 0 {
+            let extra = Tally::bytes(est.output_extra_bytes);
+            t = Tally { tokens: t.tokens.saturating_add(extra.tokens), approx: true };
+        }
+        t
+    } else {
+        Tally::default()
+    };
+    (input, output)
 }
 
 /// How often the metering task drains the queue. It polls rather than being woken per event: a wake-up
@@ -333,7 +397,8 @@ pub struct CallGuard {
     pub have_output_usage: bool,
     /// Set when a request was sent upstream and its tokens may need counting.
     pub request_body: Option<Bytes>,
-    pub output_text: String,
+    output_text: String,
+    output_extra_bytes: u64,
     /// Told the priced event, in the metering task (budget settlement).
     pub priced: Vec<Arc<dyn PricedObserver>>,
     /// Told the event the moment the call ends (circuit breakers).
@@ -371,6 +436,7 @@ impl CallGuard {
             have_output_usage: false,
             request_body: None,
             output_text: String::new(),
+            output_extra_bytes: 0,
             priced: Vec::new(),
             ended: Vec::new(),
             wants_cost: false,
@@ -395,6 +461,24 @@ impl CallGuard {
             self.event.outcome = outcome;
             self.event.status_code = status;
         }
+    }
+
+    /// Keeps content text for output estimation, up to [`MAX_OUTPUT_TEXT`] bytes.
+    pub fn push_output(&mut self, text: &str) {
+        if self.output_text.len() + text.len() <= MAX_OUTPUT_TEXT {
+            self.output_text.push_str(text);
+        } else {
+            self.output_extra_bytes = self.output_extra_bytes.saturating_add(text.len() as u64);
+        }
+    }
+
+    /// Content bytes seen so far.
+    pub fn output_len(&self) -> u64 {
+        (self.output_text.len() as u64).saturating_add(self.output_extra_bytes)
+    }
+
+    pub fn metrics(&self) -> &GatewayMetrics {
+        self.meter.metrics()
     }
 
     pub fn mark_content(&mut self) {
@@ -454,6 +538,7 @@ impl Drop for CallGuard {
                     input: !self.have_input_usage,
                     output: !self.have_output_usage,
                     output_text: std::mem::take(&mut self.output_text),
+                    output_extra_bytes: self.output_extra_bytes,
                 }))
             }
             _ => None,

@@ -17,7 +17,7 @@ use http::{header, HeaderMap, Method, StatusCode};
 use http_body_util::{BodyExt, Full};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tollgate_events::{ClientApi, Endpoint, Outcome};
+use tollgate_events::{ClientApi, Endpoint};
 use tracing::warn;
 
 /// What an attempt reads from the request.
@@ -32,6 +32,8 @@ pub struct AttemptInput<'a> {
     pub stream: bool,
     /// The model named in `body`.
     pub body_model: &'a str,
+    /// `gateway.max_sse_line_bytes`.
+    pub max_line: usize,
 }
 
 /// Where a failure came from.
@@ -192,7 +194,7 @@ pub async fn attempt(
         let err: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
         let (_, etype) = response::upstream_error_parts(&err);
         guard.event.error_type = etype.unwrap_or("upstream_error").to_string();
-        guard.finish(Outcome::UpstreamError, status.as_u16());
+        respond::finish_upstream_error(&mut guard, status);
         let retryable = up.provider.retryable_status(status);
         let source = if status.is_client_error() && !retryable { Source::Client } else { Source::Upstream };
         return Attempted::Failed(Box::new(Failure {
@@ -235,7 +237,7 @@ pub async fn attempt(
         idle,
         got_headers,
     };
-    Attempted::Answered(respond::answer(answer, input.request_id).await)
+    Attempted::Answered(respond::answer(answer, input.request_id, input.max_line).await)
 }
 
 /// A 2xx whose body never started: the outcome is the gateway error's, the error type says why.

@@ -11,6 +11,7 @@ use http::{header, HeaderValue, Method, StatusCode};
 use http_body_util::{BodyExt, Full};
 use std::time::{Duration, Instant};
 use tollgate_events::{ClientApi, Outcome, TokenEstimator};
+use tracing::warn;
 
 pub async fn count_tokens(ctx: CallCtx) -> Response {
     let CallCtx { mut guard, route, body: bytes, headers, request_id: rid, model, .. } = ctx;
@@ -55,7 +56,7 @@ pub async fn count_tokens(ctx: CallCtx) -> Response {
             let err: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
             let (_, etype) = crate::translate::response::upstream_error_parts(&err);
             guard.event.error_type = etype.unwrap_or("upstream_error").to_string();
-            guard.finish(Outcome::UpstreamError, up_parts.status.as_u16());
+            respond::finish_upstream_error(&mut guard, up_parts.status);
             let wire = up.wire();
             return respond::upstream_error(
                 ClientApi::Anthropic,
@@ -77,8 +78,25 @@ pub async fn count_tokens(ctx: CallCtx) -> Response {
         r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         r
     } else {
-        let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
-        let n = guard.meter().estimator().count_request(&target.model, &body);
+        let body: serde_json::Value = match serde_json::from_slice(&bytes) {
+            Ok(v) => v,
+            Err(e) => return respond::fail(&mut guard, GatewayError::InvalidBody(e.to_string()), &rid),
+        };
+        if !body.get("messages").is_some_and(serde_json::Value::is_array) {
+            let e = GatewayError::InvalidBody("`messages` must be a list".into());
+            return respond::fail(&mut guard, e, &rid);
+        }
+        // Counting a 32 MB prompt is CPU work: off the async workers, and a panic in the tokenizer is an
+        // error answer here, not a dropped connection.
+        let meter = guard.meter().clone();
+        let counted = target.model.clone();
+        let n = match tokio::task::spawn_blocking(move || meter.estimator().count_request(&counted, &body)).await {
+            Ok(n) => n,
+            Err(error) => {
+                warn!(%error, model = %target.model, "token count failed");
+                return respond::fail(&mut guard, GatewayError::Internal, &rid);
+            }
+        };
         let exact = TokenEstimator::is_exact(&target.model);
         let out = serde_json::json!({"input_tokens": n}).to_string();
         guard.event.response_bytes = out.len() as u64;

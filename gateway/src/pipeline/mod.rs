@@ -34,6 +34,10 @@ pub struct Pipeline {
     pub admission: Vec<Box<dyn AdmissionStep>>,
     pub meter: Meter,
     pub max_request_bytes: usize,
+    /// `gateway.body_read_timeout_ms`.
+    pub body_read_timeout_ms: u64,
+    /// `gateway.max_sse_line_bytes`.
+    pub max_sse_line_bytes: usize,
 }
 
 /// `finish_reason` of an attempt that another attempt followed (a failed attempt has no finish reason
@@ -71,7 +75,7 @@ impl Pipeline {
     /// authenticate → parse → admission. `Ok(Some(_))`: an admission step answered the call.
     async fn admit(&self, ctx: &mut CallCtx, body: Body, steps: bool) -> Result<Option<Response>, GatewayError> {
         authenticate::authenticate(&self.keys, ctx)?;
-        parse::parse(ctx, body, self.max_request_bytes, &self.routes).await?;
+        parse::parse(ctx, body, self.max_request_bytes, self.body_read_timeout_ms, &self.routes).await?;
         if steps {
             for step in &self.admission {
                 if let Admit::Answer(r) = step.admit(ctx).await? {
@@ -127,6 +131,7 @@ impl Pipeline {
             meta: &meta,
             stream,
             body_model: &model,
+            max_line: self.max_sse_line_bytes,
         };
         let response_plan = guard.response_plan.clone();
         let mut target = first;

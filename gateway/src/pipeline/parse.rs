@@ -7,6 +7,8 @@ use crate::routing::RouteTable;
 use axum::body::Body;
 use bytes::Bytes;
 use http::HeaderMap;
+use http_body_util::BodyExt;
+use std::time::Duration;
 use tollgate_events::Endpoint;
 
 /// The client's `x-request-id`, or a new UUIDv7.
@@ -20,9 +22,14 @@ pub fn request_id(headers: &HeaderMap) -> String {
 }
 
 /// Reads the body, takes the model and finds its route; refuses models the key may not use.
-pub async fn parse(ctx: &mut CallCtx, body: Body, max_bytes: usize, routes: &RouteTable) -> Result<(), GatewayError> {
-    let bytes: Bytes =
-        axum::body::to_bytes(body, max_bytes).await.map_err(|_| GatewayError::BodyTooLarge(max_bytes))?;
+pub async fn parse(
+    ctx: &mut CallCtx,
+    body: Body,
+    max_bytes: usize,
+    read_timeout_ms: u64,
+    routes: &RouteTable,
+) -> Result<(), GatewayError> {
+    let bytes = read_body(ctx, body, max_bytes, read_timeout_ms).await?;
     ctx.guard.event.request_bytes = bytes.len() as u64;
     let meta: RequestMeta = serde_json::from_slice(&bytes).map_err(|e| GatewayError::InvalidBody(e.to_string()))?;
     let Some(model) = meta.model.clone().filter(|m| !m.is_empty()) else {
@@ -45,4 +52,43 @@ pub async fn parse(ctx: &mut CallCtx, body: Body, max_bytes: usize, routes: &Rou
     ctx.body = bytes;
     ctx.meta = meta;
     Ok(())
+}
+
+/// Reads the client's body within `limit` bytes and `timeout_ms`, telling apart a body too large (413),
+/// a client that hung up while sending it (499, metered `client_disconnect`), a body whose framing is
+/// broken (400) and a client too slow to send it (408).
+async fn read_body(ctx: &CallCtx, body: Body, limit: usize, timeout_ms: u64) -> Result<Bytes, GatewayError> {
+    let read = http_body_util::Limited::new(body, limit).collect();
+    match tokio::time::timeout(Duration::from_millis(timeout_ms), read).await {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) => Err(body_error(&*e, limit)),
+        Err(_) => {
+            ctx.guard.metrics().client_read_timeouts.inc();
+            Err(GatewayError::BodyReadTimeout(timeout_ms))
+        }
+    }
+}
+
+/// What a failed body read means, from the error's chain (axum, hyper, then the I/O error).
+pub(crate) fn body_error(e: &(dyn std::error::Error + 'static), limit: usize) -> GatewayError {
+    let mut cause = Some(e);
+    while let Some(err) = cause {
+        if err.is::<http_body_util::LengthLimitError>() {
+            return GatewayError::BodyTooLarge(limit);
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind as K;
+            return match io.kind() {
+                K::UnexpectedEof | K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe => {
+                    GatewayError::ClientDisconnected
+                }
+                _ => GatewayError::InvalidBody(format!("malformed request body: {io}")),
+            };
+        }
+        if err.downcast_ref::<hyper::Error>().is_some_and(|h| h.is_incomplete_message() || h.is_canceled()) {
+            return GatewayError::ClientDisconnected;
+        }
+        cause = err.source();
+    }
+    GatewayError::InvalidBody("malformed request body".into())
 }

@@ -10,6 +10,7 @@
 use crate::config::Wire;
 use crate::finish::CallGuard;
 use crate::respond::upstream_body::UpstreamBody;
+use crate::sse::{self, Field, LineScanner, Piece};
 use crate::translate::{response, Translation};
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
@@ -20,6 +21,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::time::{Instant, Sleep};
 use tollgate_events::{Outcome, ReportedTokens, ServiceTier};
+use tracing::warn;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -35,18 +37,48 @@ pub enum BodyKind {
 /// Largest non-stream body kept for usage extraction; larger ones are forwarded but estimated.
 const MAX_JSON_INSPECT: usize = 64 * 1024 * 1024;
 
-pub struct MeteredBody {
-    inner: UpstreamBody,
+/// What happens to the raw bytes of an SSE line when the stream is rewritten (`hide_usage`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fate {
+    Forward,
+    Drop,
+    /// Part of an event whose `data` spans lines: kept until its end decides.
+    Hold,
+}
+
+/// What one `data` payload turned out to be.
+#[derive(Default)]
+struct Payload {
+    /// Parsed as an event of the upstream's format (or OpenAI's `[DONE]`).
+    understood: bool,
+    /// An OpenAI chunk with usage and no choices: the one tollgate asked for on the client's behalf.
+    usage_only: bool,
+}
+
+pub struct MeteredBody<B = UpstreamBody> {
+    inner: B,
     guard: CallGuard,
     kind: BodyKind,
     /// The upstream's format, which metering reads.
     wire: Wire,
     translation: Translation,
-    /// Bytes handed out after the upstream's body ended: a translated whole body, or the closing
-    /// events of a translated stream.
+    /// Bytes handed out after the upstream's body ended: a translated whole body, the closing events of
+    /// a translated stream, or the last line of a rewritten stream that had no line end.
     tail: Option<Bytes>,
-    /// Partial SSE line carried between frames, or the JSON body so far.
+    /// The JSON body so far.
     buf: BytesMut,
+    /// SSE lines, across frames.
+    scanner: LineScanner,
+    /// Cap on one SSE line and on one event's joined `data`.
+    max_line: usize,
+    /// `data` of an event whose first line was not a whole payload; dispatched at the blank line.
+    pending: Option<Vec<u8>>,
+    /// Raw lines of that event, held back while it may still turn out to be the hidden usage chunk.
+    held: BytesMut,
+    /// The current event lost a line over the cap: it is not read.
+    broken: bool,
+    /// What happened to the last line (a split CRLF's LF follows it).
+    last: Fate,
     /// Inside an SSE event being cut out.
     skipping: bool,
     idle: Duration,
@@ -59,20 +91,21 @@ pub struct MeteredBody {
     filter: Option<Box<dyn crate::guards::ClientFilter>>,
 }
 
-impl MeteredBody {
-    pub fn with_filter(mut self, filter: Option<Box<dyn crate::guards::ClientFilter>>) -> MeteredBody {
+impl<B> MeteredBody<B> {
+    pub fn with_filter(mut self, filter: Option<Box<dyn crate::guards::ClientFilter>>) -> MeteredBody<B> {
         self.filter = filter;
         self
     }
 
     pub fn new(
-        inner: UpstreamBody,
+        inner: B,
         guard: CallGuard,
         kind: BodyKind,
         wire: Wire,
         translation: Translation,
         idle: Duration,
-    ) -> MeteredBody {
+        max_line: usize,
+    ) -> MeteredBody<B> {
         MeteredBody {
             inner,
             guard,
@@ -81,6 +114,12 @@ impl MeteredBody {
             translation,
             tail: None,
             buf: BytesMut::new(),
+            scanner: LineScanner::new(max_line),
+            max_line,
+            pending: None,
+            held: BytesMut::new(),
+            broken: false,
+            last: Fate::Forward,
             skipping: false,
             idle,
             sleep: Box::pin(tokio::time::sleep(idle)),
@@ -111,19 +150,11 @@ impl MeteredBody {
                 }
             }
             BodyKind::Sse { hide_usage } => {
-                self.buf.extend_from_slice(&data);
                 let rewrite = hide_usage || self.translating();
-                let mut out = if rewrite { BytesMut::with_capacity(data.len()) } else { BytesMut::new() };
-                let mut consumed = 0;
-                while let Some(nl) = memchr::memchr(b'\n', &self.buf[consumed..]) {
-                    let line_end = consumed + nl + 1;
-                    let keep = self.on_sse_line(consumed, line_end, hide_usage, &mut out);
-                    if hide_usage && keep {
-                        out.extend_from_slice(&self.buf[consumed..line_end]);
-                    }
-                    consumed = line_end;
-                }
-                let _ = self.buf.split_to(consumed);
+                let mut out = BytesMut::new();
+                let mut scanner = std::mem::replace(&mut self.scanner, LineScanner::new(0));
+                scanner.feed(&data, &mut |p| self.on_piece(p, hide_usage, &mut out));
+                self.scanner = scanner;
                 if rewrite {
                     out.freeze()
                 } else {
@@ -133,26 +164,121 @@ impl MeteredBody {
         }
     }
 
-    /// Handles the SSE line `buf[start..end]` (with its `\n`); returns whether to forward it unchanged.
-    /// A translated stream writes what the client gets into `out` instead.
-    fn on_sse_line(&mut self, start: usize, end: usize, hide_usage: bool, out: &mut BytesMut) -> bool {
-        let mut line = &self.buf[start..end - 1];
-        if line.last() == Some(&b'\r') {
-            line = &line[..line.len() - 1];
+    /// One piece from the line scanner. Only a rewritten stream (`hide_usage`) writes raw lines to `out`;
+    /// a translated one writes what the translator makes of the payloads.
+    fn on_piece(&mut self, p: Piece<'_>, hide_usage: bool, out: &mut BytesMut) {
+        match p {
+            Piece::Line { raw, text } => {
+                let fate = self.on_sse_line(text, hide_usage, out);
+                if hide_usage {
+                    self.place(fate, raw, out);
+                }
+                self.last = fate;
+            }
+            Piece::LfAfterCr { raw } => {
+                if hide_usage {
+                    self.place(self.last, raw, out);
+                }
+            }
+            Piece::Overlong { raw, first } => {
+                if first {
+                    self.line_too_long(hide_usage, out);
+                }
+                let fate = if self.skipping { Fate::Drop } else { Fate::Forward };
+                if hide_usage {
+                    self.place(fate, raw, out);
+                }
+                self.last = fate;
+            }
         }
-        if line.is_empty() {
-            // Event boundary: the blank line of a cut-out event goes too.
-            let keep = !self.skipping;
-            self.skipping = false;
-            return keep;
+    }
+
+    /// An SSE line or event went over `max_sse_line_bytes`: it is passed on unread (a translated stream
+    /// cannot translate it and drops it), the event it belongs to is not metered, and it is counted.
+    fn line_too_long(&mut self, hide_usage: bool, out: &mut BytesMut) {
+        self.guard.metrics().sse_lines_too_long.inc();
+        warn!(
+            request_id = %self.guard.event.request_id,
+            upstream = %self.guard.event.upstream,
+            max_bytes = self.max_line,
+            "upstream SSE line over gateway.max_sse_line_bytes: passed on unread"
+        );
+        self.pending = None;
+        self.broken = true;
+        if hide_usage {
+            out.extend_from_slice(&self.held);
         }
-        if self.skipping {
-            return false;
+        self.held.clear();
+    }
+
+    fn place(&mut self, fate: Fate, raw: &[u8], out: &mut BytesMut) {
+        match fate {
+            Fate::Forward => out.extend_from_slice(raw),
+            Fate::Drop => {}
+            Fate::Hold if self.held.len() + raw.len() > self.max_line => {
+                self.line_too_long(true, out);
+                out.extend_from_slice(raw);
+            }
+            Fate::Hold => self.held.extend_from_slice(raw),
         }
-        let Some(payload) = line.strip_prefix(b"data:") else { return true };
-        let payload = payload.strip_prefix(b" ").unwrap_or(payload);
-        let text_before = self.guard.output_text.len();
-        let mut keep = true;
+    }
+
+    /// Handles one SSE line (`text` without its line end) and says what becomes of its raw bytes.
+    /// An event's `data` is read as soon as its first line is a whole payload (what every provider
+    /// sends); otherwise its lines are joined with `\n`, as the SSE spec says, and read at its end.
+    fn on_sse_line(&mut self, text: &[u8], hide_usage: bool, out: &mut BytesMut) -> Fate {
+        match sse::field(text) {
+            Field::Blank => {
+                let mut keep = !self.skipping;
+                if let Some(data) = self.pending.take() {
+                    let p = self.on_payload(&data, true, out);
+                    keep &= !(hide_usage && p.usage_only);
+                }
+                self.skipping = false;
+                self.broken = false;
+                if keep {
+                    out.extend_from_slice(&self.held);
+                }
+                self.held.clear();
+                if keep {
+                    Fate::Forward
+                } else {
+                    Fate::Drop
+                }
+            }
+            _ if self.skipping => Fate::Drop,
+            Field::Data(_) if self.broken => Fate::Forward,
+            Field::Data(value) => {
+                if let Some(data) = &mut self.pending {
+                    data.push(b'\n');
+                    data.extend_from_slice(value);
+                    if data.len() > self.max_line {
+                        self.line_too_long(hide_usage, out);
+                        return Fate::Forward;
+                    }
+                    return Fate::Hold;
+                }
+                let p = self.on_payload(value, false, out);
+                if !p.understood {
+                    self.pending = Some(value.to_vec());
+                    Fate::Hold
+                } else if hide_usage && p.usage_only {
+                    self.skipping = true;
+                    Fate::Drop
+                } else {
+                    Fate::Forward
+                }
+            }
+            Field::Other if self.pending.is_some() => Fate::Hold,
+            Field::Other => Fate::Forward,
+        }
+    }
+
+    /// Meters one `data` payload and, when translating, translates it into `out`. A payload that is not
+    /// (yet) understood goes to the translator only when it is `last` (the event has ended).
+    fn on_payload(&mut self, payload: &[u8], last: bool, out: &mut BytesMut) -> Payload {
+        let text_before = self.guard.output_len();
+        let mut p = Payload::default();
         match self.wire {
             Wire::OpenAi => {
                 if payload == b"[DONE]" {
@@ -160,28 +286,29 @@ impl MeteredBody {
                     // upstream's end of body reaches us, and that is still a complete call.
                     let status = self.guard.event.status_code;
                     self.guard.finish(Outcome::Ok, status);
+                    p.understood = true;
                 } else if let Ok(chunk) = serde_json::from_slice::<ChunkMeta>(payload) {
-                    let usage_only = chunk.choices.is_empty() && chunk.usage.is_some();
+                    p.usage_only = chunk.choices.is_empty() && chunk.usage.is_some();
                     absorb_openai(&mut self.guard, chunk);
-                    if hide_usage && usage_only {
-                        self.skipping = true;
-                        keep = false;
-                    }
+                    p.understood = true;
                 }
             }
             Wire::Anthropic => {
                 if let Ok(ev) = serde_json::from_slice::<AnthropicMeta>(payload) {
                     absorb_anthropic(&mut self.guard, ev, false);
+                    p.understood = true;
                 }
             }
         }
-        if self.guard.output_text.len() > text_before {
+        if self.guard.output_len() > text_before {
             self.guard.mark_content();
         }
-        if let Translation::Stream(t) = &mut self.translation {
-            t.on_data(payload, out);
+        if p.understood || last {
+            if let Translation::Stream(t) = &mut self.translation {
+                t.on_data(payload, out);
+            }
         }
-        keep
+        p
     }
 
     /// Takes usage from a buffered JSON body and, when translating, builds the client's body; false when
@@ -217,13 +344,25 @@ impl MeteredBody {
             BodyKind::Json => {
                 self.absorb_json_body();
             }
-            BodyKind::Sse { .. } => {
-                if let Translation::Stream(t) = &mut self.translation {
-                    let mut out = BytesMut::new();
-                    t.on_end(&mut out);
-                    if !out.is_empty() {
-                        self.tail = Some(out.freeze());
+            BodyKind::Sse { hide_usage } => {
+                // A last line without a line end, and an event without its blank line, still count, and
+                // a rewritten stream still hands them to the client.
+                let mut out = BytesMut::new();
+                let mut scanner = std::mem::replace(&mut self.scanner, LineScanner::new(0));
+                scanner.finish(&mut |p| self.on_piece(p, hide_usage, &mut out));
+                self.scanner = scanner;
+                if let Some(data) = self.pending.take() {
+                    let p = self.on_payload(&data, true, &mut out);
+                    if hide_usage && !p.usage_only {
+                        out.extend_from_slice(&self.held);
                     }
+                }
+                self.held.clear();
+                if let Translation::Stream(t) = &mut self.translation {
+                    t.on_end(&mut out);
+                }
+                if !out.is_empty() {
+                    self.tail = Some(out.freeze());
                 }
             }
         }
@@ -245,18 +384,18 @@ fn absorb_openai(g: &mut CallGuard, chunk: ChunkMeta) {
         }
         for part in [c.delta, c.message].into_iter().flatten() {
             for t in [part.content, part.reasoning_content, part.refusal].into_iter().flatten() {
-                g.output_text.push_str(&t);
+                g.push_output(&t);
             }
             for call in part.tool_calls.into_iter().flatten() {
                 if let Some(f) = call.function {
                     for t in [f.name, f.arguments].into_iter().flatten() {
-                        g.output_text.push_str(&t);
+                        g.push_output(&t);
                     }
                 }
             }
         }
         if let Some(t) = c.text {
-            g.output_text.push_str(&t);
+            g.push_output(&t);
         }
     }
     if let Some(t) = chunk.service_tier.filter(|t| !t.is_empty()) {
@@ -328,15 +467,15 @@ fn absorb_anthropic(g: &mut CallGuard, m: AnthropicMeta, whole: bool) {
     }
     for b in m.content.iter().chain(m.content_block.iter()) {
         for t in [&b.text, &b.thinking, &b.name].into_iter().flatten() {
-            g.output_text.push_str(t);
+            g.push_output(t);
         }
         if let Some(input) = b.input.as_ref().filter(|i| i.as_object().is_none_or(|o| !o.is_empty())) {
-            g.output_text.push_str(&input.to_string());
+            g.push_output(&input.to_string());
         }
     }
     if let Some(d) = &m.delta {
         for t in [&d.text, &d.partial_json, &d.thinking].into_iter().flatten() {
-            g.output_text.push_str(t);
+            g.push_output(t);
         }
         if let Some(r) = &d.stop_reason {
             g.event.finish_reason.clone_from(r);
@@ -358,7 +497,7 @@ fn absorb_anthropic(g: &mut CallGuard, m: AnthropicMeta, whole: bool) {
     }
 }
 
-impl Drop for MeteredBody {
+impl<B> Drop for MeteredBody<B> {
     fn drop(&mut self) {
         // A client that read a whole JSON body may close before we saw the upstream's end of body: if the
         // bytes parse as a complete response, the call is complete.
@@ -375,7 +514,11 @@ impl Drop for MeteredBody {
     }
 }
 
-impl Body for MeteredBody {
+impl<B> Body for MeteredBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
     type Data = Bytes;
     type Error = BoxError;
 
@@ -412,7 +555,7 @@ impl Body for MeteredBody {
                     let status = this.guard.event.status_code;
                     this.guard.event.error_type = "upstream_stream_cut".into();
                     this.guard.finish(Outcome::UpstreamError, status);
-                    this.deferred_error = Some(Box::new(e));
+                    this.deferred_error = Some(e.into());
                     cx.waker().wake_by_ref();
                     return Poll::Pending;
                 }

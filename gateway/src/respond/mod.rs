@@ -15,7 +15,7 @@ use body::{BodyKind, MeteredBody};
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, StatusCode};
 use std::time::{Duration, Instant};
-use tollgate_events::ClientApi;
+use tollgate_events::{ClientApi, Outcome};
 use tracing::warn;
 pub use upstream_body::UpstreamBody;
 
@@ -39,6 +39,23 @@ pub fn record_error(guard: &mut CallGuard, e: &GatewayError) {
     guard.finish(e.outcome(), e.status().as_u16());
 }
 
+/// Ends an attempt the upstream answered with an error status. The event's status is the one the client
+/// gets: 502 `upstream_auth_failed` when the upstream refused the gateway's credentials (see
+/// [`upstream_error`]), the upstream's status otherwise.
+pub fn finish_upstream_error(guard: &mut CallGuard, status: StatusCode) {
+    let client_status = if is_credentials_error(status) {
+        guard.event.error_type = "upstream_auth_failed".into();
+        StatusCode::BAD_GATEWAY
+    } else {
+        status
+    };
+    guard.finish(Outcome::UpstreamError, client_status.as_u16());
+}
+
+fn is_credentials_error(status: StatusCode) -> bool {
+    status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN
+}
+
 /// A successful upstream answer, streamed to the client through the metering body.
 pub struct Answer {
     pub guard: CallGuard,
@@ -53,14 +70,28 @@ pub struct Answer {
 }
 
 /// With `x-tollgate-cost-usd` for keys that asked for it, on non-stream answers (read whole first).
-pub async fn answer(a: Answer, rid: &str) -> Response {
+/// `max_line`: `gateway.max_sse_line_bytes`.
+pub async fn answer(a: Answer, rid: &str, max_line: usize) -> Response {
     let Answer { mut guard, parts, body, kind, translation, wire, stream, idle, got_headers } = a;
+    // An upstream that answers a stream request with one JSON document (an error object with a 200, a
+    // server that ignores `stream`) is read, metered and translated as one, and reaches the client whole.
+    let json_answer = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.trim_start().starts_with("application/json"));
+    let (kind, translation) = if stream && json_answer {
+        (BodyKind::Json, translation.whole(crate::providers::unix_now()))
+    } else {
+        (kind, translation)
+    };
+    let sse = kind != BodyKind::Json;
     let translating = !matches!(translation, Translation::None);
-    let default_ct = HeaderValue::from_static(if stream { "text/event-stream" } else { "application/json" });
+    let default_ct = HeaderValue::from_static(if sse { "text/event-stream" } else { "application/json" });
     let content_type =
         if translating { default_ct } else { parts.headers.get(header::CONTENT_TYPE).cloned().unwrap_or(default_ct) };
     let mut out = Response::builder().status(parts.status).header(header::CONTENT_TYPE, content_type);
-    if stream {
+    if sse {
         out = out.header(header::CACHE_CONTROL, "no-cache");
     }
     if let Ok(v) = HeaderValue::from_str(rid) {
@@ -70,14 +101,14 @@ pub async fn answer(a: Answer, rid: &str) -> Response {
     if let Some(h) = plan.as_ref().and_then(|p| p.cache_header()) {
         out = out.header("x-tollgate-cache", h);
     }
-    let filter = plan.and_then(|p| p.filter(&guard.event, stream));
+    let filter = plan.and_then(|p| p.filter(&guard.event, sse));
     guard.overhead += got_headers.elapsed();
     let cost_rx = (!stream && guard.wants_cost).then(|| {
         let (tx, rx) = tokio::sync::oneshot::channel();
         guard.cost_report = Some(tx);
         rx
     });
-    let body = Body::new(MeteredBody::new(body, guard, kind, wire, translation, idle).with_filter(filter));
+    let body = Body::new(MeteredBody::new(body, guard, kind, wire, translation, idle, max_line).with_filter(filter));
     let resp = out.body(body).unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response());
     match cost_rx {
         Some(rx) => crate::cost_header::with_cost_header(resp, rx).await,
@@ -96,7 +127,7 @@ pub fn upstream_error(
     bytes: Bytes,
     rid: &str,
 ) -> Response {
-    let resp = if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+    let resp = if is_credentials_error(status) {
         warn!(%upstream, %status, "upstream rejected the gateway's credentials");
         let message = "the upstream provider rejected the gateway's credentials";
         match client {

@@ -19,3 +19,17 @@ pub enum Translation {
     /// A stream, event by event.
     Stream(Box<StreamTranslator>),
 }
+
+impl Translation {
+    /// The same direction for a whole JSON body: what a stream request needs when the upstream answers
+    /// it with one JSON document instead of events.
+    pub fn whole(self, created: u64) -> Translation {
+        match self {
+            Translation::Stream(t) => match *t {
+                StreamTranslator::AnthropicToOpenAi(_) => Translation::JsonAnthropicToOpenAi { created },
+                StreamTranslator::OpenAiToAnthropic(_) => Translation::JsonOpenAiToAnthropic,
+            },
+            other => other,
+        }
+    }
+}
