@@ -30,8 +30,12 @@ if ! command -v redis-server >/dev/null 2>&1; then
 fi
 # The compatibility check replays DDL and report queries on a current ClickHouse (26.x) embedded in the
 # chdb-core wheel.
+# Debian's Python is "externally managed": pip needs python3-pip and --break-system-packages there.
+if ! python3 -m pip --version >/dev/null 2>&1; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-pip
+fi
 if ! python3 -c 'import chdb' >/dev/null 2>&1; then
-  python3 -m pip install -q chdb-core
+  python3 -m pip install -q chdb-core 2>/dev/null || python3 -m pip install -q --break-system-packages chdb-core
 fi
 # The price tests read LiteLLM's real price catalog from the litellm wheel (the file only, no install).
 litellm_dir="${XDG_CACHE_HOME:-$HOME/.cache}/tollgate-test/litellm-1.110.2"
