@@ -18,6 +18,11 @@ pub struct Migration {
 pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 1, name: "calls", sql: include_str!("../../migrations/0001_calls.sql") },
     Migration { version: 2, name: "event_v2", sql: include_str!("../../migrations/0002_event_v2.sql") },
+    Migration {
+        version: 181,
+        name: "endpoint_responses",
+        sql: include_str!("../../migrations/0181_endpoint_responses.sql"),
+    },
 ];
 
 const LEDGER_DDL: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (version UInt32, name String, \

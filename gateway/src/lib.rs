@@ -2,6 +2,7 @@
 //! between the two formats when client and upstream differ) and meter every call.
 //! `app(state)` is the router; `GatewayState::start` builds the state and the metering task's receiver.
 
+pub mod billable;
 mod body;
 pub mod budget;
 pub mod config;

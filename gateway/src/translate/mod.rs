@@ -4,6 +4,11 @@
 
 pub mod request;
 pub mod response;
+#[cfg(test)]
+mod responses_props;
+pub mod responses_request;
+pub mod responses_response;
+pub mod responses_stream;
 pub mod stream;
 
 pub use stream::StreamTranslator;
