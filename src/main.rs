@@ -19,11 +19,13 @@ use tollgate_gateway::budget::config::{
     AdminKeyConfig, BudgetConfig, BudgetConfigSet, BudgetSettings, RateLimitConfig,
 };
 use tollgate_gateway::budget::{BudgetSystem, SpendFuture, SpendQuery, SpendSource};
-use tollgate_gateway::config::{GatewaySettings, KeyConfig, PriceConfig, UpstreamConfig};
+use tollgate_gateway::config::{GatewaySettings, KeyConfig, PriceConfig, RouteConfig, UpstreamConfig};
 use tollgate_gateway::ship::{run_shipper, ShipConfig, ShipMetrics};
 use tollgate_gateway::{GatewayState, ValidatedConfig};
 use tollgate_query::{Engine, QueryConfig, QueryService, TimeRange};
 use tracing::{info, warn};
+
+mod prices_cli;
 
 #[derive(Parser)]
 #[command(name = "tollgate", version, about = "An LLM gateway that meters every call into an exact, attributed record")]
@@ -73,6 +75,32 @@ enum Cmd {
         #[arg(long, default_value = "table")]
         format: String,
     },
+    /// Price catalogs: import a file, show the prices in force, diff a file against them.
+    Prices {
+        #[command(subcommand)]
+        cmd: prices_cli::PricesCmd,
+    },
+    /// Recompute the cost of stored events with the prices in force (after a price fix), in every
+    /// configured store; each run is recorded in an audit trail.
+    Reprice {
+        #[arg(long, default_value = "tollgate.toml")]
+        config: PathBuf,
+        /// YYYY-MM-DD or RFC 3339.
+        #[arg(long)]
+        from: String,
+        /// YYYY-MM-DD (inclusive) or RFC 3339 (exclusive).
+        #[arg(long)]
+        to: String,
+        /// Only events of this served model (or this name with a date suffix).
+        #[arg(long)]
+        model: Option<String>,
+        /// Show what would change; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Who runs it, for the audit trail (default: $USER).
+        #[arg(long)]
+        by: Option<String>,
+    },
     /// Print the `sha256:` hash of a virtual key, for the `hash` field of a `[[keys]]` entry.
     HashKey { key: String },
     /// Apply pending ClickHouse migrations (from `[clickhouse]` in the config, or the URL given).
@@ -110,6 +138,9 @@ struct Config {
     prices: BTreeMap<String, PriceConfig>,
     #[serde(default)]
     upstreams: Vec<UpstreamConfig>,
+    /// Model groups (see the README's "Routes").
+    #[serde(default)]
+    routes: Vec<RouteConfig>,
     #[serde(default)]
     keys: Vec<KeyConfig>,
     /// Spending caps (see the README's "Budgets").
@@ -170,8 +201,11 @@ fn default_data_dir() -> PathBuf {
 fn load(path: &Path) -> Result<(Config, ValidatedConfig), String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("config {}: {e}", path.display()))?;
     let cfg: Config = toml::from_str(&text).map_err(|e| toml_error_line(path, &text, &e))?;
-    let validated = tollgate_gateway::validate(&cfg.upstreams, &cfg.keys, &cfg.prices, &cfg.gateway)
-        .map_err(|e| format!("config {}: {e}", path.display()))?;
+    let base = tollgate_events::prices::store::table_with_stored(&cfg.storage.data_dir)
+        .map_err(|e| format!("config {}: prices: {e}", path.display()))?;
+    let validated =
+        tollgate_gateway::validate_with_prices(base, &cfg.upstreams, &cfg.routes, &cfg.keys, &cfg.prices, &cfg.gateway)
+            .map_err(|e| format!("config {}: {e}", path.display()))?;
     cfg.collector.validate().map_err(|e| format!("config {}: {e}", path.display()))?;
     if cfg.server.listen.parse::<std::net::SocketAddr>().is_err() {
         return Err(format!(
@@ -323,6 +357,41 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Cmd::Prices { cmd } => {
+            // The prices in force: built-in, imported and `[prices]`, without checking upstreams (a config
+            // that names a model only an import will price must still be able to diff and import).
+            let load_prices = |p: &Path| -> Result<tollgate_events::PriceTable, String> {
+                let text = std::fs::read_to_string(p).map_err(|e| format!("config {}: {e}", p.display()))?;
+                let cfg: Config = toml::from_str(&text).map_err(|e| toml_error_line(p, &text, &e))?;
+                let base = tollgate_events::prices::store::table_with_stored(&cfg.storage.data_dir)
+                    .map_err(|e| format!("config {}: prices: {e}", p.display()))?;
+                tollgate_gateway::validate_with_prices(base, &[], &[], &[], &cfg.prices, &cfg.gateway)
+                    .map(|v| v.prices)
+                    .map_err(|e| format!("config {}: {e}", p.display()))
+            };
+            let check = |p: &Path| load(p).map(|_| ());
+            let data_dir = |p: &Path| -> Result<PathBuf, String> {
+                let text = std::fs::read_to_string(p).map_err(|e| format!("config {}: {e}", p.display()))?;
+                let cfg: Config = toml::from_str(&text).map_err(|e| toml_error_line(p, &text, &e))?;
+                Ok(cfg.storage.data_dir)
+            };
+            prices_cli::prices(cmd, &load_prices, &data_dir, &check).unwrap_or_else(|e| {
+                eprintln!("{e}");
+                std::process::exit(1)
+            });
+            Ok(())
+        }
+        Cmd::Reprice { config, from, to, model, dry_run, by } => {
+            let (cfg, v) = load(&config).unwrap_or_else(|e| exit_config(e));
+            let target = prices_cli::RepriceTarget {
+                data_dir: cfg.storage.data_dir.clone(),
+                parquet: cfg.collector.sinks.contains(&SinkKind::Parquet),
+                clickhouse: cfg.clickhouse.clone().filter(|_| cfg.collector.sinks.contains(&SinkKind::Clickhouse)),
+                prices: v.prices,
+            };
+            let who = by.or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "unknown".into());
+            runtime()?.block_on(prices_cli::reprice(target, &from, &to, model, dry_run, who))
+        }
         Cmd::Report { config, from, to, group_by, format } => {
             let (cfg, _) = load(&config).unwrap_or_else(|e| exit_config(e));
             runtime()?.block_on(report(cfg, from, to, group_by, format))
@@ -406,14 +475,22 @@ async fn serve(cfg: Config, validated: ValidatedConfig, mode: Mode, config_path:
     let budget_cfg = budget_set(&config_path, &cfg, &validated).map_err(anyhow::Error::msg)?;
     let budgets =
         BudgetSystem::new(budget_cfg, Arc::new(validated.prices.clone()), Some(data_dir.join("admin-audit.jsonl")));
+    if let Some(w) = validated.prices.staleness_warning_today() {
+        warn!(read_on = tollgate_events::BUILTIN_PRICES_READ_ON, "{w}");
+    }
+    let (gateway, meter_rx) =
+        GatewayState::start_with_budgets(validated, data_dir.join("spool").join("overflow.jsonl"), budgets.clone());
+    // SIGHUP and POST /admin/reload re-read the config and the imported catalog: budgets and prices.
+    let price_book = gateway.meter.prices().clone();
     budgets.set_reloader(Box::new(move || {
         let (c, v) = load(&config_path)?;
-        budget_set(&config_path, &c, &v)
+        let set = budget_set(&config_path, &c, &v)?;
+        info!(models = v.prices.len(), "prices reloaded");
+        price_book.replace(v.prices);
+        Ok(set)
     }));
     budgets.start(Arc::new(QuerySpend(query.clone())));
     spawn_sighup_reload(budgets.clone());
-    let (gateway, meter_rx) =
-        GatewayState::start_with_budgets(validated, data_dir.join("spool").join("overflow.jsonl"), budgets.clone());
     let (coll_tx, coll_rx) = mpsc::channel(tollgate_collector::queue_batches(cfg.collector.queue_capacity));
     let metering = tokio::spawn(tollgate_gateway::run_metering(meter_rx, coll_tx.clone()));
     let grace = Duration::from_millis(cfg.server.shutdown_grace_ms);
@@ -455,8 +532,8 @@ async fn serve(cfg: Config, validated: ValidatedConfig, mode: Mode, config_path:
     let app = tollgate_gateway::app(gateway)
         .merge(query_routes)
         .merge(tollgate_gateway::budget::http::admin_routes(budgets))
-        .merge(axum::Router::new().route("/metrics", axum::routing::get(metrics)).with_state(metrics_state))
-        .fallback(|| async { tollgate_gateway::GatewayError::NotFound });
+        // Unknown paths reach the gateway's fallback: a 404 in OpenAI's shape and one call event.
+        .merge(axum::Router::new().route("/metrics", axum::routing::get(metrics)).with_state(metrics_state));
 
     let listener = tokio::net::TcpListener::bind(&cfg.server.listen)
         .await
@@ -556,6 +633,7 @@ async fn metrics(State(m): State<MetricsState>) -> impl IntoResponse {
     if let Some(g) = &m.gateway {
         g.meter.metrics().render(&mut out, g.meter.queue_depth());
         g.budgets.render(&mut out);
+        g.render_routes(&mut out);
     }
     if let Some(c) = &m.collector {
         let depth = m.collector_tx.as_ref().map(|t| t.max_capacity() - t.capacity()).unwrap_or(0);

@@ -101,13 +101,21 @@ async fn migrate_command_applies_each_migration_once_and_stops_on_a_server_error
     let run = |args: &[&str]| Command::new(bin()).arg("migrate").args(args).output().unwrap();
     let out = run(&["--config", "/nonexistent/tollgate.toml", "--clickhouse-url", &ch.url(), "--database", &db]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("applied migrations [1]"));
+    // Every migration in the binary's list, in order (the list grows with each issue's migrations).
+    let all: Vec<(u64, String)> =
+        tollgate_clickhouse::MIGRATIONS.iter().map(|m| (u64::from(m.version), m.name.to_string())).collect();
+    assert_eq!(all[..2], [(1, "calls".to_string()), (2, "event_v2".to_string())]);
+    let versions: Vec<u32> = tollgate_clickhouse::MIGRATIONS.iter().map(|m| m.version).collect();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains(&format!("applied migrations {versions:?}")), "{stdout}");
     let out = run(&["--config", "/nonexistent/tollgate.toml", "--clickhouse-url", &ch.url(), "--database", &db]);
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("up to date"), "{}", String::from_utf8_lossy(&out.stdout));
     let recorded = ch.rows(&format!("SELECT version, name FROM {db}.schema_migrations")).await;
-    assert_eq!(recorded.len(), 1, "{recorded:?}");
-    assert_eq!((u(&recorded[0], "version"), s(&recorded[0], "name")), (1, "calls"));
+    let mut recorded: Vec<(u64, String)> =
+        recorded.iter().map(|r| (u(r, "version"), s(r, "name").to_string())).collect();
+    recorded.sort();
+    assert_eq!(recorded, all);
     let engine = ch
         .rows(&format!(
             "SELECT engine, partition_key, sorting_key FROM system.tables WHERE database = '{db}' AND name = 'calls'"

@@ -235,9 +235,8 @@ targets = [{{ upstream = "a", model = "resp-a", weight = 50 }}, {{ upstream = "b
         assert_eq!(status, 200, "{v}");
         firsts.push(v["id"].as_str().unwrap().to_string());
     }
-    // Both targets took first turns (50/50 over 6 calls: all on one side has probability 1/32).
-    let on_b = second.requests().len();
-    assert!(on_b < 6 || gw.mock.requests().iter().any(|r| r.path == "/v1/responses"));
+    // Each mock refuses an id it did not create (400), so every 200 below is a follow-up that reached
+    // the upstream holding its conversation, whichever target the weighted split gave the first turn.
     for id in &firsts {
         for _ in 0..3 {
             let (status, v) = post(json!({"model": "resp-split", "input": "more", "previous_response_id": id})).await;

@@ -7,6 +7,7 @@
 pub mod config;
 pub mod error;
 pub mod migrate;
+pub mod reprice;
 pub mod rowbinary;
 pub mod sink;
 

@@ -18,6 +18,12 @@ pub struct Migration {
 pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 1, name: "calls", sql: include_str!("../../migrations/0001_calls.sql") },
     Migration { version: 2, name: "event_v2", sql: include_str!("../../migrations/0002_event_v2.sql") },
+    Migration { version: 141, name: "usage_capped", sql: include_str!("../../migrations/0141_usage_capped.sql") },
+    Migration {
+        version: 142,
+        name: "price_adjustments",
+        sql: include_str!("../../migrations/0142_price_adjustments.sql"),
+    },
     Migration {
         version: 181,
         name: "endpoint_responses",

@@ -108,6 +108,7 @@ fn usage_source_code(u: UsageSource) -> i8 {
         UsageSource::Estimated => 2,
         UsageSource::None => 3,
         UsageSource::EstimatedApprox => 4,
+        UsageSource::Capped => 5,
     }
 }
 

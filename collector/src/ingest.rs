@@ -77,7 +77,8 @@ async fn ingest(State(st): State<IngestState>, headers: HeaderMap, body: Bytes) 
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        match serde_json::from_slice(line) {
+        // Checked for its schema version and required fields: a missing cost must not become $0.
+        match tollgate_events::parse_wire_event(line) {
             Ok(e) => events.push(e),
             Err(e) => return error(StatusCode::BAD_REQUEST, "bad_event", format!("line {}: {e}", i + 1)),
         }

@@ -7,6 +7,7 @@
 pub mod config;
 pub mod ingest;
 pub mod parquet;
+pub mod reprice;
 pub mod wal;
 
 use std::sync::atomic::{AtomicU64, Ordering};

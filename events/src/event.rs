@@ -94,6 +94,9 @@ pub enum UsageSource {
     EstimatedApprox,
     /// No tokens were involved (rejected before reaching a provider).
     None,
+    /// The provider reported counts that were not believable (negative, fractional, far beyond the
+    /// model's window, or a cost beyond u64): they were capped, and a metric and a warning say so.
+    Capped,
 }
 
 impl UsageSource {
@@ -103,6 +106,7 @@ impl UsageSource {
             UsageSource::Estimated => "estimated",
             UsageSource::EstimatedApprox => "estimated_approx",
             UsageSource::None => "none",
+            UsageSource::Capped => "capped",
         }
     }
 }

@@ -4,17 +4,25 @@
 mod arrow_schema;
 mod event;
 mod money;
-mod price;
+pub mod prices;
 pub mod prom;
 mod tokens;
 mod unit_price;
+mod wire;
 
 pub use arrow_schema::{call_event_schema, to_record_batch, CallEventBatchBuilder};
 pub use event::{date_of_day, CallEvent, ClientApi, Endpoint, Outcome, UsageSource, SCHEMA_VERSION};
 pub use money::{format_usd, parse_usd_to_nano, MoneyError};
-pub use price::{ModelPrice, PriceError, PriceSpec, PriceTable, Usage, BUILTIN_PRICES_READ_ON};
+pub use prices::{
+    bound_usage, litellm_to_catalog, parse_catalog, parse_effective_from, strip_date_suffix, tier_of_price_id,
+    usd_per_m, BoundedUsage, Catalog, CatalogEntry, CatalogFormat, Cost, LiteLlmReport, MatchKind, ModelLimits,
+    ModelPrice, PriceBook, PriceError, PriceSource, PriceSpec, PriceTable, PricingResult, RateCard, Rates,
+    ReportedTokens, ServiceTier, Usage, ABSOLUTE_TOKEN_BOUND, BUILTIN_MAX_AGE_DAYS, BUILTIN_PRICES_READ_ON,
+    CATALOG_FORMAT, UNPRICED,
+};
 pub use tokens::TokenEstimator;
 pub use unit_price::{
     wav_duration_ms, UnitCost, UnitPrice, UnitPriceError, UnitPriceSpec, UnitPriceTable, UnitUsage,
     BUILTIN_UNIT_PRICES_READ_ON,
 };
+pub use wire::{parse_wire_event, WireEventError};

@@ -1,5 +1,7 @@
-//! What the user writes in `tollgate.toml` for the gateway: upstreams, virtual keys and price overrides,
-//! and `validate()`, which turns it into the checked form the gateway runs on (no I/O).
+//! What the user writes in `tollgate.toml` for the gateway: upstreams, model routes, virtual keys and
+//! price overrides, and `validate()`, which turns it into the checked form the gateway runs on (no I/O).
+//! Names that live in registries (provider kinds, routing strategies) are checked one level up, in the
+//! crate's `validate`, which sees both this file and the registries.
 
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
@@ -15,7 +17,7 @@ pub struct UpstreamConfig {
     /// `azure_openai`. Clients of either format reach any kind: requests and responses are translated
     /// when the client's format and the upstream's differ, and forwarded byte for byte when they match.
     #[serde(default = "default_kind")]
-    pub kind: UpstreamKind,
+    pub kind: String,
     /// Base URL including the version prefix, e.g. `https://api.openai.com/v1`, `https://api.anthropic.com/v1`
     /// or `http://localhost:11434/v1`.
     /// For `azure_openai`: the resource URL, e.g. `https://my-resource.openai.azure.com`.
@@ -24,8 +26,19 @@ pub struct UpstreamConfig {
     /// without a key (fine for local servers) and a warning is logged at start.
     #[serde(default)]
     pub api_key_env: Option<String>,
-    /// Public model names served by this upstream. Each needs a price (built in or in `[prices]`).
+    /// Public model names served by this upstream. Each needs a price (built in, imported with
+    /// `tollgate prices import`, or in `[prices]`).
     pub models: Vec<String>,
+    /// A priced model whose price covers served models of this upstream that match no price (a local
+    /// server that answers `llama3:8b` for `llama3`). Without it such calls are stored with
+    /// `price_id = "unpriced"`, counted in `tollgate_unpriced_events_total` and logged.
+    #[serde(default)]
+    pub fallback_price: Option<String>,
+    /// Whether this upstream serves OpenAI's Responses API (`/v1/responses`): if so, Responses calls are
+    /// forwarded as they are; if not, they are translated to chat completions (or Messages). Default:
+    /// true for `openai` and `azure_openai`, false for the others.
+    #[serde(default)]
+    pub responses_api: Option<bool>,
     /// `azure_openai` only: model name → deployment name (default: the model name).
     #[serde(default)]
     pub deployments: BTreeMap<String, String>,
@@ -55,15 +68,6 @@ pub struct UpstreamConfig {
     pub default_max_tokens: u64,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum UpstreamKind {
-    Openai,
-    Anthropic,
-    OpenaiCompatible,
-    AzureOpenai,
-}
-
 /// The wire format an upstream (or a client) speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Wire {
@@ -73,20 +77,128 @@ pub enum Wire {
     Anthropic,
 }
 
-impl UpstreamKind {
-    pub fn provider(self) -> &'static str {
-        match self {
-            UpstreamKind::Openai => "openai",
-            UpstreamKind::Anthropic => "anthropic",
-            UpstreamKind::OpenaiCompatible => "openai_compatible",
-            UpstreamKind::AzureOpenai => "azure_openai",
+impl Wire {
+    /// The format of the API a client called.
+    pub fn of_client(client: tollgate_events::ClientApi) -> Wire {
+        match client {
+            tollgate_events::ClientApi::Openai => Wire::OpenAi,
+            tollgate_events::ClientApi::Anthropic => Wire::Anthropic,
         }
     }
+}
 
-    pub fn wire(self) -> Wire {
-        match self {
-            UpstreamKind::Anthropic => Wire::Anthropic,
-            UpstreamKind::Openai | UpstreamKind::OpenaiCompatible | UpstreamKind::AzureOpenai => Wire::OpenAi,
+/// A model group: the public model name clients send and the targets that serve it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// The public model name clients send. It may equal a model listed under an upstream: the route
+    /// then replaces that upstream's one-target route.
+    pub model: String,
+    /// `weighted` (split by `weight`: A/B tests, canaries) or `fallback` (in the order written).
+    #[serde(default = "default_strategy")]
+    pub strategy: String,
+    /// Upstream + model pairs, each a separately billed, separately broken target.
+    pub targets: Vec<TargetConfig>,
+    /// Upstream calls per request at most, the first included. Default: one per target.
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
+    /// `weighted` only: keep each `key` or `user` on one target (a hash of it picks the target), so one
+    /// user sees one variant of an A/B test.
+    #[serde(default)]
+    pub sticky: Option<Sticky>,
+    /// A `Retry-After` longer than this is not waited for: the next target is tried, or the client
+    /// gets the 429.
+    #[serde(default = "default_max_retry_wait_ms")]
+    pub max_retry_wait_ms: u64,
+    /// When a target stops being tried.
+    #[serde(default)]
+    pub breaker: BreakerConfig,
+    /// How many retries the route may add on top of its requests.
+    #[serde(default)]
+    pub retry_budget: RetryBudgetConfig,
+}
+
+/// One target of a route.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetConfig {
+    /// An upstream's `name`.
+    pub upstream: String,
+    /// The model name that upstream serves (recorded as `served_model`; needs a price).
+    pub model: String,
+    /// `weighted`: relative share of first attempts (e.g. 90 and 10). Ignored by `fallback`.
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+/// Who a sticky weighted route keeps on one target.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Sticky {
+    Key,
+    User,
+}
+
+/// A circuit breaker per target: open after `consecutive_failures` failures in a row, or when at least
+/// `min_requests` calls in the last `window_ms` failed at `error_rate_percent` or more; after
+/// `cooldown_ms` one probe call goes through (half-open); its success closes the breaker.
+/// Failures are 429s, 5xx, timeouts and connection errors; a 4xx such as 400 is the request's fault.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerConfig {
+    /// 0 turns the breaker off.
+    #[serde(default = "default_consecutive_failures")]
+    pub consecutive_failures: u32,
+    /// 0 turns the error-rate rule off.
+    #[serde(default = "default_error_rate_percent")]
+    pub error_rate_percent: u32,
+    #[serde(default = "default_breaker_min_requests")]
+    pub min_requests: u32,
+    #[serde(default = "default_window_ms")]
+    pub window_ms: u64,
+    #[serde(default = "default_cooldown_ms")]
+    pub cooldown_ms: u64,
+}
+
+impl BreakerConfig {
+    /// The breaker of a route nobody configured (a model listed under an upstream): off, as before
+    /// routes existed.
+    pub fn off() -> BreakerConfig {
+        BreakerConfig { consecutive_failures: 0, error_rate_percent: 0, ..BreakerConfig::default() }
+    }
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        BreakerConfig {
+            consecutive_failures: default_consecutive_failures(),
+            error_rate_percent: default_error_rate_percent(),
+            min_requests: default_breaker_min_requests(),
+            window_ms: default_window_ms(),
+            cooldown_ms: default_cooldown_ms(),
+        }
+    }
+}
+
+/// Retries may add at most `percent` of the route's requests in the last `window_ms`, plus
+/// `min_retries` per window so that a quiet route can still retry: an outage does not multiply load.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryBudgetConfig {
+    #[serde(default = "default_retry_percent")]
+    pub percent: u32,
+    #[serde(default = "default_window_ms")]
+    pub window_ms: u64,
+    #[serde(default = "default_min_retries")]
+    pub min_retries: u32,
+}
+
+impl Default for RetryBudgetConfig {
+    fn default() -> Self {
+        RetryBudgetConfig {
+            percent: default_retry_percent(),
+            window_ms: default_window_ms(),
+            min_retries: default_min_retries(),
         }
     }
 }
@@ -138,6 +250,13 @@ pub struct PriceConfig {
     /// Defaults to `output`.
     #[serde(default)]
     pub reasoning: Option<Decimal>,
+    /// Cache writes with a 1-hour lifetime; defaults to `cache_write`.
+    #[serde(default)]
+    pub cache_write_1h: Option<Decimal>,
+    /// RFC 3339 time or `YYYY-MM-DD` (UTC) from which this price applies; calls before it keep the
+    /// catalog's price. Default: always.
+    #[serde(default)]
+    pub effective_from: Option<String>,
 }
 
 /// A decimal read as text so that no float rounding reaches money.
@@ -181,8 +300,38 @@ impl Default for GatewaySettings {
     }
 }
 
-fn default_kind() -> UpstreamKind {
-    UpstreamKind::OpenaiCompatible
+fn default_kind() -> String {
+    "openai_compatible".into()
+}
+fn default_strategy() -> String {
+    "fallback".into()
+}
+fn default_weight() -> u32 {
+    1
+}
+fn default_max_retry_wait_ms() -> u64 {
+    2_000
+}
+fn default_consecutive_failures() -> u32 {
+    5
+}
+fn default_error_rate_percent() -> u32 {
+    50
+}
+fn default_breaker_min_requests() -> u32 {
+    20
+}
+fn default_window_ms() -> u64 {
+    10_000
+}
+fn default_cooldown_ms() -> u64 {
+    5_000
+}
+fn default_retry_percent() -> u32 {
+    20
+}
+fn default_min_retries() -> u32 {
+    3
 }
 fn default_azure_api_version() -> String {
     "2024-10-21".into()
@@ -230,9 +379,35 @@ pub struct ValidatedConfig {
     pub upstreams: Vec<UpstreamConfig>,
     pub keys: Vec<ValidatedKey>,
     pub prices: PriceTable,
-    /// model → index into `upstreams`.
+    /// Public model name → index into `routes`.
     pub model_routes: HashMap<String, usize>,
+    /// Every public model's route: models listed under upstreams first, then `[[routes]]`.
+    pub routes: Vec<RouteSpec>,
     pub settings: GatewaySettings,
+}
+
+/// A checked route.
+#[derive(Debug, Clone)]
+pub struct RouteSpec {
+    pub model: String,
+    pub strategy: String,
+    pub targets: Vec<TargetSpec>,
+    pub max_attempts: u32,
+    pub sticky: Option<Sticky>,
+    pub max_retry_wait_ms: u64,
+    pub breaker: BreakerConfig,
+    pub retry_budget: RetryBudgetConfig,
+    /// Written under `[[routes]]`; false for a model listed under its upstream(s).
+    pub configured: bool,
+}
+
+/// A checked target.
+#[derive(Debug, Clone)]
+pub struct TargetSpec {
+    /// Index into `upstreams`.
+    pub upstream: usize,
+    pub model: String,
+    pub weight: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -241,25 +416,41 @@ pub struct ValidatedKey {
     pub digest: [u8; 32],
 }
 
-/// Pure validation: no network, no files.
+/// Pure validation against the built-in prices: no network, no files.
 pub fn validate(
     upstreams: &[UpstreamConfig],
+    routes: &[RouteConfig],
     keys: &[KeyConfig],
     prices: &BTreeMap<String, PriceConfig>,
     settings: &GatewaySettings,
 ) -> Result<ValidatedConfig, ConfigError> {
-    let mut table = PriceTable::builtin();
+    validate_with_prices(PriceTable::builtin(), upstreams, routes, keys, prices, settings)
+}
+
+/// Pure validation on top of `base` (the built-in table plus imported catalogs, read by the caller).
+pub fn validate_with_prices(
+    base: PriceTable,
+    upstreams: &[UpstreamConfig],
+    routes: &[RouteConfig],
+    keys: &[KeyConfig],
+    prices: &BTreeMap<String, PriceConfig>,
+    settings: &GatewaySettings,
+) -> Result<ValidatedConfig, ConfigError> {
+    let mut table = base;
     for (model, p) in prices {
         let spec = PriceSpec {
             input: p.input.text(),
             output: p.output.text(),
             cached_input: p.cached_input.as_ref().map(Decimal::text),
             cache_write: p.cache_write.as_ref().map(Decimal::text),
+            cache_write_1h: p.cache_write_1h.as_ref().map(Decimal::text),
             reasoning: p.reasoning.as_ref().map(Decimal::text),
+            effective_from: p.effective_from.clone(),
         };
         table.set(model, &spec, "config").map_err(|e| err("prices", e.to_string()))?;
     }
-    let mut model_routes = HashMap::new();
+    // Models listed under upstreams, each with its upstreams in config order.
+    let mut listed: Vec<(String, Vec<usize>)> = Vec::new();
     let mut names = std::collections::HashSet::new();
     for (i, u) in upstreams.iter().enumerate() {
         let key = |f: &str| format!("upstreams[{i}].{f}");
@@ -278,17 +469,22 @@ pub fn validate(
         if u.models.is_empty() {
             return Err(err(key("models"), "list at least one model"));
         }
-        for m in &u.models {
-            if table.get(m).is_none() {
-                return Err(err(
-                    key("models"),
-                    format!(
-                        "model `{m}` has no price; add [prices.\"{m}\"] with input and output USD per million tokens"
-                    ),
-                ));
+        if let Some(f) = &u.fallback_price {
+            if table.get(f).is_none() {
+                return Err(err(key("fallback_price"), format!("model `{f}` has no price")));
             }
-            if model_routes.insert(m.clone(), i).is_some() {
-                return Err(err(key("models"), format!("model `{m}` is served by two upstreams")));
+            table.set_route_fallback(&u.name, f);
+        }
+        for m in &u.models {
+            if table.get(m).is_none() && !crate::billable::glue::unit_prices().has_model(m) {
+                return Err(err(key("models"), unpriced(m)));
+            }
+            match listed.iter_mut().find(|(name, _)| name == m) {
+                Some((_, ups)) if ups.contains(&i) => {
+                    return Err(err(key("models"), format!("model `{m}` is listed twice")));
+                }
+                Some((_, ups)) => ups.push(i),
+                None => listed.push((m.clone(), vec![i])),
             }
         }
         for (t, v) in [
@@ -307,6 +503,7 @@ pub fn validate(
             return Err(err(key("anthropic_version"), "must be a version like 2023-06-01"));
         }
     }
+    let (routes, model_routes) = validate_routes(upstreams, routes, &table, listed)?;
     let mut out_keys = Vec::new();
     let mut ids = std::collections::HashSet::new();
     for (i, k) in keys.iter().enumerate() {
@@ -321,7 +518,7 @@ pub fn validate(
             .ok_or_else(|| err(key("hash"), "must be `sha256:` followed by 64 hex digits (see `tollgate hash-key`)"))?;
         for m in &k.models {
             if !model_routes.contains_key(m) {
-                return Err(err(key("models"), format!("model `{m}` is not served by any upstream")));
+                return Err(err(key("models"), format!("model `{m}` is not served by any upstream or route")));
             }
         }
         out_keys.push(ValidatedKey { cfg: k.clone(), digest });
@@ -334,8 +531,96 @@ pub fn validate(
         keys: out_keys,
         prices: table,
         model_routes,
+        routes,
         settings: settings.clone(),
     })
+}
+
+fn unpriced(m: &str) -> String {
+    format!("model `{m}` has no price; add [prices.\"{m}\"] with input and output USD per million tokens")
+}
+
+/// Checks `[[routes]]` and builds every public model's route: a model listed under one upstream is a
+/// one-target route, under several a fallback route in config order; a `[[routes]]` entry of the same
+/// name replaces it.
+fn validate_routes(
+    upstreams: &[UpstreamConfig],
+    routes: &[RouteConfig],
+    prices: &PriceTable,
+    listed: Vec<(String, Vec<usize>)>,
+) -> Result<(Vec<RouteSpec>, HashMap<String, usize>), ConfigError> {
+    let mut configured = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for (i, r) in routes.iter().enumerate() {
+        let key = |f: &str| format!("routes[{i}].{f}");
+        if r.model.is_empty() {
+            return Err(err(key("model"), "must not be empty"));
+        }
+        if !seen.insert(r.model.clone()) {
+            return Err(err(key("model"), format!("`{}` has two routes", r.model)));
+        }
+        if r.targets.is_empty() {
+            return Err(err(key("targets"), "list at least one target"));
+        }
+        let mut targets = Vec::new();
+        for (j, t) in r.targets.iter().enumerate() {
+            let tkey = |f: &str| format!("routes[{i}].targets[{j}].{f}");
+            let Some(up) = upstreams.iter().position(|u| u.name == t.upstream) else {
+                return Err(err(tkey("upstream"), format!("no upstream is named `{}`", t.upstream)));
+            };
+            if prices.get(&t.model).is_none() && !crate::billable::glue::unit_prices().has_model(&t.model) {
+                return Err(err(tkey("model"), unpriced(&t.model)));
+            }
+            if r.strategy == "weighted" && t.weight == 0 {
+                return Err(err(tkey("weight"), "must be greater than 0 (remove the target to stop its traffic)"));
+            }
+            targets.push(TargetSpec { upstream: up, model: t.model.clone(), weight: t.weight });
+        }
+        let max_attempts = r.max_attempts.unwrap_or(targets.len() as u32);
+        if !(1..=10).contains(&max_attempts) {
+            return Err(err(key("max_attempts"), "must be between 1 and 10"));
+        }
+        if r.sticky.is_some() && r.strategy != "weighted" {
+            return Err(err(key("sticky"), "only a `weighted` route can be sticky"));
+        }
+        let b = &r.breaker;
+        if b.window_ms == 0 || b.cooldown_ms == 0 || r.retry_budget.window_ms == 0 {
+            return Err(err(key("breaker"), "window_ms and cooldown_ms must be greater than 0"));
+        }
+        if b.error_rate_percent > 100 {
+            return Err(err(key("breaker.error_rate_percent"), "must be at most 100"));
+        }
+        configured.push(RouteSpec {
+            model: r.model.clone(),
+            strategy: r.strategy.clone(),
+            targets,
+            max_attempts,
+            sticky: r.sticky,
+            max_retry_wait_ms: r.max_retry_wait_ms,
+            breaker: r.breaker.clone(),
+            retry_budget: r.retry_budget.clone(),
+            configured: true,
+        });
+    }
+    let mut out: Vec<RouteSpec> = listed
+        .into_iter()
+        .filter(|(m, _)| !seen.contains(m))
+        .map(|(model, ups)| RouteSpec {
+            targets: ups.iter().map(|&u| TargetSpec { upstream: u, model: model.clone(), weight: 1 }).collect(),
+            // One upstream: no retry, as a single upstream behaved before routes existed.
+            max_attempts: if ups.len() > 1 { ups.len() as u32 } else { 1 },
+            model,
+            strategy: "fallback".into(),
+            sticky: None,
+            max_retry_wait_ms: default_max_retry_wait_ms(),
+            breaker: BreakerConfig::off(),
+            retry_budget: RetryBudgetConfig::default(),
+            configured: false,
+        })
+        .collect();
+    out.extend(configured);
+    let by_model = out.iter().enumerate().map(|(i, r)| (r.model.clone(), i)).collect();
+    Ok((out, by_model))
 }
 
 pub(crate) fn parse_key_hash(s: &str) -> Option<[u8; 32]> {
@@ -360,7 +645,8 @@ mod tests {
 
     #[test]
     fn unpriced_model_is_a_config_error_naming_the_key() {
-        let e = validate(&[upstream(&["llama-3"])], &[], &BTreeMap::new(), &GatewaySettings::default()).unwrap_err();
+        let e =
+            validate(&[upstream(&["llama-3"])], &[], &[], &BTreeMap::new(), &GatewaySettings::default()).unwrap_err();
         assert_eq!(e.key, "upstreams[0].models");
         assert!(e.message.contains("llama-3"), "{e}");
     }
@@ -369,10 +655,10 @@ mod tests {
     fn price_override_makes_it_valid_and_exact() {
         let prices: BTreeMap<String, PriceConfig> =
             toml::from_str("[llama-3]\ninput = 0.0375\noutput = \"0.1\"\n").unwrap();
-        let v = validate(&[upstream(&["llama-3"])], &[], &prices, &GatewaySettings::default()).unwrap();
+        let v = validate(&[upstream(&["llama-3"])], &[], &[], &prices, &GatewaySettings::default()).unwrap();
         let p = v.prices.get("llama-3").unwrap();
-        assert_eq!((p.input, p.output), (37_500_000, 100_000_000));
-        assert_eq!(p.price_id, "llama-3@config");
+        assert_eq!((p.standard.base.input, p.standard.base.output), (37_500_000, 100_000_000));
+        assert!(p.price_id.starts_with("llama-3@config-"), "{}", p.price_id);
     }
 
     #[test]
@@ -381,20 +667,71 @@ mod tests {
             "name = \"a\"\nkind = \"anthropic\"\nbase_url = \"https://api.anthropic.com/v1\"\nmodels = [\"claude-sonnet-4-5\"]",
         )
         .unwrap();
-        assert_eq!((u.kind.wire(), u.kind.provider()), (Wire::Anthropic, "anthropic"));
+        assert_eq!(u.kind, "anthropic");
         assert_eq!((u.anthropic_version.as_str(), u.default_max_tokens), ("2023-06-01", 4096));
-        let v = validate(std::slice::from_ref(&u), &[], &BTreeMap::new(), &GatewaySettings::default()).unwrap();
+        let v = validate(std::slice::from_ref(&u), &[], &[], &BTreeMap::new(), &GatewaySettings::default()).unwrap();
         assert_eq!(v.model_routes["claude-sonnet-4-5"], 0);
         let zero = UpstreamConfig { default_max_tokens: 0, ..u };
-        let e = validate(&[zero], &[], &BTreeMap::new(), &GatewaySettings::default()).unwrap_err();
+        let e = validate(&[zero], &[], &[], &BTreeMap::new(), &GatewaySettings::default()).unwrap_err();
         assert_eq!(e.key, "upstreams[0].default_max_tokens");
     }
 
     #[test]
     fn bad_key_hash_names_the_key() {
         let k: KeyConfig = toml::from_str("id = \"a\"\nhash = \"plaintext\"").unwrap();
-        let e = validate(&[upstream(&["gpt-4o"])], &[k], &BTreeMap::new(), &GatewaySettings::default()).unwrap_err();
+        let e =
+            validate(&[upstream(&["gpt-4o"])], &[], &[k], &BTreeMap::new(), &GatewaySettings::default()).unwrap_err();
         assert_eq!(e.key, "keys[0].hash");
         assert_eq!(hash_key("abc"), "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    }
+
+    fn named(name: &str, models: &[&str]) -> UpstreamConfig {
+        UpstreamConfig { name: name.into(), ..upstream(models) }
+    }
+
+    #[test]
+    fn a_model_under_two_upstreams_is_a_fallback_route_and_routes_replace_it() {
+        let ups = [named("a", &["gpt-4o"]), named("b", &["gpt-4o", "gpt-4o-mini"])];
+        let v = validate(&ups, &[], &[], &BTreeMap::new(), &GatewaySettings::default()).unwrap();
+        let r = &v.routes[v.model_routes["gpt-4o"]];
+        assert_eq!((r.strategy.as_str(), r.max_attempts, r.configured), ("fallback", 2, false));
+        assert_eq!(r.targets.iter().map(|t| t.upstream).collect::<Vec<_>>(), [0, 1]);
+        assert_eq!(v.routes[v.model_routes["gpt-4o-mini"]].max_attempts, 1);
+
+        let routes: Vec<RouteConfig> = toml::from_str::<BTreeMap<String, Vec<RouteConfig>>>(
+            "[[routes]]\nmodel = \"gpt-4o\"\nstrategy = \"weighted\"\nsticky = \"user\"\n\
+             targets = [{ upstream = \"b\", model = \"gpt-4o\", weight = 90 }, { upstream = \"a\", model = \"gpt-4o-mini\", weight = 10 }]",
+        )
+        .unwrap()
+        .remove("routes")
+        .unwrap();
+        let v = validate(&ups, &routes, &[], &BTreeMap::new(), &GatewaySettings::default()).unwrap();
+        let r = &v.routes[v.model_routes["gpt-4o"]];
+        assert!(r.configured);
+        assert_eq!(r.targets.iter().map(|t| (t.upstream, t.weight)).collect::<Vec<_>>(), [(1, 90), (0, 10)]);
+        assert_eq!(v.routes.len(), 2, "the listed gpt-4o gave way to the route");
+
+        let bad = |toml_text: &str| {
+            let routes =
+                toml::from_str::<BTreeMap<String, Vec<RouteConfig>>>(toml_text).unwrap().remove("routes").unwrap();
+            validate(&ups, &routes, &[], &BTreeMap::new(), &GatewaySettings::default()).unwrap_err().key
+        };
+        assert_eq!(
+            bad("[[routes]]\nmodel = \"x\"\ntargets = [{ upstream = \"c\", model = \"gpt-4o\" }]"),
+            "routes[0].targets[0].upstream"
+        );
+        assert_eq!(
+            bad("[[routes]]\nmodel = \"x\"\ntargets = [{ upstream = \"a\", model = \"llama\" }]"),
+            "routes[0].targets[0].model"
+        );
+        assert_eq!(bad("[[routes]]\nmodel = \"x\"\ntargets = []"), "routes[0].targets");
+        assert_eq!(
+            bad("[[routes]]\nmodel = \"x\"\nsticky = \"key\"\ntargets = [{ upstream = \"a\", model = \"gpt-4o\" }]"),
+            "routes[0].sticky"
+        );
+        assert_eq!(
+            bad("[[routes]]\nmodel = \"x\"\nmax_attempts = 0\ntargets = [{ upstream = \"a\", model = \"gpt-4o\" }]"),
+            "routes[0].max_attempts"
+        );
     }
 }

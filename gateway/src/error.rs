@@ -29,8 +29,14 @@ pub enum GatewayError {
     UpstreamUnreachable,
     #[error("the upstream provider did not answer in time")]
     UpstreamTimeout,
+    /// Every target of the route has its circuit breaker open.
+    #[error("no upstream for `{0}` is available right now (all its targets are failing); retry later")]
+    NoHealthyTarget(String),
     #[error("not found")]
     NotFound,
+    /// A stored Responses API response this gateway did not see created (or has forgotten).
+    #[error("no response with id `{0}` is known to this gateway (translated responses are not stored)")]
+    UnknownResponse(String),
     /// A budget that covers the call has no room for it (and no cheaper model that fits).
     #[error("budget `{budget}` exceeded: cap {cap_usd} USD per {period}; resets at {resets_at}")]
     BudgetExceeded { budget: String, cap_usd: String, period: &'static str, resets_at: String, retry_after_s: u64 },
@@ -49,7 +55,8 @@ impl GatewayError {
             GatewayError::ModelNotAllowed(_) | GatewayError::QueryNotAllowed => StatusCode::FORBIDDEN,
             GatewayError::UpstreamUnreachable => StatusCode::BAD_GATEWAY,
             GatewayError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
-            GatewayError::NotFound => StatusCode::NOT_FOUND,
+            GatewayError::NoHealthyTarget(_) => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::NotFound | GatewayError::UnknownResponse(_) => StatusCode::NOT_FOUND,
             GatewayError::BudgetExceeded { .. } | GatewayError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
@@ -67,7 +74,9 @@ impl GatewayError {
             GatewayError::QueryNotAllowed => ("invalid_request_error", "query_not_allowed"),
             GatewayError::UpstreamUnreachable => ("api_error", "upstream_unreachable"),
             GatewayError::UpstreamTimeout => ("api_error", "upstream_timeout"),
+            GatewayError::NoHealthyTarget(_) => ("api_error", "no_healthy_upstream"),
             GatewayError::NotFound => ("invalid_request_error", "not_found"),
+            GatewayError::UnknownResponse(_) => ("invalid_request_error", "response_not_found"),
             GatewayError::BudgetExceeded { .. } => ("budget_exceeded", "budget_exceeded"),
             GatewayError::RateLimited { .. } => ("rate_limit_error", "rate_limit_exceeded"),
         }
@@ -83,8 +92,9 @@ impl GatewayError {
             | GatewayError::UnknownModel(_)
             | GatewayError::ModelNotAllowed(_)
             | GatewayError::QueryNotAllowed
-            | GatewayError::NotFound => Outcome::InvalidRequest,
-            GatewayError::UpstreamUnreachable => Outcome::UpstreamError,
+            | GatewayError::NotFound
+            | GatewayError::UnknownResponse(_) => Outcome::InvalidRequest,
+            GatewayError::UpstreamUnreachable | GatewayError::NoHealthyTarget(_) => Outcome::UpstreamError,
             GatewayError::UpstreamTimeout => Outcome::Timeout,
             GatewayError::BudgetExceeded { .. } => Outcome::RejectedBudget,
             GatewayError::RateLimited { .. } => Outcome::RejectedRateLimit,

@@ -1,39 +1,92 @@
-//! The gateway: OpenAI- and Anthropic-format endpoints that forward to configured upstreams (translating
-//! between the two formats when client and upstream differ) and meter every call.
-//! `app(state)` is the router; `GatewayState::start` builds the state and the metering task's receiver.
+//! The gateway: OpenAI- and Anthropic-format endpoints that route each call to one of its model's
+//! targets (translating between the two formats when client and upstream differ) and meter every
+//! upstream attempt. A request walks the phases of `pipeline` (authenticate → parse → `admission` →
+//! `routing` → attempt through `providers` → `respond` → `finish`); this file holds the state and the
+//! HTTP routes. `GatewayState::start` builds the state and the metering task's receiver.
 
+pub mod admission;
 pub mod billable;
-mod body;
 pub mod budget;
+pub mod call;
 pub mod config;
 mod error;
+pub mod finish;
 mod keys;
-pub mod meter;
 pub mod metrics;
-mod proxy;
+pub mod pipeline;
+pub mod providers;
+pub mod respond;
+pub mod routing;
 pub mod ship;
 pub mod translate;
 
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use http::HeaderMap;
-use std::collections::HashMap;
+use http::{header, HeaderMap};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use tollgate_events::{ClientApi, Endpoint, PriceTable};
 
-pub use config::{hash_key, validate, ConfigError, ValidatedConfig};
+pub use config::{hash_key, ConfigError, ValidatedConfig};
 pub use error::{anthropic_error_response, openai_error_response, GatewayError};
-pub use meter::{run_metering, Meter, MeterReceiver};
+pub use finish::meter::{run_metering, Meter, MeterReceiver};
 pub use metrics::GatewayMetrics;
 
+use config::{err, GatewaySettings, KeyConfig, PriceConfig, RouteConfig, UpstreamConfig};
 use keys::KeyStore;
-use proxy::Upstream;
+use pipeline::Pipeline;
+use providers::Upstream;
+use routing::RouteTable;
+
+/// Checks the gateway's part of the config against the built-in prices (pure: no network, no files);
+/// the error names the key.
+pub fn validate(
+    upstreams: &[UpstreamConfig],
+    routes: &[RouteConfig],
+    keys: &[KeyConfig],
+    prices: &BTreeMap<String, PriceConfig>,
+    settings: &GatewaySettings,
+) -> Result<ValidatedConfig, ConfigError> {
+    validate_with_prices(PriceTable::builtin(), upstreams, routes, keys, prices, settings)
+}
+
+/// As [`validate`], on top of `base` (the built-in table plus imported catalogs, read by the caller).
+pub fn validate_with_prices(
+    base: PriceTable,
+    upstreams: &[UpstreamConfig],
+    routes: &[RouteConfig],
+    keys: &[KeyConfig],
+    prices: &BTreeMap<String, PriceConfig>,
+    settings: &GatewaySettings,
+) -> Result<ValidatedConfig, ConfigError> {
+    // Names that live in registries first: config::validate builds routes from them.
+    for (i, u) in upstreams.iter().enumerate() {
+        if providers::by_kind(&u.kind).is_none() {
+            let kinds: Vec<&str> = providers::PROVIDERS.iter().map(|p| p.kind()).collect();
+            return Err(err(
+                format!("upstreams[{i}].kind"),
+                format!("unknown kind `{}`; use one of {}", u.kind, kinds.join(", ")),
+            ));
+        }
+    }
+    for (i, r) in routes.iter().enumerate() {
+        if !routing::strategy_known(&r.strategy) {
+            let names: Vec<&str> = routing::STRATEGIES.iter().map(|(n, _)| *n).collect();
+            return Err(err(
+                format!("routes[{i}].strategy"),
+                format!("unknown strategy `{}`; use one of {}", r.strategy, names.join(", ")),
+            ));
+        }
+    }
+    config::validate_with_prices(base, upstreams, routes, keys, prices, settings)
+}
 
 pub struct GatewayState {
     pub cfg: ValidatedConfig,
-    keys: KeyStore,
-    upstreams: Vec<Arc<Upstream>>,
-    by_model: HashMap<String, Arc<Upstream>>,
+    pipeline: Pipeline,
     pub meter: Meter,
     /// Budgets and rate limits checked at admission.
     pub budgets: Arc<budget::BudgetSystem>,
@@ -54,38 +107,135 @@ impl GatewayState {
         budgets: Arc<budget::BudgetSystem>,
     ) -> (Arc<GatewayState>, MeterReceiver) {
         let metrics = Arc::new(GatewayMetrics::default());
-        let (meter, rx) =
-            Meter::new(cfg.settings.event_queue_capacity, Arc::new(cfg.prices.clone()), spill_path, metrics);
-        let upstreams: Vec<Arc<Upstream>> = cfg.upstreams.iter().cloned().map(|u| Arc::new(Upstream::new(u))).collect();
-        let by_model = cfg.model_routes.iter().map(|(m, i)| (m.clone(), upstreams[*i].clone())).collect();
-        let keys = KeyStore::new(&cfg.keys);
-        (Arc::new(GatewayState { cfg, keys, upstreams, by_model, meter, budgets }), rx)
-    }
-
-    fn route(&self, model: &str) -> Option<Arc<Upstream>> {
-        self.by_model.get(model).cloned()
+        let prices = Arc::new(tollgate_events::PriceBook::new(cfg.prices.clone()));
+        let (meter, rx) = Meter::new(cfg.settings.event_queue_capacity, prices, spill_path, metrics);
+        // Validation checked every kind, so no upstream is left out here.
+        let upstreams: Vec<Arc<Upstream>> =
+            cfg.upstreams.iter().cloned().filter_map(Upstream::new).map(Arc::new).collect();
+        let routes = Arc::new(RouteTable::new(&cfg.routes, &upstreams));
+        let pipeline = Pipeline {
+            keys: KeyStore::new(&cfg.keys),
+            admission: admission::steps(&budgets, &routes),
+            routes,
+            meter: meter.clone(),
+            max_request_bytes: cfg.settings.max_request_bytes,
+        };
+        (Arc::new(GatewayState { cfg, pipeline, meter, budgets }), rx)
     }
 
     /// Whether these headers carry a key allowed to read the query API.
     pub fn query_allowed(&self, headers: &HeaderMap) -> Result<(), GatewayError> {
-        let k = self.keys.authenticate(headers)?;
+        let k = self.pipeline.keys.authenticate(headers)?;
         if k.cfg.query {
             Ok(())
         } else {
             Err(GatewayError::QueryNotAllowed)
         }
     }
+
+    /// Retries and circuit breakers, for `/metrics`.
+    pub fn render_routes(&self, out: &mut String) {
+        metrics::render_routes(out, &self.pipeline.routes.series());
+    }
+}
+
+async fn chat(State(st): State<Arc<GatewayState>>, req: Request) -> Response {
+    st.pipeline.run(req, Endpoint::Chat, ClientApi::Openai).await
+}
+
+async fn completions(State(st): State<Arc<GatewayState>>, req: Request) -> Response {
+    st.pipeline.run(req, Endpoint::Completions, ClientApi::Openai).await
+}
+
+async fn embeddings(State(st): State<Arc<GatewayState>>, req: Request) -> Response {
+    st.pipeline.run(req, Endpoint::Embeddings, ClientApi::Openai).await
+}
+
+/// `POST /v1/messages`: Anthropic's Messages API.
+async fn messages(State(st): State<Arc<GatewayState>>, req: Request) -> Response {
+    st.pipeline.run(req, Endpoint::Messages, ClientApi::Anthropic).await
+}
+
+/// `POST /v1/responses`: OpenAI's Responses API.
+async fn responses(State(st): State<Arc<GatewayState>>, req: Request) -> Response {
+    st.pipeline.run(req, Endpoint::Responses, ClientApi::Openai).await
+}
+
+async fn audio_transcriptions(State(st): State<Arc<GatewayState>>, req: Request) -> Response {
+    st.pipeline.run(req, Endpoint::AudioTranscriptions, ClientApi::Openai).await
+}
+
+async fn audio_translations(State(st): State<Arc<GatewayState>>, req: Request) -> Response {
+    st.pipeline.run(req, Endpoint::AudioTranslations, ClientApi::Openai).await
+}
+
+async fn audio_speech(State(st): State<Arc<GatewayState>>, req: Request) -> Response {
+    st.pipeline.run(req, Endpoint::AudioSpeech, ClientApi::Openai).await
+}
+
+async fn images(State(st): State<Arc<GatewayState>>, req: Request) -> Response {
+    st.pipeline.run(req, Endpoint::Images, ClientApi::Openai).await
+}
+
+async fn moderations(State(st): State<Arc<GatewayState>>, req: Request) -> Response {
+    st.pipeline.run(req, Endpoint::Moderations, ClientApi::Openai).await
+}
+
+async fn count_tokens(State(st): State<Arc<GatewayState>>, req: Request) -> Response {
+    st.pipeline.count_tokens(req).await
+}
+
+/// `GET /v1/models`: the models this key may call.
+async fn models(State(st): State<Arc<GatewayState>>, headers: HeaderMap) -> Response {
+    let key = match st.pipeline.keys.authenticate(&headers) {
+        Ok(k) => k,
+        Err(e) => return e.into_response(),
+    };
+    let data: Vec<serde_json::Value> = st
+        .pipeline
+        .routes
+        .routes
+        .iter()
+        .filter(|r| key.may_use(&r.spec.model))
+        .map(|r| {
+            let owner = r.targets.first().map(|t| t.upstream.cfg.name.as_str()).unwrap_or("tollgate");
+            serde_json::json!({"id": r.spec.model, "object": "model", "created": 0, "owned_by": owner})
+        })
+        .collect();
+    let body = serde_json::json!({"object": "list", "data": data});
+    ([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+}
+
+/// `GET /v1/routes` (keys with `query = true`).
+async fn routes(State(st): State<Arc<GatewayState>>, headers: HeaderMap) -> Response {
+    if let Err(e) = st.query_allowed(&headers) {
+        return e.into_response();
+    }
+    let body = routing::http::routes_json(&st.pipeline.routes);
+    ([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
 }
 
 /// The gateway's routes.
 pub fn app(state: Arc<GatewayState>) -> Router {
     Router::new()
-        .route("/v1/chat/completions", post(proxy::chat))
-        .route("/v1/completions", post(proxy::completions))
-        .route("/v1/embeddings", post(proxy::embeddings))
-        .route("/v1/messages", post(proxy::messages))
-        .route("/v1/messages/count_tokens", post(proxy::count_tokens))
-        .route("/v1/models", get(proxy::models))
+        .route("/v1/chat/completions", post(chat))
+        .route("/v1/completions", post(completions))
+        .route("/v1/embeddings", post(embeddings))
+        .route("/v1/messages", post(messages))
+        .route("/v1/messages/count_tokens", post(count_tokens))
+        .route("/v1/models", get(models))
+        .route("/v1/routes", get(routes))
+        .route("/v1/responses", post(responses))
+        .route(
+            "/v1/responses/{id}",
+            get(billable::handlers::get_response).delete(billable::handlers::delete_response),
+        )
+        .route("/v1/audio/transcriptions", post(audio_transcriptions))
+        .route("/v1/audio/translations", post(audio_translations))
+        .route("/v1/audio/speech", post(audio_speech))
+        .route("/v1/images/generations", post(images))
+        .route("/v1/moderations", post(moderations))
+        .fallback(billable::handlers::unknown_endpoint)
         .route("/healthz", get(|| async { "ok" }))
         .with_state(state)
 }

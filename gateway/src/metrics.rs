@@ -45,6 +45,10 @@ pub struct GatewayMetrics {
     pub events_replayed: Counter,
     /// Events that could be neither queued nor spilled (disk error). Should stay 0; logged loudly.
     pub events_lost: Counter,
+    /// Events with tokens but no matching price (stored with `price_id = "unpriced"`).
+    pub unpriced_events: Counter,
+    /// Events whose provider-reported usage was capped (`usage_source = "capped"`).
+    pub usage_capped: Counter,
     /// model → outcome → counters; looked up by `&str`, so the common case allocates nothing.
     by_model: Mutex<BTreeMap<String, BTreeMap<&'static str, ModelCounters>>>,
 }
@@ -106,6 +110,20 @@ impl GatewayMetrics {
         );
         scalar(
             out,
+            "tollgate_unpriced_events_total",
+            "Call events with tokens whose model matched no price (price_id \"unpriced\", cost 0).",
+            "counter",
+            self.unpriced_events.get(),
+        );
+        scalar(
+            out,
+            "tollgate_usage_capped_total",
+            "Call events whose provider-reported token counts were not believable and were capped.",
+            "counter",
+            self.usage_capped.get(),
+        );
+        scalar(
+            out,
             "tollgate_event_queue_depth",
             "Events waiting in the gateway's metering queue.",
             "gauge",
@@ -144,4 +162,59 @@ impl GatewayMetrics {
 
 fn escape(s: &str) -> String {
     s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// A route's routing series (configured routes only).
+pub struct RouteSeries<'a> {
+    pub route: &'a str,
+    pub retries: u64,
+    pub retries_denied: u64,
+    pub targets: Vec<TargetSeries<'a>>,
+}
+
+pub struct TargetSeries<'a> {
+    pub target: &'a str,
+    /// 0 closed, 1 open, 2 half-open.
+    pub state: u8,
+    pub opened: u64,
+}
+
+/// Retries and circuit-breaker state per route and target.
+pub fn render_routes(out: &mut String, routes: &[RouteSeries<'_>]) {
+    if routes.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "# HELP tollgate_route_retries_total Retries granted by the route's retry budget.\n# TYPE tollgate_route_retries_total counter");
+    for r in routes {
+        let _ = writeln!(out, "tollgate_route_retries_total{{route=\"{}\"}} {}", escape(r.route), r.retries);
+    }
+    let _ = writeln!(out, "# HELP tollgate_route_retries_denied_total Retries refused because the retry budget was used up.\n# TYPE tollgate_route_retries_denied_total counter");
+    for r in routes {
+        let _ =
+            writeln!(out, "tollgate_route_retries_denied_total{{route=\"{}\"}} {}", escape(r.route), r.retries_denied);
+    }
+    let _ = writeln!(out, "# HELP tollgate_breaker_state Circuit breaker per target: 0 closed, 1 open, 2 half-open.\n# TYPE tollgate_breaker_state gauge");
+    for r in routes {
+        for t in &r.targets {
+            let _ = writeln!(
+                out,
+                "tollgate_breaker_state{{route=\"{}\",target=\"{}\"}} {}",
+                escape(r.route),
+                escape(t.target),
+                t.state
+            );
+        }
+    }
+    let _ = writeln!(out, "# HELP tollgate_breaker_opened_total Times a target's circuit breaker opened.\n# TYPE tollgate_breaker_opened_total counter");
+    for r in routes {
+        for t in &r.targets {
+            let _ = writeln!(
+                out,
+                "tollgate_breaker_opened_total{{route=\"{}\",target=\"{}\"}} {}",
+                escape(r.route),
+                escape(t.target),
+                t.opened
+            );
+        }
+    }
 }

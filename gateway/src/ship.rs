@@ -232,7 +232,7 @@ impl Outbox {
 }
 
 struct Sender {
-    client: crate::proxy::HttpClient,
+    client: crate::providers::HttpClient,
     url: String,
     token: Option<String>,
     gateway_id: String,
@@ -430,7 +430,7 @@ pub async fn run_shipper(
 }
 
 fn make_sender(cfg: &ShipConfig, data_dir: &Path) -> std::io::Result<Sender> {
-    let client = crate::proxy::http_client(Duration::from_millis(cfg.timeout_ms));
+    let client = crate::providers::http_client(Duration::from_millis(cfg.timeout_ms));
     Ok(Sender {
         client,
         url: cfg.collector_url.trim_end_matches('/').to_string(),

@@ -135,13 +135,13 @@ fn parse(headers: &HeaderMap, body: &Bytes) -> Result<MessagesRequest, String> {
     serde_json::from_slice::<MessagesRequest>(body).map_err(|e| format!("invalid JSON body: {e}"))
 }
 
-pub(crate) async fn count_tokens(headers: &HeaderMap, body: &Bytes) -> Response {
+pub(crate) async fn count_tokens(shared: &Arc<Shared>, headers: &HeaderMap, body: &Bytes) -> Response {
     let req = match parse(headers, body) {
         Ok(r) => r,
         Err(message) => return invalid(&message),
     };
     let p = texts_of(&req);
-    let d = match directive::from_texts(p.texts.iter().copied()) {
+    let d = match directive::from_texts(p.texts.iter().copied(), shared.instance().as_deref()) {
         Ok(d) => d,
         Err(message) => return invalid(&message),
     };
@@ -159,7 +159,7 @@ pub(crate) async fn messages(shared: &Arc<Shared>, headers: &HeaderMap, body: &B
         return invalid("max_tokens: Field required");
     }
     let p = texts_of(&req);
-    let d = match directive::from_texts(p.texts.iter().copied()) {
+    let d = match directive::from_texts(p.texts.iter().copied(), shared.instance().as_deref()) {
         Ok(d) => d,
         Err(message) => return invalid(&message),
     };
@@ -204,14 +204,7 @@ pub(crate) async fn messages(shared: &Arc<Shared>, headers: &HeaderMap, body: &B
         return json_ok(shared, Bytes::from(m.whole().to_string()));
     }
     let (frames, content) = m.events();
-    let stop = if d.hang {
-        Stop::Hang(1)
-    } else if let Some(n) = d.cut {
-        Stop::Cut(usize::try_from(n).map_or(content.end, |n| content.start.saturating_add(n).min(content.end)))
-    } else {
-        Stop::Never
-    };
-    sse_ok(FramesBody::stream(frames, content, Duration::from_millis(d.delay_ms), stop, Arc::clone(shared)))
+    crate::responses::paced_stream(shared, &d, frames, content)
 }
 
 /// Replays a recorded `NAME.sse` (streams: events separated by blank lines, sent as they are) or

@@ -22,6 +22,8 @@ pub(crate) struct Directives {
     pub call: bool,
     /// Built-in web search calls to report in a Responses answer.
     pub web_search: u64,
+    /// Stream: send the headers, then nothing (the body hangs before its first frame).
+    pub silent: bool,
 }
 
 const OPEN: &str = "MOCK[";
@@ -55,6 +57,12 @@ fn number<T: std::str::FromStr>(key: &str, value: Option<&str>) -> Result<T, Str
 /// Parses the inside of `MOCK[...]`; unknown keys are an error so typos do not pass silently.
 pub(crate) fn parse(inner: &str) -> Result<Directives, String> {
     let mut d = Directives::default();
+    parse_into(&mut d, inner)?;
+    Ok(d)
+}
+
+/// Applies the directives in `inner` on top of `d` (what it names replaces what `d` had).
+pub(crate) fn parse_into(d: &mut Directives, inner: &str) -> Result<(), String> {
     for item in inner.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         let (key, value) = match item.split_once('=') {
             Some((k, v)) => (k.trim(), Some(v.trim())),
@@ -75,6 +83,7 @@ pub(crate) fn parse(inner: &str) -> Result<Directives, String> {
             "hang" => d.hang = true,
             "call" => d.call = true,
             "web_search" => d.web_search = number(key, value)?,
+            "silent" => d.silent = true,
             "finish" => d.finish = Some(value.unwrap_or_default().to_owned()),
             "fixture" => {
                 let name = value.unwrap_or_default();
@@ -89,18 +98,23 @@ pub(crate) fn parse(inner: &str) -> Result<Directives, String> {
             other => return Err(format!("unknown MOCK directive `{other}`")),
         }
     }
-    Ok(d)
+    Ok(())
 }
 
-/// Directives of the last `MOCK[...]` in `texts`, or the defaults when there is none.
-pub(crate) fn from_texts<'a, I>(texts: I) -> Result<Directives, String>
+/// Directives of the last `MOCK[...]` in `texts`, or the defaults when there is none, with this
+/// instance's own directives (`instance`, same syntax) applied on top.
+pub(crate) fn from_texts<'a, I>(texts: I, instance: Option<&str>) -> Result<Directives, String>
 where
     I: DoubleEndedIterator<Item = &'a str>,
 {
-    match find_last(texts) {
-        Some(inner) => parse(inner),
-        None => Ok(Directives::default()),
+    let mut d = match find_last(texts) {
+        Some(inner) => parse(inner)?,
+        None => Directives::default(),
+    };
+    if let Some(inner) = instance {
+        parse_into(&mut d, inner)?;
     }
+    Ok(d)
 }
 
 #[cfg(test)]
@@ -110,10 +124,13 @@ mod tests {
     #[test]
     fn last_occurrence_wins() {
         let texts = ["MOCK[tokens=1]", "hi MOCK[tokens=2] and MOCK[tokens=3, no_usage] MOCK[oops"];
-        let d = from_texts(texts.iter().copied()).unwrap();
+        let d = from_texts(texts.iter().copied(), None).unwrap();
         assert_eq!(d.tokens, Some(3));
         assert!(d.no_usage);
-        assert_eq!(from_texts(["plain"].into_iter()).unwrap(), Directives::default());
+        assert_eq!(from_texts(["plain"].into_iter(), None).unwrap(), Directives::default());
+        // The instance's own directives win over the prompt's for what they name.
+        let d = from_texts(["MOCK[tokens=3,status=200]"].into_iter(), Some("status=500")).unwrap();
+        assert_eq!((d.tokens, d.status), (Some(3), Some(500)));
     }
 
     #[test]

@@ -12,6 +12,9 @@
 //! `tokens`, `prompt_tokens`, `cached`, `cache_write` (Anthropic), `reasoning`, `delay_ms`,
 //! `first_delay_ms`, `status`, `retry_after`, `cut`, `no_usage`, `finish`, `fixture`, `hang`, `call`
 //! (Responses, Anthropic: call the first function tool), `web_search` (Responses).
+//! Several instances can play different upstreams: [`MockUpstream::set_directives`] gives one instance
+//! directives of its own (same syntax), applied on top of every prompt's, e.g. `status=500` or
+//! `first_delay_ms=3000`; change them at any time, e.g. to heal a failing upstream.
 
 mod anthropic;
 mod body;
@@ -86,6 +89,9 @@ pub(crate) struct Shared {
     next_id: AtomicU64,
     fixture_dir: PathBuf,
     responses: responses::Store,
+    /// This instance's own directives (the inside of a `MOCK[...]`) and for how many more requests
+    /// they apply (`None`: until changed).
+    instance: Mutex<Option<(String, Option<u64>)>>,
 }
 
 /// A running mock server; dropping it stops accepting connections.
@@ -128,6 +134,7 @@ impl MockUpstream {
             next_id: AtomicU64::new(1),
             fixture_dir: dir,
             responses: responses::Store::default(),
+            instance: Mutex::new(None),
         });
         let app = Router::new().fallback(handle).with_state(Arc::clone(&shared));
         // Small SSE frames must not wait on Nagle + delayed ACK.
@@ -171,6 +178,24 @@ impl MockUpstream {
         self.shared.answered.load(Ordering::Relaxed)
     }
 
+    /// Gives this instance directives of its own (e.g. `status=500` or `first_delay_ms=2000`), applied
+    /// on top of each request's; an empty string clears them. Refused if they do not parse.
+    pub fn set_directives(&self, directives: &str) -> Result<(), String> {
+        self.set_instance(directives, None)
+    }
+
+    /// As [`set_directives`](Self::set_directives), for the next `n` requests only.
+    pub fn set_directives_for(&self, directives: &str, n: u64) -> Result<(), String> {
+        self.set_instance(directives, Some(n))
+    }
+
+    fn set_instance(&self, directives: &str, n: Option<u64>) -> Result<(), String> {
+        directive::parse(directives)?;
+        let v = if directives.trim().is_empty() { None } else { Some((directives.to_owned(), n)) };
+        *self.shared.instance.lock().unwrap_or_else(PoisonError::into_inner) = v;
+        Ok(())
+    }
+
     /// 2xx bodies that went away before their last frame: client hang-ups, `cut`, `hang`.
     pub fn dropped_early(&self) -> u64 {
         self.shared.dropped_early.load(Ordering::Relaxed)
@@ -188,6 +213,20 @@ fn local_any_port() -> SocketAddr {
 }
 
 impl Shared {
+    /// This instance's directives for the request being handled (counting it, when they are limited).
+    pub(crate) fn instance(&self) -> Option<String> {
+        let mut g = self.instance.lock().unwrap_or_else(PoisonError::into_inner);
+        let (d, left) = g.as_mut()?;
+        match left {
+            Some(0) => None,
+            Some(n) => {
+                *n -= 1;
+                Some(d.clone())
+            }
+            None => Some(d.clone()),
+        }
+    }
+
     fn lock_requests(&self) -> std::sync::MutexGuard<'_, VecDeque<RecordedRequest>> {
         self.requests.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -232,7 +271,7 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     match (&parts.method, path) {
         (&Method::POST, "/v1/chat/completions") => chat(&shared, &body).await,
         (&Method::POST, "/v1/messages") => anthropic::messages(&shared, &parts.headers, &body).await,
-        (&Method::POST, "/v1/messages/count_tokens") => anthropic::count_tokens(&parts.headers, &body).await,
+        (&Method::POST, "/v1/messages/count_tokens") => anthropic::count_tokens(&shared, &parts.headers, &body).await,
         // Azure OpenAI: /openai/deployments/{deployment}/chat/completions?api-version=…
         (&Method::POST, p) if p.starts_with("/openai/deployments/") && p.ends_with("/chat/completions") => {
             chat(&shared, &body).await
@@ -330,7 +369,7 @@ async fn chat(shared: &Arc<Shared>, body: &Bytes) -> Response {
             None => {}
         }
     }
-    let d = match directive::from_texts(texts.iter().copied()) {
+    let d = match directive::from_texts(texts.iter().copied(), shared.instance().as_deref()) {
         Ok(d) => d,
         Err(message) => return invalid_request(&message, "invalid_mock_directive"),
     };
@@ -385,7 +424,9 @@ async fn chat(shared: &Arc<Shared>, body: &Bytes) -> Response {
     };
     // Frame 0 is the role chunk; the finish chunk sits right after the content chunks.
     let finish_at = frames.content.end;
-    let stop = if d.hang {
+    let stop = if d.silent {
+        Stop::Hang(0)
+    } else if d.hang {
         Stop::Hang(1)
     } else if let Some(n) = d.cut {
         Stop::Cut(usize::try_from(n).map_or(finish_at, |n| n.saturating_add(1).min(finish_at)))
@@ -495,7 +536,7 @@ async fn embeddings(shared: &Arc<Shared>, body: &Bytes) -> Response {
         }
         _ => return invalid_request("'input' must be a string or an array", "invalid_input"),
     };
-    let d = match directive::from_texts(texts.iter().copied()) {
+    let d = match directive::from_texts(texts.iter().copied(), shared.instance().as_deref()) {
         Ok(d) => d,
         Err(message) => return invalid_request(&message, "invalid_mock_directive"),
     };

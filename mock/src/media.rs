@@ -41,8 +41,9 @@ async fn form_fields(headers: &HeaderMap, body: &Bytes) -> Result<Vec<FormField>
     Ok(out)
 }
 
-fn directives(texts: &[&str]) -> Result<Directives, Response> {
-    directive::from_texts(texts.iter().copied()).map_err(|m| invalid_request(&m, "invalid_mock_directive"))
+fn directives(shared: &Shared, texts: &[&str]) -> Result<Directives, Response> {
+    directive::from_texts(texts.iter().copied(), shared.instance().as_deref())
+        .map_err(|m| invalid_request(&m, "invalid_mock_directive"))
 }
 
 fn words(n: u64) -> String {
@@ -71,7 +72,7 @@ pub(crate) async fn transcription(shared: &Arc<Shared>, headers: &HeaderMap, bod
         return invalid_request("MOCK decodes only PCM WAV uploads", "invalid_file_format");
     };
     let prompt = field("prompt").map(|p| p.into_owned()).unwrap_or_default();
-    let d = match directives(&[prompt.as_str()]) {
+    let d = match directives(shared, &[prompt.as_str()]) {
         Ok(d) => d,
         Err(resp) => return resp,
     };
@@ -113,7 +114,7 @@ pub(crate) async fn speech(shared: &Arc<Shared>, body: &Bytes) -> Response {
     else {
         return invalid_request("'model' and 'input' are required", "missing_required_parameter");
     };
-    let d = match directives(&[input]) {
+    let d = match directives(shared, &[input]) {
         Ok(d) => d,
         Err(resp) => return resp,
     };
@@ -134,7 +135,7 @@ pub(crate) async fn images(shared: &Arc<Shared>, body: &Bytes) -> Response {
     else {
         return invalid_request("'model' and 'prompt' are required", "missing_required_parameter");
     };
-    let d = match directives(&[prompt]) {
+    let d = match directives(shared, &[prompt]) {
         Ok(d) => d,
         Err(resp) => return resp,
     };
@@ -164,7 +165,7 @@ pub(crate) async fn moderations(shared: &Arc<Shared>, body: &Bytes) -> Response 
         Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect(),
         _ => return invalid_request("'input' is required", "missing_required_parameter"),
     };
-    let d = match directives(&inputs) {
+    let d = match directives(shared, &inputs) {
         Ok(d) => d,
         Err(resp) => return resp,
     };

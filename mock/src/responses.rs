@@ -298,7 +298,7 @@ pub(crate) async fn create(shared: &Arc<Shared>, body: &Bytes) -> Response {
     if let Some(input) = req.get("input") {
         collect_texts(input, &mut texts, &mut items);
     }
-    let d = match directive::from_texts(texts.iter().copied()) {
+    let d = match directive::from_texts(texts.iter().copied(), shared.instance().as_deref()) {
         Ok(d) => d,
         Err(message) => return invalid_request(&message, "invalid_mock_directive"),
     };
@@ -315,7 +315,8 @@ pub(crate) async fn create(shared: &Arc<Shared>, body: &Bytes) -> Response {
     let prompt = d.prompt_tokens.unwrap_or(words_in as u64 + 3 * items);
     let tokens = d.tokens.unwrap_or(DEFAULT_TOKENS);
     let n = shared.next_id.fetch_add(1, Ordering::Relaxed);
-    let id = format!("resp_mock{n}");
+    // Unique across instances in one process too: tests run several mocks as different upstreams.
+    let id = format!("resp_mock{:x}_{n}", Arc::as_ptr(shared) as usize);
     let usage = if d.no_usage {
         Value::Null
     } else {
@@ -384,6 +385,12 @@ pub(crate) async fn create(shared: &Arc<Shared>, body: &Bytes) -> Response {
         return json_ok(shared, Bytes::from(answer.whole().to_string()));
     }
     let (frames, content) = answer.events();
+    paced_stream(shared, &d, frames, content)
+}
+
+/// An SSE body of `frames` whose `content` frames are paced by `delay_ms`, cut after `cut=N` of them or
+/// hung after the first frame (`hang`).
+pub(crate) fn paced_stream(shared: &Arc<Shared>, d: &Directives, frames: Vec<Bytes>, content: Range<usize>) -> Response {
     let stop = if d.hang {
         Stop::Hang(1)
     } else if let Some(n) = d.cut {

@@ -415,6 +415,7 @@ fn recording_is_capped() {
         dropped_early: AtomicU64::new(0),
         next_id: AtomicU64::new(1),
         fixture_dir: default_fixture_dir(),
+        instance: Mutex::new(None),
     };
     let (parts, ()) = http::Request::post("/v1/x").body(()).unwrap().into_parts();
     for i in 0..MAX_RECORDED + 5 {

@@ -95,9 +95,10 @@ impl ChBackend {
     fn showback_query(&self, range: &TimeRange, group: &[(&str, &str)]) -> clickhouse::query::Query {
         let (select, by, order) = group_sql(group);
         let sql = format!(
-            "SELECT {select}count() AS calls, sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens, \
+            "SELECT {select}countIf(finish_reason != 'retried') AS calls, sum(input_tokens) AS input_tokens, \
+             sum(output_tokens) AS output_tokens, \
              sum(cached_input_tokens) AS cached_input_tokens, sum(cache_write_tokens) AS cache_write_tokens, \
-             sum(reasoning_tokens) AS reasoning_tokens, sum(cost_nanousd) AS cost_nanousd \
+             sum(reasoning_tokens) AS reasoning_tokens, sum(cost_nanousd) AS cost_nanousd, count() AS attempts \
              FROM calls WHERE ts_start_us >= ? AND ts_start_us < ? AND date >= ? AND date <= ? {by} \
              ORDER BY cost_nanousd DESC{order}"
         );
@@ -144,6 +145,7 @@ impl ChBackend {
                     cache_write_tokens: u64_of(r.get(n + 4)),
                     reasoning_tokens: u64_of(r.get(n + 5)),
                     cost_nanousd: u64_of(r.get(n + 6)),
+                    attempts: u64_of(r.get(n + 7)),
                 },
             })
             .collect())

@@ -100,7 +100,11 @@ enum Backend {
 /// Sums over a group of calls. Money in exact nano-USD.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Totals {
+    /// Requests, each counted once: by its last attempt (the events whose `finish_reason` is not
+    /// `retried`).
     pub calls: u64,
+    /// Upstream attempts (every event); equals `calls` when nothing was retried.
+    pub attempts: u64,
     pub input_tokens: u64,
     pub output_tokens: u64,
     pub cached_input_tokens: u64,
@@ -263,7 +267,8 @@ impl QueryService {
         }
         let (select, by) = group_sql(group);
         let sql = format!(
-            "SELECT {select} count(*) AS calls, sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens, \
+            "SELECT {select} sum(CASE WHEN finish_reason = 'retried' THEN 0 ELSE 1 END) AS calls, \
+             count(*) AS attempts, sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens, \
              sum(cached_input_tokens) AS cached_input_tokens, sum(cache_write_tokens) AS cache_write_tokens, \
              sum(reasoning_tokens) AS reasoning_tokens, sum(cost_nanousd) AS cost_nanousd \
              FROM calls WHERE ts_start >= $1 AND ts_start < $2 AND date >= $3 AND date <= $4 {by} \
@@ -276,6 +281,7 @@ impl QueryService {
             for i in 0..b.num_rows() {
                 let totals = Totals {
                     calls: u64_at(b, "calls", i)?,
+                    attempts: u64_at(b, "attempts", i)?,
                     input_tokens: u64_at(b, "input_tokens", i)?,
                     output_tokens: u64_at(b, "output_tokens", i)?,
                     cached_input_tokens: u64_at(b, "cached_input_tokens", i)?,

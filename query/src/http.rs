@@ -37,6 +37,7 @@ fn json(v: serde_json::Value) -> Response {
 fn totals_json(t: &Totals) -> serde_json::Value {
     serde_json::json!({
         "calls": t.calls,
+        "attempts": t.attempts,
         "input_tokens": t.input_tokens,
         "output_tokens": t.output_tokens,
         "cached_input_tokens": t.cached_input_tokens,
@@ -50,6 +51,7 @@ fn totals_json(t: &Totals) -> serde_json::Value {
 /// Adds a row's totals into a running total (exact integers).
 pub fn add_totals(sum: &mut Totals, t: &Totals) {
     sum.calls += t.calls;
+    sum.attempts += t.attempts;
     sum.input_tokens += t.input_tokens;
     sum.output_tokens += t.output_tokens;
     sum.cached_input_tokens += t.cached_input_tokens;

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use tollgate_mock::MockUpstream;
 
 pub mod clickhouse;
+pub mod routes;
 
 pub const ENG_KEY: &str = "sk-client-eng-0001";
 pub const FIN_KEY: &str = "sk-client-fin-0002";

@@ -73,7 +73,7 @@ requests_per_minute = 1000000000000
 
 fn main() -> anyhow::Result<()> {
     let cfg: Cfg = toml::from_str(CONFIG)?;
-    let v = tollgate_gateway::validate(&cfg.upstreams, &cfg.keys, &cfg.prices, &GatewaySettings::default())
+    let v = tollgate_gateway::validate(&cfg.upstreams, &[], &cfg.keys, &cfg.prices, &GatewaySettings::default())
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let set = validate_budgets(&cfg.budgets, &cfg.rate_limits, &cfg.budget_settings, &cfg.admin_keys, &v)
         .map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -157,3 +157,16 @@ mod tests {
         assert_eq!((u.text_input_tokens, u.output_tokens, u.images.len()), (9, 272, 0));
     }
 }
+
+/// The parse phase's view of an upload: its `model`, and a refusal of `stream` (streamed
+/// transcriptions are not metered yet, and nothing passes unmetered).
+pub async fn upload_meta(headers: &HeaderMap, body: Bytes) -> Result<crate::call::RequestMeta, crate::error::GatewayError> {
+    let form = read_audio_form(headers, body).await.map_err(crate::error::GatewayError::InvalidBody)?;
+    if form.stream {
+        return Err(crate::error::GatewayError::Untranslatable {
+            param: "stream".into(),
+            message: "streamed transcriptions are not supported by this gateway; send stream=false".into(),
+        });
+    }
+    Ok(crate::call::RequestMeta { model: form.model, stream: Some(false), ..Default::default() })
+}

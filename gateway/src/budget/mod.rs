@@ -120,7 +120,7 @@ pub struct Admitted {
 }
 
 fn system_now() -> i64 {
-    crate::meter::now_us()
+    crate::finish::now_us()
 }
 
 impl BudgetSystem {

@@ -21,6 +21,8 @@ pub enum Translation {
     JsonAnthropicToOpenAi { created: u64 },
     /// A whole OpenAI completion for an Anthropic client.
     JsonOpenAiToAnthropic,
+    /// A whole chat completion (`from` OpenAI) or Anthropic message for a Responses API client.
+    JsonToResponses { from: crate::config::Wire, request: Box<serde_json::Value>, created: u64 },
     /// A stream, event by event.
     Stream(Box<StreamTranslator>),
 }

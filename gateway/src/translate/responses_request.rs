@@ -10,29 +10,9 @@
 //! `prompt_cache_retention` toward Anthropic (cache hints), and `reasoning` input items of earlier turns
 //! (neither chat completions nor a translated Messages request can take reasoning back).
 
-use super::request::{openai_to_anthropic, ToAnthropic};
+use super::request::{invalid, is_default, openai_to_anthropic, unsupported, ToAnthropic};
 use crate::error::GatewayError;
 use serde_json::{json, Map, Value};
-
-fn unsupported(param: impl Into<String>, message: impl Into<String>) -> GatewayError {
-    GatewayError::Untranslatable { param: param.into(), message: message.into() }
-}
-
-fn invalid(message: impl Into<String>) -> GatewayError {
-    GatewayError::InvalidBody(message.into())
-}
-
-/// Whether `v` is absent-equivalent: null, false, zero, an empty string, array or object.
-fn is_default(v: &Value) -> bool {
-    match v {
-        Value::Null => true,
-        Value::Bool(b) => !b,
-        Value::Number(n) => n.as_f64() == Some(0.0),
-        Value::String(s) => s.is_empty(),
-        Value::Array(a) => a.is_empty(),
-        Value::Object(o) => o.is_empty(),
-    }
-}
 
 /// Which upstream format the chat form is for: chat completions itself, or Anthropic after it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,18 +8,19 @@
 //! up and hyper dropped it) exactly one event is emitted.
 
 use crate::config::Wire;
-use crate::meter::CallGuard;
+use crate::finish::CallGuard;
+use crate::respond::upstream_body::UpstreamBody;
+use crate::billable::reader::BodyReader;
 use crate::translate::{response, Translation};
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 use serde::Deserialize;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::time::{Instant, Sleep};
-use tollgate_events::Outcome;
+use tollgate_events::{Outcome, ReportedTokens, ServiceTier};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -36,12 +37,14 @@ pub enum BodyKind {
 const MAX_JSON_INSPECT: usize = 64 * 1024 * 1024;
 
 pub struct MeteredBody {
-    inner: Incoming,
+    inner: UpstreamBody,
     guard: CallGuard,
     kind: BodyKind,
     /// The upstream's format, which metering reads.
     wire: Wire,
     translation: Translation,
+    /// Reads a billable endpoint's answer (Responses API, media) in place of the chat/Messages scan.
+    reader: Option<Box<BodyReader>>,
     /// Bytes handed out after the upstream's body ended: a translated whole body, or the closing
     /// events of a translated stream.
     tail: Option<Bytes>,
@@ -59,11 +62,12 @@ pub struct MeteredBody {
 
 impl MeteredBody {
     pub fn new(
-        inner: Incoming,
+        inner: UpstreamBody,
         guard: CallGuard,
         kind: BodyKind,
         wire: Wire,
         translation: Translation,
+        reader: Option<Box<BodyReader>>,
         idle: Duration,
     ) -> MeteredBody {
         MeteredBody {
@@ -72,6 +76,7 @@ impl MeteredBody {
             kind,
             wire,
             translation,
+            reader,
             tail: None,
             buf: BytesMut::new(),
             skipping: false,
@@ -145,27 +150,10 @@ impl MeteredBody {
         let payload = payload.strip_prefix(b" ").unwrap_or(payload);
         let text_before = self.guard.output_text.len();
         let mut keep = true;
-        match self.wire {
-            Wire::OpenAi => {
-                if payload == b"[DONE]" {
-                    // The client has everything once this is forwarded; it may hang up before the
-                    // upstream's end of body reaches us, and that is still a complete call.
-                    let status = self.guard.event.status_code;
-                    self.guard.finish(Outcome::Ok, status);
-                } else if let Ok(chunk) = serde_json::from_slice::<ChunkMeta>(payload) {
-                    let usage_only = chunk.choices.is_empty() && chunk.usage.is_some();
-                    absorb_openai(&mut self.guard, chunk);
-                    if hide_usage && usage_only {
-                        self.skipping = true;
-                        keep = false;
-                    }
-                }
-            }
-            Wire::Anthropic => {
-                if let Ok(ev) = serde_json::from_slice::<AnthropicMeta>(payload) {
-                    absorb_anthropic(&mut self.guard, ev, false);
-                }
-            }
+        if let Some(r) = &mut self.reader {
+            r.on_event(payload, &mut self.guard);
+        } else {
+            keep = scan_event(&mut self.guard, self.wire, &mut self.skipping, payload, hide_usage);
         }
         if self.guard.output_text.len() > text_before {
             self.guard.mark_content();
@@ -180,18 +168,28 @@ impl MeteredBody {
     /// the bytes are not (yet) a whole response.
     fn absorb_json_body(&mut self) -> bool {
         let bytes = std::mem::take(&mut self.buf);
-        let whole = match self.wire {
-            Wire::OpenAi => serde_json::from_slice::<ChunkMeta>(&bytes).map(|c| absorb_openai(&mut self.guard, c)),
-            Wire::Anthropic => {
-                serde_json::from_slice::<AnthropicMeta>(&bytes).map(|m| absorb_anthropic(&mut self.guard, m, true))
+        let whole = match (&mut self.reader, self.wire) {
+            (Some(r), _) => r.on_whole(&bytes, &mut self.guard),
+            (None, Wire::OpenAi) => {
+                serde_json::from_slice::<ChunkMeta>(&bytes).map(|c| absorb_openai(&mut self.guard, c)).is_ok()
             }
-        }
-        .is_ok();
+            (None, Wire::Anthropic) => serde_json::from_slice::<AnthropicMeta>(&bytes)
+                .map(|m| absorb_anthropic(&mut self.guard, m, true))
+                .is_ok(),
+        };
         let translated = match &self.translation {
             Translation::None | Translation::Stream(_) => None,
             Translation::JsonAnthropicToOpenAi { created } => serde_json::from_slice::<serde_json::Value>(&bytes)
                 .ok()
                 .map(|v| response::anthropic_to_openai(&v, *created)),
+            Translation::JsonToResponses { from, request, created } => {
+                serde_json::from_slice::<serde_json::Value>(&bytes).ok().map(|v| match from {
+                    Wire::OpenAi => crate::translate::responses_response::chat_to_responses(&v, request, *created),
+                    Wire::Anthropic => {
+                        crate::translate::responses_response::anthropic_to_responses(&v, request, *created)
+                    }
+                })
+            }
             Translation::JsonOpenAiToAnthropic => {
                 serde_json::from_slice::<serde_json::Value>(&bytes).ok().map(|v| response::openai_to_anthropic(&v))
             }
@@ -224,6 +222,34 @@ impl MeteredBody {
     }
 }
 
+/// Metering's look at one chat chunk or Messages event; returns whether to forward it (the usage chunk
+/// tollgate asked for on a client's behalf is cut out: `skipping` then covers the rest of its event).
+fn scan_event(guard: &mut CallGuard, wire: Wire, skipping: &mut bool, payload: &[u8], hide_usage: bool) -> bool {
+    match wire {
+        Wire::OpenAi => {
+            if payload == b"[DONE]" {
+                // The client has everything once this is forwarded; it may hang up before the
+                // upstream's end of body reaches us, and that is still a complete call.
+                let status = guard.event.status_code;
+                guard.finish(Outcome::Ok, status);
+            } else if let Ok(chunk) = serde_json::from_slice::<ChunkMeta>(payload) {
+                let usage_only = chunk.choices.is_empty() && chunk.usage.is_some();
+                absorb_openai(guard, chunk);
+                if hide_usage && usage_only {
+                    *skipping = true;
+                    return false;
+                }
+            }
+        }
+        Wire::Anthropic => {
+            if let Ok(ev) = serde_json::from_slice::<AnthropicMeta>(payload) {
+                absorb_anthropic(guard, ev, false);
+            }
+        }
+    }
+    true
+}
+
 /// Takes usage, model, finish reason and content text from an OpenAI chunk or whole response.
 fn absorb_openai(g: &mut CallGuard, chunk: ChunkMeta) {
     if let Some(m) = chunk.model.filter(|m| !m.is_empty()) {
@@ -251,13 +277,20 @@ fn absorb_openai(g: &mut CallGuard, chunk: ChunkMeta) {
             g.output_text.push_str(&t);
         }
     }
+    if let Some(t) = chunk.service_tier.filter(|t| !t.is_empty()) {
+        g.hints.service_tier = Some(ServiceTier::parse(&t));
+    }
     if let Some(u) = chunk.usage {
         g.have_input_usage = true;
         g.have_output_usage = true;
-        g.event.input_tokens = u.prompt_tokens;
-        g.event.output_tokens = u.completion_tokens;
-        g.event.cached_input_tokens = u.prompt_tokens_details.and_then(|d| d.cached_tokens).unwrap_or(0);
-        g.event.reasoning_tokens = u.completion_tokens_details.and_then(|d| d.reasoning_tokens).unwrap_or(0);
+        let cached = u.prompt_tokens_details.and_then(|d| d.cached_tokens).unwrap_or_default();
+        let reasoning = u.completion_tokens_details.and_then(|d| d.reasoning_tokens).unwrap_or_default();
+        g.hints.anomalous_usage |=
+            [u.prompt_tokens, u.completion_tokens, cached, reasoning].iter().any(|r| r.anomalous);
+        g.event.input_tokens = u.prompt_tokens.value;
+        g.event.output_tokens = u.completion_tokens.value;
+        g.event.cached_input_tokens = cached.value;
+        g.event.reasoning_tokens = reasoning.value;
     }
 }
 
@@ -266,21 +299,31 @@ fn absorb_openai(g: &mut CallGuard, chunk: ChunkMeta) {
 /// each field present replaces the earlier value. `output_final` is false for message_start, whose
 /// `output_tokens` is a placeholder the message_delta replaces.
 fn apply_anthropic_usage(g: &mut CallGuard, u: &AnthropicUsage, output_final: bool) {
+    let counts = [u.input_tokens, u.output_tokens, u.cache_read_input_tokens, u.cache_creation_input_tokens];
+    g.hints.anomalous_usage |= counts.iter().flatten().any(|r| r.anomalous);
+    if let Some(t) = u.service_tier.as_deref().filter(|t| !t.is_empty()) {
+        g.hints.service_tier = Some(ServiceTier::parse(t));
+    }
+    if let Some(h) = u.cache_creation.as_ref().and_then(|c| c.ephemeral_1h_input_tokens) {
+        g.hints.anomalous_usage |= h.anomalous;
+        g.hints.cache_write_1h = h.value;
+    }
     let ev = &mut g.event;
     if u.input_tokens.is_some() || u.cache_read_input_tokens.is_some() || u.cache_creation_input_tokens.is_some() {
-        let uncached = u.input_tokens.unwrap_or_else(|| {
+        let uncached = u.input_tokens.map(|r| r.value).unwrap_or_else(|| {
             ev.input_tokens.saturating_sub(ev.cached_input_tokens).saturating_sub(ev.cache_write_tokens)
         });
-        let read = u.cache_read_input_tokens.unwrap_or(ev.cached_input_tokens);
-        let write = u.cache_creation_input_tokens.unwrap_or(ev.cache_write_tokens);
-        ev.input_tokens = uncached + read + write;
+        let read = u.cache_read_input_tokens.map_or(ev.cached_input_tokens, |r| r.value);
+        let write = u.cache_creation_input_tokens.map_or(ev.cache_write_tokens, |r| r.value);
+        // Saturating: absurd counts are capped by metering, never wrapped.
+        ev.input_tokens = uncached.saturating_add(read).saturating_add(write);
         ev.cached_input_tokens = read;
         ev.cache_write_tokens = write;
         g.have_input_usage = true;
     }
     if output_final {
         if let Some(out) = u.output_tokens {
-            ev.output_tokens = out;
+            ev.output_tokens = out.value;
             g.have_output_usage = true;
         }
     }
@@ -430,6 +473,9 @@ struct ChunkMeta {
     choices: Vec<ChoiceMeta>,
     #[serde(default)]
     usage: Option<UsageJson>,
+    /// The tier the provider ran the call on (`default`, `flex`, `priority`, `scale`).
+    #[serde(default)]
+    service_tier: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -475,9 +521,9 @@ struct FunctionMeta {
 #[derive(Deserialize)]
 pub(crate) struct UsageJson {
     #[serde(default)]
-    prompt_tokens: u64,
+    prompt_tokens: ReportedTokens,
     #[serde(default)]
-    completion_tokens: u64,
+    completion_tokens: ReportedTokens,
     #[serde(default)]
     prompt_tokens_details: Option<PromptDetails>,
     #[serde(default)]
@@ -487,13 +533,13 @@ pub(crate) struct UsageJson {
 #[derive(Deserialize)]
 struct PromptDetails {
     #[serde(default)]
-    cached_tokens: Option<u64>,
+    cached_tokens: Option<ReportedTokens>,
 }
 
 #[derive(Deserialize)]
 struct CompletionDetails {
     #[serde(default)]
-    reasoning_tokens: Option<u64>,
+    reasoning_tokens: Option<ReportedTokens>,
 }
 
 /// What metering reads from an Anthropic stream event or whole message.
@@ -560,13 +606,25 @@ struct AnthropicDeltaMeta {
 #[derive(Deserialize)]
 struct AnthropicUsage {
     #[serde(default)]
-    input_tokens: Option<u64>,
+    input_tokens: Option<ReportedTokens>,
     #[serde(default)]
-    output_tokens: Option<u64>,
+    output_tokens: Option<ReportedTokens>,
     #[serde(default)]
-    cache_read_input_tokens: Option<u64>,
+    cache_read_input_tokens: Option<ReportedTokens>,
     #[serde(default)]
-    cache_creation_input_tokens: Option<u64>,
+    cache_creation_input_tokens: Option<ReportedTokens>,
+    /// Split of the cache writes by lifetime.
+    #[serde(default)]
+    cache_creation: Option<AnthropicCacheCreation>,
+    /// `standard`, `priority` or `batch`.
+    #[serde(default)]
+    service_tier: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct AnthropicCacheCreation {
+    #[serde(default)]
+    ephemeral_1h_input_tokens: Option<ReportedTokens>,
 }
 
 #[derive(Deserialize)]

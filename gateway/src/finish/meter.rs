@@ -5,6 +5,7 @@
 //! When the queue is full the guard does not block and does not drop: it finishes the event inline and
 //! appends it to a spill file (JSON lines), which the metering task replays once the queue has room.
 
+use crate::finish::{EndObserver, PricedObserver};
 use crate::metrics::GatewayMetrics;
 use bytes::Bytes;
 use std::io::Write;
@@ -12,7 +13,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
-use tollgate_events::{CallEvent, Outcome, PriceTable, TokenEstimator, Usage, UsageSource, SCHEMA_VERSION};
+use tollgate_events::{
+    CallEvent, Outcome, PriceBook, PriceTable, ServiceTier, TokenEstimator, UsageSource, SCHEMA_VERSION,
+};
 use tracing::{error, warn};
 
 /// What is needed to count tokens the provider did not report.
@@ -28,19 +31,33 @@ pub struct EstimateInput {
     pub output_text: String,
 }
 
+/// What a response (or request) says about pricing beyond the token counts.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PricingHints {
+    /// The service tier the provider ran the call on (response), else the one the client asked for.
+    pub service_tier: Option<ServiceTier>,
+    /// Cache-write tokens with a 1-hour lifetime (part of `cache_write_tokens`).
+    pub cache_write_1h: u64,
+    /// The provider reported a negative, fractional or non-numeric token count.
+    pub anomalous_usage: bool,
+}
+
 /// An event on its way to the metering task.
 #[derive(Debug)]
 pub struct PendingEvent {
     pub event: Box<CallEvent>,
+    /// Non-token usage (media units, built-in tool calls), priced with the unit price table.
+    pub units: Option<Box<crate::billable::reader::Units>>,
     pub estimate: Option<Box<EstimateInput>>,
-    /// Budget and rate-limit reservations, settled with the real cost once it is known.
-    pub admission: Option<crate::budget::Admission>,
+    pub hints: PricingHints,
+    /// Told the priced event (budget settlement).
+    pub priced: Vec<Arc<dyn PricedObserver>>,
 }
 
 /// State shared by the handlers' `Meter`s and the metering task. It must not hold the queue's sender,
 /// or the queue would never close and shutdown would never finish draining.
 struct MeterInner {
-    prices: Arc<PriceTable>,
+    prices: Arc<PriceBook>,
     estimator: Arc<TokenEstimator>,
     spill_path: PathBuf,
     spill_lock: Mutex<()>,
@@ -63,7 +80,7 @@ pub struct MeterReceiver {
 impl Meter {
     pub fn new(
         capacity: usize,
-        prices: Arc<PriceTable>,
+        prices: Arc<PriceBook>,
         spill_path: PathBuf,
         metrics: Arc<GatewayMetrics>,
     ) -> (Meter, MeterReceiver) {
@@ -76,6 +93,11 @@ impl Meter {
             metrics,
         });
         (Meter { tx, inner: inner.clone() }, MeterReceiver { rx, inner })
+    }
+
+    /// The price table in force; replace its content to reload prices.
+    pub fn prices(&self) -> &Arc<PriceBook> {
+        &self.inner.prices
     }
 
     /// The shared tokenizer (for endpoints whose answer is a token count).
@@ -98,7 +120,7 @@ impl Meter {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(p)) | Err(mpsc::error::TrySendError::Closed(p)) => {
                 self.inner.metrics.events_spilled.inc();
-                let ev = finish_event(p, &self.inner.prices, &self.inner.estimator);
+                let ev = finish_event(p, &self.inner.prices.current(), &self.inner.estimator, &self.inner.metrics);
                 if let Err(error) = append_spill(&self.inner.spill_path, &self.inner.spill_lock, &ev) {
                     self.inner.metrics.events_lost.inc();
                     error!(%error, event_id = %ev.event_id, path = %self.inner.spill_path.display(), "event queue full and spill failed: event lost");
@@ -123,9 +145,13 @@ fn append_spill(path: &PathBuf, lock: &Mutex<()>, ev: &CallEvent) -> std::io::Re
 }
 
 /// Fills in estimated usage (when the provider reported none) and the cost. Pure CPU.
-pub fn finish_event(p: PendingEvent, prices: &PriceTable, estimator: &TokenEstimator) -> CallEvent {
+pub fn finish_event(
+    p: PendingEvent,
+    prices: &PriceTable,
+    estimator: &TokenEstimator,
+    metrics: &GatewayMetrics,
+) -> CallEvent {
     let mut ev = *p.event;
-    let admission = p.admission;
     if let Some(est) = p.estimate {
         let model = if ev.served_model.is_empty() { ev.requested_model.clone() } else { ev.served_model.clone() };
         if est.input {
@@ -141,22 +167,25 @@ pub fn finish_event(p: PendingEvent, prices: &PriceTable, estimator: &TokenEstim
                 if TokenEstimator::is_exact(&model) { UsageSource::Estimated } else { UsageSource::EstimatedApprox };
         }
     }
-    let usage = Usage {
-        input: ev.input_tokens,
-        output: ev.output_tokens,
-        cached_input: ev.cached_input_tokens,
-        cache_write: ev.cache_write_tokens,
-        reasoning: ev.reasoning_tokens,
-    };
-    if usage != Usage::default() {
-        let price = prices.get(&ev.served_model).or_else(|| prices.get(&ev.requested_model));
-        if let Some(price) = price {
-            ev.cost_nanousd = price.cost_nanousd(&usage);
-            ev.price_id = price.price_id.clone();
-        }
+    let priced = prices.price_event(&mut ev, p.hints.service_tier.unwrap_or_default(), p.hints.cache_write_1h);
+    if let Some(units) = &p.units {
+        crate::billable::glue::price_units(&mut ev, units);
     }
-    if let Some(a) = admission {
-        a.settle(ev.cost_nanousd, ev.input_tokens.saturating_add(ev.output_tokens));
+    if p.hints.anomalous_usage && ev.usage_source != UsageSource::Capped {
+        ev.usage_source = UsageSource::Capped;
+    }
+    if ev.usage_source == UsageSource::Capped {
+        metrics.usage_capped.inc();
+        warn!(event_id = %ev.event_id, model = %ev.served_model, upstream = %ev.upstream, input_tokens = ev.input_tokens,
+            output_tokens = ev.output_tokens, "provider-reported usage was not believable; counts capped");
+    }
+    if priced.unpriced {
+        metrics.unpriced_events.inc();
+        warn!(event_id = %ev.event_id, served_model = %ev.served_model, requested_model = %ev.requested_model,
+            upstream = %ev.upstream, "no price for this model and no fallback_price on its upstream; stored as unpriced");
+    }
+    for o in &p.priced {
+        o.priced(&ev);
     }
     ev
 }
@@ -183,7 +212,7 @@ pub async fn run_metering(mut r: MeterReceiver, out: mpsc::Sender<Vec<CallEvent>
         let closed = loop {
             match r.rx.try_recv() {
                 Ok(p) => {
-                    let ev = finish_event(p, &inner.prices, &inner.estimator);
+                    let ev = finish_event(p, &inner.prices.current(), &inner.estimator, &inner.metrics);
                     inner.metrics.observe(&ev);
                     batch.push(ev);
                     if batch.len() >= OUT_BATCH && out.send(std::mem::take(&mut batch)).await.is_err() {
@@ -273,8 +302,14 @@ pub struct CallGuard {
     /// Set when a request was sent upstream and its tokens may need counting.
     pub request_body: Option<Bytes>,
     pub output_text: String,
-    /// The call's budget and rate-limit reservations, handed to metering with the event.
-    pub admission: Option<crate::budget::Admission>,
+    /// Told the priced event, in the metering task (budget settlement).
+    pub priced: Vec<Arc<dyn PricedObserver>>,
+    /// Told the event the moment the call ends (circuit breakers).
+    pub ended: Vec<Arc<dyn EndObserver>>,
+    /// Service tier, 1-hour cache writes and usage anomalies seen in the response.
+    pub hints: PricingHints,
+    /// Non-token usage read from the answer (media units, built-in tool calls).
+    pub units: Option<Box<crate::billable::reader::Units>>,
 }
 
 pub fn now_us() -> i64 {
@@ -299,8 +334,15 @@ impl CallGuard {
             have_output_usage: false,
             request_body: None,
             output_text: String::new(),
-            admission: None,
+            priced: Vec::new(),
+            ended: Vec::new(),
+            units: None,
+            hints: PricingHints::default(),
         }
+    }
+
+    pub fn meter(&self) -> &Meter {
+        &self.meter
     }
 
     pub fn started(&self) -> Instant {
@@ -321,6 +363,18 @@ impl CallGuard {
             self.t_first_content = Some(Instant::now());
         }
     }
+}
+
+/// The `service_tier` a client asked for in its request body, if any (looked for only when the
+/// response named none).
+fn requested_service_tier(body: &[u8]) -> Option<ServiceTier> {
+    memchr::memmem::find(body, b"\"service_tier\"")?;
+    #[derive(serde::Deserialize)]
+    struct Req {
+        service_tier: Option<String>,
+    }
+    let r: Req = serde_json::from_slice(body).ok()?;
+    r.service_tier.map(|t| ServiceTier::parse(&t))
 }
 
 fn ms_ceil(d: Duration) -> u32 {
@@ -350,6 +404,10 @@ impl Drop for CallGuard {
         // Count tokens the provider did not report, for calls that reached it and were not refused by it.
         // `finish_event` marks such events `estimated`.
         let refused = ev.outcome == Outcome::UpstreamError && ev.status_code >= 400;
+        let mut hints = self.hints;
+        if hints.service_tier.is_none() {
+            hints.service_tier = self.request_body.as_deref().and_then(requested_service_tier);
+        }
         let estimate = match self.request_body.take() {
             Some(body) if !(refused || self.have_input_usage && self.have_output_usage) => {
                 Some(Box::new(EstimateInput {
@@ -361,8 +419,12 @@ impl Drop for CallGuard {
             }
             _ => None,
         };
+        for o in &self.ended {
+            o.ended(ev);
+        }
         let event = std::mem::take(&mut self.event);
-        let admission = self.admission.take();
-        self.meter.submit(PendingEvent { event, estimate, admission });
+        let priced = std::mem::take(&mut self.priced);
+        let units = self.units.take();
+        self.meter.submit(PendingEvent { event, units, estimate, priced, hints });
     }
 }

@@ -1,0 +1,97 @@
+//! `POST /v1/messages/count_tokens`: forwarded to an Anthropic upstream; for a model on an OpenAI-format
+//! upstream, counted here with the model's tokenizer (these counts cost nothing, so the call event
+//! carries no tokens and no cost). Goes to the route's first target, without retries.
+
+use crate::call::CallCtx;
+use crate::config::Wire;
+use crate::error::GatewayError;
+use crate::respond;
+use axum::response::{IntoResponse, Response};
+use http::{header, HeaderValue, Method, StatusCode};
+use http_body_util::{BodyExt, Full};
+use std::time::{Duration, Instant};
+use tollgate_events::{ClientApi, Outcome, TokenEstimator};
+
+pub async fn count_tokens(ctx: CallCtx) -> Response {
+    let CallCtx { mut guard, route, body: bytes, headers, request_id: rid, model, .. } = ctx;
+    let Some(target) = route.as_ref().and_then(|r| r.targets.first()).cloned() else {
+        return respond::fail(&mut guard, GatewayError::UnknownModel(model), &rid);
+    };
+    let up = &target.upstream;
+    guard.event.provider = up.provider.kind().to_string();
+    guard.event.upstream.clone_from(&up.cfg.name);
+    let mut resp = if up.wire() == Wire::Anthropic {
+        let uri = match up.uri(&target.model, "/messages/count_tokens") {
+            Ok(u) => u,
+            Err(e) => return respond::fail(&mut guard, e, &rid),
+        };
+        let builder = http::Request::builder()
+            .method(Method::POST)
+            .uri(uri)
+            .header(header::CONTENT_TYPE, "application/json")
+            .header("x-request-id", &rid);
+        let builder = up.headers(builder, ClientApi::Anthropic, &headers);
+        let Ok(up_req) = builder.body(Full::new(bytes)) else {
+            let e = GatewayError::InvalidBody("request could not be forwarded".into());
+            return respond::fail(&mut guard, e, &rid);
+        };
+        guard.t_sent = Some(Instant::now());
+        let timeout = Duration::from_millis(up.cfg.request_timeout_ms);
+        let resp = match tokio::time::timeout(timeout, up.client.request(up_req)).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => return respond::fail(&mut guard, GatewayError::UpstreamUnreachable, &rid),
+            Err(_) => return respond::fail(&mut guard, GatewayError::UpstreamTimeout, &rid),
+        };
+        let (up_parts, up_body) = resp.into_parts();
+        guard.event.status_code = up_parts.status.as_u16();
+        let idle = Duration::from_millis(up.cfg.idle_timeout_ms);
+        let collected = tokio::time::timeout(idle, http_body_util::Limited::new(up_body, 1 << 20).collect()).await;
+        if !up_parts.status.is_success() {
+            let bytes = match collected {
+                Ok(Ok(c)) => c.to_bytes(),
+                _ => bytes::Bytes::new(),
+            };
+            guard.event.response_bytes = bytes.len() as u64;
+            let err: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+            let (_, etype) = crate::translate::response::upstream_error_parts(&err);
+            guard.event.error_type = etype.unwrap_or("upstream_error").to_string();
+            guard.finish(Outcome::UpstreamError, up_parts.status.as_u16());
+            let wire = up.wire();
+            return respond::upstream_error(
+                ClientApi::Anthropic,
+                &up.cfg.name,
+                wire,
+                up_parts.status,
+                &up_parts.headers,
+                bytes,
+                &rid,
+            );
+        }
+        let Ok(Ok(collected)) = collected else {
+            return respond::fail(&mut guard, GatewayError::UpstreamUnreachable, &rid);
+        };
+        let bytes = collected.to_bytes();
+        guard.event.response_bytes = bytes.len() as u64;
+        guard.mark_content();
+        let mut r = (StatusCode::OK, bytes).into_response();
+        r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        r
+    } else {
+        let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+        let n = guard.meter().estimator().count_request(&target.model, &body);
+        let exact = TokenEstimator::is_exact(&target.model);
+        let out = serde_json::json!({"input_tokens": n}).to_string();
+        guard.event.response_bytes = out.len() as u64;
+        guard.mark_content();
+        let mut r = (StatusCode::OK, out).into_response();
+        r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let how = if exact { "tokenizer" } else { "approximation" };
+        r.headers_mut().insert("x-tollgate-token-count", HeaderValue::from_static(how));
+        r
+    };
+    guard.finish(Outcome::Ok, StatusCode::OK.as_u16());
+    if let Ok(v) = HeaderValue::from_str(&rid) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    resp
+}

@@ -1,0 +1,118 @@
+//! The respond phase: the client's response, built from an upstream answer (streamed through
+//! [`body::MeteredBody`], which meters it as it goes) or from a failure, always in the client's API
+//! shape and with its `x-request-id`.
+
+pub mod body;
+pub mod upstream_body;
+
+use crate::config::Wire;
+use crate::error::{anthropic_error_response, openai_error_response, GatewayError};
+use crate::finish::CallGuard;
+use crate::translate::{response, Translation};
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use body::{BodyKind, MeteredBody};
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderValue, StatusCode};
+use std::time::{Duration, Instant};
+use tollgate_events::ClientApi;
+use tracing::warn;
+pub use upstream_body::UpstreamBody;
+
+pub fn with_request_id(mut resp: Response, rid: &str) -> Response {
+    if let Ok(v) = HeaderValue::from_str(rid) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    resp
+}
+
+/// Ends the call with a gateway error and answers it in the client's shape.
+pub fn fail(guard: &mut CallGuard, e: GatewayError, rid: &str) -> Response {
+    record_error(guard, &e);
+    with_request_id(e.response_for(guard.event.client_api), rid)
+}
+
+/// Records a gateway error as the call's outcome (the response is built later, if at all).
+pub fn record_error(guard: &mut CallGuard, e: &GatewayError) {
+    let (_, code) = e.type_and_code();
+    guard.event.error_type = code.to_string();
+    guard.finish(e.outcome(), e.status().as_u16());
+}
+
+/// A successful upstream answer, streamed to the client through the metering body.
+pub struct Answer {
+    pub guard: CallGuard,
+    pub parts: http::response::Parts,
+    pub body: UpstreamBody,
+    pub kind: BodyKind,
+    pub translation: Translation,
+    /// Reads a billable endpoint's answer in place of the chat/Messages scan.
+    pub reader: Option<Box<crate::billable::reader::BodyReader>>,
+    pub wire: Wire,
+    pub stream: bool,
+    pub idle: Duration,
+    pub got_headers: Instant,
+}
+
+pub fn answer(a: Answer, rid: &str) -> Response {
+    let Answer { mut guard, parts, body, kind, translation, reader, wire, stream, idle, got_headers } = a;
+    let translating = !matches!(translation, Translation::None);
+    let default_ct = HeaderValue::from_static(if stream { "text/event-stream" } else { "application/json" });
+    let content_type =
+        if translating { default_ct } else { parts.headers.get(header::CONTENT_TYPE).cloned().unwrap_or(default_ct) };
+    let mut out = Response::builder().status(parts.status).header(header::CONTENT_TYPE, content_type);
+    if stream {
+        out = out.header(header::CACHE_CONTROL, "no-cache");
+    }
+    if let Ok(v) = HeaderValue::from_str(rid) {
+        out = out.header("x-request-id", v);
+    }
+    guard.overhead += got_headers.elapsed();
+    let body = Body::new(MeteredBody::new(body, guard, kind, wire, translation, reader, idle));
+    out.body(body).unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+/// The upstream answered with an error status: its error is passed through in the client's shape
+/// (except credential failures, which are the gateway's problem, not the client's).
+pub fn upstream_error(
+    client: ClientApi,
+    upstream: &str,
+    wire: Wire,
+    status: StatusCode,
+    headers: &HeaderMap,
+    bytes: Bytes,
+    rid: &str,
+) -> Response {
+    let resp = if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+        warn!(%upstream, %status, "upstream rejected the gateway's credentials");
+        let message = "the upstream provider rejected the gateway's credentials";
+        match client {
+            ClientApi::Openai => {
+                openai_error_response(StatusCode::BAD_GATEWAY, message, "api_error", "upstream_auth_failed")
+            }
+            ClientApi::Anthropic => anthropic_error_response(StatusCode::BAD_GATEWAY, message, "api_error"),
+        }
+    } else {
+        let same_format = Wire::of_client(client) == wire;
+        let mut r = if same_format {
+            let ct = headers.get(header::CONTENT_TYPE).cloned().unwrap_or(HeaderValue::from_static("application/json"));
+            let mut r = (status, bytes).into_response();
+            r.headers_mut().insert(header::CONTENT_TYPE, ct);
+            r
+        } else {
+            let err: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+            let body = match client {
+                ClientApi::Openai => response::error_to_openai(status, &err),
+                ClientApi::Anthropic => response::error_to_anthropic(status, &err),
+            };
+            let mut r = (status, body).into_response();
+            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            r
+        };
+        if let Some(ra) = headers.get(header::RETRY_AFTER) {
+            r.headers_mut().insert(header::RETRY_AFTER, ra.clone());
+        }
+        r
+    };
+    with_request_id(resp, rid)
+}
