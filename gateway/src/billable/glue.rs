@@ -130,3 +130,41 @@ pub fn price_units(ev: &mut CallEvent, u: &Units) {
         ev.usage_source = u.source;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tollgate_events::UnitUsage;
+
+    #[test]
+    fn unit_usage_adds_to_the_token_cost_and_names_what_had_no_price() {
+        let mut ev = CallEvent {
+            served_model: "gpt-4.1".into(),
+            cost_nanousd: 1_000,
+            price_id: "gpt-4.1@x".into(),
+            ..Default::default()
+        };
+        let mut usage = UnitUsage::default();
+        usage.tool_calls.insert("web_search_call".into(), 2);
+        usage.tool_calls.insert("mcp_call".into(), 1);
+        price_units(&mut ev, &Units { usage, source: UsageSource::Provider });
+        assert_eq!(ev.cost_nanousd, 1_000 + 2 * 10_000_000);
+        assert_eq!(ev.price_id, "gpt-4.1@x", "the token price stays the event's price id");
+        assert_eq!(ev.tags.get("builtin_tool.web_search_call").map(String::as_str), Some("2"));
+        assert_eq!(ev.tags.get("unpriced").map(String::as_str), Some("tool:mcp_call"));
+
+        let mut ev = CallEvent { served_model: "whisper-1".into(), ..Default::default() };
+        let usage = UnitUsage { audio_ms: 1_500, ..Default::default() };
+        price_units(&mut ev, &Units { usage, source: UsageSource::Estimated });
+        assert_eq!((ev.cost_nanousd, ev.usage_source), (150_000, UsageSource::Estimated));
+        assert!(ev.price_id.starts_with("whisper-1@"));
+    }
+
+    #[test]
+    fn media_endpoints_get_a_reader_and_chat_does_not() {
+        let body = Bytes::from_static(br#"{"model":"tts-1","input":"abc"}"#);
+        assert!(matches!(media_reader(Endpoint::AudioSpeech, &body).as_deref(), Some(BodyReader::Speech(u)) if u.characters == 3));
+        assert!(media_reader(Endpoint::Chat, &body).is_none());
+        assert!(is_upload(Endpoint::AudioTranscriptions) && !is_upload(Endpoint::AudioSpeech));
+    }
+}
