@@ -416,6 +416,7 @@ fn recording_is_capped() {
         next_id: AtomicU64::new(1),
         fixture_dir: default_fixture_dir(),
         instance: Mutex::new(None),
+        responses: responses::Store::default(),
     };
     let (parts, ()) = http::Request::post("/v1/x").body(()).unwrap().into_parts();
     for i in 0..MAX_RECORDED + 5 {
