@@ -376,7 +376,7 @@ mod tests {
     #[test]
     fn rounding_happens_once_half_up() {
         let mut t = UnitPriceTable::default();
-        let spec = UnitPriceSpec { per_million_characters: Some("0.5".into()), ..Default::default() };
+        let spec = UnitPriceSpec { per_million_characters: Some("0.0005".into()), ..Default::default() };
         t.set("m", &spec, "v").unwrap();
         // 1 character = 0.5 nano-USD → rounds to 1; 3 characters = 1.5 → 2 (not 1 + 1 + 1 = 3).
         assert_eq!(t.cost("m", &UnitUsage { characters: 1, ..usage() }).nanousd, 1);
