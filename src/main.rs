@@ -847,8 +847,8 @@ async fn serve(cfg: Config, validated: ValidatedConfig, mode: Mode, config_path:
         .merge(query_routes)
         .merge(tollgate_gateway::budget::http::admin_routes(budgets))
         .merge(tollgate_ui::routes())
-        .merge(axum::Router::new().route("/metrics", axum::routing::get(metrics)).with_state(metrics_state))
-        .fallback(|| async { tollgate_gateway::GatewayError::NotFound });
+        // Unknown paths reach the gateway's fallback: a 404 in OpenAI's shape and one call event.
+        .merge(axum::Router::new().route("/metrics", axum::routing::get(metrics)).with_state(metrics_state));
 
     let listener = tokio::net::TcpListener::bind(&cfg.server.listen)
         .await

@@ -136,6 +136,7 @@ pub async fn attempt(
     let prepared = match prepare(
         up,
         &PrepareInput {
+            endpoint: input.endpoint,
             client: input.client,
             bytes: client_body,
             stream: input.stream,
@@ -150,10 +151,15 @@ pub async fn attempt(
         Ok(u) => u,
         Err(e) => return gateway_failure(guard, e, Source::Client, target),
     };
+    // Uploads keep their multipart content type (and boundary); everything else is JSON.
+    let content_type = match input.headers.get(header::CONTENT_TYPE) {
+        Some(ct) if crate::billable::glue::is_upload(input.endpoint) => ct.clone(),
+        _ => http::HeaderValue::from_static("application/json"),
+    };
     let mut builder = http::Request::builder()
         .method(Method::POST)
         .uri(uri)
-        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CONTENT_TYPE, content_type)
         .header("x-request-id", input.request_id);
     if input.stream {
         builder = builder.header(header::ACCEPT, "text/event-stream");
@@ -230,6 +236,7 @@ pub async fn attempt(
         body,
         kind: prepared.kind,
         translation: prepared.translation,
+        reader: prepared.reader,
         wire,
         stream: input.stream,
         idle,

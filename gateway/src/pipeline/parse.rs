@@ -24,7 +24,11 @@ pub async fn parse(ctx: &mut CallCtx, body: Body, max_bytes: usize, routes: &Rou
     let bytes: Bytes =
         axum::body::to_bytes(body, max_bytes).await.map_err(|_| GatewayError::BodyTooLarge(max_bytes))?;
     ctx.guard.event.request_bytes = bytes.len() as u64;
-    let meta: RequestMeta = serde_json::from_slice(&bytes).map_err(|e| GatewayError::InvalidBody(e.to_string()))?;
+    let meta: RequestMeta = if crate::billable::glue::is_upload(ctx.endpoint) {
+        crate::billable::media_usage::upload_meta(&ctx.headers, bytes.clone()).await?
+    } else {
+        serde_json::from_slice(&bytes).map_err(|e| GatewayError::InvalidBody(e.to_string()))?
+    };
     let Some(model) = meta.model.clone().filter(|m| !m.is_empty()) else {
         return Err(GatewayError::InvalidBody("`model` is required".into()));
     };

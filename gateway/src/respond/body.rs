@@ -7,6 +7,7 @@
 //! the call's `CallGuard`, so however the body ends (finished, upstream cut, idle timeout, client hung
 //! up and hyper dropped it) exactly one event is emitted.
 
+use crate::billable::reader::BodyReader;
 use crate::config::Wire;
 use crate::finish::CallGuard;
 use crate::respond::upstream_body::UpstreamBody;
@@ -42,6 +43,8 @@ pub struct MeteredBody {
     /// The upstream's format, which metering reads.
     wire: Wire,
     translation: Translation,
+    /// Reads a billable endpoint's answer (Responses API, media) in place of the chat/Messages scan.
+    reader: Option<Box<BodyReader>>,
     /// Bytes handed out after the upstream's body ended: a translated whole body, or the closing
     /// events of a translated stream.
     tail: Option<Bytes>,
@@ -71,6 +74,7 @@ impl MeteredBody {
         kind: BodyKind,
         wire: Wire,
         translation: Translation,
+        reader: Option<Box<BodyReader>>,
         idle: Duration,
     ) -> MeteredBody {
         MeteredBody {
@@ -79,6 +83,7 @@ impl MeteredBody {
             kind,
             wire,
             translation,
+            reader,
             tail: None,
             buf: BytesMut::new(),
             skipping: false,
@@ -153,27 +158,10 @@ impl MeteredBody {
         let payload = payload.strip_prefix(b" ").unwrap_or(payload);
         let text_before = self.guard.output_text.len();
         let mut keep = true;
-        match self.wire {
-            Wire::OpenAi => {
-                if payload == b"[DONE]" {
-                    // The client has everything once this is forwarded; it may hang up before the
-                    // upstream's end of body reaches us, and that is still a complete call.
-                    let status = self.guard.event.status_code;
-                    self.guard.finish(Outcome::Ok, status);
-                } else if let Ok(chunk) = serde_json::from_slice::<ChunkMeta>(payload) {
-                    let usage_only = chunk.choices.is_empty() && chunk.usage.is_some();
-                    absorb_openai(&mut self.guard, chunk);
-                    if hide_usage && usage_only {
-                        self.skipping = true;
-                        keep = false;
-                    }
-                }
-            }
-            Wire::Anthropic => {
-                if let Ok(ev) = serde_json::from_slice::<AnthropicMeta>(payload) {
-                    absorb_anthropic(&mut self.guard, ev, false);
-                }
-            }
+        if let Some(r) = &mut self.reader {
+            r.on_event(payload, &mut self.guard);
+        } else {
+            keep = scan_event(&mut self.guard, self.wire, &mut self.skipping, payload, hide_usage);
         }
         if self.guard.output_text.len() > text_before {
             self.guard.mark_content();
@@ -188,18 +176,28 @@ impl MeteredBody {
     /// the bytes are not (yet) a whole response.
     fn absorb_json_body(&mut self) -> bool {
         let bytes = std::mem::take(&mut self.buf);
-        let whole = match self.wire {
-            Wire::OpenAi => serde_json::from_slice::<ChunkMeta>(&bytes).map(|c| absorb_openai(&mut self.guard, c)),
-            Wire::Anthropic => {
-                serde_json::from_slice::<AnthropicMeta>(&bytes).map(|m| absorb_anthropic(&mut self.guard, m, true))
+        let whole = match (&mut self.reader, self.wire) {
+            (Some(r), _) => r.on_whole(&bytes, &mut self.guard),
+            (None, Wire::OpenAi) => {
+                serde_json::from_slice::<ChunkMeta>(&bytes).map(|c| absorb_openai(&mut self.guard, c)).is_ok()
             }
-        }
-        .is_ok();
+            (None, Wire::Anthropic) => serde_json::from_slice::<AnthropicMeta>(&bytes)
+                .map(|m| absorb_anthropic(&mut self.guard, m, true))
+                .is_ok(),
+        };
         let translated = match &self.translation {
             Translation::None | Translation::Stream(_) => None,
             Translation::JsonAnthropicToOpenAi { created } => serde_json::from_slice::<serde_json::Value>(&bytes)
                 .ok()
                 .map(|v| response::anthropic_to_openai(&v, *created)),
+            Translation::JsonToResponses { from, request, created } => {
+                serde_json::from_slice::<serde_json::Value>(&bytes).ok().map(|v| match from {
+                    Wire::OpenAi => crate::translate::responses_response::chat_to_responses(&v, request, *created),
+                    Wire::Anthropic => {
+                        crate::translate::responses_response::anthropic_to_responses(&v, request, *created)
+                    }
+                })
+            }
             Translation::JsonOpenAiToAnthropic => {
                 serde_json::from_slice::<serde_json::Value>(&bytes).ok().map(|v| response::openai_to_anthropic(&v))
             }
@@ -230,6 +228,34 @@ impl MeteredBody {
         let status = self.guard.event.status_code;
         self.guard.finish(Outcome::Ok, status);
     }
+}
+
+/// Metering's look at one chat chunk or Messages event; returns whether to forward it (the usage chunk
+/// tollgate asked for on a client's behalf is cut out: `skipping` then covers the rest of its event).
+fn scan_event(guard: &mut CallGuard, wire: Wire, skipping: &mut bool, payload: &[u8], hide_usage: bool) -> bool {
+    match wire {
+        Wire::OpenAi => {
+            if payload == b"[DONE]" {
+                // The client has everything once this is forwarded; it may hang up before the
+                // upstream's end of body reaches us, and that is still a complete call.
+                let status = guard.event.status_code;
+                guard.finish(Outcome::Ok, status);
+            } else if let Ok(chunk) = serde_json::from_slice::<ChunkMeta>(payload) {
+                let usage_only = chunk.choices.is_empty() && chunk.usage.is_some();
+                absorb_openai(guard, chunk);
+                if hide_usage && usage_only {
+                    *skipping = true;
+                    return false;
+                }
+            }
+        }
+        Wire::Anthropic => {
+            if let Ok(ev) = serde_json::from_slice::<AnthropicMeta>(payload) {
+                absorb_anthropic(guard, ev, false);
+            }
+        }
+    }
+    true
 }
 
 /// Takes usage, model, finish reason and content text from an OpenAI chunk or whole response.

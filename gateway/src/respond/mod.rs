@@ -46,6 +46,8 @@ pub struct Answer {
     pub body: UpstreamBody,
     pub kind: BodyKind,
     pub translation: Translation,
+    /// Reads a billable endpoint's answer in place of the chat/Messages scan.
+    pub reader: Option<Box<crate::billable::reader::BodyReader>>,
     pub wire: Wire,
     pub stream: bool,
     pub idle: Duration,
@@ -54,7 +56,7 @@ pub struct Answer {
 
 /// With `x-tollgate-cost-usd` for keys that asked for it, on non-stream answers (read whole first).
 pub async fn answer(a: Answer, rid: &str) -> Response {
-    let Answer { mut guard, parts, body, kind, translation, wire, stream, idle, got_headers } = a;
+    let Answer { mut guard, parts, body, kind, translation, reader, wire, stream, idle, got_headers } = a;
     let translating = !matches!(translation, Translation::None);
     let default_ct = HeaderValue::from_static(if stream { "text/event-stream" } else { "application/json" });
     let content_type =
@@ -77,7 +79,7 @@ pub async fn answer(a: Answer, rid: &str) -> Response {
         guard.cost_report = Some(tx);
         rx
     });
-    let body = Body::new(MeteredBody::new(body, guard, kind, wire, translation, idle).with_filter(filter));
+    let body = Body::new(MeteredBody::new(body, guard, kind, wire, translation, reader, idle).with_filter(filter));
     let resp = out.body(body).unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response());
     match cost_rx {
         Some(rx) => crate::cost_header::with_cost_header(resp, rx).await,
