@@ -11,8 +11,10 @@ mod common;
 
 use common::{s, u, Gateway, Opts, ENG_KEY};
 use serde_json::{json, Value};
+use std::io::Read;
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 use tollgate_mock::MockUpstream;
 
 /// nano-USD of `tokens` at `usd_per_million` (a decimal string), exact: the test's own arithmetic.
@@ -82,30 +84,62 @@ fn openai_python() -> PathBuf {
     python
 }
 
-fn run_sdk(gw: &Gateway) -> Value {
+/// Runs tests/responses_sdk.py against the gateway and returns what it printed. The mock upstream lives
+/// in this test's runtime, so the script runs (and is waited for) on a blocking thread; a run longer
+/// than 90 s is killed and fails the test with its output so far.
+async fn run_sdk(gw: &Gateway) -> Value {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/responses_sdk.py");
-    let out = Command::new(openai_python())
-        .arg(script)
+    let mut cmd = Command::new(openai_python());
+    cmd.arg(script)
         .env("OPENAI_BASE_URL", gw.base())
         .env("OPENAI_API_KEY", ENG_KEY)
         .env("TG_NATIVE_MODEL", "resp-native")
         .env("TG_TRANSLATED_MODEL", "claude-house")
-        .output()
-        .expect("run the SDK script");
+        .env("PYTHONUNBUFFERED", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let (status, stdout, stderr) = tokio::task::spawn_blocking(move || {
+        let mut child = cmd.spawn().expect("run the SDK script");
+        let drain = |mut r: Box<dyn Read + Send>| {
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                let _ = r.read_to_end(&mut buf);
+                buf
+            })
+        };
+        let stdout = drain(Box::new(child.stdout.take().unwrap()));
+        let stderr = drain(Box::new(child.stderr.take().unwrap()));
+        let deadline = Instant::now() + Duration::from_secs(90);
+        let status = loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                break Some(st);
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        (status, stdout.join().unwrap(), stderr.join().unwrap())
+    })
+    .await
+    .unwrap();
     assert!(
-        out.status.success(),
-        "SDK script failed:\n{}\n{}\ngateway log:\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
+        status.is_some_and(|s| s.success()),
+        "SDK script {}:\n{}\n{}\ngateway log:\n{}",
+        status.map_or("timed out after 90 s".to_string(), |s| format!("failed ({s})")),
+        String::from_utf8_lossy(&stdout),
+        String::from_utf8_lossy(&stderr),
         gw.log()
     );
-    serde_json::from_slice(&out.stdout).unwrap()
+    serde_json::from_slice(&stdout).unwrap()
 }
 
 #[tokio::test]
 async fn the_openai_sdk_reaches_native_and_translated_upstreams_metered_exactly() {
     let gw = Gateway::start_with(Opts { extra: config_extra(), ..Opts::default() }).await;
-    let r = run_sdk(&gw);
+    let r = run_sdk(&gw).await;
 
     // Native upstream: bytes forwarded, usage of every kind, two built-in web searches.
     let w = &r["native_whole"];
@@ -265,7 +299,12 @@ targets = [{{ upstream = "a", model = "resp-a", weight = 50 }}, {{ upstream = "b
     let r = gw.http.get(format!("{}/v1/responses/{}", gw.url, firsts[0])).bearer_auth(ENG_KEY).send().await.unwrap();
     assert_eq!(r.status(), 404);
     assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], "response_not_found");
-    gw.wait_events(6 + 18 + 6 + 2 + 1).await;
+    // One event per request: 6 first turns, 18 follow-ups, 6 fetches, the delete and the fetch after it.
+    let n = 6 + 18 + 6 + 1 + 1;
+    gw.wait_events(n).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let rows = gw.sql("SELECT count(*) AS n FROM calls WHERE endpoint = 'responses'").await;
+    assert_eq!(rows[0]["n"].as_u64(), Some(n), "exactly one event each");
 }
 
 /// A multipart upload of a 2.5 s WAV for `model`, with extra form fields.
@@ -331,8 +370,9 @@ async fn post_rid(gw: &Gateway, path: &str, rid: &str, body: Value) -> reqwest::
 async fn media_endpoints_are_metered_in_their_units_and_unknown_paths_are_404() {
     let gw = Gateway::start_with(Opts { extra: config_extra(), ..Opts::default() }).await;
     let r = send_upload(&gw, "/v1/audio/transcriptions", "audio-json", upload("whisper-1", &[])).await;
-    assert_eq!(r.status(), 200);
-    assert_eq!(r.json::<Value>().await.unwrap()["usage"]["seconds"], 3);
+    let (status, v) = (r.status(), r.text().await.unwrap());
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(serde_json::from_str::<Value>(&v).unwrap()["usage"]["seconds"], 3, "{v}");
     let r =
         send_upload(&gw, "/v1/audio/translations", "audio-text", upload("whisper-1", &[("response_format", "text")]))
             .await;

@@ -11,7 +11,8 @@ import sys
 
 from openai import OpenAI
 
-client = OpenAI()  # base_url and api_key come from the environment
+# base_url and api_key come from the environment; a hung call fails fast instead of retrying.
+client = OpenAI(timeout=15.0, max_retries=0)
 TOOL = {
     "type": "function",
     "name": "lookup",
@@ -21,7 +22,12 @@ TOOL = {
 }
 
 
+def step(name):
+    print(f"step: {name}", file=sys.stderr, flush=True)
+
+
 def whole(model, rid, text, **kw):
+    step(rid)
     r = client.responses.create(model=model, input=text, extra_headers={"x-request-id": rid}, **kw)
     out = {"id": r.id, "status": r.status, "text": r.output_text, "types": [o.type for o in r.output]}
     if r.usage is not None:
@@ -38,6 +44,7 @@ def whole(model, rid, text, **kw):
 
 
 def streamed(model, rid, text, **kw):
+    step(rid)
     types, deltas, args, final = [], [], [], None
     with client.responses.create(model=model, input=text, stream=True, extra_headers={"x-request-id": rid}, **kw) as s:
         for ev in s:
