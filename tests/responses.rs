@@ -368,7 +368,9 @@ async fn post_rid(gw: &Gateway, path: &str, rid: &str, body: Value) -> reqwest::
 
 #[tokio::test]
 async fn media_endpoints_are_metered_in_their_units_and_unknown_paths_are_404() {
-    let gw = Gateway::start_with(Opts { extra: config_extra(), ..Opts::default() }).await;
+    // A route that serves whisper-1 under another name: the upload is forwarded with the target's model.
+    let alias = "[[routes]]\nmodel = \"whisper-house\"\nstrategy = \"weighted\"\ntargets = [{ upstream = \"oai\", model = \"whisper-1\", weight = 1 }]\n";
+    let gw = Gateway::start_with(Opts { extra: format!("{}{alias}", config_extra()), ..Opts::default() }).await;
     let r = send_upload(&gw, "/v1/audio/transcriptions", "audio-json", upload("whisper-1", &[])).await;
     let (status, v) = (r.status(), r.text().await.unwrap());
     assert_eq!(status, 200, "{v}");
@@ -377,6 +379,13 @@ async fn media_endpoints_are_metered_in_their_units_and_unknown_paths_are_404() 
         send_upload(&gw, "/v1/audio/translations", "audio-text", upload("whisper-1", &[("response_format", "text")]))
             .await;
     assert_eq!(r.text().await.unwrap(), "tok0 tok1 tok2 tok3 tok4");
+    let r = send_upload(&gw, "/v1/audio/transcriptions", "audio-alias", upload("whisper-house", &[])).await;
+    let (status, v) = (r.status(), r.text().await.unwrap());
+    assert_eq!(status, 200, "{v}");
+    let sent = gw.mock.requests().into_iter().find(|q| q.header("x-request-id") == Some("audio-alias")).unwrap();
+    let form = String::from_utf8_lossy(&sent.body).to_string();
+    assert!(form.contains("name=\"model\"\r\n\r\nwhisper-1\r\n") && !form.contains("whisper-house"), "{form:.300}");
+    assert!(sent.body.len() > 40_000, "the file went along");
     let r = post_rid(&gw, "/v1/audio/speech", "speech", json!({"model": "tts-1", "input": "héllo", "voice": "alloy"}))
         .await;
     assert_eq!((r.status().as_u16(), r.bytes().await.unwrap().len()), (200, 500));
@@ -401,13 +410,15 @@ async fn media_endpoints_are_metered_in_their_units_and_unknown_paths_are_404() 
     );
     assert_eq!(gw.mock.requests().iter().filter(|q| q.path.contains("fine_tuning")).count(), 0, "never passed through");
 
-    gw.wait_events(6).await;
+    gw.wait_events(7).await;
     // whisper-1 at $0.006 per minute: 3 reported seconds = 300,000 nano-USD.
     let e = gw.event("audio-json").await;
     assert_eq!(
         (s(&e, "endpoint"), u(&e, "cost_nanousd"), s(&e, "usage_source")),
         ("audio_transcriptions", 3 * 6_000_000 / 60, "provider")
     );
+    let e = gw.event("audio-alias").await;
+    assert_eq!((s(&e, "served_model"), u(&e, "cost_nanousd")), ("whisper-1", 3 * 6_000_000 / 60));
     // No usage in a text answer: the upload's 2.5 s are metered, marked estimated.
     let e = gw.event("audio-text").await;
     assert_eq!(

@@ -31,6 +31,55 @@ pub fn is_upload(endpoint: Endpoint) -> bool {
     matches!(endpoint, Endpoint::AudioTranscriptions | Endpoint::AudioTranslations)
 }
 
+/// `body` with `model` in place of the client's: a JSON body through [`crate::providers::with_model`],
+/// an upload by replacing the value of its `model` form field (the file and the other fields stay as
+/// they were sent).
+pub fn with_model_for(
+    endpoint: Endpoint,
+    headers: &http::HeaderMap,
+    body: &Bytes,
+    model: &str,
+) -> Result<Bytes, GatewayError> {
+    if !is_upload(endpoint) {
+        return crate::providers::with_model(body, model);
+    }
+    let ct = headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let boundary = multer::parse_boundary(ct)
+        .map_err(|e| GatewayError::InvalidBody(format!("expected a multipart/form-data upload: {e}")))?;
+    multipart_with_field(body, &boundary, "model", model.as_bytes())
+        .ok_or_else(|| GatewayError::InvalidBody("the upload has no `model` field".into()))
+}
+
+/// A multipart body with the value of the field `name` replaced by `value`; `None` when it has none.
+fn multipart_with_field(body: &[u8], boundary: &str, name: &str, value: &[u8]) -> Option<Bytes> {
+    let delim = format!("--{boundary}");
+    let closing = format!("\r\n{delim}");
+    let wanted = format!("name=\"{name}\"");
+    let find = |hay: &[u8], needle: &[u8], from: usize| {
+        hay.get(from..)?.windows(needle.len()).position(|w| w == needle).map(|i| i + from)
+    };
+    let mut at = find(body, delim.as_bytes(), 0)?;
+    loop {
+        let head_start = at + delim.len();
+        let head_end = find(body, b"\r\n\r\n", head_start)?;
+        let value_start = head_end + 4;
+        let value_end = find(body, closing.as_bytes(), value_start)?;
+        let head = String::from_utf8_lossy(&body[head_start..head_end]);
+        let is_field = head.lines().any(|l| {
+            let l = l.to_ascii_lowercase();
+            l.starts_with("content-disposition:") && l.split(';').any(|p| p.trim() == wanted)
+        });
+        if is_field {
+            let mut out = Vec::with_capacity(body.len() + value.len());
+            out.extend_from_slice(&body[..value_start]);
+            out.extend_from_slice(value);
+            out.extend_from_slice(&body[value_end..]);
+            return Some(Bytes::from(out));
+        }
+        at = value_end + 2;
+    }
+}
+
 fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
@@ -158,6 +207,20 @@ mod tests {
         price_units(&mut ev, &Units { usage, source: UsageSource::Estimated });
         assert_eq!((ev.cost_nanousd, ev.usage_source), (150_000, UsageSource::Estimated));
         assert!(ev.price_id.starts_with("whisper-1@"));
+    }
+
+    #[test]
+    fn an_upload_gets_the_target_model_in_its_model_field_and_keeps_the_rest() {
+        let body = "--b1\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\n\r\nRIFF\r\nname=\"model\"\r\n--b1\r\nContent-Disposition: form-data; name=\"model_hint\"\r\n\r\nx\r\n--b1\r\ncontent-disposition: form-data; name=\"model\"\r\n\r\nwhisper-public\r\n--b1--\r\n";
+        let mut headers = http::HeaderMap::new();
+        headers.insert(http::header::CONTENT_TYPE, "multipart/form-data; boundary=b1".parse().unwrap());
+        let out = with_model_for(Endpoint::AudioTranscriptions, &headers, &Bytes::from(body), "whisper-1").unwrap();
+        assert_eq!(String::from_utf8(out.to_vec()).unwrap(), body.replace("whisper-public", "whisper-1"));
+        let none = "--b1\r\nContent-Disposition: form-data; name=\"file\"\r\n\r\nx\r\n--b1--\r\n";
+        assert!(with_model_for(Endpoint::AudioTranscriptions, &headers, &Bytes::from(none), "m").is_err());
+        let json = Bytes::from_static(br#"{"model":"a","input":"x"}"#);
+        let out = with_model_for(Endpoint::AudioSpeech, &headers, &json, "tts-1").unwrap();
+        assert_eq!(serde_json::from_slice::<Value>(&out).unwrap()["model"], "tts-1");
     }
 
     #[test]

@@ -4,10 +4,11 @@
 //! body frame arrives: an upstream that goes silent or breaks off before sending anything can then
 //! still be retried, because nothing has reached the client yet.
 
+use crate::billable::glue::with_model_for;
 use crate::call::RequestMeta;
 use crate::error::GatewayError;
 use crate::finish::CallGuard;
-use crate::providers::{prepare, with_model, PrepareInput};
+use crate::providers::{prepare, PrepareInput};
 use crate::respond::{self, Answer, UpstreamBody};
 use crate::routing::Target;
 use crate::translate::response;
@@ -127,7 +128,7 @@ pub async fn attempt(
     let client_body = if target.model == input.body_model {
         input.body
     } else {
-        renamed = match with_model(input.body, &target.model) {
+        renamed = match with_model_for(input.endpoint, input.headers, input.body, &target.model) {
             Ok(b) => b,
             Err(e) => return gateway_failure(guard, e, Source::Client, target),
         };
