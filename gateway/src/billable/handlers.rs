@@ -114,15 +114,17 @@ async fn stored_response(st: &GatewayState, method: Method, id: &str, req: Reque
 pub async fn unknown_endpoint(State(st): State<Arc<GatewayState>>, req: Request) -> Response {
     let (parts, _) = req.into_parts();
     let rid = request_id(&parts.headers);
+    let message = format!("Invalid URL ({} {}): tollgate does not serve this endpoint", parts.method, parts.uri.path());
+    let not_found = || openai_error_response(StatusCode::NOT_FOUND, &message, "invalid_request_error", "unknown_url");
+    // Only API paths are calls; a browser's `/favicon.ico` and the like are not metered.
+    if !parts.uri.path().starts_with("/v1/") {
+        return respond::with_request_id(not_found(), &rid);
+    }
     let mut g = guard(&st, Endpoint::Other, &rid);
     if let Ok(key) = st.pipeline.keys.authenticate(&parts.headers) {
         key.attribute(&mut g.event, &parts.headers);
     }
     g.event.error_type = "unknown_url".into();
     g.finish(Outcome::InvalidRequest, StatusCode::NOT_FOUND.as_u16());
-    let message = format!("Invalid URL ({} {}): tollgate does not serve this endpoint", parts.method, parts.uri.path());
-    respond::with_request_id(
-        openai_error_response(StatusCode::NOT_FOUND, &message, "invalid_request_error", "unknown_url"),
-        &rid,
-    )
+    respond::with_request_id(not_found(), &rid)
 }
