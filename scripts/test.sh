@@ -50,6 +50,16 @@ open(d + "/model_prices_and_context_window_backup.json", "wb").write(z.read("lit
 PY
 fi
 export TOLLGATE_LITELLM_PRICES="$litellm_dir/model_prices_and_context_window_backup.json"
+# The Responses API tests drive the gateway with the official `openai` Python SDK, in a venv of its own.
+openai_venv="${XDG_CACHE_HOME:-$HOME/.cache}/tollgate-test/openai-3.57.0"
+if ! "$openai_venv/bin/python" -c 'import openai' >/dev/null 2>&1; then
+  if ! python3 -m venv "$openai_venv" >/dev/null 2>&1; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv
+    python3 -m venv "$openai_venv"
+  fi
+  "$openai_venv/bin/python" -m pip install -q openai==3.57.0
+fi
+export TOLLGATE_OPENAI_PYTHON="$openai_venv/bin/python"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e

@@ -851,8 +851,8 @@ async fn serve(cfg: Config, validated: ValidatedConfig, mode: Mode, config_path:
         .merge(axum::Router::new().route("/metrics", axum::routing::get(metrics)).with_state(metrics_state))
         .method_not_allowed_fallback(|m: axum::http::Method| async move {
             tollgate_gateway::GatewayError::MethodNotAllowed(m.to_string())
-        })
-        .fallback(|| async { tollgate_gateway::GatewayError::NotFound });
+        });
+    // Unknown paths reach the gateway router's fallback (billable::handlers::unknown_endpoint).
 
     let listener = tokio::net::TcpListener::bind(&cfg.server.listen)
         .await

@@ -25,6 +25,11 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../migrations/0142_price_adjustments.sql"),
     },
     Migration { version: 161, name: "calls_daily", sql: include_str!("../../migrations/0161_calls_daily.sql") },
+    Migration {
+        version: 181,
+        name: "endpoint_responses",
+        sql: include_str!("../../migrations/0181_endpoint_responses.sql"),
+    },
 ];
 
 const LEDGER_DDL: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (version UInt32, name String, \

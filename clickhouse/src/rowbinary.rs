@@ -71,6 +71,12 @@ fn endpoint_code(e: Endpoint) -> i8 {
         Endpoint::Completions => 4,
         Endpoint::Models => 5,
         Endpoint::Other => 6,
+        Endpoint::Responses => 7,
+        Endpoint::AudioTranscriptions => 8,
+        Endpoint::AudioTranslations => 9,
+        Endpoint::AudioSpeech => 10,
+        Endpoint::Images => 11,
+        Endpoint::Moderations => 12,
     }
 }
 
@@ -200,5 +206,15 @@ mod tests {
         // bytes + 3
         assert_eq!(n, 130 + 20 + 3 + 2);
         assert_eq!(COLUMNS.len(), 49);
+    }
+
+    #[test]
+    fn endpoint_codes_match_the_latest_enum_migration() {
+        let ddl = include_str!("../../migrations/0181_endpoint_responses.sql");
+        for (i, e) in Endpoint::ALL.into_iter().enumerate() {
+            let code = endpoint_code(e);
+            assert_eq!(usize::try_from(code).unwrap(), i + 1, "{e:?}");
+            assert!(ddl.contains(&format!("'{}' = {code}", e.as_str())), "{e:?} missing from 0181");
+        }
     }
 }

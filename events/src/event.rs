@@ -17,6 +17,18 @@ pub enum Endpoint {
     Completions,
     Models,
     Other,
+    /// OpenAI's Responses API (`/v1/responses`).
+    Responses,
+    /// `/v1/audio/transcriptions`: speech to text.
+    AudioTranscriptions,
+    /// `/v1/audio/translations`: speech to English text.
+    AudioTranslations,
+    /// `/v1/audio/speech`: text to speech.
+    AudioSpeech,
+    /// `/v1/images/generations`.
+    Images,
+    /// `/v1/moderations` (free at OpenAI; still one event per call).
+    Moderations,
 }
 
 /// The wire format the client spoke.
@@ -100,6 +112,22 @@ impl UsageSource {
 }
 
 impl Endpoint {
+    /// Every endpoint, in the order of their ClickHouse `Enum8` codes (1, 2, …).
+    pub const ALL: [Endpoint; 12] = [
+        Endpoint::Chat,
+        Endpoint::Messages,
+        Endpoint::Embeddings,
+        Endpoint::Completions,
+        Endpoint::Models,
+        Endpoint::Other,
+        Endpoint::Responses,
+        Endpoint::AudioTranscriptions,
+        Endpoint::AudioTranslations,
+        Endpoint::AudioSpeech,
+        Endpoint::Images,
+        Endpoint::Moderations,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Endpoint::Chat => "chat",
@@ -108,6 +136,12 @@ impl Endpoint {
             Endpoint::Completions => "completions",
             Endpoint::Models => "models",
             Endpoint::Other => "other",
+            Endpoint::Responses => "responses",
+            Endpoint::AudioTranscriptions => "audio_transcriptions",
+            Endpoint::AudioTranslations => "audio_translations",
+            Endpoint::AudioSpeech => "audio_speech",
+            Endpoint::Images => "images",
+            Endpoint::Moderations => "moderations",
         }
     }
 }
@@ -232,6 +266,12 @@ mod tests {
         assert!(json.contains("\"usage_source\":\"estimated\""));
         let back: CallEvent = serde_json::from_str(&json).unwrap();
         assert_eq!(back, e);
+        for endpoint in Endpoint::ALL {
+            let e = CallEvent { endpoint, ..Default::default() };
+            let json = serde_json::to_string(&e).unwrap();
+            assert!(json.contains(&format!("\"endpoint\":\"{}\"", endpoint.as_str())), "{json}");
+            assert_eq!(serde_json::from_str::<CallEvent>(&json).unwrap().endpoint, endpoint);
+        }
         assert_eq!(e.date(), "2023-11-14");
     }
 }

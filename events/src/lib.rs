@@ -8,6 +8,7 @@ pub mod prices;
 pub mod prom;
 mod rollup;
 mod tokens;
+mod unit_price;
 mod wire;
 
 pub use arrow_schema::{call_event_schema, to_record_batch, CallEventBatchBuilder};
@@ -22,4 +23,8 @@ pub use prices::{
 };
 pub use rollup::{latency_bucket, latency_bucket_value, rollup_schema, ROLLUP_DIMENSIONS, ROLLUP_SUMS};
 pub use tokens::{Tally, TokenEstimator};
+pub use unit_price::{
+    wav_duration_ms, UnitCost, UnitPrice, UnitPriceError, UnitPriceSpec, UnitPriceTable, UnitUsage,
+    BUILTIN_UNIT_PRICES_READ_ON,
+};
 pub use wire::{parse_wire_event, WireEventError};

@@ -46,12 +46,17 @@ pub struct RequestMeta {
     pub max_tokens: Option<serde_json::Value>,
     #[serde(default)]
     pub max_completion_tokens: Option<serde_json::Value>,
+    /// The Responses API's output bound.
+    #[serde(default)]
+    pub max_output_tokens: Option<serde_json::Value>,
 }
 
 impl RequestMeta {
     /// `max_tokens` or `max_completion_tokens`, when it is a number.
     pub fn output_bound(&self) -> Option<u64> {
-        [&self.max_tokens, &self.max_completion_tokens].into_iter().find_map(|v| v.as_ref().and_then(|v| v.as_u64()))
+        [&self.max_tokens, &self.max_completion_tokens, &self.max_output_tokens]
+            .into_iter()
+            .find_map(|v| v.as_ref().and_then(|v| v.as_u64()))
     }
 
     /// Whether an OpenAI client asked for usage in its stream.

@@ -34,6 +34,11 @@ pub struct UpstreamConfig {
     /// `price_id = "unpriced"`, counted in `tollgate_unpriced_events_total` and logged.
     #[serde(default)]
     pub fallback_price: Option<String>,
+    /// Whether this upstream serves OpenAI's Responses API (`/v1/responses`): if so, Responses calls are
+    /// forwarded as they are; if not, they are translated to chat completions (or Messages). Default:
+    /// true for `openai` and `azure_openai`, false for the others.
+    #[serde(default)]
+    pub responses_api: Option<bool>,
     /// `azure_openai` only: model name → deployment name (default: the model name).
     #[serde(default)]
     pub deployments: BTreeMap<String, String>,
@@ -571,7 +576,7 @@ pub fn validate_with_prices(
             table.set_route_fallback(&u.name, f);
         }
         for m in &u.models {
-            if table.get(m).is_none() {
+            if table.get(m).is_none() && !crate::billable::glue::unit_prices().has_model(m) {
                 return Err(err(key("models"), unpriced(m)));
             }
             match listed.iter_mut().find(|(name, _)| name == m) {
@@ -700,7 +705,7 @@ fn validate_routes(
             let Some(up) = upstreams.iter().position(|u| u.name == t.upstream) else {
                 return Err(err(tkey("upstream"), format!("no upstream is named `{}`", t.upstream)));
             };
-            if prices.get(&t.model).is_none() {
+            if prices.get(&t.model).is_none() && !crate::billable::glue::unit_prices().has_model(&t.model) {
                 return Err(err(tkey("model"), unpriced(&t.model)));
             }
             if r.strategy == "weighted" && t.weight == 0 {

@@ -46,6 +46,9 @@ pub enum GatewayError {
     NoHealthyTarget(String),
     #[error("not found")]
     NotFound,
+    /// A stored Responses API response this gateway did not see created (or has forgotten).
+    #[error("no response with id `{0}` is known to this gateway (translated responses are not stored)")]
+    UnknownResponse(String),
     /// A budget that covers the call has no room for it (and no cheaper model that fits).
     #[error("budget `{budget}` exceeded: cap {cap_usd} USD per {period}; resets at {resets_at}")]
     BudgetExceeded { budget: String, cap_usd: String, period: &'static str, resets_at: String, retry_after_s: u64 },
@@ -83,7 +86,7 @@ impl GatewayError {
             GatewayError::UpstreamUnreachable => StatusCode::BAD_GATEWAY,
             GatewayError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             GatewayError::NoHealthyTarget(_) => StatusCode::SERVICE_UNAVAILABLE,
-            GatewayError::NotFound => StatusCode::NOT_FOUND,
+            GatewayError::NotFound | GatewayError::UnknownResponse(_) => StatusCode::NOT_FOUND,
             GatewayError::BudgetExceeded { .. } | GatewayError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
@@ -108,6 +111,7 @@ impl GatewayError {
             GatewayError::UpstreamTimeout => ("api_error", "upstream_timeout"),
             GatewayError::NoHealthyTarget(_) => ("api_error", "no_healthy_upstream"),
             GatewayError::NotFound => ("invalid_request_error", "not_found"),
+            GatewayError::UnknownResponse(_) => ("invalid_request_error", "response_not_found"),
             GatewayError::BudgetExceeded { .. } => ("budget_exceeded", "budget_exceeded"),
             GatewayError::RateLimited { .. } => ("rate_limit_error", "rate_limit_exceeded"),
             GatewayError::ContextLengthExceeded(_) => ("invalid_request_error", "context_length_exceeded"),
@@ -129,7 +133,8 @@ impl GatewayError {
             | GatewayError::UnknownModel(_)
             | GatewayError::ModelNotAllowed(_)
             | GatewayError::QueryNotAllowed
-            | GatewayError::NotFound => Outcome::InvalidRequest,
+            | GatewayError::NotFound
+            | GatewayError::UnknownResponse(_) => Outcome::InvalidRequest,
             GatewayError::UpstreamUnreachable | GatewayError::NoHealthyTarget(_) => Outcome::UpstreamError,
             GatewayError::UpstreamTimeout | GatewayError::BodyReadTimeout(_) => Outcome::Timeout,
             GatewayError::ClientDisconnected => Outcome::ClientDisconnect,

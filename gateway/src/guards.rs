@@ -310,7 +310,7 @@ impl Guards {
 
     /// The context-window step.
     pub fn context_step(&self, ctx: &mut CallCtx) -> Result<(), GatewayError> {
-        if self.context.is_none() {
+        if self.context.is_none() || !inspectable(ctx) {
             return Ok(());
         }
         let served = ctx.route.as_ref().map(|r| r.price_model().to_string()).unwrap_or_else(|| ctx.model.clone());
@@ -322,7 +322,7 @@ impl Guards {
 
     /// The prompt-injection step.
     pub async fn injection_step(&self, ctx: &mut CallCtx) -> Result<(), GatewayError> {
-        if self.rules.is_none() {
+        if self.rules.is_none() || !inspectable(ctx) {
             return Ok(());
         }
         let body = parsed(&mut ctx.json, &ctx.body)?;
@@ -331,7 +331,7 @@ impl Guards {
 
     /// The request-redaction step; also plans response redaction.
     pub fn redact_step(self: &Arc<Self>, ctx: &mut CallCtx) -> Result<(), GatewayError> {
-        if self.redactor.is_none() {
+        if self.redactor.is_none() || !inspectable(ctx) {
             return Ok(());
         }
         let body = parsed(&mut ctx.json, &ctx.body)?;
@@ -345,7 +345,7 @@ impl Guards {
 
     /// The cache step: a hit answers the call here; otherwise the fill is planned.
     pub async fn cache_step(self: &Arc<Self>, ctx: &mut CallCtx) -> Result<Admit, GatewayError> {
-        if self.cache.is_none() {
+        if self.cache.is_none() || !inspectable(ctx) {
             return Ok(Admit::Continue);
         }
         let prices = ctx.guard.meter().prices().current();
@@ -359,6 +359,12 @@ impl Guards {
         }
         Ok(Admit::Continue)
     }
+}
+
+/// Whether the guards read this call's request: JSON bodies only; a `multipart/form-data` upload (audio
+/// transcriptions and translations) has no text to check, redact or cache by.
+fn inspectable(ctx: &CallCtx) -> bool {
+    !crate::billable::glue::is_upload(ctx.endpoint)
 }
 
 /// The request body as JSON, parsed once for every step that reads it.

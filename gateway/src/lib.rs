@@ -5,6 +5,7 @@
 //! HTTP routes. `GatewayState::start` builds the state and the metering task's receiver.
 
 pub mod admission;
+pub mod billable;
 pub mod budget;
 pub mod call;
 pub mod config;
@@ -204,6 +205,31 @@ async fn messages(State(st): State<Arc<GatewayState>>, req: Request) -> Response
     st.pipeline.run(req, Endpoint::Messages, ClientApi::Anthropic).await
 }
 
+/// `POST /v1/responses`: OpenAI's Responses API.
+async fn responses(State(st): State<Arc<GatewayState>>, req: Request) -> Response {
+    st.pipeline.run(req, Endpoint::Responses, ClientApi::Openai).await
+}
+
+async fn audio_transcriptions(State(st): State<Arc<GatewayState>>, req: Request) -> Response {
+    st.pipeline.run(req, Endpoint::AudioTranscriptions, ClientApi::Openai).await
+}
+
+async fn audio_translations(State(st): State<Arc<GatewayState>>, req: Request) -> Response {
+    st.pipeline.run(req, Endpoint::AudioTranslations, ClientApi::Openai).await
+}
+
+async fn audio_speech(State(st): State<Arc<GatewayState>>, req: Request) -> Response {
+    st.pipeline.run(req, Endpoint::AudioSpeech, ClientApi::Openai).await
+}
+
+async fn images(State(st): State<Arc<GatewayState>>, req: Request) -> Response {
+    st.pipeline.run(req, Endpoint::Images, ClientApi::Openai).await
+}
+
+async fn moderations(State(st): State<Arc<GatewayState>>, req: Request) -> Response {
+    st.pipeline.run(req, Endpoint::Moderations, ClientApi::Openai).await
+}
+
 async fn count_tokens(State(st): State<Arc<GatewayState>>, req: Request) -> Response {
     st.pipeline.count_tokens(req).await
 }
@@ -250,6 +276,14 @@ pub fn app(state: Arc<GatewayState>) -> Router {
         .route("/v1/messages/{*rest}", any(edge::unknown_messages_path))
         .route("/v1/models", get(models))
         .route("/v1/routes", get(routes))
+        .route("/v1/responses", post(responses))
+        .route("/v1/responses/{id}", get(billable::handlers::get_response).delete(billable::handlers::delete_response))
+        .route("/v1/audio/transcriptions", post(audio_transcriptions))
+        .route("/v1/audio/translations", post(audio_translations))
+        .route("/v1/audio/speech", post(audio_speech))
+        .route("/v1/images/generations", post(images))
+        .route("/v1/moderations", post(moderations))
+        .fallback(billable::handlers::unknown_endpoint)
         .route("/healthz", get(|| async { "ok" }))
         .method_not_allowed_fallback(edge::method_not_allowed)
         .with_state(state)

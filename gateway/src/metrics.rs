@@ -321,11 +321,18 @@ fn attribution<'a>(ev: &'a CallEvent, field: &str) -> &'a str {
 /// `gen_ai.operation.name` for an endpoint (the convention's well-known values where one applies).
 pub fn operation_name(e: Endpoint) -> &'static str {
     match e {
-        Endpoint::Chat | Endpoint::Messages => "chat",
+        // The Responses API generates as chat does (the convention has no name of its own for it).
+        Endpoint::Chat | Endpoint::Messages | Endpoint::Responses => "chat",
         Endpoint::Completions => "text_completion",
         Endpoint::Embeddings => "embeddings",
         Endpoint::Models => "models",
         Endpoint::Other => "other",
+        // No well-known value: the endpoint's own name.
+        Endpoint::AudioTranscriptions
+        | Endpoint::AudioTranslations
+        | Endpoint::AudioSpeech
+        | Endpoint::Images
+        | Endpoint::Moderations => e.as_str(),
     }
 }
 

@@ -192,8 +192,16 @@ fn meter_stream(chunks: Vec<Bytes>, kind: BodyKind, wire: Wire, translation: Tra
     let out = rt.block_on(async {
         let mut guard = CallGuard::new(m.clone(), CallEvent { request_id: "p".into(), ..Default::default() });
         guard.event.status_code = 200;
-        let body =
-            MeteredBody::new(Chunks(chunks.into()), guard, kind, wire, translation, Duration::from_secs(5), 64 * 1024);
+        let body = MeteredBody::new(
+            Chunks(chunks.into()),
+            guard,
+            kind,
+            wire,
+            translation,
+            None,
+            Duration::from_secs(5),
+            64 * 1024,
+        );
         match body.collect().await {
             Ok(c) => c.to_bytes().to_vec(),
             Err(e) => panic!("body failed: {e}"),

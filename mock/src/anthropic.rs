@@ -36,6 +36,8 @@ struct MessagesRequest {
     system: Option<Value>,
     #[serde(default)]
     messages: Vec<Value>,
+    #[serde(default)]
+    tools: Vec<Value>,
 }
 
 /// Anthropic's error body.
@@ -176,13 +178,24 @@ pub(crate) async fn messages(shared: &Arc<Shared>, headers: &HeaderMap, body: &B
         cache_write: d.cache_write,
         output: tokens.saturating_add(d.reasoning),
     };
+    // `call`: use the first tool (a custom one: server tools have a `type`) instead of answering in text.
+    let tool = req
+        .tools
+        .iter()
+        .find(|t| t.get("type").is_none_or(|k| k == "custom"))
+        .and_then(|t| t.get("name"))
+        .and_then(Value::as_str)
+        .filter(|_| d.call)
+        .map(str::to_string);
+    let default_stop = if tool.is_some() { "tool_use" } else { "end_turn" };
     let m = Message {
         id: format!("msg_mock{}", shared.next_id.fetch_add(1, Ordering::Relaxed)),
         model: req.model.clone().unwrap_or_else(|| "mock-model".into()),
         tokens,
         thinking: d.reasoning,
-        stop_reason: d.finish.clone().unwrap_or_else(|| "end_turn".into()),
+        stop_reason: d.finish.clone().unwrap_or_else(|| default_stop.into()),
         usage,
+        tool,
     };
     if !stream {
         if d.delay_ms > 0 {
@@ -191,14 +204,7 @@ pub(crate) async fn messages(shared: &Arc<Shared>, headers: &HeaderMap, body: &B
         return json_ok(shared, Bytes::from(m.whole().to_string()));
     }
     let (frames, content) = m.events();
-    let stop = if d.hang {
-        Stop::Hang(1)
-    } else if let Some(n) = d.cut {
-        Stop::Cut(usize::try_from(n).map_or(content.end, |n| content.start.saturating_add(n).min(content.end)))
-    } else {
-        Stop::Never
-    };
-    sse_ok(FramesBody::stream(frames, content, Duration::from_millis(d.delay_ms), stop, Arc::clone(shared)))
+    crate::responses::paced_stream(shared, &d, frames, content)
 }
 
 /// Replays a recorded `NAME.sse` (streams: events separated by blank lines, sent as they are) or
@@ -269,6 +275,16 @@ struct Message {
     thinking: u64,
     stop_reason: String,
     usage: Usage,
+    /// Call this tool with `{"q": "<tokens words>"}` instead of answering in text.
+    tool: Option<String>,
+}
+
+/// The streamed pieces of a tool call's `{"q": "tok0 tok1 …"}` input, one per token.
+fn tool_input_parts(tokens: u64) -> Vec<String> {
+    let mut parts = vec!["{\"q\":\"".to_string()];
+    parts.extend((0..tokens).map(|i| format!("tok{i} ")));
+    parts.push("\"}".to_string());
+    parts
 }
 
 fn words(prefix: &str, n: u64) -> String {
@@ -290,7 +306,15 @@ impl Message {
                 json!({"type": "thinking", "thinking": words("think", self.thinking), "signature": "c2lnbmF0dXJl"}),
             );
         }
-        content.push(json!({"type": "text", "text": words("tok", self.tokens)}));
+        match &self.tool {
+            Some(name) => {
+                let input: Value = serde_json::from_str(&tool_input_parts(self.tokens).concat()).unwrap_or_default();
+                content.push(
+                    json!({"type": "tool_use", "id": format!("toolu_{}", self.id), "name": name, "input": input}),
+                );
+            }
+            None => content.push(json!({"type": "text", "text": words("tok", self.tokens)})),
+        }
         json!({
             "id": self.id, "type": "message", "role": "assistant", "model": self.model, "content": content,
             "stop_reason": self.stop_reason, "stop_sequence": null, "usage": self.usage.json(self.usage.output)
@@ -321,14 +345,23 @@ impl Message {
             event(&mut f, &json!({"type": "content_block_stop", "index": 0}));
             index = 1;
         }
-        event(
-            &mut f,
-            &json!({"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}}),
-        );
+        let (block, deltas): (Value, Vec<Value>) = match &self.tool {
+            Some(name) => (
+                json!({"type": "tool_use", "id": format!("toolu_{}", self.id), "name": name, "input": {}}),
+                tool_input_parts(self.tokens)
+                    .into_iter()
+                    .map(|p| json!({"type": "input_json_delta", "partial_json": p}))
+                    .collect(),
+            ),
+            None => (
+                json!({"type": "text", "text": ""}),
+                (0..self.tokens).map(|i| json!({"type": "text_delta", "text": format!("tok{i} ")})).collect(),
+            ),
+        };
+        event(&mut f, &json!({"type": "content_block_start", "index": index, "content_block": block}));
         event(&mut f, &json!({"type": "ping"}));
         let start = f.len();
-        for i in 0..self.tokens {
-            let delta = json!({"type": "text_delta", "text": format!("tok{i} ")});
+        for delta in deltas {
             event(&mut f, &json!({"type": "content_block_delta", "index": index, "delta": delta}));
         }
         let end = f.len();

@@ -18,6 +18,10 @@ pub(crate) struct Directives {
     pub finish: Option<String>,
     pub fixture: Option<String>,
     pub hang: bool,
+    /// Answer with a call of the request's first function tool instead of text (Responses, Anthropic).
+    pub call: bool,
+    /// Built-in web search calls to report in a Responses answer.
+    pub web_search: u64,
     /// Stream: send the headers, then nothing (the body hangs before its first frame).
     pub silent: bool,
 }
@@ -77,6 +81,8 @@ pub(crate) fn parse_into(d: &mut Directives, inner: &str) -> Result<(), String> 
             "cut" => d.cut = Some(number(key, value)?),
             "no_usage" => d.no_usage = true,
             "hang" => d.hang = true,
+            "call" => d.call = true,
+            "web_search" => d.web_search = number(key, value)?,
             "silent" => d.silent = true,
             "finish" => d.finish = Some(value.unwrap_or_default().to_owned()),
             "fixture" => {
@@ -129,7 +135,9 @@ mod tests {
 
     #[test]
     fn parses_every_key() {
-        let d = parse("tokens=7,prompt_tokens=11,cached=4,reasoning=2,delay_ms=1,first_delay_ms=3,status=429,retry_after=1,cut=2,no_usage,finish=length,fixture=openai_chat_stream_text,hang").unwrap();
+        let d = parse("tokens=7,prompt_tokens=11,cached=4,reasoning=2,delay_ms=1,first_delay_ms=3,status=429,retry_after=1,cut=2,no_usage,finish=length,fixture=openai_chat_stream_text,hang,call,web_search=2").unwrap();
+        assert!(d.call);
+        assert_eq!(d.web_search, 2);
         assert_eq!(d.tokens, Some(7));
         assert_eq!(d.prompt_tokens, Some(11));
         assert_eq!((d.cached, d.reasoning, d.delay_ms, d.first_delay_ms), (4, 2, 1, 3));

@@ -4,10 +4,14 @@
 //! Used in-process by the gateway's end-to-end tests and as the `tollgate-mock` binary by benchmarks.
 //! Endpoints: `POST /v1/chat/completions` (whole or SSE; also at Azure's
 //! `/openai/deployments/{name}/chat/completions`), `POST /v1/embeddings`, `GET /v1/models[/{id}]`,
-//! `POST /v1/messages` (Anthropic, whole or SSE) and `POST /v1/messages/count_tokens`.
+//! `POST /v1/messages` (Anthropic, whole or SSE), `POST /v1/messages/count_tokens`, OpenAI's Responses API
+//! (`POST /v1/responses`, whole or SSE; `GET`/`DELETE /v1/responses/{id}`), and the media endpoints
+//! (`/v1/audio/transcriptions`, `/v1/audio/translations`, `/v1/audio/speech`, `/v1/images/generations`,
+//! `/v1/moderations`).
 //! Put `MOCK[k=v,flag]` anywhere in a message's text (the last one wins) to pick the behaviour:
 //! `tokens`, `prompt_tokens`, `cached`, `cache_write` (Anthropic), `reasoning`, `delay_ms`,
-//! `first_delay_ms`, `status`, `retry_after`, `cut`, `no_usage`, `finish`, `fixture`, `hang`.
+//! `first_delay_ms`, `status`, `retry_after`, `cut`, `no_usage`, `finish`, `fixture`, `hang`, `call`
+//! (Responses, Anthropic: call the first function tool), `web_search` (Responses).
 //! Several instances can play different upstreams: [`MockUpstream::set_directives`] gives one instance
 //! directives of its own (same syntax), applied on top of every prompt's, e.g. `status=500` or
 //! `first_delay_ms=3000`; change them at any time, e.g. to heal a failing upstream.
@@ -20,6 +24,8 @@ mod anthropic;
 mod body;
 mod directive;
 mod engine;
+mod media;
+mod responses;
 mod wire;
 
 use std::collections::VecDeque;
@@ -87,6 +93,7 @@ pub(crate) struct Shared {
     pub(crate) dropped_early: AtomicU64,
     next_id: AtomicU64,
     fixture_dir: PathBuf,
+    responses: responses::Store,
     /// This instance's own directives (the inside of a `MOCK[...]`) and for how many more requests
     /// they apply (`None`: until changed).
     instance: Mutex<Option<(String, Option<u64>)>>,
@@ -134,6 +141,7 @@ impl MockUpstream {
             dropped_early: AtomicU64::new(0),
             next_id: AtomicU64::new(1),
             fixture_dir: dir,
+            responses: responses::Store::default(),
             instance: Mutex::new(None),
             engine: Mutex::new(None),
             metrics_scrapes: AtomicU64::new(0),
@@ -313,6 +321,17 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
             chat(&shared, &body).await
         }
         (&Method::POST, "/v1/embeddings") => embeddings(&shared, &body).await,
+        (&Method::POST, "/v1/responses") => responses::create(&shared, &body).await,
+        (&Method::GET, p) if p.starts_with("/v1/responses/") => responses::get(&shared, &p["/v1/responses/".len()..]),
+        (&Method::DELETE, p) if p.starts_with("/v1/responses/") => {
+            responses::delete(&shared, &p["/v1/responses/".len()..])
+        }
+        (&Method::POST, "/v1/audio/transcriptions" | "/v1/audio/translations") => {
+            media::transcription(&shared, &parts.headers, &body).await
+        }
+        (&Method::POST, "/v1/audio/speech") => media::speech(&shared, &body).await,
+        (&Method::POST, "/v1/images/generations") => media::images(&shared, &body).await,
+        (&Method::POST, "/v1/moderations") => media::moderations(&shared, &body).await,
         (&Method::GET, "/v1/models") => json_ok(&shared, wire::models_body()),
         (&Method::GET, p) if p.starts_with("/v1/models/") => {
             let id = p.trim_start_matches("/v1/models/");
@@ -622,3 +641,5 @@ fn internal(message: &str) -> Response {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_billable;

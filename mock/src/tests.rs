@@ -5,16 +5,16 @@ use http::HeaderMap;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 
-struct Reply {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Vec<u8>,
+pub(super) struct Reply {
+    pub(super) status: StatusCode,
+    pub(super) headers: HeaderMap,
+    pub(super) body: Vec<u8>,
     /// The body ended with an error instead of cleanly.
-    body_error: bool,
+    pub(super) body_error: bool,
 }
 
 impl Reply {
-    fn json(&self) -> Value {
+    pub(super) fn json(&self) -> Value {
         serde_json::from_slice(&self.body).unwrap()
     }
 
@@ -26,11 +26,11 @@ impl Reply {
     }
 }
 
-async fn send(addr: SocketAddr, method: &str, path: &str, body: &str) -> Reply {
+pub(super) async fn send(addr: SocketAddr, method: &str, path: &str, body: &str) -> Reply {
     send_with(addr, method, path, body, &[]).await
 }
 
-async fn send_with(addr: SocketAddr, method: &str, path: &str, body: &str, extra: &[(&str, &str)]) -> Reply {
+pub(super) async fn send_with(addr: SocketAddr, method: &str, path: &str, body: &str, extra: &[(&str, &str)]) -> Reply {
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.unwrap();
     tokio::spawn(async move {
@@ -418,6 +418,7 @@ fn recording_is_capped() {
         instance: Mutex::new(None),
         engine: Mutex::new(None),
         metrics_scrapes: AtomicU64::new(0),
+        responses: responses::Store::default(),
     };
     let (parts, ()) = http::Request::post("/v1/x").body(()).unwrap().into_parts();
     for i in 0..MAX_RECORDED + 5 {

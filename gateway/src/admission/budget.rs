@@ -4,11 +4,11 @@
 //! reservation is settled with the real cost of all the request's attempts once the last is priced.
 
 use super::{AdmissionStep, Admit, AdmitFuture};
+use crate::billable::glue::with_model_for;
 use crate::budget::{Admission, BudgetSystem};
 use crate::call::CallCtx;
 use crate::error::GatewayError;
 use crate::finish::PricedObserver;
-use crate::providers::with_model;
 use crate::routing::RouteTable;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -38,7 +38,7 @@ impl BudgetStep {
         ctx.priced.push(Arc::new(BudgetSettle::new(admitted.admission)));
         let Some((cheaper, budget)) = admitted.downgrade else { return Ok(Admit::Continue) };
         let route = self.routes.get(&cheaper).ok_or_else(|| GatewayError::UnknownModel(cheaper.clone()))?;
-        ctx.body = with_model(&ctx.body, &cheaper)?;
+        ctx.body = with_model_for(ctx.endpoint, &ctx.headers, &ctx.body, &cheaper)?;
         tracing::debug!(%budget, from = %ctx.model, to = %cheaper, "budget downgrade");
         let ev = &mut ctx.guard.event;
         ev.served_model = cheaper.clone();

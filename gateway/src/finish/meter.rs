@@ -54,6 +54,8 @@ pub struct PricingHints {
 #[derive(Debug)]
 pub struct PendingEvent {
     pub event: Box<CallEvent>,
+    /// Non-token usage (media units, built-in tool calls), priced with the unit price table.
+    pub units: Option<Box<crate::billable::reader::Units>>,
     pub estimate: Option<Box<EstimateInput>>,
     pub hints: PricingHints,
     /// Told the priced event (budget settlement).
@@ -240,6 +242,12 @@ pub fn finish_event(
             None
         }
     };
+    if let Some(units) = &p.units {
+        if catch_unwind(AssertUnwindSafe(|| crate::billable::glue::price_units(&mut ev, units))).is_err() {
+            metrics.metering_panics.inc();
+            error!(event_id = %ev.event_id, "unit pricing panicked; event kept without its unit cost");
+        }
+    }
     if p.hints.anomalous_usage && ev.usage_source != UsageSource::Capped {
         ev.usage_source = UsageSource::Capped;
     }
@@ -411,6 +419,8 @@ pub struct CallGuard {
     pub hints: PricingHints,
     /// Response redaction and cache fill that admission steps asked for (applied by `respond`).
     pub response_plan: Option<Arc<crate::guards::ResponsePlan>>,
+    /// Non-token usage read from the answer (media units, built-in tool calls).
+    pub units: Option<Box<crate::billable::reader::Units>>,
 }
 
 pub fn now_us() -> i64 {
@@ -441,6 +451,7 @@ impl CallGuard {
             ended: Vec::new(),
             wants_cost: false,
             cost_report: None,
+            units: None,
             hints: PricingHints::default(),
             response_plan: None,
         }
@@ -556,7 +567,8 @@ impl Drop for CallGuard {
         let event = std::mem::take(&mut self.event);
         let priced = std::mem::take(&mut self.priced);
         self.meter.inner.metrics.in_flight.dec();
-        self.meter.submit(PendingEvent { event, estimate, priced, hints });
+        let units = self.units.take();
+        self.meter.submit(PendingEvent { event, units, estimate, priced, hints });
     }
 }
 
@@ -578,6 +590,7 @@ mod spill_tests {
         );
         let pending = |i: u32| PendingEvent {
             event: Box::new(CallEvent { event_id: format!("e{i}"), ..Default::default() }),
+            units: None,
             estimate: None,
             hints: Default::default(),
             priced: Vec::new(),

@@ -4,10 +4,11 @@
 //! body frame arrives: an upstream that goes silent or breaks off before sending anything can then
 //! still be retried, because nothing has reached the client yet.
 
+use crate::billable::glue::with_model_for;
 use crate::call::RequestMeta;
 use crate::error::GatewayError;
 use crate::finish::CallGuard;
-use crate::providers::{prepare, with_model, PrepareInput};
+use crate::providers::{prepare, PrepareInput};
 use crate::respond::{self, Answer, UpstreamBody};
 use crate::routing::Target;
 use crate::translate::response;
@@ -129,7 +130,7 @@ pub async fn attempt(
     let client_body = if target.model == input.body_model {
         input.body
     } else {
-        renamed = match with_model(input.body, &target.model) {
+        renamed = match with_model_for(input.endpoint, input.headers, input.body, &target.model) {
             Ok(b) => b,
             Err(e) => return gateway_failure(guard, e, Source::Client, target),
         };
@@ -138,6 +139,7 @@ pub async fn attempt(
     let prepared = match prepare(
         up,
         &PrepareInput {
+            endpoint: input.endpoint,
             client: input.client,
             bytes: client_body,
             stream: input.stream,
@@ -152,10 +154,15 @@ pub async fn attempt(
         Ok(u) => u,
         Err(e) => return gateway_failure(guard, e, Source::Client, target),
     };
+    // Uploads keep their multipart content type (and boundary); everything else is JSON.
+    let content_type = match input.headers.get(header::CONTENT_TYPE) {
+        Some(ct) if crate::billable::glue::is_upload(input.endpoint) => ct.clone(),
+        _ => http::HeaderValue::from_static("application/json"),
+    };
     let mut builder = http::Request::builder()
         .method(Method::POST)
         .uri(uri)
-        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CONTENT_TYPE, content_type)
         .header("x-request-id", input.request_id);
     if input.stream {
         builder = builder.header(header::ACCEPT, "text/event-stream");
@@ -232,6 +239,7 @@ pub async fn attempt(
         body,
         kind: prepared.kind,
         translation: prepared.translation,
+        reader: prepared.reader,
         wire,
         stream: input.stream,
         idle,

@@ -112,7 +112,9 @@ impl Pipeline {
         if ctx.guard.event.routing_strategy.is_empty() {
             ctx.guard.event.routing_strategy.clone_from(&route.label);
         }
-        let Some(first) = plan.next_target() else {
+        // A Responses request continuing a stored response goes to the upstream that holds it.
+        let pinned = crate::billable::glue::pinned_target(ctx.endpoint, &ctx.body, &route);
+        let Some(first) = pinned.or_else(|| plan.next_target()) else {
             return respond::fail(
                 &mut ctx.guard,
                 GatewayError::NoHealthyTarget(route.spec.model.clone()),

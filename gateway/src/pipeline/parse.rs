@@ -31,7 +31,11 @@ pub async fn parse(
 ) -> Result<(), GatewayError> {
     let bytes = read_body(ctx, body, max_bytes, read_timeout_ms).await?;
     ctx.guard.event.request_bytes = bytes.len() as u64;
-    let meta: RequestMeta = serde_json::from_slice(&bytes).map_err(|e| GatewayError::InvalidBody(e.to_string()))?;
+    let meta: RequestMeta = if crate::billable::glue::is_upload(ctx.endpoint) {
+        crate::billable::media_usage::upload_meta(&ctx.headers, bytes.clone()).await?
+    } else {
+        serde_json::from_slice(&bytes).map_err(|e| GatewayError::InvalidBody(e.to_string()))?
+    };
     let Some(model) = meta.model.clone().filter(|m| !m.is_empty()) else {
         return Err(GatewayError::InvalidBody("`model` is required".into()));
     };

@@ -21,6 +21,12 @@ impl Provider for AzureOpenAiProvider {
     }
 
     fn url(&self, up: &UpstreamConfig, base: &str, model: &str, path: &str) -> String {
+        // Azure's Responses API is not per deployment: `/openai/responses[/{id}]?api-version=…`, the
+        // deployment named in the body's `model`.
+        if path.starts_with("/responses") {
+            let sep = if path.contains('?') { '&' } else { '?' };
+            return format!("{base}/openai{path}{sep}api-version={}", up.api_version);
+        }
         let dep = up.deployments.get(model).map(String::as_str).unwrap_or(model);
         format!("{base}/openai/deployments/{dep}{path}?api-version={}", up.api_version)
     }

@@ -104,6 +104,12 @@ impl Upstream {
         self.provider.wire()
     }
 
+    /// Whether `/v1/responses` is forwarded as it is (else it is translated to chat or Messages):
+    /// `responses_api` in config, by default true for OpenAI and Azure OpenAI.
+    pub fn serves_responses(&self) -> bool {
+        self.cfg.responses_api.unwrap_or(matches!(self.provider.kind(), "openai" | "azure_openai"))
+    }
+
     pub fn uri(&self, model: &str, path: &str) -> Result<Uri, GatewayError> {
         self.provider
             .url(&self.cfg, &self.base, model, path)
@@ -113,11 +119,24 @@ impl Upstream {
 
     /// The upstream path for an endpoint, or why this upstream cannot serve it.
     pub fn path(&self, endpoint: Endpoint, model: &str) -> Result<&'static str, GatewayError> {
+        let media = |p: &'static str| match self.wire() {
+            Wire::OpenAi => Ok(p),
+            Wire::Anthropic => Err(GatewayError::Untranslatable {
+                param: "model".into(),
+                message: format!("`{model}` is served by an upstream that has no {} endpoint", endpoint.as_str()),
+            }),
+        };
         match (self.wire(), endpoint) {
-            (Wire::OpenAi, Endpoint::Chat | Endpoint::Messages) => Ok("/chat/completions"),
+            (_, Endpoint::Responses) if self.serves_responses() => Ok("/responses"),
+            (Wire::OpenAi, Endpoint::Chat | Endpoint::Messages | Endpoint::Responses) => Ok("/chat/completions"),
             (Wire::OpenAi, Endpoint::Completions) => Ok("/completions"),
             (Wire::OpenAi, Endpoint::Embeddings) => Ok("/embeddings"),
-            (Wire::Anthropic, Endpoint::Chat | Endpoint::Messages) => Ok("/messages"),
+            (Wire::Anthropic, Endpoint::Chat | Endpoint::Messages | Endpoint::Responses) => Ok("/messages"),
+            (_, Endpoint::AudioTranscriptions) => media("/audio/transcriptions"),
+            (_, Endpoint::AudioTranslations) => media("/audio/translations"),
+            (_, Endpoint::AudioSpeech) => media("/audio/speech"),
+            (_, Endpoint::Images) => media("/images/generations"),
+            (_, Endpoint::Moderations) => media("/moderations"),
             (_, Endpoint::Completions | Endpoint::Embeddings | Endpoint::Models | Endpoint::Other) => {
                 Err(GatewayError::Untranslatable {
                     param: "model".into(),
@@ -150,10 +169,13 @@ pub struct Prepared {
     pub body: Bytes,
     pub kind: BodyKind,
     pub translation: Translation,
+    /// Reads a billable endpoint's answer (Responses API, media) in place of the chat/Messages scan.
+    pub reader: Option<Box<crate::billable::reader::BodyReader>>,
 }
 
 /// What [`prepare`] reads from the client's request.
 pub struct PrepareInput<'a> {
+    pub endpoint: Endpoint,
     pub client: ClientApi,
     pub bytes: &'a Bytes,
     pub stream: bool,
@@ -164,7 +186,17 @@ pub struct PrepareInput<'a> {
 /// The upstream request body: the client's bytes when formats match (with the usage request spliced
 /// into OpenAI streams), a translation otherwise.
 pub fn prepare(up: &Upstream, input: &PrepareInput<'_>) -> Result<Prepared, GatewayError> {
-    let PrepareInput { client, bytes, stream, client_wants_usage, has_stream_options } = *input;
+    if input.endpoint == Endpoint::Responses {
+        return crate::billable::glue::prepare_responses(up, input);
+    }
+    let mut p = prepare_formats(up, input)?;
+    p.reader = crate::billable::glue::media_reader(input.endpoint, input.bytes);
+    Ok(p)
+}
+
+/// Chat, completions, embeddings, Messages and the media endpoints: same format or translated.
+fn prepare_formats(up: &Upstream, input: &PrepareInput<'_>) -> Result<Prepared, GatewayError> {
+    let PrepareInput { client, bytes, stream, client_wants_usage, has_stream_options, .. } = *input;
     let to_json = |v: serde_json::Value| {
         serde_json::to_vec(&v).map(Bytes::from).map_err(|e| GatewayError::InvalidBody(e.to_string()))
     };
@@ -181,10 +213,10 @@ pub fn prepare(up: &Upstream, input: &PrepareInput<'_>) -> Result<Prepared, Gate
                 bytes.clone()
             };
             let kind = if stream { BodyKind::Sse { hide_usage } } else { BodyKind::Json };
-            Ok(Prepared { body, kind, translation: Translation::None })
+            Ok(Prepared { body, kind, translation: Translation::None, reader: None })
         }
         (Wire::Anthropic, Wire::Anthropic) => {
-            Ok(Prepared { body: bytes.clone(), kind: json_kind, translation: Translation::None })
+            Ok(Prepared { body: bytes.clone(), kind: json_kind, translation: Translation::None, reader: None })
         }
         (Wire::OpenAi, Wire::Anthropic) => {
             let opts = request::ToAnthropic { default_max_tokens: up.cfg.default_max_tokens };
@@ -194,7 +226,7 @@ pub fn prepare(up: &Upstream, input: &PrepareInput<'_>) -> Result<Prepared, Gate
             } else {
                 Translation::JsonAnthropicToOpenAi { created: unix_now() }
             };
-            Ok(Prepared { body, kind: json_kind, translation })
+            Ok(Prepared { body, kind: json_kind, translation, reader: None })
         }
         (Wire::Anthropic, Wire::OpenAi) => {
             let opts = request::ToOpenAi {
@@ -207,7 +239,7 @@ pub fn prepare(up: &Upstream, input: &PrepareInput<'_>) -> Result<Prepared, Gate
             } else {
                 Translation::JsonOpenAiToAnthropic
             };
-            Ok(Prepared { body, kind: json_kind, translation })
+            Ok(Prepared { body, kind: json_kind, translation, reader: None })
         }
     }
 }

@@ -7,6 +7,7 @@
 //! the call's `CallGuard`, so however the body ends (finished, upstream cut, idle timeout, client hung
 //! up and hyper dropped it) exactly one event is emitted.
 
+use crate::billable::reader::BodyReader;
 use crate::config::Wire;
 use crate::finish::CallGuard;
 use crate::respond::upstream_body::UpstreamBody;
@@ -62,6 +63,8 @@ pub struct MeteredBody<B = UpstreamBody> {
     /// The upstream's format, which metering reads.
     wire: Wire,
     translation: Translation,
+    /// Reads a billable endpoint's answer (Responses API, media) in place of the chat/Messages scan.
+    reader: Option<Box<BodyReader>>,
     /// Bytes handed out after the upstream's body ended: a translated whole body, the closing events of
     /// a translated stream, or the last line of a rewritten stream that had no line end.
     tail: Option<Bytes>,
@@ -103,6 +106,7 @@ impl<B> MeteredBody<B> {
         kind: BodyKind,
         wire: Wire,
         translation: Translation,
+        reader: Option<Box<BodyReader>>,
         idle: Duration,
         max_line: usize,
     ) -> MeteredBody<B> {
@@ -112,6 +116,7 @@ impl<B> MeteredBody<B> {
             kind,
             wire,
             translation,
+            reader,
             tail: None,
             buf: BytesMut::new(),
             scanner: LineScanner::new(max_line),
@@ -279,24 +284,29 @@ impl<B> MeteredBody<B> {
     fn on_payload(&mut self, payload: &[u8], last: bool, out: &mut BytesMut) -> Payload {
         let text_before = self.guard.output_len();
         let mut p = Payload::default();
-        match self.wire {
-            Wire::OpenAi => {
-                if payload == b"[DONE]" {
-                    // The client has everything once this is forwarded; it may hang up before the
-                    // upstream's end of body reaches us, and that is still a complete call.
-                    let status = self.guard.event.status_code;
-                    self.guard.finish(Outcome::Ok, status);
-                    p.understood = true;
-                } else if let Ok(chunk) = serde_json::from_slice::<ChunkMeta>(payload) {
-                    p.usage_only = chunk.choices.is_empty() && chunk.usage.is_some();
-                    absorb_openai(&mut self.guard, chunk);
-                    p.understood = true;
+        if let Some(r) = &mut self.reader {
+            r.on_event(payload, &mut self.guard);
+            p.understood = true;
+        } else {
+            match self.wire {
+                Wire::OpenAi => {
+                    if payload == b"[DONE]" {
+                        // The client has everything once this is forwarded; it may hang up before the
+                        // upstream's end of body reaches us, and that is still a complete call.
+                        let status = self.guard.event.status_code;
+                        self.guard.finish(Outcome::Ok, status);
+                        p.understood = true;
+                    } else if let Ok(chunk) = serde_json::from_slice::<ChunkMeta>(payload) {
+                        p.usage_only = chunk.choices.is_empty() && chunk.usage.is_some();
+                        absorb_openai(&mut self.guard, chunk);
+                        p.understood = true;
+                    }
                 }
-            }
-            Wire::Anthropic => {
-                if let Ok(ev) = serde_json::from_slice::<AnthropicMeta>(payload) {
-                    absorb_anthropic(&mut self.guard, ev, false);
-                    p.understood = true;
+                Wire::Anthropic => {
+                    if let Ok(ev) = serde_json::from_slice::<AnthropicMeta>(payload) {
+                        absorb_anthropic(&mut self.guard, ev, false);
+                        p.understood = true;
+                    }
                 }
             }
         }
@@ -315,18 +325,28 @@ impl<B> MeteredBody<B> {
     /// the bytes are not (yet) a whole response.
     fn absorb_json_body(&mut self) -> bool {
         let bytes = std::mem::take(&mut self.buf);
-        let whole = match self.wire {
-            Wire::OpenAi => serde_json::from_slice::<ChunkMeta>(&bytes).map(|c| absorb_openai(&mut self.guard, c)),
-            Wire::Anthropic => {
-                serde_json::from_slice::<AnthropicMeta>(&bytes).map(|m| absorb_anthropic(&mut self.guard, m, true))
+        let whole = match (&mut self.reader, self.wire) {
+            (Some(r), _) => r.on_whole(&bytes, &mut self.guard),
+            (None, Wire::OpenAi) => {
+                serde_json::from_slice::<ChunkMeta>(&bytes).map(|c| absorb_openai(&mut self.guard, c)).is_ok()
             }
-        }
-        .is_ok();
+            (None, Wire::Anthropic) => serde_json::from_slice::<AnthropicMeta>(&bytes)
+                .map(|m| absorb_anthropic(&mut self.guard, m, true))
+                .is_ok(),
+        };
         let translated = match &self.translation {
             Translation::None | Translation::Stream(_) => None,
             Translation::JsonAnthropicToOpenAi { created } => serde_json::from_slice::<serde_json::Value>(&bytes)
                 .ok()
                 .map(|v| response::anthropic_to_openai(&v, *created)),
+            Translation::JsonToResponses { from, request, created } => {
+                serde_json::from_slice::<serde_json::Value>(&bytes).ok().map(|v| match from {
+                    Wire::OpenAi => crate::translate::responses_response::chat_to_responses(&v, request, *created),
+                    Wire::Anthropic => {
+                        crate::translate::responses_response::anthropic_to_responses(&v, request, *created)
+                    }
+                })
+            }
             Translation::JsonOpenAiToAnthropic => {
                 serde_json::from_slice::<serde_json::Value>(&bytes).ok().map(|v| response::openai_to_anthropic(&v))
             }

@@ -63,6 +63,8 @@ pub struct Answer {
     pub body: UpstreamBody,
     pub kind: BodyKind,
     pub translation: Translation,
+    /// Reads a billable endpoint's answer in place of the chat/Messages scan.
+    pub reader: Option<Box<crate::billable::reader::BodyReader>>,
     pub wire: Wire,
     pub stream: bool,
     pub idle: Duration,
@@ -72,7 +74,7 @@ pub struct Answer {
 /// With `x-tollgate-cost-usd` for keys that asked for it, on non-stream answers (read whole first).
 /// `max_line`: `gateway.max_sse_line_bytes`.
 pub async fn answer(a: Answer, rid: &str, max_line: usize) -> Response {
-    let Answer { mut guard, parts, body, kind, translation, wire, stream, idle, got_headers } = a;
+    let Answer { mut guard, parts, body, kind, translation, reader, wire, stream, idle, got_headers } = a;
     // An upstream that answers a stream request with one JSON document (an error object with a 200, a
     // server that ignores `stream`) is read, metered and translated as one, and reaches the client whole.
     let json_answer = parts
@@ -108,7 +110,8 @@ pub async fn answer(a: Answer, rid: &str, max_line: usize) -> Response {
         guard.cost_report = Some(tx);
         rx
     });
-    let body = Body::new(MeteredBody::new(body, guard, kind, wire, translation, idle, max_line).with_filter(filter));
+    let body =
+        Body::new(MeteredBody::new(body, guard, kind, wire, translation, reader, idle, max_line).with_filter(filter));
     let resp = out.body(body).unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response());
     match cost_rx {
         Some(rx) => crate::cost_header::with_cost_header(resp, rx).await,

@@ -4,6 +4,11 @@
 
 pub mod request;
 pub mod response;
+#[cfg(test)]
+mod responses_props;
+pub mod responses_request;
+pub mod responses_response;
+pub mod responses_stream;
 pub mod stream;
 
 pub use stream::StreamTranslator;
@@ -16,6 +21,8 @@ pub enum Translation {
     JsonAnthropicToOpenAi { created: u64 },
     /// A whole OpenAI completion for an Anthropic client.
     JsonOpenAiToAnthropic,
+    /// A whole chat completion (`from` OpenAI) or Anthropic message for a Responses API client.
+    JsonToResponses { from: crate::config::Wire, request: Box<serde_json::Value>, created: u64 },
     /// A stream, event by event.
     Stream(Box<StreamTranslator>),
 }
@@ -28,6 +35,10 @@ impl Translation {
             Translation::Stream(t) => match *t {
                 StreamTranslator::AnthropicToOpenAi(_) => Translation::JsonAnthropicToOpenAi { created },
                 StreamTranslator::OpenAiToAnthropic(_) => Translation::JsonOpenAiToAnthropic,
+                // A Responses client: the JSON document (an error object, typically) is passed on as sent.
+                t @ (StreamTranslator::ChatToResponses(_) | StreamTranslator::AnthropicToResponses(_)) => {
+                    Translation::Stream(Box::new(t))
+                }
             },
             other => other,
         }

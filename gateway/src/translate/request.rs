@@ -9,16 +9,16 @@
 use crate::error::GatewayError;
 use serde_json::{json, Map, Value};
 
-fn unsupported(param: impl Into<String>, message: impl Into<String>) -> GatewayError {
+pub(super) fn unsupported(param: impl Into<String>, message: impl Into<String>) -> GatewayError {
     GatewayError::Untranslatable { param: param.into(), message: message.into() }
 }
 
-fn invalid(message: impl Into<String>) -> GatewayError {
+pub(super) fn invalid(message: impl Into<String>) -> GatewayError {
     GatewayError::InvalidBody(message.into())
 }
 
 /// Whether `v` is absent-equivalent: null, false, zero, an empty string, array or object.
-fn is_default(v: &Value) -> bool {
+pub(super) fn is_default(v: &Value) -> bool {
     match v {
         Value::Null => true,
         Value::Bool(b) => !b,

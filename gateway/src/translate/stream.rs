@@ -14,6 +14,10 @@ pub enum StreamTranslator {
     AnthropicToOpenAi(AnthropicToOpenAi),
     /// An OpenAI-format upstream's chunks for an Anthropic client.
     OpenAiToAnthropic(OpenAiToAnthropic),
+    /// An OpenAI-format upstream's chunks for a Responses API client.
+    ChatToResponses(super::responses_stream::ChatToResponses),
+    /// An Anthropic upstream's events for a Responses API client.
+    AnthropicToResponses(super::responses_stream::AnthropicToResponses),
 }
 
 impl StreamTranslator {
@@ -45,6 +49,8 @@ impl StreamTranslator {
         match self {
             StreamTranslator::AnthropicToOpenAi(t) => t.on_data(payload, out),
             StreamTranslator::OpenAiToAnthropic(t) => t.on_data(payload, out),
+            StreamTranslator::ChatToResponses(t) => t.on_data(payload, out),
+            StreamTranslator::AnthropicToResponses(t) => t.on_data(payload, out),
         }
     }
 
@@ -52,6 +58,8 @@ impl StreamTranslator {
         match self {
             StreamTranslator::AnthropicToOpenAi(_) => {}
             StreamTranslator::OpenAiToAnthropic(t) => t.close(out),
+            StreamTranslator::ChatToResponses(t) => t.on_end(out),
+            StreamTranslator::AnthropicToResponses(t) => t.on_end(out),
         }
     }
 }
