@@ -72,6 +72,68 @@ pub(crate) fn text_of(v: Option<&Value>) -> String {
     }
 }
 
+/// The showback totals, in the order every ClickHouse showback query selects them (after the group
+/// columns) and [`showback_row`] reads them back: one list, so a query and its reader cannot disagree.
+pub(crate) const TOTALS: [&str; 11] = [
+    "calls",
+    "rejected",
+    "input_tokens",
+    "output_tokens",
+    "cached_input_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+    "cost_nanousd",
+    "attempts",
+    "cache_hits",
+    "saved_nanousd",
+];
+
+/// The [`TOTALS`] over raw `calls` rows: a request counts once (its last attempt) in `calls`, every
+/// attempt that reached the upstream side in `attempts`, the gateway's refusals in `rejected`.
+pub(crate) fn raw_totals() -> [String; 11] {
+    let refused = crate::report::refused_outcomes_sql();
+    [
+        format!("toUInt64(countIf(finish_reason != 'retried' AND toString(outcome) NOT IN ({refused})))"),
+        format!("toUInt64(countIf(toString(outcome) IN ({refused})))"),
+        "sum(input_tokens)".into(),
+        "sum(output_tokens)".into(),
+        "sum(cached_input_tokens)".into(),
+        "sum(cache_write_tokens)".into(),
+        "sum(reasoning_tokens)".into(),
+        "sum(cost_nanousd)".into(),
+        format!("toUInt64(countIf(toString(outcome) NOT IN ({refused})))"),
+        "toUInt64(sum(cache_hit))".into(),
+        "toUInt64(sum(saved_nanousd))".into(),
+    ]
+}
+
+/// `expr AS <prefix><name>, ...` for expressions given in [`TOTALS`] order.
+pub(crate) fn select_totals(exprs: &[String; 11], prefix: &str) -> String {
+    exprs.iter().zip(TOTALS).map(|(e, n)| format!("{e} AS {prefix}{n}")).collect::<Vec<_>>().join(", ")
+}
+
+/// One showback row of a query that selected the group columns, then the [`TOTALS`].
+pub(crate) fn showback_row(r: &[Value], group: &[(&str, &str)]) -> ShowbackRow {
+    let n = group.len();
+    let at = |i: usize| u64_of(r.get(n + i));
+    ShowbackRow {
+        group: group.iter().enumerate().map(|(i, (name, _))| ((*name).to_string(), text_of(r.get(i)))).collect(),
+        totals: Totals {
+            calls: at(0),
+            rejected: at(1),
+            input_tokens: at(2),
+            output_tokens: at(3),
+            cached_input_tokens: at(4),
+            cache_write_tokens: at(5),
+            reasoning_tokens: at(6),
+            cost_nanousd: at(7),
+            attempts: at(8),
+            cache_hits: at(9),
+            saved_nanousd: at(10),
+        },
+    }
+}
+
 fn triple(v: Option<&Value>) -> [u32; 3] {
     let a = v.and_then(|v| v.as_array()).cloned().unwrap_or_default();
     let at = |i: usize| u64_of(a.get(i)).min(u64::from(u32::MAX)) as u32;
@@ -96,16 +158,9 @@ impl ChBackend {
     fn showback_query(&self, range: &TimeRange, group: &[(&str, &str)]) -> clickhouse::query::Query {
         let (select, by, order) = group_sql(group);
         let sql = format!(
-            "SELECT {select}toUInt64(countIf(finish_reason != 'retried' AND toString(outcome) NOT IN ({refused}))) AS calls, \
-             toUInt64(countIf(toString(outcome) IN ({refused}))) AS rejected, \
-             sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens, \
-             sum(cached_input_tokens) AS cached_input_tokens, sum(cache_write_tokens) AS cache_write_tokens, \
-             sum(reasoning_tokens) AS reasoning_tokens, sum(cost_nanousd) AS cost_nanousd, \
-             toUInt64(countIf(toString(outcome) NOT IN ({refused}))) AS attempts, \
-             toUInt64(sum(cache_hit)) AS cache_hits, toUInt64(sum(saved_nanousd)) AS saved_nanousd \
-             FROM calls WHERE ts_start_us >= ? AND ts_start_us < ? AND date >= ? AND date <= ? {by} \
+            "SELECT {select}{} FROM calls WHERE ts_start_us >= ? AND ts_start_us < ? AND date >= ? AND date <= ? {by} \
              ORDER BY cost_nanousd DESC{order}",
-            refused = crate::report::refused_outcomes_sql(),
+            select_totals(&raw_totals(), ""),
         );
         self.ranged(&sql, range)
     }
@@ -138,30 +193,7 @@ impl ChBackend {
 
     pub async fn showback(&self, range: &TimeRange, group: &[(&str, &str)]) -> Result<Vec<ShowbackRow>, QueryError> {
         let rows = fetch_json(self.showback_query(range, group), self.timeout).await.map_err(ch_err)?;
-        let n = group.len();
-        Ok(rows
-            .iter()
-            .map(|r| ShowbackRow {
-                group: group
-                    .iter()
-                    .enumerate()
-                    .map(|(i, (name, _))| ((*name).to_string(), text_of(r.get(i))))
-                    .collect(),
-                totals: Totals {
-                    calls: u64_of(r.get(n)),
-                    rejected: u64_of(r.get(n + 1)),
-                    input_tokens: u64_of(r.get(n + 2)),
-                    output_tokens: u64_of(r.get(n + 3)),
-                    cached_input_tokens: u64_of(r.get(n + 4)),
-                    cache_write_tokens: u64_of(r.get(n + 5)),
-                    reasoning_tokens: u64_of(r.get(n + 6)),
-                    cost_nanousd: u64_of(r.get(n + 7)),
-                    attempts: u64_of(r.get(n + 8)),
-                    cache_hits: u64_of(r.get(n + 9)),
-                    saved_nanousd: u64_of(r.get(n + 10)),
-                },
-            })
-            .collect())
+        Ok(rows.iter().map(|r| showback_row(r, group)).collect())
     }
 
     /// A budget's spend: the same numbers as DataFusion's, to the nano-dollar.

@@ -3,8 +3,10 @@
 //! (`UNION ALL`), so a month's showback or a budget's spend reads a few thousand rollup rows instead of
 //! every call. On a cluster both names are Distributed tables, so the same text runs there.
 
-use crate::clickhouse::{ch_err, date_bounds, group_sql, text_of, u64_of, ChBackend};
-use crate::engine::{ShowbackRow, SpendFilter, Totals};
+use crate::clickhouse::{
+    ch_err, date_bounds, group_sql, raw_totals, select_totals, showback_row, text_of, u64_of, ChBackend, TOTALS,
+};
+use crate::engine::{ShowbackRow, SpendFilter};
 use crate::error::QueryError;
 use crate::params::TimeRange;
 use crate::rollup::{bucket_sql_clickhouse, DaySplit};
@@ -27,42 +29,36 @@ fn edges_sql(split: &DaySplit, range: &TimeRange) -> (String, Vec<Bound>) {
     (format!("({}) AND date >= ? AND date <= ?", ors.join(" OR ")), binds)
 }
 
-/// The outer sums over the union of the rollup part and the raw part.
-const SUMS: &str = "sum(n_calls) AS calls, sum(n_attempts) AS attempts, sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens, \
-     sum(cached_input_tokens) AS cached_input_tokens, sum(cache_write_tokens) AS cache_write_tokens, \
-     sum(reasoning_tokens) AS reasoning_tokens, sum(cost_nanousd) AS cost_nanousd, sum(n_rejected) AS rejected, \
-     sum(cache_hits) AS cache_hits, sum(saved_nanousd) AS saved_nanousd";
-
-/// The parts name their counts `n_*` so that no alias shadows the rollup's own `calls` and
-/// `attempts` columns, which ClickHouse would otherwise read as nested aggregates.
-///
-/// The rollup part: billable requests (not retried, not refused), attempts that reached the gateway's
-/// upstream side (not refused) and refused requests, as the raw showback counts them.
-fn rollup_sums() -> String {
-    let refused = crate::report::refused_outcomes_sql();
-    format!(
-        "toUInt64(sumIf(calls, toString(outcome) NOT IN ({refused}))) AS n_calls, \
-         toUInt64(sumIf(attempts, toString(outcome) NOT IN ({refused}))) AS n_attempts, \
-         sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens, \
-         sum(cached_input_tokens) AS cached_input_tokens, sum(cache_write_tokens) AS cache_write_tokens, \
-         sum(reasoning_tokens) AS reasoning_tokens, sum(cost_nanousd) AS cost_nanousd, \
-         toUInt64(sumIf(attempts, toString(outcome) IN ({refused}))) AS n_rejected, \
-         toUInt64(sum(cache_hits)) AS cache_hits, toUInt64(sum(saved_nanousd)) AS saved_nanousd"
-    )
+/// The outer sums over the union of the rollup part and the raw part, whose columns are the
+/// [`TOTALS`] named `n_*`: no alias may shadow the rollup's own `calls` and `attempts` columns, which
+/// ClickHouse would otherwise read as nested aggregates.
+fn outer_sums() -> String {
+    TOTALS.iter().map(|n| format!("sum(n_{n}) AS {n}")).collect::<Vec<_>>().join(", ")
 }
 
-/// The raw part, for the days the rollup does not cover whole.
-fn raw_sums() -> String {
+/// The rollup part: billable requests (not retried, not refused), refused requests and attempts that
+/// reached the gateway's upstream side (not refused), as the raw showback counts them.
+fn rollup_sums() -> String {
     let refused = crate::report::refused_outcomes_sql();
-    format!(
-        "toUInt64(countIf(finish_reason != 'retried' AND toString(outcome) NOT IN ({refused}))) AS n_calls, \
-         toUInt64(countIf(toString(outcome) NOT IN ({refused}))) AS n_attempts, \
-         sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens, \
-         sum(cached_input_tokens) AS cached_input_tokens, sum(cache_write_tokens) AS cache_write_tokens, \
-         sum(reasoning_tokens) AS reasoning_tokens, sum(cost_nanousd) AS cost_nanousd, \
-         toUInt64(countIf(toString(outcome) IN ({refused}))) AS n_rejected, \
-         toUInt64(sum(cache_hit)) AS cache_hits, toUInt64(sum(saved_nanousd)) AS saved_nanousd"
-    )
+    let exprs = [
+        format!("toUInt64(sumIf(calls, toString(outcome) NOT IN ({refused})))"),
+        format!("toUInt64(sumIf(attempts, toString(outcome) IN ({refused})))"),
+        "sum(input_tokens)".into(),
+        "sum(output_tokens)".into(),
+        "sum(cached_input_tokens)".into(),
+        "sum(cache_write_tokens)".into(),
+        "sum(reasoning_tokens)".into(),
+        "sum(cost_nanousd)".into(),
+        format!("toUInt64(sumIf(attempts, toString(outcome) NOT IN ({refused})))"),
+        "toUInt64(sum(cache_hits))".into(),
+        "toUInt64(sum(saved_nanousd))".into(),
+    ];
+    select_totals(&exprs, "n_")
+}
+
+/// The raw part, for the days the rollup does not cover whole: the raw showback's own expressions.
+fn raw_sums() -> String {
+    select_totals(&raw_totals(), "n_")
 }
 
 /// `SELECT ... FROM (<rollup part> UNION ALL <raw part>)`: either part left out when it has nothing to do.
@@ -107,7 +103,8 @@ impl ChBackend {
             binds.extend(b);
             format!("SELECT {select}{} FROM calls WHERE {cond} {by}", raw_sums())
         });
-        let sql = format!("SELECT {outer}{SUMS} FROM ({}) {by} ORDER BY cost_nanousd DESC{order}", union(rollup, raw));
+        let sql =
+            format!("SELECT {outer}{} FROM ({}) {by} ORDER BY cost_nanousd DESC{order}", outer_sums(), union(rollup, raw));
         self.bound(&sql, binds)
     }
 
@@ -120,30 +117,7 @@ impl ChBackend {
     ) -> Result<Vec<ShowbackRow>, QueryError> {
         let q = self.showback_hybrid_query(range, split, group);
         let rows = fetch_json(q, self.timeout).await.map_err(ch_err)?;
-        let n = group.len();
-        Ok(rows
-            .iter()
-            .map(|r| ShowbackRow {
-                group: group
-                    .iter()
-                    .enumerate()
-                    .map(|(i, (name, _))| ((*name).to_string(), text_of(r.get(i))))
-                    .collect(),
-                totals: Totals {
-                    calls: u64_of(r.get(n)),
-                    attempts: u64_of(r.get(n + 1)),
-                    input_tokens: u64_of(r.get(n + 2)),
-                    output_tokens: u64_of(r.get(n + 3)),
-                    cached_input_tokens: u64_of(r.get(n + 4)),
-                    cache_write_tokens: u64_of(r.get(n + 5)),
-                    reasoning_tokens: u64_of(r.get(n + 6)),
-                    cost_nanousd: u64_of(r.get(n + 7)),
-                    rejected: u64_of(r.get(n + 8)),
-                    cache_hits: u64_of(r.get(n + 9)),
-                    saved_nanousd: u64_of(r.get(n + 10)),
-                },
-            })
-            .collect())
+        Ok(rows.iter().map(|r| showback_row(r, group)).collect())
     }
 
     /// A budget's spend (a column filter; tags are not in the rollup) from the rollup plus the raw edges.
