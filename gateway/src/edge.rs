@@ -16,14 +16,10 @@ use tollgate_events::{CallEvent, ClientApi, Endpoint};
 
 /// The LLM endpoint a path is, and the API its clients speak.
 fn llm_endpoint(path: &str) -> Option<(Endpoint, ClientApi)> {
-    match path {
-        "/v1/chat/completions" => Some((Endpoint::Chat, ClientApi::Openai)),
-        "/v1/completions" => Some((Endpoint::Completions, ClientApi::Openai)),
-        "/v1/embeddings" => Some((Endpoint::Embeddings, ClientApi::Openai)),
-        "/v1/messages" => Some((Endpoint::Messages, ClientApi::Anthropic)),
-        "/v1/messages/count_tokens" => Some((Endpoint::Other, ClientApi::Anthropic)),
-        _ => None,
+    if path == "/v1/messages/count_tokens" {
+        return Some((Endpoint::Other, ClientApi::Anthropic));
     }
+    crate::METERED.iter().find(|(p, ..)| *p == path).map(|&(_, e, c)| (e, c))
 }
 
 /// Refuses `e` in the shape of the endpoint's API, with one event when the path is an LLM endpoint.

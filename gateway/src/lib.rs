@@ -188,47 +188,20 @@ impl GatewayState {
     }
 }
 
-async fn chat(State(st): State<Arc<GatewayState>>, req: Request) -> Response {
-    st.pipeline.run(req, Endpoint::Chat, ClientApi::Openai).await
-}
-
-async fn completions(State(st): State<Arc<GatewayState>>, req: Request) -> Response {
-    st.pipeline.run(req, Endpoint::Completions, ClientApi::Openai).await
-}
-
-async fn embeddings(State(st): State<Arc<GatewayState>>, req: Request) -> Response {
-    st.pipeline.run(req, Endpoint::Embeddings, ClientApi::Openai).await
-}
-
-/// `POST /v1/messages`: Anthropic's Messages API.
-async fn messages(State(st): State<Arc<GatewayState>>, req: Request) -> Response {
-    st.pipeline.run(req, Endpoint::Messages, ClientApi::Anthropic).await
-}
-
-/// `POST /v1/responses`: OpenAI's Responses API.
-async fn responses(State(st): State<Arc<GatewayState>>, req: Request) -> Response {
-    st.pipeline.run(req, Endpoint::Responses, ClientApi::Openai).await
-}
-
-async fn audio_transcriptions(State(st): State<Arc<GatewayState>>, req: Request) -> Response {
-    st.pipeline.run(req, Endpoint::AudioTranscriptions, ClientApi::Openai).await
-}
-
-async fn audio_translations(State(st): State<Arc<GatewayState>>, req: Request) -> Response {
-    st.pipeline.run(req, Endpoint::AudioTranslations, ClientApi::Openai).await
-}
-
-async fn audio_speech(State(st): State<Arc<GatewayState>>, req: Request) -> Response {
-    st.pipeline.run(req, Endpoint::AudioSpeech, ClientApi::Openai).await
-}
-
-async fn images(State(st): State<Arc<GatewayState>>, req: Request) -> Response {
-    st.pipeline.run(req, Endpoint::Images, ClientApi::Openai).await
-}
-
-async fn moderations(State(st): State<Arc<GatewayState>>, req: Request) -> Response {
-    st.pipeline.run(req, Endpoint::Moderations, ClientApi::Openai).await
-}
+/// The metered LLM endpoints: the path, what a call to it is, and the API its clients speak. Each is
+/// served by [`Pipeline::run`]; the edge's refusals (405, 431) are metered under the same names.
+pub(crate) const METERED: [(&str, Endpoint, ClientApi); 10] = [
+    ("/v1/chat/completions", Endpoint::Chat, ClientApi::Openai),
+    ("/v1/completions", Endpoint::Completions, ClientApi::Openai),
+    ("/v1/embeddings", Endpoint::Embeddings, ClientApi::Openai),
+    ("/v1/messages", Endpoint::Messages, ClientApi::Anthropic),
+    ("/v1/responses", Endpoint::Responses, ClientApi::Openai),
+    ("/v1/audio/transcriptions", Endpoint::AudioTranscriptions, ClientApi::Openai),
+    ("/v1/audio/translations", Endpoint::AudioTranslations, ClientApi::Openai),
+    ("/v1/audio/speech", Endpoint::AudioSpeech, ClientApi::Openai),
+    ("/v1/images/generations", Endpoint::Images, ClientApi::Openai),
+    ("/v1/moderations", Endpoint::Moderations, ClientApi::Openai),
+];
 
 async fn count_tokens(State(st): State<Arc<GatewayState>>, req: Request) -> Response {
     st.pipeline.count_tokens(req).await
@@ -266,23 +239,22 @@ async fn routes(State(st): State<Arc<GatewayState>>, headers: HeaderMap) -> Resp
 
 /// The gateway's routes.
 pub fn app(state: Arc<GatewayState>) -> Router {
-    Router::new()
-        .route("/v1/chat/completions", post(chat))
-        .route("/v1/completions", post(completions))
-        .route("/v1/embeddings", post(embeddings))
-        .route("/v1/messages", post(messages))
-        .route("/v1/messages/count_tokens", post(count_tokens))
+    let mut llm = Router::new();
+    for (path, endpoint, client) in METERED {
+        llm = llm.route(
+            path,
+            post(move |State(st): State<Arc<GatewayState>>, req: Request| async move {
+                st.pipeline.run(req, endpoint, client).await
+            }),
+        );
+    }
+    llm.route("/v1/messages/count_tokens", post(count_tokens))
+        // Every LLM endpoint above; the routes below are not behind it.
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), edge::header_limit))
         .route("/v1/messages/{*rest}", any(edge::unknown_messages_path))
         .route("/v1/models", get(models))
         .route("/v1/routes", get(routes))
-        .route("/v1/responses", post(responses))
         .route("/v1/responses/{id}", get(billable::handlers::get_response).delete(billable::handlers::delete_response))
-        .route("/v1/audio/transcriptions", post(audio_transcriptions))
-        .route("/v1/audio/translations", post(audio_translations))
-        .route("/v1/audio/speech", post(audio_speech))
-        .route("/v1/images/generations", post(images))
-        .route("/v1/moderations", post(moderations))
         .fallback(billable::handlers::unknown_endpoint)
         .route("/healthz", get(|| async { "ok" }))
         .method_not_allowed_fallback(edge::method_not_allowed)
