@@ -212,6 +212,15 @@ impl Collector {
         events: Vec<CallEvent>,
         source: Option<(String, u64)>,
     ) -> Result<Option<(u64, u64)>, WalError> {
+        self.append_shared(Arc::new(events), source).await
+    }
+
+    /// As [`Collector::append`], for a caller that keeps the batch to try again (no copy of it).
+    pub async fn append_shared(
+        &self,
+        events: Arc<Vec<CallEvent>>,
+        source: Option<(String, u64)>,
+    ) -> Result<Option<(u64, u64)>, WalError> {
         let wal = self.wal.clone();
         let metrics = self.metrics.clone();
         let r =
@@ -245,9 +254,10 @@ impl Collector {
 /// wait (and the metering queue spill to disk); clients are never blocked.
 pub async fn run_intake(mut rx: mpsc::Receiver<Vec<CallEvent>>, collector: Collector) {
     while let Some(events) = rx.recv().await {
+        let events = Arc::new(events);
         let mut backoff = Duration::from_millis(50);
         loop {
-            match collector.append(events.clone(), None).await {
+            match collector.append_shared(events.clone(), None).await {
                 Ok(_) => break,
                 Err(error) => {
                     warn!(%error, retry_in_ms = backoff.as_millis() as u64, "cannot append to the write-ahead log");
@@ -338,11 +348,13 @@ impl SinkCtx {
     }
 
     /// Reads `[from, end)` from the log (retrying I/O errors).
-    async fn read(&self, from: u64, end: u64) -> Vec<(u64, CallEvent)> {
+    /// The events at offsets `[from, end)` in whole log records, stopping after the record that brings
+    /// the count to `max` (so possibly fewer than the range holds).
+    async fn read(&self, from: u64, end: u64, max: usize) -> Vec<(u64, CallEvent)> {
         let mut backoff = Duration::from_millis(100);
         loop {
             let wal = self.wal.clone();
-            let r = tokio::task::spawn_blocking(move || wal.read_from(from, (end - from) as usize)).await;
+            let r = tokio::task::spawn_blocking(move || wal.read_from(from, max)).await;
             match r {
                 Ok(Ok(mut v)) => {
                     v.retain(|(o, _)| *o < end);
@@ -397,6 +409,9 @@ impl SinkCtx {
     }
 }
 
+/// Events decoded from the log at once by the Parquet sink.
+const READ_CHUNK: usize = 4096;
+
 async fn run_parquet(mut ctx: SinkCtx, mut cursor: Cursor, mut sink: ParquetSink) {
     // A batch that was being written when the process stopped is rebuilt exactly: same offsets, same files.
     let mut replay = cursor.inflight.filter(|e| *e > cursor.committed);
@@ -410,11 +425,18 @@ async fn run_parquet(mut ctx: SinkCtx, mut cursor: Cursor, mut sink: ParquetSink
             },
         };
         ctx.begin(&mut cursor, end).await;
-        let events = ctx.read(from, end).await;
         sink.set_next_offset(from);
+        // The range goes into the column builders a few records at a time: only the columns of a whole
+        // batch are held at once, never its decoded events (a batch may be 100,000 events).
         let mut pending = PendingBatch::default();
-        for (_, ev) in &events {
-            sink.append(&mut pending, ev);
+        let mut at = from;
+        while at < end {
+            let events = ctx.read(at, end, READ_CHUNK).await;
+            let Some(&(last, _)) = events.last() else { break };
+            for (_, ev) in &events {
+                sink.append(&mut pending, ev);
+            }
+            at = last + 1;
         }
         flush(&mut sink, &mut pending, &ctx.metrics).await;
         ctx.commit(&mut cursor, end).await;
@@ -445,7 +467,7 @@ async fn run_clickhouse(mut ctx: SinkCtx, mut cursor: Cursor, mut sink: ClickHou
             },
         };
         ctx.begin(&mut cursor, end).await;
-        let events = ctx.read(from, end).await;
+        let events = ctx.read(from, end, (end - from) as usize).await;
         sink.set_next_offset(from);
         let mut pending = PendingRows::default();
         sink.append(&mut pending, &Arc::new(events.into_iter().map(|(_, e)| e).collect()));

@@ -116,25 +116,9 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> WalError + '_ {
     move |source| WalError::Io { path: path.to_path_buf(), source }
 }
 
-/// CRC-32 (IEEE), table-driven.
+/// CRC-32 (IEEE) of a record.
 pub fn crc32(data: &[u8]) -> u32 {
-    static TABLE: std::sync::OnceLock<[u32; 256]> = std::sync::OnceLock::new();
-    let table = TABLE.get_or_init(|| {
-        let mut t = [0u32; 256];
-        for (i, slot) in t.iter_mut().enumerate() {
-            let mut c = i as u32;
-            for _ in 0..8 {
-                c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
-            }
-            *slot = c;
-        }
-        t
-    });
-    let mut c = 0xFFFF_FFFFu32;
-    for &b in data {
-        c = table[((c ^ u32::from(b)) & 0xFF) as usize] ^ (c >> 8);
-    }
-    c ^ 0xFFFF_FFFF
+    crc32fast::hash(data)
 }
 
 struct Writer {
@@ -195,11 +179,13 @@ enum Rec {
 enum Want {
     Nothing,
     Ids,
-    Events,
+    /// The events of a record that reaches this offset; a record wholly below it is skipped unread
+    /// (its payload is neither checksummed nor decoded: a sink read it already).
+    EventsFrom(u64),
 }
 
 /// Reads the next record; `Ok(None)` at a clean end, `Err` on a torn or corrupt record.
-fn read_record(r: &mut impl Read, want: Want) -> Result<Option<Rec>, String> {
+fn read_record<R: Read + Seek>(r: &mut R, want: Want) -> Result<Option<Rec>, String> {
     let mut h = [0u8; HEADER];
     let mut got = 0;
     while got < HEADER {
@@ -219,12 +205,19 @@ fn read_record(r: &mut impl Read, want: Want) -> Result<Option<Rec>, String> {
     let first = u64::from_le_bytes([h[12], h[13], h[14], h[15], h[16], h[17], h[18], h[19]]);
     let count = u32::from_le_bytes([h[20], h[21], h[22], h[23]]);
     let src_len = u16::from_le_bytes([h[24], h[25]]) as usize;
+    let size = (HEADER + src_len + len) as u64;
+    if let (Want::EventsFrom(offset), false) = (want, checkpoint) {
+        if first + u64::from(count) <= offset {
+            // A torn record here can only be the last one; the next header read then finds the end.
+            r.seek(SeekFrom::Current((src_len + len) as i64)).map_err(|e| e.to_string())?;
+            return Ok(Some(Rec::Events { first, count, source: String::new(), events: Vec::new(), ids: Vec::new(), size }));
+        }
+    }
     let mut body = vec![0u8; src_len + len];
     r.read_exact(&mut body).map_err(|_| "torn payload".to_string())?;
     if crc32(&body) != crc {
         return Err("checksum mismatch".into());
     }
-    let size = (HEADER + src_len + len) as u64;
     let (source, payload) = body.split_at(src_len);
     if checkpoint {
         let doc = match serde_json::from_slice::<CheckpointDoc>(payload) {
@@ -249,7 +242,7 @@ fn read_record(r: &mut impl Read, want: Want) -> Result<Option<Rec>, String> {
                 ids.push(serde_json::from_slice::<Id>(line).map_err(|e| format!("bad event: {e}"))?.event_id);
             }
         }
-        Want::Events => {
+        Want::EventsFrom(_) => {
             for line in lines {
                 events.push(serde_json::from_slice(line).map_err(|e| format!("bad event: {e}"))?);
             }
@@ -461,7 +454,7 @@ impl Wal {
         for (_, path) in &segs[start_idx..] {
             let mut r = BufReader::new(File::open(path).map_err(io(path))?);
             loop {
-                match read_record(&mut r, Want::Events) {
+                match read_record(&mut r, Want::EventsFrom(offset)) {
                     Ok(Some(Rec::Checkpoint { .. })) => continue,
                     Ok(Some(Rec::Events { first, count, events, .. })) => {
                         if first + u64::from(count) <= offset {
