@@ -118,7 +118,16 @@ pub struct Outbox {
     waiting: VecDeque<(u64, u64, u64)>,
     /// The source new batches are sent under: `<gateway id>/<id drawn at this start>`.
     source: String,
+    /// Request bodies (zstd JSON lines) of recent waiting batches, built when they were spooled: the
+    /// normal path sends these, so an event is encoded once and never read back. Ascending by sequence;
+    /// at most [`BODY_CACHE_BYTES`]. A batch without one (after a restart, or a long outage) is read
+    /// back from the spool.
+    bodies: VecDeque<(u64, u64, Bytes)>,
+    bodies_bytes: usize,
 }
+
+/// Most compressed request bodies the outbox keeps in memory.
+const BODY_CACHE_BYTES: usize = 8 << 20;
 
 #[derive(serde::Serialize, Deserialize)]
 struct Line {
@@ -189,7 +198,18 @@ impl Outbox {
             file.set_len(valid)?;
             file.sync_all()?;
         }
-        Ok(Outbox { path, acked_path, file, len: valid, acked, next_seq, waiting, source })
+        Ok(Outbox {
+            path,
+            acked_path,
+            file,
+            len: valid,
+            acked,
+            next_seq,
+            waiting,
+            source,
+            bodies: VecDeque::new(),
+            bodies_bytes: 0,
+        })
     }
 
     /// Bytes of batches not acknowledged yet: what the cap counts.
@@ -243,11 +263,31 @@ impl Outbox {
         let mut out = Vec::with_capacity(batches.len());
         let mut buf = Vec::new();
         let mut added = Vec::new();
+        let mut bodies = Vec::new();
         let mut len = self.len;
+        let src = serde_json::to_string(&self.source)?;
         for events in batches {
             let seq = self.next_seq + added.len() as u64;
-            let mut line = serde_json::to_vec(&serde_json::json!({"seq": seq, "src": self.source, "events": events}))?;
-            line.push(b'\n');
+            // Each event is encoded once: its JSON is both the spool line's array element and the line of
+            // the request body (serde_json writes no raw newline, so lines joined by commas are an array).
+            let mut line = format!("{{\"seq\":{seq},\"src\":{src},\"events\":[").into_bytes();
+            let start = line.len();
+            for e in events {
+                serde_json::to_writer(&mut line, e)?;
+                line.push(b'\n');
+            }
+            let nd = line[start..].to_vec();
+            if events.is_empty() {
+                line.extend_from_slice(b"]}\n");
+            } else {
+                for b in &mut line[start..] {
+                    if *b == b'\n' {
+                        *b = b',';
+                    }
+                }
+                line.pop();
+                line.extend_from_slice(b"]}\n");
+            }
             let over = |len: u64, head: u64| max_bytes > 0 && len - head + line.len() as u64 > max_bytes;
             if over(len, self.head()) && buf.is_empty() && self.head() > 0 {
                 // Acknowledged bytes are in the way: drop them before refusing anything.
@@ -262,6 +302,7 @@ impl Outbox {
             len += line.len() as u64;
             buf.extend_from_slice(&line);
             out.push(Some(seq));
+            bodies.push((seq, events.len() as u64, nd));
         }
         if !buf.is_empty() {
             self.file.write_all(&buf)?;
@@ -269,6 +310,14 @@ impl Outbox {
             self.next_seq += added.len() as u64;
             self.len = len;
             self.waiting.extend(added);
+            for (seq, n, nd) in bodies {
+                if self.bodies_bytes >= BODY_CACHE_BYTES {
+                    break;
+                }
+                let Ok(z) = zstd::bulk::compress(&nd, 1) else { break };
+                self.bodies_bytes += z.len();
+                self.bodies.push_back((seq, n, Bytes::from(z)));
+            }
         }
         Ok(out)
     }
@@ -281,6 +330,20 @@ impl Outbox {
         Ok(serde_json::from_slice(&buf)?)
     }
 
+    fn drop_bodies_through(&mut self, seq: u64) {
+        while self.bodies.front().is_some_and(|(s, _, _)| *s <= seq) {
+            if let Some((_, _, b)) = self.bodies.pop_front() {
+                self.bodies_bytes -= b.len();
+            }
+        }
+    }
+
+    /// The request body of waiting batch `seq` and its event count, when built at spooling time.
+    fn body(&mut self, seq: u64) -> Option<(u64, Bytes)> {
+        self.drop_bodies_through(seq.saturating_sub(1));
+        self.bodies.front().filter(|(s, _, _)| *s == seq).map(|(_, n, b)| (*n, b.clone()))
+    }
+
     fn ack(&mut self, seq: u64) -> std::io::Result<()> {
         self.acked = seq;
         // Not fsynced: after a crash an older value only means resending batches the collector already has,
@@ -291,6 +354,7 @@ impl Outbox {
         while self.waiting.front().is_some_and(|(s, _, _)| *s <= seq) {
             self.waiting.pop_front();
         }
+        self.drop_bodies_through(seq);
         // Everything acknowledged: start the file over. The acked sequence must be on disk first, or a
         // restart could hand out sequences the collector has already seen.
         if self.waiting.is_empty() && self.len > 0 {
@@ -311,14 +375,18 @@ struct Sender {
 }
 
 impl Sender {
-    /// One attempt; Ok when the collector stored the batch (or already had it).
-    async fn send(&self, source: &str, seq: u64, events: &[CallEvent]) -> Result<(), String> {
+    /// The request body of a batch read back from the spool: its events as zstd JSON lines.
+    fn encode(events: &[CallEvent]) -> Result<Bytes, String> {
         let mut body = Vec::with_capacity(events.len() * 600);
         for e in events {
             serde_json::to_writer(&mut body, e).map_err(|e| e.to_string())?;
             body.push(b'\n');
         }
-        let compressed = zstd::bulk::compress(&body, 1).map_err(|e| e.to_string())?;
+        Ok(Bytes::from(zstd::bulk::compress(&body, 1).map_err(|e| e.to_string())?))
+    }
+
+    /// One attempt; Ok when the collector stored the batch (or already had it).
+    async fn send(&self, source: &str, seq: u64, compressed: Bytes) -> Result<(), String> {
         let mut req = http::Request::post(format!("{}/v1/ingest", self.url))
             .header(http::header::CONTENT_TYPE, "application/x-ndjson")
             .header(http::header::CONTENT_ENCODING, "zstd")
@@ -326,7 +394,7 @@ impl Sender {
         if let Some(t) = &self.token {
             req = req.header(http::header::AUTHORIZATION, format!("Bearer {t}"));
         }
-        let req = req.body(Full::new(Bytes::from(compressed))).map_err(|e| e.to_string())?;
+        let req = req.body(Full::new(compressed)).map_err(|e| e.to_string())?;
         let resp = tokio::time::timeout(self.timeout, self.client.request(req))
             .await
             .map_err(|_| "collector did not answer in time".to_string())?
@@ -448,24 +516,41 @@ pub async fn run_shipper(
                 break;
             }
         }
-        let line = match outbox
-            .lock()
-            .map_err(|_| std::io::Error::other("outbox lock poisoned"))
-            .and_then(|o| o.read(offset, len))
-        {
-            Ok(l) => l,
-            Err(e) => {
-                error!(error = %e, seq, "unreadable spool entry skipped");
-                if let Ok(mut o) = outbox.lock() {
-                    let _ = o.ack(seq);
+        // The body built when the batch was spooled, or else the batch read back from the spool.
+        let cached = outbox.lock().ok().and_then(|mut o| o.body(seq).map(|(n, b)| (n, b, o.source.clone())));
+        let (events, body, source) = match cached {
+            Some(c) => c,
+            None => {
+                let line = match outbox
+                    .lock()
+                    .map_err(|_| std::io::Error::other("outbox lock poisoned"))
+                    .and_then(|o| o.read(offset, len))
+                {
+                    Ok(l) => l,
+                    Err(e) => {
+                        error!(error = %e, seq, "unreadable spool entry skipped");
+                        if let Ok(mut o) = outbox.lock() {
+                            let _ = o.ack(seq);
+                        }
+                        continue;
+                    }
+                };
+                let source = line.src.clone().unwrap_or_else(|| outbox_source(&outbox));
+                match Sender::encode(&line.events) {
+                    Ok(b) => (line.events.len() as u64, b, source),
+                    Err(e) => {
+                        error!(error = %e, seq, "spool entry cannot be encoded; skipped");
+                        if let Ok(mut o) = outbox.lock() {
+                            let _ = o.ack(seq);
+                        }
+                        continue;
+                    }
                 }
-                continue;
             }
         };
-        let source = line.src.clone().unwrap_or_else(|| outbox_source(&outbox));
-        match sender.send(&source, seq, &line.events).await {
+        match sender.send(&source, seq, body).await {
             Ok(()) => {
-                metrics.shipped_events.fetch_add(line.events.len() as u64, Ordering::Relaxed);
+                metrics.shipped_events.fetch_add(events, Ordering::Relaxed);
                 metrics.shipped_batches.fetch_add(1, Ordering::Relaxed);
                 if let Ok(mut o) = outbox.lock() {
                     if let Err(e) = o.ack(seq) {
