@@ -475,6 +475,15 @@ impl SpendSource for QuerySpend {
     }
 }
 
+/// The spend source of a gateway that keeps no call log (it has no budgets: `tollgate check` refuses them).
+struct NoStore;
+
+impl SpendSource for NoStore {
+    fn spend(&self, _q: SpendQuery) -> SpendFuture<'_> {
+        Box::pin(async { Err("this gateway keeps no call log; budgets need query.engine = \"clickhouse\"".to_string()) })
+    }
+}
+
 /// Learning routes read per-target statistics from the query service (either engine).
 struct QueryStats(Arc<QueryService>);
 
@@ -517,7 +526,25 @@ fn toml_error_line(path: &Path, text: &str, e: &toml::de::Error) -> String {
     }
 }
 
+/// glibc gives each thread that allocates an arena of its own (up to eight per core) and keeps what is
+/// freed in each one; under c=32 load `tollgate serve` held about 35 MiB more anonymous memory with
+/// the default than with two arenas, at the same throughput (bench/RESULTS.md, issue 17). An explicit
+/// `MALLOC_ARENA_MAX` in the environment still decides.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn limit_malloc_arenas() {
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: `mallopt` only sets an allocator parameter; it runs before any other thread exists.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 2);
+        }
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn limit_malloc_arenas() {}
+
 fn main() -> anyhow::Result<()> {
+    limit_malloc_arenas();
     let cli = Cli::parse();
     init_logging(cli.log_format);
     match cli.cmd {
@@ -748,7 +775,10 @@ async fn serve(cfg: Config, validated: ValidatedConfig, mode: Mode, config_path:
     let data_dir = cfg.storage.data_dir.clone();
     std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
     migrate_at_start(&cfg).await;
-    let query = Arc::new(open_query(&cfg)?);
+    // A gateway that ships its events and reads no fleet store keeps no call log: it has nothing to
+    // query, so it does not carry the query engine (DataFusion's session and its runtime) at all.
+    let keeps_no_log = mode == Mode::Gateway && cfg.query.engine != Engine::Clickhouse;
+    let query = if keeps_no_log { None } else { Some(Arc::new(open_query(&cfg)?)) };
 
     let budget_cfg = budget_set(&config_path, &cfg, &validated).map_err(anyhow::Error::msg)?;
     let budgets =
@@ -786,8 +816,14 @@ async fn serve(cfg: Config, validated: ValidatedConfig, mode: Mode, config_path:
         price_book.replace(v.prices);
         Ok(set)
     }));
-    budgets.start(Arc::new(QuerySpend(query.clone())));
-    gateway.start_routing_stats(Arc::new(QueryStats(query.clone())));
+    match &query {
+        Some(q) => {
+            budgets.start(Arc::new(QuerySpend(q.clone())));
+            gateway.start_routing_stats(Arc::new(QueryStats(q.clone())));
+        }
+        // `tollgate check` refuses budgets here; learning routes keep their own view.
+        None => budgets.start(Arc::new(NoStore)),
+    }
     gateway.start_engine_polls();
     spawn_sighup_reload(budgets.clone());
     let (coll_tx, coll_rx) = mpsc::channel(tollgate_collector::queue_batches(cfg.collector.queue_capacity));
@@ -826,12 +862,11 @@ async fn serve(cfg: Config, validated: ValidatedConfig, mode: Mode, config_path:
     };
     let auth_state = gateway.clone();
     // A shipping gateway's own store is empty: answering reports from it would print $0 bills.
-    let reports = if mode == Mode::Gateway && cfg.query.engine != Engine::Clickhouse {
-        tollgate_query::no_store_app(
+    let reports = match query {
+        Some(q) => tollgate_query::app(q),
+        None => tollgate_query::no_store_app(
             "this gateway ships its events to a collector and keeps no call log; query a process whose query.engine reads the fleet store (clickhouse)",
-        )
-    } else {
-        tollgate_query::app(query)
+        ),
     };
     let query_routes = reports.merge(tollgate_gateway::budget::http::budget_routes(budgets.clone())).layer(
         axum::middleware::from_fn(move |req: axum::extract::Request, next: axum::middleware::Next| {

@@ -18,7 +18,7 @@ use datafusion::prelude::SessionConfig;
 use datafusion::scalar::ScalarValue;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 /// `[query]` settings.
@@ -113,8 +113,51 @@ pub struct QueryService {
 }
 
 enum Backend {
-    DataFusion { ctx: SessionContext, rt: QueryRuntime },
+    DataFusion { session: LazySession, rt: QueryRuntime },
     ClickHouse(Box<ChBackend>),
+}
+
+/// DataFusion's session over `<data_dir>/calls`, made at the first query: a gateway that is never
+/// queried (no budgets, no learning routes, no analyst) does not page in the engine's code and
+/// function registry (about 20 MiB of resident memory).
+struct LazySession {
+    /// `<data_dir>/calls`, canonical.
+    calls: PathBuf,
+    memory_limit_mb: usize,
+    ctx: OnceLock<SessionContext>,
+}
+
+impl LazySession {
+    fn get(&self) -> Result<SessionContext, QueryError> {
+        if let Some(ctx) = self.ctx.get() {
+            return Ok(ctx.clone());
+        }
+        let made = self.make()?;
+        // Two first queries at once may both make one; the first stored is kept.
+        Ok(self.ctx.get_or_init(|| made).clone())
+    }
+
+    fn make(&self) -> Result<SessionContext, QueryError> {
+        let url = ListingTableUrl::parse(format!("{}/", self.calls.display()))?;
+        let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
+            .with_file_extension(".parquet")
+            .with_table_partition_cols(vec![("date".to_string(), DataType::Utf8)]);
+        let config = ListingTableConfig::new(url)
+            .with_listing_options(options)
+            .with_schema(tollgate_events::call_event_schema());
+        let table = ListingTable::try_new(config)?;
+        let session = SessionConfig::new().with_target_partitions(2).with_information_schema(false);
+        // DataFusion caches directory listings forever by default: new Parquet files would never be seen.
+        // Per-file metadata and statistics caches stay on (files are immutable once renamed into place).
+        let cache = CacheManagerConfig::default().with_list_files_cache_limit(0);
+        let limit = self.memory_limit_mb.max(1);
+        let runtime = RuntimeEnvBuilder::new().with_cache_manager(cache).with_memory_limit(limit * 1024 * 1024, 1.0).build_arc()?;
+        let ctx = SessionContext::new_with_config_rt(session, runtime);
+        ctx.register_table("calls", Arc::new(table))?;
+        ctx.register_table("calls_daily", rollup_table(&self.calls)?)?;
+        crate::bounded::install(&ctx, (limit as u64) * 1024 * 1024);
+        Ok(ctx)
+    }
 }
 
 /// Sums over a group of calls. Money in exact nano-USD.
@@ -226,26 +269,9 @@ impl QueryService {
         let dir = data_dir.join("calls");
         std::fs::create_dir_all(&dir).map_err(|e| QueryError::Internal(format!("{}: {e}", dir.display())))?;
         let abs = std::fs::canonicalize(&dir).map_err(|e| QueryError::Internal(format!("{}: {e}", dir.display())))?;
-        let url = ListingTableUrl::parse(format!("{}/", abs.display()))?;
-        let options = ListingOptions::new(Arc::new(ParquetFormat::default()))
-            .with_file_extension(".parquet")
-            .with_table_partition_cols(vec![("date".to_string(), DataType::Utf8)]);
-        let config = ListingTableConfig::new(url)
-            .with_listing_options(options)
-            .with_schema(tollgate_events::call_event_schema());
-        let table = ListingTable::try_new(config)?;
-        let session = SessionConfig::new().with_target_partitions(2).with_information_schema(false);
-        // DataFusion caches directory listings forever by default: new Parquet files would never be seen.
-        // Per-file metadata and statistics caches stay on (files are immutable once renamed into place).
-        let cache = CacheManagerConfig::default().with_list_files_cache_limit(0);
-        let runtime = RuntimeEnvBuilder::new()
-            .with_cache_manager(cache)
-            .with_memory_limit(cfg.memory_limit_mb.max(1) * 1024 * 1024, 1.0)
-            .build_arc()?;
-        let ctx = SessionContext::new_with_config_rt(session, runtime);
-        ctx.register_table("calls", Arc::new(table))?;
-        ctx.register_table("calls_daily", rollup_table(&abs)?)?;
-        crate::bounded::install(&ctx, (cfg.memory_limit_mb.max(1) as u64) * 1024 * 1024);
+        // Checked now, so a bad data dir fails the start rather than the first query.
+        ListingTableUrl::parse(format!("{}/", abs.display()))?;
+        let session = LazySession { calls: abs, memory_limit_mb: cfg.memory_limit_mb, ctx: OnceLock::new() };
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(cfg.threads.max(1))
             .thread_name("tollgate-query")
@@ -256,7 +282,7 @@ impl QueryService {
             .enable_all()
             .build()
             .map_err(|e| QueryError::Internal(format!("query runtime: {e}")))?;
-        Ok(QueryService { cfg, backend: Backend::DataFusion { ctx, rt: QueryRuntime(Some(rt)) } })
+        Ok(QueryService { cfg, backend: Backend::DataFusion { session, rt: QueryRuntime(Some(rt)) } })
     }
 
     /// Answers from ClickHouse instead (same reports, same shapes).
@@ -306,7 +332,7 @@ impl QueryService {
 
     fn ctx(&self) -> Result<SessionContext, QueryError> {
         match &self.backend {
-            Backend::DataFusion { ctx, .. } => Ok(ctx.clone()),
+            Backend::DataFusion { session, .. } => session.get(),
             Backend::ClickHouse(_) => Err(QueryError::Internal("not a DataFusion service".into())),
         }
     }
