@@ -8,7 +8,7 @@ mod stats;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
@@ -41,8 +41,11 @@ struct Args {
     /// Concurrency levels (workers, one keep-alive connection each).
     #[arg(long, value_delimiter = ',', default_value = "1,32")]
     concurrency: Vec<usize>,
-    /// Targets to drive; `direct,bare` skips tollgate.
-    #[arg(long, value_delimiter = ',', default_value = "direct,bare,tollgate")]
+    /// Targets to drive: `tollgate` is `tollgate serve` (the embedded default), `guarded` the same with
+    /// every guard on (built-in injection rules on user and tool texts, request and response redaction),
+    /// `gateway` is `tollgate gateway` (fleet mode) shipping to a `tollgate collector` started for it;
+    /// `direct,bare` skips tollgate.
+    #[arg(long, value_delimiter = ',', default_value = "direct,bare,tollgate,guarded,gateway")]
     only: Vec<Target>,
     /// tollgate-mock binary [default: next to this binary].
     #[arg(long)]
@@ -76,7 +79,22 @@ enum Target {
     Direct,
     Bare,
     Tollgate,
+    Guarded,
+    Gateway,
 }
+
+/// The guards of the `guarded` target: what a cautious platform team turns on.
+const GUARDS: &str = r#"
+[[guards]]
+name = "injection"
+builtin = ["all"]
+roles = ["user", "tool"]
+action = "block"
+
+[redaction]
+requests = "redact"
+responses = "redact"
+"#;
 
 /// A temp directory removed on drop (declared before the children so it outlives them).
 struct TempDir(PathBuf);
@@ -138,21 +156,49 @@ fn main() -> Result<()> {
     }
 
     let key = format!("tg-bench-{:016x}", SystemTime::now().duration_since(UNIX_EPOCH)?.as_nanos() as u64);
-    let start_gateway = |name: &'static str, binary: PathBuf| -> Result<ChildProc> {
+    // Start-up to the first request served, per gateway: spawn → `listening on` → first 200 answer.
+    let mut startup: Vec<(&'static str, Duration)> = Vec::new();
+    let mut start_gateway = |name: &'static str, binary: PathBuf, mode: &str, extra: &str| -> Result<ChildProc> {
         let addr = SocketAddr::from(([127, 0, 0, 1], procs::free_port()?));
         let config = tmp.0.join(format!("{name}.toml"));
-        std::fs::write(&config, gateway_config(addr, &tmp.0.join(format!("{name}-data")), mock.addr, &key))?;
+        let text = gateway_config(addr, &tmp.0.join(format!("{name}-data")), mock.addr, &key) + extra;
+        std::fs::write(&config, text)?;
         let mut cmd = Command::new(binary);
-        cmd.arg("serve").arg("--config").arg(&config);
-        ChildProc::start(name, cmd, Some(addr), Duration::from_secs(30))
+        cmd.arg(mode).arg("--config").arg(&config);
+        let t0 = Instant::now();
+        let p = ChildProc::start(name, cmd, Some(addr), Duration::from_secs(30))?;
+        first_answer(p.addr, &key)?;
+        startup.push((name, t0.elapsed()));
+        Ok(p)
     };
     let mut tollgate = None;
     let mut before = None;
+    let mut guarded = None;
+    let mut collector = None;
+    let mut fleet = None;
     if args.only.contains(&Target::Tollgate) {
-        tollgate = Some(start_gateway("tollgate", bin(&args.tollgate, "tollgate"))?);
+        tollgate = Some(start_gateway("tollgate", bin(&args.tollgate, "tollgate"), "serve", "")?);
         if let Some(b) = &args.tollgate_before {
-            before = Some(start_gateway("before", b.clone())?);
+            before = Some(start_gateway("before", b.clone(), "serve", "")?);
         }
+    }
+    if args.only.contains(&Target::Guarded) {
+        guarded = Some(start_gateway("guarded", bin(&args.tollgate, "tollgate"), "serve", GUARDS)?);
+    }
+    if args.only.contains(&Target::Gateway) {
+        // The collector the fleet-mode gateway ships to (its own data dir, Parquet sink).
+        let caddr = SocketAddr::from(([127, 0, 0, 1], procs::free_port()?));
+        let config = tmp.0.join("collector.toml");
+        let data = tmp.0.join("collector-data");
+        std::fs::write(
+            &config,
+            format!("[storage]\ndata_dir = \"{}\"\n\n[collector]\nlisten = \"{caddr}\"\n", data.display()),
+        )?;
+        let mut cmd = Command::new(bin(&args.tollgate, "tollgate"));
+        cmd.arg("collector").arg("--config").arg(&config);
+        collector = Some(ChildProc::start("collector", cmd, Some(caddr), Duration::from_secs(30))?);
+        let ship = format!("\n[shipping]\ncollector_url = \"http://{caddr}\"\n");
+        fleet = Some(start_gateway("gateway", bin(&args.tollgate, "tollgate"), "gateway", &ship)?);
     }
 
     let mut targets: Vec<(&'static str, SocketAddr)> = Vec::new();
@@ -167,6 +213,12 @@ fn main() -> Result<()> {
     }
     if let Some(t) = &tollgate {
         targets.push(("tollgate", t.addr));
+    }
+    if let Some(t) = &guarded {
+        targets.push(("guarded", t.addr));
+    }
+    if let Some(t) = &fleet {
+        targets.push(("gateway", t.addr));
     }
     let max_c = args.concurrency.iter().copied().max().unwrap_or(1);
 
@@ -195,13 +247,16 @@ fn main() -> Result<()> {
                     summary.requests,
                     summary.errors
                 );
-                for p in [Some(&mut mock), bare.as_mut(), before.as_mut(), tollgate.as_mut()].into_iter().flatten() {
+                let procs = [&mut bare, &mut before, &mut tollgate, &mut guarded, &mut fleet, &mut collector];
+                for p in [Some(&mut mock)].into_iter().chain(procs.into_iter().map(Option::as_mut)).flatten() {
                     p.check_alive()?;
                 }
                 let proc_for = match target {
                     "bare" => bare.as_ref(),
                     "tollgate" => tollgate.as_ref(),
                     "before" => before.as_ref(),
+                    "gateway" => fleet.as_ref(),
+                    "guarded" => guarded.as_ref(),
                     _ => None,
                 };
                 if let (true, Some(p)) = (c == max_c, proc_for) {
@@ -216,7 +271,7 @@ fn main() -> Result<()> {
     // The gateway's own measure of its request-path work (every phase before the upstream call and
     // after its headers), from the call events of the run.
     let mut overhead = Vec::new();
-    for p in [before.as_ref(), tollgate.as_ref()].into_iter().flatten() {
+    for p in [before.as_ref(), tollgate.as_ref(), guarded.as_ref()].into_iter().flatten() {
         std::thread::sleep(Duration::from_millis(1500));
         match gateway_overhead(p.addr, &key) {
             Ok(line) => overhead.push(format!("`{}`: {line}", p.name)),
@@ -249,7 +304,7 @@ fn main() -> Result<()> {
             ),
             "Latency: request sent → last body byte read (streams: through `data: [DONE]`); first chunk = time to the \
              first body chunk. Only requests that started and finished inside the window count. added = target − direct; \
-             RPS ratio = target ÷ direct."
+             RPS ratio = target ÷ direct; ÷ bare = target's RPS ÷ the bare proxy's in the same run."
                 .into(),
             format!(
                 "CPU busy in the second before the run: {}; in the second after: {}; load average after: {}. \
@@ -271,7 +326,7 @@ fn main() -> Result<()> {
         .collect(),
         rows,
         rss,
-        tollgate_ran: tollgate.is_some(),
+        startup,
     };
     let out = args.out.clone().unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/RESULTS.md")));
     let existing = std::fs::read_to_string(&out).ok();
@@ -305,6 +360,31 @@ query = true
 "#,
         data = data_dir.display()
     )
+}
+
+/// Sends chat completions until one is answered 200 (a fresh gateway may still be opening its store).
+fn first_answer(addr: SocketAddr, key: &str) -> Result<()> {
+    use std::io::{Read, Write};
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut s = std::net::TcpStream::connect(addr)?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))?;
+        write!(
+            s,
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {key}\r\n\
+             content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{BODY}",
+            BODY.len()
+        )?;
+        let mut resp = String::new();
+        s.read_to_string(&mut resp)?;
+        if resp.starts_with("HTTP/1.1 200") {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!("no 200 answer from {addr} within 30 s; last: {}", resp.lines().next().unwrap_or(""));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 /// Median and mean `gateway_overhead_us` of the successful calls a gateway stored, through `/v1/sql`.
