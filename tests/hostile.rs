@@ -317,6 +317,20 @@ async fn edge_refusals_answer_in_the_clients_shape() {
     assert_eq!(r.status(), 431);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["type"], "error", "{v}");
+    // The same limit on an endpoint added after the first four (it used to stop at /v1/messages).
+    let r = gw
+        .http
+        .post(format!("{}/v1/responses", gw.url))
+        .bearer_auth(ENG_KEY)
+        .header("x-request-id", "e-431-responses")
+        .header("x-padding", "p".repeat(40 * 1024))
+        .body(r#"{"model":"gpt-4o-mini","input":"x"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 431);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["type"], "invalid_request_error", "{v}");
 
     let r = post_rid(&gw, "/v1/messages/batches", "e-404", "{}").await;
     assert_eq!(r.status(), 404);
@@ -342,11 +356,12 @@ async fn edge_refusals_answer_in_the_clients_shape() {
         post_rid(&gw, "/v1/messages/count_tokens", "e-count-str", r#"{"model":"gpt-4o-mini","messages":"hi"}"#).await;
     assert_eq!(r.status(), 400);
 
-    gw.wait_events(5).await;
+    gw.wait_events(6).await;
     for (rid, endpoint, status) in [
         ("e-get-chat", "chat", 405),
         ("e-get-messages", "messages", 405),
         ("e-431", "messages", 431),
+        ("e-431-responses", "responses", 431),
         ("e-count-utf8", "other", 400),
         ("e-count-str", "other", 400),
     ] {

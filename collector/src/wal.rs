@@ -623,6 +623,37 @@ mod tests {
         assert_eq!(Cursor::load(dir.path(), "parquet").unwrap().committed, 12);
     }
 
+    /// A sink reading from its cursor gets exactly the events from there on, and the records below the
+    /// cursor are passed over by their headers: a byte flipped inside one of them is never read.
+    #[test]
+    fn reads_from_any_offset_without_reading_the_records_below_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = Wal::open(dir.path(), 1 << 20, 0).unwrap();
+        for i in 0..10 {
+            wal.append(&[ev(3 * i), ev(3 * i + 1), ev(3 * i + 2)], None).unwrap();
+        }
+        for from in 0..30 {
+            let got = wal.read_from(from, 1000).unwrap();
+            assert!(got.iter().all(|(o, e)| *o == e.cost_nanousd), "offsets name their events");
+            assert_eq!(got.iter().map(|(o, _)| *o).collect::<Vec<_>>(), (from..30).collect::<Vec<_>>(), "from {from}");
+            // At most `max`, in whole records: the record holding `from` is read to its end.
+            let some = wal.read_from(from, 1).unwrap();
+            assert_eq!(some.len() as u64, 3 - from % 3, "from {from}");
+        }
+        // Flipped on disk under the open log (which would cut it off at its next start).
+        let (_, seg) = segments(dir.path()).unwrap().pop().unwrap();
+        let mut f = OpenOptions::new().read(true).write(true).open(&seg).unwrap();
+        let at = (HEADER + 10) as u64; // inside the first record's payload (events 0..3)
+        let mut b = [0u8; 1];
+        f.seek(SeekFrom::Start(at)).unwrap();
+        f.read_exact(&mut b).unwrap();
+        f.seek(SeekFrom::Start(at)).unwrap();
+        f.write_all(&[b[0] ^ 0x55]).unwrap();
+        drop(f);
+        assert_eq!(wal.read_from(0, 1000).unwrap().len(), 0, "a corrupt record is not parsed");
+        assert_eq!(wal.read_from(3, 1000).unwrap().len(), 27, "records below the offset are skipped unread");
+    }
+
     #[test]
     fn a_full_log_refuses_appends() {
         let dir = tempfile::tempdir().unwrap();
