@@ -149,7 +149,13 @@ impl LazySession {
         let session = SessionConfig::new().with_target_partitions(2).with_information_schema(false);
         // DataFusion caches directory listings forever by default: new Parquet files would never be seen.
         // Per-file metadata and statistics caches stay on (files are immutable once renamed into place).
-        let cache = CacheManagerConfig::default().with_list_files_cache_limit(0);
+        // Parquet footers and file statistics are cached up to 16 + 4 MiB: DataFusion's defaults (50 + 20
+        // MiB) let the caches grow by up to 70 MiB as today's files pile up (one per flush until they are
+        // compacted), which is more than the whole gateway needs.
+        let cache = CacheManagerConfig::default()
+            .with_list_files_cache_limit(0)
+            .with_metadata_cache_limit(16 << 20)
+            .with_file_statistics_cache_limit(4 << 20);
         let limit = self.memory_limit_mb.max(1);
         let runtime = RuntimeEnvBuilder::new().with_cache_manager(cache).with_memory_limit(limit * 1024 * 1024, 1.0).build_arc()?;
         let ctx = SessionContext::new_with_config_rt(session, runtime);
