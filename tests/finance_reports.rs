@@ -27,7 +27,12 @@ async fn chat(gw: &Gateway, key: &str, model: &str, directive: &str, user: Optio
     if let Some(user) = user {
         req = req.header("x-tollgate-user", user);
     }
-    req.send().await.unwrap().status().as_u16()
+    // The body is read to its end: a client that leaves after the status line is a client disconnect,
+    // metered with estimated usage (and the 9,000-token answer would then not be billed in full).
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    let _ = r.bytes().await;
+    status
 }
 
 async fn get(gw: &Gateway, path: &str) -> (u16, String) {
