@@ -328,6 +328,14 @@ impl ClickHouseSink {
             }
             // Only data errors: a missing table or a refused login is retried until someone fixes it.
             Err(ChError::Rejected { code, message }) if crate::retry::is_data_error(code) => {
+                // A table that lacks a column because `tollgate migrate` is still running (or was never run
+                // to its end) is a set-up error: retried until the migrations are in, not dead-lettered.
+                if let Some(pending) = self.pending_migrations(timeout).await {
+                    self.metrics.insert_errors.fetch_add(1, Ordering::Relaxed);
+                    return Err(ChError::Unavailable(format!(
+                        "code {code}: {message} ({pending} schema migrations not applied yet; run `tollgate migrate`)"
+                    )));
+                }
                 self.dead_letter(b, &format!("code {code}: {message}"));
                 Ok(Landed::DeadLettered)
             }
@@ -352,6 +360,19 @@ impl ClickHouseSink {
         insert.send(b.data.clone()).await?;
         insert.end().await?;
         Ok(())
+    }
+
+    /// How many of the built-in migrations the database has not recorded, when that is more than none. An
+    /// unreadable ledger counts as pending: the batch is retried rather than dead-lettered.
+    async fn pending_migrations(&self, timeout: Duration) -> Option<usize> {
+        let applied = fetch_json(self.client.query("SELECT DISTINCT version FROM schema_migrations"), timeout).await;
+        let applied: Vec<u64> = match applied {
+            Ok(rows) => rows.iter().filter_map(|r| r.first().and_then(|v| v.as_u64())).collect(),
+            Err(_) => return Some(crate::migrate::MIGRATIONS.len()),
+        };
+        let pending =
+            crate::migrate::MIGRATIONS.iter().filter(|m| !applied.contains(&u64::from(m.version))).count();
+        (pending > 0).then_some(pending)
     }
 
     /// How many rows of the batch are stored, once no earlier attempt of it is still running.
