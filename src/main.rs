@@ -51,6 +51,7 @@ fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(filter);
+    tollgate_gateway::reqlog::set_json(matches!(format, LogFormat::Json));
     match format {
         LogFormat::Text => builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
         LogFormat::Json => builder.with_ansi(false).event_format(tollgate_gateway::reqlog::JsonLines).init(),

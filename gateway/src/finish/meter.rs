@@ -311,13 +311,17 @@ pub async fn run_metering(mut r: MeterReceiver, out: mpsc::Sender<Vec<CallEvent>
         tick.tick().await;
         inner.metrics.queue_depth.set(i64::try_from(r.rx.len()).unwrap_or(i64::MAX));
         let mut batch = Vec::new();
+        let mut log = crate::reqlog::RequestLog::new();
         let closed = loop {
             match r.rx.try_recv() {
                 Ok(p) => {
                     let ev = finish_event(p, &inner.prices.current(), &inner.estimator, &inner.metrics);
                     inner.metrics.observe(&ev);
-                    crate::reqlog::log_event(&ev);
+                    log.add(&ev);
                     batch.push(ev);
+                    if batch.len() >= OUT_BATCH {
+                        log.flush();
+                    }
                     if batch.len() >= OUT_BATCH && out.send(std::mem::take(&mut batch)).await.is_err() {
                         error!("collector queue closed; metering stops");
                         return;
@@ -327,6 +331,7 @@ pub async fn run_metering(mut r: MeterReceiver, out: mpsc::Sender<Vec<CallEvent>
                 Err(mpsc::error::TryRecvError::Disconnected) => break true,
             }
         };
+        log.flush();
         idle_ticks = if batch.is_empty() { idle_ticks + 1 } else { 0 };
         if !batch.is_empty() && out.send(batch).await.is_err() {
             error!("collector queue closed; metering stops");
@@ -365,20 +370,25 @@ async fn replay_spill(inner: &MeterInner, out: &mpsc::Sender<Vec<CallEvent>>) {
     };
     let mut n = 0u64;
     let mut batch = Vec::new();
+    let mut log = crate::reqlog::RequestLog::new();
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         match serde_json::from_str::<CallEvent>(line) {
             Ok(ev) => {
                 inner.metrics.observe(&ev);
-                crate::reqlog::log_event(&ev);
+                log.add(&ev);
                 batch.push(ev);
                 n += 1;
-                if batch.len() >= OUT_BATCH && out.send(std::mem::take(&mut batch)).await.is_err() {
-                    return;
+                if batch.len() >= OUT_BATCH {
+                    log.flush();
+                    if out.send(std::mem::take(&mut batch)).await.is_err() {
+                        return;
+                    }
                 }
             }
             Err(error) => error!(%error, "unreadable line in spill file skipped"),
         }
     }
+    log.flush();
     if !batch.is_empty() && out.send(batch).await.is_err() {
         return;
     }
