@@ -89,6 +89,34 @@ pub struct GatewayMetrics {
     models: LabelCap,
     served_models: LabelCap,
     cost_fields: Vec<(&'static str, LabelCap)>,
+    /// The series one kind of call updates, found once: `observe` then touches atomics only, instead of
+    /// hashing the labels and taking each family's lock about ten times per event. Bounded like the
+    /// labels themselves (known models or `other`, capped response models, a closed set of outcomes).
+    handles: std::sync::Mutex<std::collections::HashMap<(GenAiLabels, &'static str), CallSeries>>,
+}
+
+/// The series of one (labels, outcome) pair. A series is made on first use, as `get_or_create` would:
+/// the exposition shows no series a call never touched.
+#[derive(Default)]
+struct CallSeries {
+    requests: Option<Counter>,
+    duration: Option<Histogram>,
+    token_usage: [Option<Histogram>; 2],
+    tokens: [Option<Counter>; 5],
+    ttft: Option<Histogram>,
+    tpot: Option<Histogram>,
+}
+
+/// A cached series, or the family's one for these labels (the handle shares its atomics).
+fn series<L, M: Clone, C: prometheus_client::metrics::family::MetricConstructor<M>>(
+    slot: &mut Option<M>,
+    family: &Family<L, M, C>,
+    labels: impl FnOnce() -> L,
+) -> M
+where
+    L: Clone + std::hash::Hash + Eq,
+{
+    slot.get_or_insert_with(|| family.get_or_create(&labels()).clone()).clone()
 }
 
 impl Default for GatewayMetrics {
@@ -131,6 +159,7 @@ impl GatewayMetrics {
             models: LabelCap::with_known(0, models.iter().copied()),
             served_models: LabelCap::with_known(cfg.max_label_values, models.iter().copied()),
             cost_fields,
+            handles: Default::default(),
         }
     }
 
@@ -249,44 +278,53 @@ impl GatewayMetrics {
         let call = self.labels(ev);
         let ok = ev.outcome == Outcome::Ok;
         let error_type = if ok { "" } else { ev.outcome.as_str() };
-        self.requests
-            .get_or_create(&RequestLabels {
+        let model = call.gen_ai_request_model.clone();
+        let provider = call.gen_ai_provider_name;
+        {
+            let mut all = self.handles.lock().unwrap_or_else(|p| p.into_inner());
+            let key = (call, ev.outcome.as_str());
+            if !all.contains_key(&key) {
+                all.insert(key.clone(), CallSeries::default());
+            }
+            let (call, _) = &key;
+            let h = all.get_mut(&key).expect("inserted above");
+            series(&mut h.requests, &self.requests, || RequestLabels {
                 gen_ai_operation_name: call.gen_ai_operation_name,
                 gen_ai_provider_name: call.gen_ai_provider_name,
                 gen_ai_request_model: call.gen_ai_request_model.clone(),
                 outcome: ev.outcome.as_str(),
             })
             .inc();
-        self.duration
-            .get_or_create(&DurationLabels { call: call.clone(), error_type })
-            .observe(f64::from(ev.latency_ms) / 1e3);
+            series(&mut h.duration, &self.duration, || DurationLabels { call: call.clone(), error_type })
+                .observe(f64::from(ev.latency_ms) / 1e3);
+            let kinds = [
+                ("input", ev.input_tokens),
+                ("output", ev.output_tokens),
+                ("cache_read", ev.cached_input_tokens),
+                ("cache_write", ev.cache_write_tokens),
+                ("reasoning", ev.reasoning_tokens),
+            ];
+            let any_usage = ev.input_tokens > 0 || ev.output_tokens > 0;
+            for (i, (kind, n)) in kinds.into_iter().enumerate() {
+                let labels = || TokenLabels { call: call.clone(), gen_ai_token_type: kind };
+                // The histogram is the convention's (input and output, for calls that used tokens).
+                if i < 2 && any_usage {
+                    series(&mut h.token_usage[i], &self.token_usage, labels).observe(n as f64);
+                }
+                if n > 0 {
+                    series(&mut h.tokens[i], &self.tokens, labels).inc_by(n);
+                }
+            }
+            if ok && ev.stream && ev.ttft_ms > 0 {
+                series(&mut h.ttft, &self.ttft, || call.clone()).observe(f64::from(ev.ttft_ms) / 1e3);
+                if ev.output_tokens > 1 && ev.latency_ms > ev.ttft_ms {
+                    let per = f64::from(ev.latency_ms - ev.ttft_ms) / 1e3 / (ev.output_tokens - 1) as f64;
+                    series(&mut h.tpot, &self.tpot, || call.clone()).observe(per);
+                }
+            }
+        }
         if ev.upstream_latency_ms > 0 {
             self.overhead.observe(f64::from(ev.gateway_overhead_us) / 1e6);
-        }
-        let kinds = [
-            ("input", ev.input_tokens),
-            ("output", ev.output_tokens),
-            ("cache_read", ev.cached_input_tokens),
-            ("cache_write", ev.cache_write_tokens),
-            ("reasoning", ev.reasoning_tokens),
-        ];
-        let any_usage = ev.input_tokens > 0 || ev.output_tokens > 0;
-        for (i, (kind, n)) in kinds.into_iter().enumerate() {
-            let labels = TokenLabels { call: call.clone(), gen_ai_token_type: kind };
-            // The histogram is the convention's (input and output, for calls that used tokens).
-            if i < 2 && any_usage {
-                self.token_usage.get_or_create(&labels).observe(n as f64);
-            }
-            if n > 0 {
-                self.tokens.get_or_create(&labels).inc_by(n);
-            }
-        }
-        if ok && ev.stream && ev.ttft_ms > 0 {
-            self.ttft.get_or_create(&call).observe(f64::from(ev.ttft_ms) / 1e3);
-            if ev.output_tokens > 1 && ev.latency_ms > ev.ttft_ms {
-                let per = f64::from(ev.latency_ms - ev.ttft_ms) / 1e3 / (ev.output_tokens - 1) as f64;
-                self.tpot.get_or_create(&call).observe(per);
-            }
         }
         if ev.cost_nanousd > 0 || ev.saved_nanousd > 0 {
             let mut labels: CostLabels = self
@@ -294,8 +332,8 @@ impl GatewayMetrics {
                 .iter()
                 .map(|(field, cap)| (*field, cap.bound(attribution(ev, field)).to_string()))
                 .collect();
-            labels.push(("gen_ai_request_model", call.gen_ai_request_model));
-            labels.push(("gen_ai_provider_name", call.gen_ai_provider_name.to_string()));
+            labels.push(("gen_ai_request_model", model));
+            labels.push(("gen_ai_provider_name", provider.to_string()));
             if ev.cost_nanousd > 0 {
                 self.cost.get_or_create(&labels).inc_by(ev.cost_nanousd);
             }
