@@ -224,7 +224,7 @@ impl Collector {
         let wal = self.wal.clone();
         let metrics = self.metrics.clone();
         let r =
-            tokio::task::spawn_blocking(move || wal.append(&events, source.as_ref().map(|(g, s)| (g.as_str(), *s))))
+            tokio::task::spawn_blocking(move || wal.append_shared(&events, source.as_ref().map(|(g, s)| (g.as_str(), *s))))
                 .await
                 .map_err(|e| WalError::Corrupt(0, format!("append task: {e}")))?;
         match &r {
@@ -336,6 +336,77 @@ impl SinkCtx {
         }
     }
 
+    /// As [`SinkCtx::next_range`], but also returns (not due) each time the log has grown past `fed`, so
+    /// the caller can take the new events in while they are still in memory. `(end, due)`; `None` when
+    /// closing with nothing left.
+    async fn next_growth(
+        &mut self,
+        from: u64,
+        fed: u64,
+        waiting_since: &mut Option<tokio::time::Instant>,
+    ) -> Option<(u64, bool)> {
+        let mut ends = self.wal.subscribe();
+        loop {
+            let end = *ends.borrow_and_update();
+            let closing = *self.closing.borrow();
+            if end > from {
+                let since = *waiting_since.get_or_insert_with(tokio::time::Instant::now);
+                let capped = end.min(from + self.max_rows);
+                if end - from >= self.max_rows || closing || since.elapsed() >= self.interval {
+                    return Some((capped, true));
+                }
+                if capped > fed {
+                    return Some((capped, false));
+                }
+            } else {
+                self.caught_up(from);
+                if closing {
+                    return None;
+                }
+            }
+            let deadline = waiting_since.map(|s| s + self.interval);
+            tokio::select! {
+                _ = ends.changed() => {}
+                _ = self.closing.changed() => {}
+                _ = async {
+                    match deadline {
+                        Some(d) => tokio::time::sleep_until(d).await,
+                        None => std::future::pending::<()>().await,
+                    }
+                } => {}
+            }
+        }
+    }
+
+    /// Appends the events `[at, end)` to the Parquet batch: from the log's in-memory tail where it holds
+    /// them, read back from disk otherwise. Returns `end`.
+    async fn feed(&self, sink: &mut ParquetSink, pending: &mut PendingBatch, mut at: u64, end: u64) -> u64 {
+        while at < end {
+            let tail = self.wal.tail_from(at);
+            if !tail.is_empty() {
+                for (first, events) in &tail {
+                    let skip = at.saturating_sub(*first) as usize;
+                    let take = (end.saturating_sub(*first) as usize).min(events.len());
+                    for ev in events.get(skip..take).unwrap_or_default() {
+                        sink.append(pending, ev);
+                    }
+                    at = at.max(first + take as u64);
+                    if at >= end {
+                        break;
+                    }
+                }
+                continue;
+            }
+            let events = self.read(at, end, READ_CHUNK).await;
+            let Some(&(last, _)) = events.last() else { break };
+            for (_, ev) in &events {
+                sink.append(pending, ev);
+            }
+            at = last + 1;
+        }
+        at
+    }
+
     fn caught_up(&self, at: u64) {
         let field = if self.name == "parquet" {
             &self.metrics.parquet_caught_up_ms
@@ -417,27 +488,34 @@ async fn run_parquet(mut ctx: SinkCtx, mut cursor: Cursor, mut sink: ParquetSink
     let mut replay = cursor.inflight.filter(|e| *e > cursor.committed);
     loop {
         let from = cursor.committed;
+        sink.set_next_offset(from);
+        // Events go into the column builders as the log grows, taken from its in-memory tail while it still
+        // holds them (no read back, no decode); only the columns of a batch are held, never its events.
+        let mut pending = PendingBatch::default();
+        let mut fed = from;
         let end = match replay.take() {
             Some(e) => e,
-            None => match ctx.next_range(from).await {
-                Some(e) => e,
-                None => break,
-            },
-        };
-        ctx.begin(&mut cursor, end).await;
-        sink.set_next_offset(from);
-        // The range goes into the column builders a few records at a time: only the columns of a whole
-        // batch are held at once, never its decoded events (a batch may be 100,000 events).
-        let mut pending = PendingBatch::default();
-        let mut at = from;
-        while at < end {
-            let events = ctx.read(at, end, READ_CHUNK).await;
-            let Some(&(last, _)) = events.last() else { break };
-            for (_, ev) in &events {
-                sink.append(&mut pending, ev);
+            None => {
+                let mut waiting_since = None;
+                loop {
+                    match ctx.next_growth(from, fed, &mut waiting_since).await {
+                        Some((end, due)) => {
+                            fed = ctx.feed(&mut sink, &mut pending, fed, end).await;
+                            if due {
+                                break end;
+                            }
+                        }
+                        None => break from,
+                    }
+                }
             }
-            at = last + 1;
+        };
+        if end == from {
+            break;
         }
+        fed = ctx.feed(&mut sink, &mut pending, fed, end).await;
+        debug_assert_eq!(fed, end);
+        ctx.begin(&mut cursor, end).await;
         flush(&mut sink, &mut pending, &ctx.metrics).await;
         ctx.commit(&mut cursor, end).await;
     }

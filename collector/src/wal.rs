@@ -22,7 +22,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 use tollgate_events::CallEvent;
 use tracing::warn;
@@ -142,7 +142,13 @@ pub struct Wal {
     pub duplicates: std::sync::atomic::AtomicU64,
     writer: Mutex<Writer>,
     end: watch::Sender<u64>,
+    /// The most recent appended batches, as handed in (first offset, events): a sink that keeps up takes its
+    /// events from here instead of reading and decoding them back from disk.
+    tail: Mutex<std::collections::VecDeque<(u64, Arc<Vec<CallEvent>>)>>,
 }
+
+/// Events the in-memory tail holds at most (about 1 KiB each decoded).
+const TAIL_EVENTS: usize = 4_096;
 
 fn seg_path(dir: &Path, start: u64) -> PathBuf {
     dir.join(format!("seg-{start:020}.wal"))
@@ -349,6 +355,7 @@ impl Wal {
             total: std::sync::atomic::AtomicU64::new(total),
             duplicates: std::sync::atomic::AtomicU64::new(0),
             writer: Mutex::new(Writer { file, path, seg_start, seg_len: valid, next, sources, seen }),
+            tail: Mutex::new(std::collections::VecDeque::new()),
             end,
         })
     }
@@ -371,6 +378,41 @@ impl Wal {
     /// log already holds this source's batch (a resend) or every one of its events (by id). Events whose
     /// ids are in the dedup window are left out. Blocking I/O: call from a blocking context.
     pub fn append(&self, events: &[CallEvent], source: Option<(&str, u64)>) -> Result<Option<(u64, u64)>, WalError> {
+        self.append_inner(events, None, source)
+    }
+
+    /// As [`Wal::append`], and keeps the batch in the in-memory tail when it went in whole.
+    pub fn append_shared(
+        &self,
+        events: &Arc<Vec<CallEvent>>,
+        source: Option<(&str, u64)>,
+    ) -> Result<Option<(u64, u64)>, WalError> {
+        self.append_inner(events, Some(events), source)
+    }
+
+    /// The batches of the in-memory tail from the one holding offset `at` on, as long as they follow each
+    /// other without a gap; empty when the tail does not hold `at` (the caller reads the log instead).
+    pub fn tail_from(&self, at: u64) -> Vec<(u64, Arc<Vec<CallEvent>>)> {
+        let tail = self.tail.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<(u64, Arc<Vec<CallEvent>>)> = Vec::new();
+        for (first, evs) in tail.iter() {
+            let end = first + evs.len() as u64;
+            match out.last() {
+                None if *first <= at && at < end => out.push((*first, evs.clone())),
+                Some((f, e)) if f + e.len() as u64 == *first => out.push((*first, evs.clone())),
+                Some(_) => break,
+                None => {}
+            }
+        }
+        out
+    }
+
+    fn append_inner(
+        &self,
+        events: &[CallEvent],
+        shared: Option<&Arc<Vec<CallEvent>>>,
+        source: Option<(&str, u64)>,
+    ) -> Result<Option<(u64, u64)>, WalError> {
         let mut w = self.writer.lock().map_err(|_| WalError::Corrupt(0, "writer lock poisoned".into()))?;
         if let Some((g, seq)) = source {
             if w.sources.get(g).is_some_and(|last| seq <= *last) {
@@ -441,6 +483,15 @@ impl Wal {
             w.seen.insert(k);
         }
         let end = w.next;
+        if let Some(batch) = shared.filter(|_| dropped == 0 && count > 0) {
+            // Before the new end is announced, so a sink woken by it finds the batch here.
+            let mut tail = self.tail.lock().unwrap_or_else(|p| p.into_inner());
+            tail.push_back((first, batch.clone()));
+            let mut held: usize = tail.iter().map(|(_, b)| b.len()).sum();
+            while held > TAIL_EVENTS && tail.len() > 1 {
+                held -= tail.pop_front().map(|(_, b)| b.len()).unwrap_or(0);
+            }
+        }
         drop(w);
         self.end.send_replace(end);
         Ok(Some((first, end)))
@@ -652,6 +703,39 @@ mod tests {
         drop(f);
         assert_eq!(wal.read_from(0, 1000).unwrap().len(), 0, "a corrupt record is not parsed");
         assert_eq!(wal.read_from(3, 1000).unwrap().len(), 27, "records below the offset are skipped unread");
+    }
+
+    #[test]
+    fn the_tail_holds_recent_whole_batches_without_gaps() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = Wal::open(dir.path(), 1 << 20, 0).unwrap();
+        let batch = |from: u64, n: u64| Arc::new((from..from + n).map(ev).collect::<Vec<_>>());
+        wal.append_shared(&batch(0, 3), None).unwrap();
+        wal.append(&[ev(3)], None).unwrap(); // not shared: a gap in the tail
+        wal.append_shared(&batch(4, 2), None).unwrap();
+        wal.append_shared(&batch(6, 4), None).unwrap();
+        let offsets = |at: u64| -> Vec<u64> {
+            wal.tail_from(at)
+                .iter()
+                .flat_map(|(first, evs)| {
+                    evs.iter().enumerate().map(move |(i, e)| {
+                        assert_eq!(e.cost_nanousd, first + i as u64, "a batch's first offset names its events");
+                        first + i as u64
+                    })
+                })
+                .collect()
+        };
+        assert_eq!(offsets(1), [0, 1, 2], "stops at the gap");
+        assert!(offsets(3).is_empty(), "the unshared batch is read from disk");
+        assert_eq!(offsets(5), [4, 5, 6, 7, 8, 9]);
+        assert!(offsets(10).is_empty());
+        // Bounded: old batches leave as new ones come.
+        for i in 0..(2 * TAIL_EVENTS as u64 / 100) {
+            wal.append_shared(&batch(10 + 100 * i, 100), None).unwrap();
+        }
+        assert!(offsets(0).is_empty());
+        let held = wal.tail.lock().unwrap().iter().map(|(_, b)| b.len()).sum::<usize>();
+        assert!(held <= TAIL_EVENTS && held > TAIL_EVENTS - 100, "{held}");
     }
 
     #[test]
