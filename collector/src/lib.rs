@@ -223,10 +223,11 @@ impl Collector {
     ) -> Result<Option<(u64, u64)>, WalError> {
         let wal = self.wal.clone();
         let metrics = self.metrics.clone();
-        let r =
-            tokio::task::spawn_blocking(move || wal.append_shared(&events, source.as_ref().map(|(g, s)| (g.as_str(), *s))))
-                .await
-                .map_err(|e| WalError::Corrupt(0, format!("append task: {e}")))?;
+        let r = tokio::task::spawn_blocking(move || {
+            wal.append_shared(&events, source.as_ref().map(|(g, s)| (g.as_str(), *s)))
+        })
+        .await
+        .map_err(|e| WalError::Corrupt(0, format!("append task: {e}")))?;
         match &r {
             Ok(_) => {
                 metrics.wal_duplicates.store(self.wal.duplicates.load(Ordering::Relaxed), Ordering::Relaxed);
@@ -306,39 +307,13 @@ impl SinkCtx {
     /// Waits for the next batch: `[from, end)` once it holds `max_rows` events, or once the oldest waiting
     /// event has waited `interval`, or at close. `None` when closing and nothing is left.
     async fn next_range(&mut self, from: u64) -> Option<u64> {
-        let mut ends = self.wal.subscribe();
-        let mut waiting_since: Option<tokio::time::Instant> = None;
-        loop {
-            let end = *ends.borrow_and_update();
-            let closing = *self.closing.borrow();
-            if end > from {
-                let since = *waiting_since.get_or_insert_with(tokio::time::Instant::now);
-                if end - from >= self.max_rows || closing || since.elapsed() >= self.interval {
-                    return Some(end.min(from + self.max_rows));
-                }
-            } else {
-                self.caught_up(from);
-                if closing {
-                    return None;
-                }
-            }
-            let deadline = waiting_since.map(|s| s + self.interval);
-            tokio::select! {
-                _ = ends.changed() => {}
-                _ = self.closing.changed() => {}
-                _ = async {
-                    match deadline {
-                        Some(d) => tokio::time::sleep_until(d).await,
-                        None => std::future::pending::<()>().await,
-                    }
-                } => {}
-            }
-        }
+        // Nothing is ever "fed" ahead, so only a due range ends the wait.
+        self.next_growth(from, u64::MAX, &mut None).await.map(|(end, _)| end)
     }
 
-    /// As [`SinkCtx::next_range`], but also returns (not due) each time the log has grown past `fed`, so
-    /// the caller can take the new events in while they are still in memory. `(end, due)`; `None` when
-    /// closing with nothing left.
+    /// Waits until `[from, end)` is due (as [`SinkCtx::next_range`] describes), and also returns, not due,
+    /// each time the log has grown past `fed`, so the caller can take the new events in while they are
+    /// still in memory. `(end, due)`; `None` when closing with nothing left.
     async fn next_growth(
         &mut self,
         from: u64,
