@@ -481,7 +481,9 @@ struct NoStore;
 
 impl SpendSource for NoStore {
     fn spend(&self, _q: SpendQuery) -> SpendFuture<'_> {
-        Box::pin(async { Err("this gateway keeps no call log; budgets need query.engine = \"clickhouse\"".to_string()) })
+        Box::pin(async {
+            Err("this gateway keeps no call log; budgets need query.engine = \"clickhouse\"".to_string())
+        })
     }
 }
 

@@ -328,11 +328,19 @@ mod tests {
         let md = r.render();
         assert!(md.contains("| tollgate | 1 | 8000 | 115.0 | 230.0 | +65.0 | +130.0 | 0.80 | 0.89 | 0 |"), "{md}");
         assert!(md.contains("`tollgate`, non-stream, c=1: added p50 ≤ 20 µs, p99 ≤ 2× bare: p50 +15.0 µs over bare — **met**; p99 1.15× bare's — **met**"), "{md}");
-        assert!(md.contains("`gateway`, non-stream, c=1: added p50 ≤ 20 µs, p99 ≤ 2× bare: p50 +30.0 µs over bare — **not met**"), "{md}");
+        assert!(
+            md.contains(
+                "`gateway`, non-stream, c=1: added p50 ≤ 20 µs, p99 ≤ 2× bare: p50 +30.0 µs over bare — **not met**"
+            ),
+            "{md}"
+        );
         assert!(md.contains("`tollgate`, non-stream, c=32: RPS ≥ 0.8× bare: 0.85× — **met**"), "{md}");
         assert!(md.contains("`gateway`, non-stream, c=32: RPS ≥ 0.8× bare: 0.75× — **not met**"), "{md}");
         assert!(md.contains("`tollgate`: RSS ≤ 60 MiB after c=32: VmRSS 50.0 MiB (VmHWM 55.0 MiB) — **met**"), "{md}");
-        assert!(md.contains("`gateway`: RSS ≤ 30 MiB after c=32: VmRSS 31.0 MiB (VmHWM 32.0 MiB) — **not met**"), "{md}");
+        assert!(
+            md.contains("`gateway`: RSS ≤ 30 MiB after c=32: VmRSS 31.0 MiB (VmHWM 32.0 MiB) — **not met**"),
+            "{md}"
+        );
         assert!(md.contains("| tollgate | 12.0 |"), "{md}");
     }
 }

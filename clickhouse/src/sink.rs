@@ -370,8 +370,7 @@ impl ClickHouseSink {
             Ok(rows) => rows.iter().filter_map(|r| r.first().and_then(|v| v.as_u64())).collect(),
             Err(_) => return Some(crate::migrate::MIGRATIONS.len()),
         };
-        let pending =
-            crate::migrate::MIGRATIONS.iter().filter(|m| !applied.contains(&u64::from(m.version))).count();
+        let pending = crate::migrate::MIGRATIONS.iter().filter(|m| !applied.contains(&u64::from(m.version))).count();
         (pending > 0).then_some(pending)
     }
 

@@ -216,7 +216,14 @@ fn read_record<R: Read + Seek>(r: &mut R, want: Want) -> Result<Option<Rec>, Str
         if first + u64::from(count) <= offset {
             // A torn record here can only be the last one; the next header read then finds the end.
             r.seek(SeekFrom::Current((src_len + len) as i64)).map_err(|e| e.to_string())?;
-            return Ok(Some(Rec::Events { first, count, source: String::new(), events: Vec::new(), ids: Vec::new(), size }));
+            return Ok(Some(Rec::Events {
+                first,
+                count,
+                source: String::new(),
+                events: Vec::new(),
+                ids: Vec::new(),
+                size,
+            }));
         }
     }
     let mut body = vec![0u8; src_len + len];

@@ -306,7 +306,9 @@ mod tests {
         let (head, fields) = line.split_once(" tollgate::request: request ").unwrap();
         assert!(head.ends_with("  INFO") && chrono::DateTime::parse_from_rfc3339(&head[..head.len() - 6]).is_ok());
         assert!(fields.starts_with(r#"request_id="a b=c\nstatus=200" "#), "{fields}");
-        assert!(fields.contains(" key_id=key-1 ") && fields.contains(" status=200 ") && fields.contains(" stream=false "));
+        assert!(
+            fields.contains(" key_id=key-1 ") && fields.contains(" status=200 ") && fields.contains(" stream=false ")
+        );
         assert_eq!(fields.matches(" status=").count(), 1);
     }
 

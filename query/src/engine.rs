@@ -157,7 +157,10 @@ impl LazySession {
             .with_metadata_cache_limit(16 << 20)
             .with_file_statistics_cache_limit(4 << 20);
         let limit = self.memory_limit_mb.max(1);
-        let runtime = RuntimeEnvBuilder::new().with_cache_manager(cache).with_memory_limit(limit * 1024 * 1024, 1.0).build_arc()?;
+        let runtime = RuntimeEnvBuilder::new()
+            .with_cache_manager(cache)
+            .with_memory_limit(limit * 1024 * 1024, 1.0)
+            .build_arc()?;
         let ctx = SessionContext::new_with_config_rt(session, runtime);
         ctx.register_table("calls", Arc::new(table))?;
         ctx.register_table("calls_daily", rollup_table(&self.calls)?)?;

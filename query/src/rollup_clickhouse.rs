@@ -103,8 +103,11 @@ impl ChBackend {
             binds.extend(b);
             format!("SELECT {select}{} FROM calls WHERE {cond} {by}", raw_sums())
         });
-        let sql =
-            format!("SELECT {outer}{} FROM ({}) {by} ORDER BY cost_nanousd DESC{order}", outer_sums(), union(rollup, raw));
+        let sql = format!(
+            "SELECT {outer}{} FROM ({}) {by} ORDER BY cost_nanousd DESC{order}",
+            outer_sums(),
+            union(rollup, raw)
+        );
         self.bound(&sql, binds)
     }
 
