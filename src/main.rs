@@ -457,21 +457,27 @@ fn budget_set(path: &Path, cfg: &Config, v: &ValidatedConfig) -> Result<BudgetCo
 struct QuerySpend(Arc<QueryService>);
 
 impl SpendSource for QuerySpend {
-    fn spend(&self, q: SpendQuery) -> SpendFuture<'_> {
+    fn spend(&self, from_us: i64, to_us: i64, qs: Vec<SpendQuery>) -> SpendFuture<'_> {
         Box::pin(async move {
-            let filter = match q.tag {
-                Some((k, v)) => tollgate_query::SpendFilter::Tag(k, v),
-                None => tollgate_query::SpendFilter::scope(q.scope.as_str(), &q.value)
-                    .ok_or_else(|| format!("no column for scope {}", q.scope.as_str()))?,
-            };
-            let range = TimeRange { from_us: q.from_us, to_us: q.to_us };
-            let req = tollgate_query::SpendRequest { filter, keys: q.keys, pending: q.pending };
-            let a = self.0.spend(&range, &req).await.map_err(|e| match e {
+            let mut reqs = Vec::with_capacity(qs.len());
+            for q in qs {
+                let filter = match q.tag {
+                    Some((k, v)) => tollgate_query::SpendFilter::Tag(k, v),
+                    None => tollgate_query::SpendFilter::scope(q.scope.as_str(), &q.value)
+                        .ok_or_else(|| format!("no column for scope {}", q.scope.as_str()))?,
+                };
+                reqs.push(tollgate_query::SpendRequest { filter, keys: q.keys, pending: q.pending });
+            }
+            let range = TimeRange { from_us, to_us };
+            let answers = self.0.spend_many(&range, &reqs).await.map_err(|e| match e {
                 // The log should say what went wrong; this never reaches a client.
                 tollgate_query::QueryError::Internal(detail) => format!("query failed: {detail}"),
                 other => other.to_string(),
             })?;
-            Ok(StoreSpend { others_nanousd: a.others_nanousd, present: a.present })
+            Ok(answers
+                .into_iter()
+                .map(|a| StoreSpend { others_nanousd: a.others_nanousd, present: a.present })
+                .collect())
         })
     }
 }
@@ -480,7 +486,7 @@ impl SpendSource for QuerySpend {
 struct NoStore;
 
 impl SpendSource for NoStore {
-    fn spend(&self, _q: SpendQuery) -> SpendFuture<'_> {
+    fn spend(&self, _from_us: i64, _to_us: i64, _qs: Vec<SpendQuery>) -> SpendFuture<'_> {
         Box::pin(async {
             Err("this gateway keeps no call log; budgets need query.engine = \"clickhouse\"".to_string())
         })

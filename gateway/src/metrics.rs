@@ -287,7 +287,7 @@ impl GatewayMetrics {
                 all.insert(key.clone(), CallSeries::default());
             }
             let (call, _) = &key;
-            let h = all.get_mut(&key).expect("inserted above");
+            let Some(h) = all.get_mut(&key) else { return };
             series(&mut h.requests, &self.requests, || RequestLabels {
                 gen_ai_operation_name: call.gen_ai_operation_name,
                 gen_ai_provider_name: call.gen_ai_provider_name,

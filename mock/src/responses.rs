@@ -198,7 +198,8 @@ impl Answer {
         let pending = self.response("in_progress", Vec::new(), Value::Null);
         push(&mut f, json!({"type": "response.created", "response": pending}));
         push(&mut f, json!({"type": "response.in_progress", "response": pending}));
-        let mut content = usize::MAX..0;
+        // The frames that carry content: start at the first content frame, end after the last (none yet).
+        let mut content = std::ops::Range { start: usize::MAX, end: 0 };
         for (i, (item, deltas)) in self.items.iter().zip(&self.deltas).enumerate() {
             let item_id = item.get("id").cloned().unwrap_or(Value::Null);
             let mut added = item.clone();

@@ -4,7 +4,7 @@
 //! literals: ClickHouse 18.16 has no server-side query parameters). Every query is written to give the
 //! same result types on 18.16 and on current releases (explicit casts).
 
-use crate::engine::{LatencyRow, QueryConfig, ShowbackRow, SpendAnswer, SpendFilter, SpendRequest, SqlResult, Totals};
+use crate::engine::{LatencyRow, QueryConfig, ShowbackRow, SqlResult, Totals};
 use crate::error::QueryError;
 use crate::params::TimeRange;
 use crate::routing_stats::{self, RoutingStatsRow};
@@ -194,49 +194,6 @@ impl ChBackend {
     pub async fn showback(&self, range: &TimeRange, group: &[(&str, &str)]) -> Result<Vec<ShowbackRow>, QueryError> {
         let rows = fetch_json(self.showback_query(range, group), self.timeout).await.map_err(ch_err)?;
         Ok(rows.iter().map(|r| showback_row(r, group)).collect())
-    }
-
-    /// A budget's spend: the same numbers as DataFusion's, to the nano-dollar.
-    pub async fn spend(&self, range: &TimeRange, req: &SpendRequest) -> Result<SpendAnswer, QueryError> {
-        // `col` comes from the fixed list in `SpendFilter::scope`, never from a request; values are bound.
-        let cond = match &req.filter {
-            SpendFilter::Column(col, _) => format!("`{col}` = ?"),
-            SpendFilter::Tag(..) => "tag_values[indexOf(tag_keys, ?)] = ?".to_string(),
-        };
-        let cond = if req.keys.is_empty() { cond } else { format!("({cond} OR has(?, api_key_id))") };
-        let base =
-            format!("FROM calls WHERE ts_start_us >= ? AND ts_start_us < ? AND date >= ? AND date <= ? AND {cond}");
-        let bound = |sql: &str| {
-            let q = self.ranged(sql, range);
-            let q = match &req.filter {
-                SpendFilter::Column(_, v) => q.bind(v.as_str()),
-                SpendFilter::Tag(k, v) => q.bind(k.as_str()).bind(v.as_str()),
-            };
-            if req.keys.is_empty() {
-                q
-            } else {
-                q.bind(req.keys.as_slice())
-            }
-        };
-        let others_sql = if req.pending.is_empty() {
-            format!("SELECT toUInt64(sum(cost_nanousd)) AS cost_nanousd {base}")
-        } else {
-            format!("SELECT toUInt64(sum(cost_nanousd)) AS cost_nanousd {base} AND NOT has(?, event_id)")
-        };
-        let mut q = bound(&others_sql);
-        if !req.pending.is_empty() {
-            q = q.bind(req.pending.as_slice());
-        }
-        let rows = fetch_json(q, self.timeout).await.map_err(ch_err)?;
-        let others_nanousd = rows.first().map(|r| u64_of(r.first())).unwrap_or(0);
-        let mut present = Vec::new();
-        if !req.pending.is_empty() {
-            let q = bound(&format!("SELECT event_id {base} AND has(?, event_id)")).bind(req.pending.as_slice());
-            for r in fetch_json(q, self.timeout).await.map_err(ch_err)? {
-                present.push(text_of(r.first()));
-            }
-        }
-        Ok(SpendAnswer { others_nanousd, present })
     }
 
     pub async fn latency(&self, range: &TimeRange, group: &[(&str, &str)]) -> Result<Vec<LatencyRow>, QueryError> {

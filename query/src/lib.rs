@@ -13,6 +13,7 @@ mod rollup;
 mod rollup_clickhouse;
 mod rollup_reports;
 pub mod routing_stats;
+mod spend;
 mod sqlguard;
 
 pub use clickhouse::clickhouse_report_sql;

@@ -6,7 +6,7 @@
 use crate::clickhouse::{
     ch_err, date_bounds, group_sql, raw_totals, select_totals, showback_row, text_of, u64_of, ChBackend, TOTALS,
 };
-use crate::engine::{ShowbackRow, SpendFilter};
+use crate::engine::ShowbackRow;
 use crate::error::QueryError;
 use crate::params::TimeRange;
 use crate::rollup::{bucket_sql_clickhouse, DaySplit};
@@ -14,13 +14,15 @@ use std::collections::BTreeMap;
 use tollgate_clickhouse::fetch_json;
 
 /// A value bound to a `?` of the query.
-enum Bound {
+#[derive(Clone)]
+pub(crate) enum Bound {
     I(i64),
     S(String),
+    A(Vec<String>),
 }
 
 /// The raw-table condition for the pieces of the range outside the rollup's days, and its values.
-fn edges_sql(split: &DaySplit, range: &TimeRange) -> (String, Vec<Bound>) {
+pub(crate) fn edges_sql(split: &DaySplit, range: &TimeRange) -> (String, Vec<Bound>) {
     let (from_date, to_date) = date_bounds(range);
     let ors: Vec<&str> = split.edges.iter().map(|_| "(ts_start_us >= ? AND ts_start_us < ?)").collect();
     let mut binds: Vec<Bound> = split.edges.iter().flat_map(|(a, b)| [Bound::I(*a), Bound::I(*b)]).collect();
@@ -62,7 +64,7 @@ fn raw_sums() -> String {
 }
 
 /// `SELECT ... FROM (<rollup part> UNION ALL <raw part>)`: either part left out when it has nothing to do.
-fn union(rollup: Option<String>, raw: Option<String>) -> String {
+pub(crate) fn union(rollup: Option<String>, raw: Option<String>) -> String {
     match (rollup, raw) {
         (Some(a), Some(b)) => format!("{a} UNION ALL {b}"),
         (Some(a), None) => a,
@@ -72,12 +74,13 @@ fn union(rollup: Option<String>, raw: Option<String>) -> String {
 }
 
 impl ChBackend {
-    fn bound(&self, sql: &str, binds: Vec<Bound>) -> clickhouse::query::Query {
+    pub(crate) fn bound(&self, sql: &str, binds: Vec<Bound>) -> clickhouse::query::Query {
         let mut q = self.client.query(sql);
         for b in binds {
             q = match b {
                 Bound::I(v) => q.bind(v),
                 Bound::S(v) => q.bind(v),
+                Bound::A(v) => q.bind(v),
             };
         }
         q
@@ -121,31 +124,6 @@ impl ChBackend {
         let q = self.showback_hybrid_query(range, split, group);
         let rows = fetch_json(q, self.timeout).await.map_err(ch_err)?;
         Ok(rows.iter().map(|r| showback_row(r, group)).collect())
-    }
-
-    /// A budget's spend (a column filter; tags are not in the rollup) from the rollup plus the raw edges.
-    pub async fn spend_hybrid(
-        &self,
-        range: &TimeRange,
-        split: &DaySplit,
-        col: &str,
-        value: &str,
-    ) -> Result<u64, QueryError> {
-        let mut binds = Vec::new();
-        // `col` comes from the fixed list in `SpendFilter::scope`, never from a request.
-        let rollup = split.days.as_ref().map(|(a, b)| {
-            binds.extend([Bound::S(a.clone()), Bound::S(b.clone()), Bound::S(value.to_string())]);
-            format!("SELECT sum(cost_nanousd) AS c FROM calls_daily WHERE date >= ? AND date <= ? AND `{col}` = ?")
-        });
-        let raw = (!split.edges.is_empty()).then(|| {
-            let (cond, b) = edges_sql(split, range);
-            binds.extend(b);
-            binds.push(Bound::S(value.to_string()));
-            format!("SELECT sum(cost_nanousd) AS c FROM calls WHERE {cond} AND `{col}` = ?")
-        });
-        let sql = format!("SELECT toUInt64(sum(c)) FROM ({})", union(rollup, raw));
-        let rows = fetch_json(self.bound(&sql, binds), self.timeout).await.map_err(ch_err)?;
-        Ok(rows.first().map(|r| u64_of(r.first())).unwrap_or(0))
     }
 
     /// The query `latency_histograms` sends, with its values.
@@ -213,13 +191,5 @@ impl ChBackend {
             self.histogram_query(range, split, group, false).sql_display().to_string(),
             self.histogram_query(range, split, group, true).sql_display().to_string(),
         ]
-    }
-}
-
-/// The spend filter's column when the rollup can answer it.
-pub fn rollup_spend_column(filter: &SpendFilter) -> Option<(&'static str, &str)> {
-    match filter {
-        SpendFilter::Column(col, v) if crate::rollup::ROLLUP_COLUMNS.contains(col) => Some((col, v.as_str())),
-        _ => None,
     }
 }

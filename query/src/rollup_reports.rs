@@ -9,11 +9,10 @@
 //! ClickHouse's rollup is complete by construction (a materialized view); whole days come from it and
 //! partial days from the raw table.
 
-use crate::engine::{group_sql, group_values, u64_at, LatencyRow, QueryService, ShowbackRow, SpendFilter, Totals};
+use crate::engine::{group_sql, group_values, u64_at, LatencyRow, QueryService, ShowbackRow, Totals};
 use crate::error::QueryError;
 use crate::params::TimeRange;
 use crate::rollup::{bucket_sql_datafusion, covers, percentiles, split, DaySplit, PercentileMethod};
-use crate::rollup_clickhouse::rollup_spend_column;
 use arrow::array::RecordBatch;
 use datafusion::scalar::ScalarValue;
 use std::collections::{BTreeMap, BTreeSet};
@@ -114,7 +113,7 @@ fn raw_sums() -> String {
 
 /// A file listed by a query may be gone by the time it is opened (compaction exchanged its day): such a
 /// query is run once more, against the new files.
-fn vanished(e: &QueryError) -> bool {
+pub(crate) fn vanished(e: &QueryError) -> bool {
     let m = e.to_string();
     m.contains("No such file") || m.contains("not found") || m.contains("NotFound")
 }
@@ -184,67 +183,6 @@ impl QueryService {
             merged.into_iter().map(|(group, totals)| ShowbackRow { group, totals }).collect();
         sort_showback(&mut rows);
         Ok(rows)
-    }
-
-    /// A budget's spend from the rollup where it can answer; `None` sends the caller to the raw table.
-    pub(crate) async fn spend_from_rollup(
-        &self,
-        range: &TimeRange,
-        filter: &SpendFilter,
-    ) -> Result<Option<u64>, QueryError> {
-        let Some((col, value)) = rollup_spend_column(filter) else { return Ok(None) };
-        if !self.config().rollups {
-            return Ok(None);
-        }
-        let s = split(range);
-        if s.days.is_none() {
-            return Ok(None);
-        }
-        if let Some(ch) = self.ch() {
-            return ch.spend_hybrid(range, &s, col, value).await.map(Some);
-        }
-        match self.spend_df(range, &s, col, value).await {
-            Err(e) if vanished(&e) => self.spend_df(range, &s, col, value).await.map(Some),
-            r => r.map(Some),
-        }
-    }
-
-    async fn spend_df(&self, range: &TimeRange, s: &DaySplit, col: &str, value: &str) -> Result<u64, QueryError> {
-        let Some((first, last)) = &s.days else { return Ok(0) };
-        // Every summary row of the range is scanned (not only the scope's) so that the days read are
-        // exactly the days that have a summary; `col` comes from the fixed list in `SpendFilter::scope`.
-        let sql = format!(
-            "SELECT date AS rollup_day, \
-             sum(CASE WHEN \"{col}\" = $3 THEN cost_nanousd ELSE CAST(0 AS BIGINT UNSIGNED) END) AS cost_nanousd \
-             FROM calls_daily WHERE date >= $1 AND date <= $2 GROUP BY date"
-        );
-        let params = vec![
-            ScalarValue::Utf8(Some(first.clone())),
-            ScalarValue::Utf8(Some(last.clone())),
-            ScalarValue::Utf8(Some(value.to_string())),
-        ];
-        let mut total = 0u64;
-        let mut covered = BTreeSet::new();
-        for b in self.run(&sql, params).await? {
-            for i in 0..b.num_rows() {
-                covered.insert(day_at(&b, i)?);
-                total += u64_at(&b, "cost_nanousd", i)?;
-            }
-        }
-        let (skip, skip_params) = not_covered(&covered, 6);
-        let sql = format!(
-            "SELECT sum(cost_nanousd) AS cost_nanousd FROM calls \
-             WHERE ts_start >= $1 AND ts_start < $2 AND date >= $3 AND date <= $4 AND \"{col}\" = $5{skip}"
-        );
-        let mut params = Self::range_params(range);
-        params.push(ScalarValue::Utf8(Some(value.to_string())));
-        params.extend(skip_params);
-        for b in self.run(&sql, params).await? {
-            for i in 0..b.num_rows() {
-                total += u64_at(&b, "cost_nanousd", i)?;
-            }
-        }
-        Ok(total)
     }
 
     /// Latency percentiles that scale: the histogram (rollup + raw edges, or raw alone for columns the

@@ -72,6 +72,8 @@ const USERS_PER_TEAM: usize = 10;
 /// 2026-10-25 00:00 UTC; the calls spread over 37 days, to the end of November.
 const START_US: i64 = 1_792_886_400_000_000;
 const SPAN_US: i64 = 37 * 86_400_000_000;
+/// 2026-11-30T12:00:00Z: "now" for the budget sync and the routing stats.
+const SYNC_END_US: i64 = 1_796_040_000_000_000;
 
 /// A cheap deterministic mixer (splitmix64) so both stores get the same calls.
 fn mix(mut x: u64) -> u64 {
@@ -103,6 +105,36 @@ impl Names {
     }
 }
 
+/// A UUIDv7 as the gateway makes them (its first 48 bits the call's start in ms), unique per `i`.
+fn uuid_v7(ts_us: i64, r: u64, i: u64) -> String {
+    let h = format!("{:012x}7{:03x}{:x}{:015x}", ts_us / 1000, r & 0xfff, 8 + (r >> 12) % 4, i & ((1 << 60) - 1));
+    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
+}
+
+/// The 30 budgets of the sync question (20 departments, 10 teams), each with the ids of its 100 latest
+/// calls before the window's end pending, as a live gateway asks between two syncs.
+fn sync_budgets(n: &Names, total: u64) -> anyhow::Result<Vec<SpendRequest>> {
+    let end = i64::try_from(u128::from(total) * (SYNC_END_US - START_US) as u128 / SPAN_US as u128)?;
+    let mut reqs = Vec::new();
+    let scopes = (0..20)
+        .map(|d| ("department", format!("dept-{d:02}")))
+        .chain((0..10).map(|t| ("team", format!("dept-{:02}-team-{:02}", t * 2, t % 10))));
+    for (scope, value) in scopes {
+        let filter = SpendFilter::scope(scope, &value).ok_or_else(|| anyhow::anyhow!("scope"))?;
+        let mut pending = Vec::new();
+        let mut i = u64::try_from(end)?;
+        while pending.len() < 100 && i > 0 {
+            i -= 1;
+            let c = call(n, i, total);
+            if c.ts_start_us < SYNC_END_US && (c.department == value || c.team == value) {
+                pending.push(c.event_id);
+            }
+        }
+        reqs.push(SpendRequest { filter, keys: Vec::new(), pending });
+    }
+    Ok(reqs)
+}
+
 fn call(n: &Names, i: u64, total: u64) -> CallEvent {
     let r = mix(i);
     let user = (r % n.users.len() as u64) as usize;
@@ -127,7 +159,7 @@ fn call(n: &Names, i: u64, total: u64) -> CallEvent {
     tags.insert("env".to_string(), if r.is_multiple_of(10) { "dev" } else { "prod" }.to_string());
     CallEvent {
         schema_version: tollgate_events::SCHEMA_VERSION,
-        event_id: format!("{:032x}", u128::from(r) << 64 | u128::from(i)),
+        event_id: uuid_v7(ts, r, i),
         request_id: format!("req-{i}"),
         ts_start_us: ts,
         ts_end_us: ts + 400_000,
@@ -219,11 +251,11 @@ const QUESTIONS: [(Question, &str); 7] = [
     (Question::ChargebackCsv, "chargeback CSV by department, team, project, November"),
     (Question::LatencyDay, "latency p50/p95/p99 by model, one day"),
     (Question::LatencyMonth, "latency p50/p95/p99 by model, November"),
-    (Question::BudgetSync, "budget sync: 30 budgets, month to date in America/New_York"),
+    (Question::BudgetSync, "budget sync: 30 budgets with 100 pending calls each, month to date in America/New_York"),
     (Question::RoutingStats, "routing stats, last 15 minutes"),
 ];
 
-async fn ask(svc: &QueryService, q: Question) -> anyhow::Result<u64> {
+async fn ask(svc: &QueryService, q: Question, budgets: &[SpendRequest]) -> anyhow::Result<u64> {
     let month = TimeRange::parse(Some("2026-11-01"), Some("2026-11-30"))?;
     let e = |e: tollgate_query::QueryError| anyhow::anyhow!("{e}");
     Ok(match q {
@@ -250,20 +282,11 @@ async fn ask(svc: &QueryService, q: Question) -> anyhow::Result<u64> {
             svc.latency(&month, &g).await.map_err(e)?.iter().map(|r| r.calls).sum()
         }
         Question::BudgetSync => {
-            // Month to date in New York (UTC-5 in November): partial days at both ends.
+            // Month to date in New York (UTC-5 in November): partial days at both ends. All 30 asked
+            // together, as the gateway's sync asks them; the checksum counts the pending calls held too.
             let window = TimeRange::parse(Some("2026-11-01T04:00:00Z"), Some("2026-11-30T12:00:00Z"))?;
-            let mut total = 0;
-            for d in 0..20 {
-                let f = SpendFilter::scope("department", &format!("dept-{d:02}"))
-                    .ok_or_else(|| anyhow::anyhow!("scope"))?;
-                total += svc.spend(&window, &SpendRequest::of(f)).await.map_err(e)?.others_nanousd;
-            }
-            for t in 0..10 {
-                let team = format!("dept-{:02}-team-{:02}", t * 2, t % 10);
-                let f = SpendFilter::scope("team", &team).ok_or_else(|| anyhow::anyhow!("scope"))?;
-                total += svc.spend(&window, &SpendRequest::of(f)).await.map_err(e)?.others_nanousd;
-            }
-            total
+            let answers = svc.spend_many(&window, budgets).await.map_err(e)?;
+            answers.iter().map(|a| a.others_nanousd + a.present.len() as u64).sum()
         }
         Question::RoutingStats => {
             let w = TimeRange::parse(Some("2026-11-30T11:45:00Z"), Some("2026-11-30T12:00:00Z"))?;
@@ -273,12 +296,17 @@ async fn ask(svc: &QueryService, q: Question) -> anyhow::Result<u64> {
 }
 
 /// Median time of `runs` answers (after one warm-up) and the answer's checksum, or the error.
-async fn time(svc: &QueryService, q: Question, runs: usize) -> Result<(Duration, u64), String> {
+async fn time(
+    svc: &QueryService,
+    q: Question,
+    runs: usize,
+    budgets: &[SpendRequest],
+) -> Result<(Duration, u64), String> {
     let mut times = Vec::new();
     let mut sum = 0;
     for i in 0..=runs.max(1) {
         let t = Instant::now();
-        sum = ask(svc, q).await.map_err(|e| e.to_string())?;
+        sum = ask(svc, q, budgets).await.map_err(|e| e.to_string())?;
         if i > 0 {
             times.push(t.elapsed());
         }
@@ -416,9 +444,10 @@ async fn main() -> anyhow::Result<()> {
         results: &mut [(String, Vec<String>)],
         checks: &mut [Vec<u64>],
         label: &str,
+        budgets: &[SpendRequest],
     ) {
         for (k, (q, name)) in QUESTIONS.iter().enumerate() {
-            match time(svc, *q, runs).await {
+            match time(svc, *q, runs, budgets).await {
                 Ok((d, sum)) => {
                     results[k].1.push(ms(d));
                     checks[k].push(sum);
@@ -432,6 +461,7 @@ async fn main() -> anyhow::Result<()> {
             eprintln!("{label}: {name}: {}", results[k].1.last().map(String::as_str).unwrap_or(""));
         }
     }
+    let budgets = sync_budgets(&names, args.events)?;
     let raw_cfg = QueryConfig { rollups: false, ..QueryConfig::default() };
     // DataFusion on the sink's small files (no summaries yet).
     let duck_small = if args.resume.is_some() {
@@ -441,7 +471,7 @@ async fn main() -> anyhow::Result<()> {
         (f64::NAN, f64::NAN, 0)
     } else {
         let df_small = QueryService::open(data_dir.clone(), raw_cfg.clone())?;
-        column(&df_small, args.runs, &mut results, &mut checks, "datafusion small files").await;
+        column(&df_small, args.runs, &mut results, &mut checks, "datafusion small files", &budgets).await;
         drop(df_small);
         duckdb(&args.python, &data_dir, args.runs)?
     };
@@ -459,16 +489,16 @@ async fn main() -> anyhow::Result<()> {
     let summary_rows: u64 = days.iter().map(|d| d.summary_rows).sum();
 
     let df_raw = QueryService::open(data_dir.clone(), raw_cfg.clone())?;
-    column(&df_raw, args.runs, &mut results, &mut checks, "datafusion compacted").await;
+    column(&df_raw, args.runs, &mut results, &mut checks, "datafusion compacted", &budgets).await;
     drop(df_raw);
     let df_roll = QueryService::open(data_dir.clone(), QueryConfig::default())?;
-    column(&df_roll, args.runs, &mut results, &mut checks, "datafusion rollup").await;
+    column(&df_roll, args.runs, &mut results, &mut checks, "datafusion rollup", &budgets).await;
     drop(df_roll);
     let duck = duckdb(&args.python, &data_dir, args.runs)?;
     let ch_raw = QueryService::open_clickhouse(chcfg.clone(), raw_cfg);
-    column(&ch_raw, args.runs, &mut results, &mut checks, "clickhouse raw").await;
+    column(&ch_raw, args.runs, &mut results, &mut checks, "clickhouse raw", &budgets).await;
     let ch_roll = QueryService::open_clickhouse(chcfg.clone(), QueryConfig::default());
-    column(&ch_roll, args.runs, &mut results, &mut checks, "clickhouse rollup").await;
+    column(&ch_roll, args.runs, &mut results, &mut checks, "clickhouse rollup", &budgets).await;
 
     let mut disagreements = Vec::new();
     for (k, c) in checks.iter().enumerate() {

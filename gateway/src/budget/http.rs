@@ -102,10 +102,11 @@ async fn refresh(sys: &BudgetSystem, b: &Arc<BudgetState>) {
 }
 
 async fn list(State(sys): State<Arc<BudgetSystem>>) -> Response {
+    // One grouped refresh for all of them, not one store query per budget.
+    sys.sync_all().await;
     let budgets = sys.budgets();
     let mut out = Vec::new();
     for b in budgets.iter() {
-        refresh(&sys, b).await;
         out.push(status_json(b, sys.now_us()));
     }
     json(StatusCode::OK, serde_json::json!({ "budgets": out }))

@@ -30,7 +30,8 @@ use tracing::{info, warn};
 /// Current time in UTC microseconds; injectable for tests.
 pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
 
-/// What the ledger asks the query service: the cost of the calls of one scope value in `[from, to)`.
+/// What the ledger asks the query service for one budget: the cost of the calls of one scope value
+/// (in the range the whole ask is about).
 #[derive(Debug, Clone)]
 pub struct SpendQuery {
     pub scope: config::Scope,
@@ -39,8 +40,6 @@ pub struct SpendQuery {
     pub tag: Option<(String, String)>,
     /// Keys whose own attribution the budget matches: their calls count whatever their headers said.
     pub keys: Vec<String>,
-    pub from_us: i64,
-    pub to_us: i64,
     /// This gateway's settled calls the store has not confirmed yet: left out of the sum and looked up.
     pub pending: Vec<String>,
 }
@@ -54,11 +53,23 @@ pub struct StoreSpend {
     pub present: Vec<String>,
 }
 
-pub type SpendFuture<'a> = Pin<Box<dyn Future<Output = Result<StoreSpend, String>> + Send + 'a>>;
+pub type SpendFuture<'a> = Pin<Box<dyn Future<Output = Result<Vec<StoreSpend>, String>> + Send + 'a>>;
 
 /// Where authoritative spend comes from (the query service, on either engine).
 pub trait SpendSource: Send + Sync + 'static {
-    fn spend(&self, q: SpendQuery) -> SpendFuture<'_>;
+    /// The spend of several budgets over `[from_us, to_us)`, one answer per query in the order asked
+    /// (the store answers them together: one pass per scope kind, not one per budget).
+    fn spend(&self, from_us: i64, to_us: i64, qs: Vec<SpendQuery>) -> SpendFuture<'_>;
+}
+
+type BudgetAsk<'a> = (&'a Arc<BudgetState>, Ask);
+
+/// A budget's question prepared for a sync: its window's generation (an answer for an older window is
+/// dropped), the range, the query.
+struct Ask {
+    generation: u64,
+    range: (i64, i64),
+    query: SpendQuery,
 }
 
 type Reloader = Box<dyn Fn() -> Result<BudgetConfigSet, String> + Send + Sync>;
@@ -402,49 +413,85 @@ impl BudgetSystem {
         }
     }
 
-    /// Refreshes one budget's spend from the query service: the store's spend without this gateway's
-    /// pending calls, and which of those it now holds.
-    pub async fn sync_one(&self, state: &Arc<BudgetState>, source: &dyn SpendSource) -> Result<(), String> {
-        let _one_at_a_time = state.syncing.lock().await;
-        let now = (self.clock)();
-        let (generation, q) = {
-            let mut g = state.lock();
-            g.roll(now);
-            let Some(w) = &g.win else { return Ok(()) };
-            let q = SpendQuery {
-                scope: state.scope,
-                value: state.value.clone(),
-                tag: state.tag().cloned(),
-                keys: g.def.keys.clone(),
-                from_us: w.count_from_us,
-                to_us: w.end_us,
-                pending: w.pending_ids(),
-            };
-            (g.generation, q)
+    /// A budget's question for the store, or `None` when it has no open window.
+    fn ask(&self, state: &BudgetState) -> Option<Ask> {
+        let mut g = state.lock();
+        g.roll((self.clock)());
+        let w = g.win.as_ref()?;
+        let query = SpendQuery {
+            scope: state.scope,
+            value: state.value.clone(),
+            tag: state.tag().cloned(),
+            keys: g.def.keys.clone(),
+            pending: w.pending_ids(),
         };
-        let asked = q.pending.clone();
-        let answer = source.spend(q).await?;
+        Some(Ask { generation: g.generation, range: (w.count_from_us, w.end_us), query })
+    }
+
+    /// Takes the store's answer to `ask` and announces the thresholds it crosses.
+    fn take(&self, state: &BudgetState, ask: &Ask, answer: &StoreSpend) {
         let crossings = {
             let mut g = state.lock();
-            if g.apply_sync(generation, answer.others_nanousd, &asked, &answer.present, (self.clock)()) {
+            let now = (self.clock)();
+            if g.apply_sync(ask.generation, answer.others_nanousd, &ask.query.pending, &answer.present, now) {
                 g.crossings(&state.id)
             } else {
                 Vec::new()
             }
         };
         self.announce(crossings);
+    }
+
+    /// Refreshes one budget's spend from the query service: the store's spend without this gateway's
+    /// pending calls, and which of those it now holds.
+    pub async fn sync_one(&self, state: &Arc<BudgetState>, source: &dyn SpendSource) -> Result<(), String> {
+        let _one_at_a_time = state.syncing.lock().await;
+        let Some(ask) = self.ask(state) else { return Ok(()) };
+        let answers = source.spend(ask.range.0, ask.range.1, vec![ask.query.clone()]).await?;
+        let answer = answers.first().ok_or("the store gave no answer")?;
+        self.take(state, &ask, answer);
         Ok(())
     }
 
-    /// Refreshes every budget now.
+    /// Refreshes every budget now: the budgets that share a window are asked together, so the store
+    /// answers 30 monthly budgets with a few grouped queries instead of 30.
     pub async fn sync_all(&self) {
         let source = self.source.read().unwrap_or_else(|p| p.into_inner()).clone();
         let Some(source) = source else { return };
-        for b in self.budgets().iter() {
-            if let Err(error) = self.sync_one(b, source.as_ref()).await {
-                warn!(budget = %b.id, %error, "budget spend refresh failed; keeping the last snapshot");
+        let budgets = self.budgets();
+        // Every budget's sync lock, in list order (as any other `sync_all` takes them), held until its
+        // answer is taken: two overlapping syncs of one budget would both leave its pending ids out.
+        let mut locks = Vec::with_capacity(budgets.len());
+        for b in budgets.iter() {
+            locks.push(b.syncing.lock().await);
+        }
+        let mut by_range: std::collections::BTreeMap<(i64, i64), Vec<BudgetAsk<'_>>> =
+            std::collections::BTreeMap::new();
+        for b in budgets.iter() {
+            if let Some(ask) = self.ask(b) {
+                by_range.entry(ask.range).or_default().push((b, ask));
             }
         }
+        for ((from_us, to_us), asks) in by_range {
+            let qs = asks.iter().map(|(_, a)| a.query.clone()).collect();
+            match source.spend(from_us, to_us, qs).await {
+                Ok(answers) if answers.len() == asks.len() => {
+                    for ((b, ask), answer) in asks.iter().zip(&answers) {
+                        self.take(b, ask, answer);
+                    }
+                }
+                Ok(answers) => warn!(
+                    asked = asks.len(),
+                    answered = answers.len(),
+                    "budget spend refresh got the wrong number of answers; keeping the last snapshots"
+                ),
+                Err(error) => {
+                    let ids: Vec<&str> = asks.iter().map(|(b, _)| b.id.as_str()).collect();
+                    warn!(budgets = %ids.join(","), %error, "budget spend refresh failed; keeping the last snapshots");
+                }
+            }
+        }
+        drop(locks);
     }
 
     /// Starts the periodic spend refresh and the webhook sender. Needs a Tokio runtime.

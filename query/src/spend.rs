@@ -1,0 +1,430 @@
+//! Budget spend, many budgets at once: the budgets of one range that compare the same dimension (a
+//! scope column such as `department`, or one tag) are answered by one grouped query, and the pending
+//! calls they name by one lookup, on either engine. A budget sync over 30 budgets is then two or three
+//! queries instead of thirty (or sixty with pending ids).
+//!
+//! Each budget's answer is what a query of its own would give, to the nano-dollar: the grouped totals
+//! are per (dimension value, key) over the calls that match some budget's value or one of its keys, so
+//! a budget sums exactly the groups it matches and no call twice; the pending calls the store holds and
+//! the budget matches are subtracted from that sum and named. The daily rollup answers the whole days
+//! when the dimension is one of its columns (keys included: the rollup is kept per key), pending calls
+//! or not; the raw table answers the rest.
+
+use crate::clickhouse::{text_of, u64_of, ChBackend};
+use crate::engine::{column, u64_at, QueryService, SpendAnswer, SpendFilter, SpendRequest};
+use crate::error::QueryError;
+use crate::params::TimeRange;
+use crate::rollup::{split, DaySplit, ROLLUP_COLUMNS};
+use crate::rollup_clickhouse::{edges_sql, union, Bound};
+use arrow::array::{Array, RecordBatch};
+use datafusion::scalar::ScalarValue;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// What a budget compares with its value: a scope column, or one tag's value.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Dim {
+    Column(&'static str),
+    Tag(String),
+}
+
+impl SpendFilter {
+    fn dim(&self) -> (Dim, &str) {
+        match self {
+            SpendFilter::Column(col, v) => (Dim::Column(col), v),
+            SpendFilter::Tag(k, v) => (Dim::Tag(k.clone()), v),
+        }
+    }
+}
+
+/// Summed cost per (dimension value, key); `None` where the row's value (key) is none a budget asks for.
+type Parts = BTreeMap<(Option<String>, Option<String>), u64>;
+
+/// One stored call among the pending ids asked about.
+struct Found {
+    id: String,
+    value: Option<String>,
+    key: Option<String>,
+    cost: u64,
+}
+
+/// What one grouped query asks: the values and keys of its budgets and their pending ids.
+struct Asked<'a> {
+    values: Vec<&'a str>,
+    keys: Vec<&'a str>,
+    pending: Vec<&'a str>,
+}
+
+/// Most ids named in one pending lookup.
+const LOOKUP_CHUNK: usize = 1_000;
+
+/// Pending calls are this gateway's recent ones: their UUIDv7 ids carry the time they were made, which
+/// is also the call's start (same clock, same moment). The lookup reads from the earliest such day,
+/// one day earlier for safety; ids that are not UUIDv7 leave the lookup unbounded.
+fn earliest_pending_date(ids: &[&str]) -> Option<String> {
+    let mut earliest: Option<i64> = None;
+    for id in ids {
+        let hex: String = id.chars().filter(|c| *c != '-').collect();
+        let version = hex.get(12..13)?;
+        if hex.len() != 32 || version != "7" {
+            return None;
+        }
+        let ms = i64::from_str_radix(hex.get(..12)?, 16).ok()?;
+        earliest = Some(earliest.map_or(ms, |e| e.min(ms)));
+    }
+    let day_before = earliest?.checked_sub(86_400_000)?.checked_mul(1000)?;
+    Some(TimeRange { from_us: day_before, to_us: day_before.saturating_add(1) }.from_date())
+}
+
+fn text_at(b: &RecordBatch, name: &str, i: usize) -> Result<Option<String>, QueryError> {
+    let c = column(b, name)?;
+    if c.is_null(i) {
+        return Ok(None);
+    }
+    arrow::util::display::array_value_to_string(c, i).map(Some).map_err(|e| QueryError::Internal(e.to_string()))
+}
+
+impl QueryService {
+    /// A budget's spend in `range`: the cost of the calls `req` selects except the asking gateway's
+    /// pending ones, and which of those pending calls the store already holds.
+    pub async fn spend(&self, range: &TimeRange, req: &SpendRequest) -> Result<SpendAnswer, QueryError> {
+        let mut answers = self.spend_many(range, std::slice::from_ref(req)).await?;
+        answers.pop().ok_or_else(|| QueryError::Internal("no spend answer".into()))
+    }
+
+    /// Several budgets' spend over one range, answered in the order asked: one grouped query and one
+    /// pending lookup per dimension the budgets compare, each answer equal to [`QueryService::spend`]'s.
+    pub async fn spend_many(&self, range: &TimeRange, reqs: &[SpendRequest]) -> Result<Vec<SpendAnswer>, QueryError> {
+        let mut by_dim: BTreeMap<Dim, Vec<usize>> = BTreeMap::new();
+        for (i, r) in reqs.iter().enumerate() {
+            by_dim.entry(r.filter.dim().0).or_default().push(i);
+        }
+        let mut answers = vec![SpendAnswer::default(); reqs.len()];
+        for (dim, members) in by_dim {
+            let set = |f: &dyn Fn(&'_ SpendRequest) -> Vec<&'_ str>| -> Vec<&str> {
+                let s: BTreeSet<&str> = members.iter().flat_map(|i| f(&reqs[*i])).collect();
+                s.into_iter().collect()
+            };
+            let asked = Asked {
+                values: set(&|r| vec![r.filter.dim().1]),
+                keys: set(&|r| r.keys.iter().map(String::as_str).collect()),
+                pending: set(&|r| r.pending.iter().map(String::as_str).collect()),
+            };
+            let parts = self.spend_parts(range, &dim, &asked).await?;
+            let found = self.pending_found(range, &dim, &asked.pending).await?;
+            for i in members {
+                answers[i] = settle(&reqs[i], &parts, &found);
+            }
+        }
+        Ok(answers)
+    }
+
+    async fn spend_parts(&self, range: &TimeRange, dim: &Dim, asked: &Asked<'_>) -> Result<Parts, QueryError> {
+        let s = split(range);
+        let from_rollup =
+            self.config().rollups && s.days.is_some() && matches!(dim, Dim::Column(c) if ROLLUP_COLUMNS.contains(c));
+        if let Some(ch) = self.ch() {
+            let s = if from_rollup { s } else { DaySplit { days: None, edges: vec![(range.from_us, range.to_us)] } };
+            return ch.spend_parts(range, &s, dim, asked).await;
+        }
+        if !from_rollup {
+            return self.spend_parts_df(range, dim, asked, &BTreeSet::new()).await;
+        }
+        // A compaction may swap a day's files between the two reads: read again once.
+        match self.spend_parts_rollup_df(range, &s, dim, asked).await {
+            Err(e) if crate::rollup_reports::vanished(&e) => self.spend_parts_rollup_df(range, &s, dim, asked).await,
+            r => r,
+        }
+    }
+
+    /// Whole days from the day summaries (every summary row of those days is read, so that the days
+    /// read are exactly the days that have one), the rest of the range from the raw table.
+    async fn spend_parts_rollup_df(
+        &self,
+        range: &TimeRange,
+        s: &DaySplit,
+        dim: &Dim,
+        asked: &Asked<'_>,
+    ) -> Result<Parts, QueryError> {
+        let (Some((first, last)), Dim::Column(col)) = (&s.days, dim) else {
+            return self.spend_parts_df(range, dim, asked, &BTreeSet::new()).await;
+        };
+        let mut params = vec![ScalarValue::Utf8(Some(first.clone())), ScalarValue::Utf8(Some(last.clone()))];
+        let values = placeholders(&mut params, &asked.values);
+        // `col` comes from the fixed list in `SpendFilter::scope`; values are bound.
+        let mut select = format!("CASE WHEN \"{col}\" IN ({values}) THEN \"{col}\" END");
+        let mut by = select.clone();
+        if !asked.keys.is_empty() {
+            let keys = placeholders(&mut params, &asked.keys);
+            let k = format!("CASE WHEN api_key_id IN ({keys}) THEN api_key_id END");
+            select = format!("{select} AS v, {k} AS k");
+            by = format!("{by}, {k}");
+        } else {
+            select = format!("{select} AS v");
+        }
+        let sql = format!(
+            "SELECT date AS rollup_day, {select}, sum(cost_nanousd) AS cost_nanousd FROM calls_daily \
+             WHERE date >= $1 AND date <= $2 GROUP BY date, {by}"
+        );
+        let mut parts = Parts::new();
+        let mut covered = BTreeSet::new();
+        for b in self.run(&sql, params).await? {
+            for i in 0..b.num_rows() {
+                covered.insert(text_at(&b, "rollup_day", i)?.unwrap_or_default());
+                add_part(&mut parts, &b, i, !asked.keys.is_empty())?;
+            }
+        }
+        for (key, cost) in self.spend_parts_df(range, dim, asked, &covered).await? {
+            *parts.entry(key).or_default() += cost;
+        }
+        Ok(parts)
+    }
+
+    /// The raw table's totals per (value, key) over the calls some budget matches, outside `covered` days.
+    async fn spend_parts_df(
+        &self,
+        range: &TimeRange,
+        dim: &Dim,
+        asked: &Asked<'_>,
+        covered: &BTreeSet<String>,
+    ) -> Result<Parts, QueryError> {
+        let mut params = Self::range_params(range);
+        let expr = dim_expr_df(dim, &mut params);
+        let values = placeholders(&mut params, &asked.values);
+        let mut cond = format!("{expr} IN ({values})");
+        let mut select = format!("{expr} AS v");
+        let mut by = expr.clone();
+        let with_keys = !asked.keys.is_empty();
+        if with_keys {
+            let keys = placeholders(&mut params, &asked.keys);
+            cond = format!("({cond} OR api_key_id IN ({keys}))");
+            select.push_str(", api_key_id AS k");
+            by.push_str(", api_key_id");
+        }
+        let days: Vec<&str> = covered.iter().map(String::as_str).collect();
+        let skip = if days.is_empty() {
+            String::new()
+        } else {
+            format!(" AND date NOT IN ({})", placeholders(&mut params, &days))
+        };
+        let sql = format!(
+            "SELECT {select}, sum(cost_nanousd) AS cost_nanousd FROM calls \
+             WHERE ts_start >= $1 AND ts_start < $2 AND date >= $3 AND date <= $4 AND {cond}{skip} GROUP BY {by}"
+        );
+        let mut parts = Parts::new();
+        for b in self.run(&sql, params).await? {
+            for i in 0..b.num_rows() {
+                add_part(&mut parts, &b, i, with_keys)?;
+            }
+        }
+        Ok(parts)
+    }
+
+    /// The pending calls the store holds, with what a budget matches them on.
+    async fn pending_found(&self, range: &TimeRange, dim: &Dim, ids: &[&str]) -> Result<Vec<Found>, QueryError> {
+        let since = earliest_pending_date(ids);
+        let mut found = Vec::new();
+        for chunk in ids.chunks(LOOKUP_CHUNK) {
+            if let Some(ch) = self.ch() {
+                found.extend(ch.pending_found(range, dim, chunk, since.as_deref()).await?);
+                continue;
+            }
+            let mut params = Self::range_params(range);
+            let expr = dim_expr_df(dim, &mut params);
+            let since = match &since {
+                Some(d) => format!(" AND date >= {}", placeholders(&mut params, &[d.as_str()])),
+                None => String::new(),
+            };
+            let list = placeholders(&mut params, chunk);
+            let sql = format!(
+                "SELECT event_id, {expr} AS v, api_key_id AS k, cost_nanousd FROM calls \
+                 WHERE ts_start >= $1 AND ts_start < $2 AND date >= $3 AND date <= $4{since} AND event_id IN ({list})"
+            );
+            for b in self.run(&sql, params).await? {
+                for i in 0..b.num_rows() {
+                    found.push(Found {
+                        id: text_at(&b, "event_id", i)?.unwrap_or_default(),
+                        value: text_at(&b, "v", i)?,
+                        key: text_at(&b, "k", i)?,
+                        cost: u64_at(&b, "cost_nanousd", i)?,
+                    });
+                }
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// `$n, $n+1, …` for `values`, appended to `params` as strings (typed: DataFusion cannot always infer
+/// a placeholder's type inside a list).
+fn placeholders(params: &mut Vec<ScalarValue>, values: &[&str]) -> String {
+    let marks: Vec<String> = values
+        .iter()
+        .map(|v| {
+            params.push(ScalarValue::Utf8(Some((*v).to_string())));
+            format!("CAST(${} AS VARCHAR)", params.len())
+        })
+        .collect();
+    marks.join(", ")
+}
+
+/// The expression a dimension reads on DataFusion (a tag's name is bound).
+fn dim_expr_df(dim: &Dim, params: &mut Vec<ScalarValue>) -> String {
+    match dim {
+        Dim::Column(col) => format!("\"{col}\""),
+        Dim::Tag(k) => {
+            let k = placeholders(params, &[k.as_str()]);
+            format!("array_element(tag_values, CAST(array_position(tag_keys, {k}) AS BIGINT))")
+        }
+    }
+}
+
+fn add_part(parts: &mut Parts, b: &RecordBatch, i: usize, with_keys: bool) -> Result<(), QueryError> {
+    let key = if with_keys { text_at(b, "k", i)? } else { None };
+    let cost = u64_at(b, "cost_nanousd", i)?;
+    *parts.entry((text_at(b, "v", i)?, key)).or_default() += cost;
+    Ok(())
+}
+
+/// One budget's answer from its dimension's totals and pending lookup.
+fn settle(req: &SpendRequest, parts: &Parts, found: &[Found]) -> SpendAnswer {
+    let (_, value) = req.filter.dim();
+    let matches =
+        |v: Option<&str>, k: Option<&str>| v == Some(value) || k.is_some_and(|k| req.keys.iter().any(|x| x == k));
+    let total: u64 = parts
+        .iter()
+        .filter(|((v, k), _)| matches(v.as_deref(), k.as_deref()))
+        .fold(0u64, |s, (_, c)| s.saturating_add(*c));
+    let pending: BTreeSet<&str> = req.pending.iter().map(String::as_str).collect();
+    let mut present = BTreeSet::new();
+    let mut held = 0u64;
+    for f in found {
+        if pending.contains(f.id.as_str()) && matches(f.value.as_deref(), f.key.as_deref()) {
+            held = held.saturating_add(f.cost);
+            present.insert(f.id.clone());
+        }
+    }
+    SpendAnswer { others_nanousd: total.saturating_sub(held), present: present.into_iter().collect() }
+}
+
+/// The expression a dimension reads on ClickHouse and its bound values (a tag's name).
+fn dim_expr_ch(dim: &Dim) -> (String, Vec<Bound>) {
+    match dim {
+        // `col` comes from the fixed list in `SpendFilter::scope`, never from a request.
+        Dim::Column(col) => (format!("`{col}`"), Vec::new()),
+        Dim::Tag(k) => ("tag_values[indexOf(tag_keys, ?)]".into(), vec![Bound::S(k.clone())]),
+    }
+}
+
+fn strings(v: &[&str]) -> Bound {
+    Bound::A(v.iter().map(|s| (*s).to_string()).collect())
+}
+
+impl ChBackend {
+    /// Totals per (value, key) over the calls some budget matches: the rollup's whole days (when
+    /// `split` has any) and the raw table's rest, in one query.
+    async fn spend_parts(
+        &self,
+        range: &TimeRange,
+        split: &DaySplit,
+        dim: &Dim,
+        asked: &Asked<'_>,
+    ) -> Result<Parts, QueryError> {
+        let with_keys = !asked.keys.is_empty();
+        let (expr, expr_binds) = dim_expr_ch(dim);
+        // The `?`s of `piece` in order: the select's expression, the values, the condition's expression, the keys.
+        let piece = |binds: &mut Vec<Bound>| {
+            binds.extend(expr_binds.iter().cloned());
+            binds.push(strings(&asked.values));
+            binds.extend(expr_binds.iter().cloned());
+            let (k, cond) = if with_keys {
+                binds.push(strings(&asked.keys));
+                (", api_key_id AS k", format!("(has(?, {expr}) OR has(?, api_key_id))"))
+            } else {
+                ("", format!("has(?, {expr})"))
+            };
+            (format!("{expr} AS v{k}"), cond)
+        };
+        let by = if with_keys { "v, k" } else { "v" };
+        let mut binds = Vec::new();
+        let rollup = split.days.as_ref().map(|(a, b)| {
+            let (select, cond) = piece(&mut binds);
+            binds.extend([Bound::S(a.clone()), Bound::S(b.clone())]);
+            format!("SELECT {select}, sum(cost_nanousd) AS c FROM calls_daily WHERE {cond} AND date >= ? AND date <= ? GROUP BY {by}")
+        });
+        let raw = (!split.edges.is_empty()).then(|| {
+            let (select, cond) = piece(&mut binds);
+            let (edges, b) = edges_sql(split, range);
+            binds.extend(b);
+            format!("SELECT {select}, sum(cost_nanousd) AS c FROM calls WHERE {cond} AND {edges} GROUP BY {by}")
+        });
+        let sql = format!("SELECT {by}, toUInt64(sum(c)) FROM ({}) GROUP BY {by}", union(rollup, raw));
+        let rows = tollgate_clickhouse::fetch_json(self.bound(&sql, binds), self.timeout)
+            .await
+            .map_err(crate::clickhouse::ch_err)?;
+        let mut parts = Parts::new();
+        for r in rows {
+            let key = if with_keys { Some(text_of(r.get(1))) } else { None };
+            let cost = u64_of(r.get(if with_keys { 2 } else { 1 }));
+            *parts.entry((Some(text_of(r.first())), key)).or_default() += cost;
+        }
+        Ok(parts)
+    }
+
+    async fn pending_found(
+        &self,
+        range: &TimeRange,
+        dim: &Dim,
+        ids: &[&str],
+        since: Option<&str>,
+    ) -> Result<Vec<Found>, QueryError> {
+        let (expr, mut binds) = dim_expr_ch(dim);
+        let (from_date, to_date) = crate::clickhouse::date_bounds(range);
+        binds.extend([Bound::I(range.from_us), Bound::I(range.to_us), Bound::S(from_date), Bound::S(to_date)]);
+        let since = match since {
+            Some(d) => {
+                binds.push(Bound::S(d.to_string()));
+                " AND date >= ?"
+            }
+            None => "",
+        };
+        binds.push(strings(ids));
+        let sql = format!(
+            "SELECT event_id, {expr}, api_key_id, toUInt64(cost_nanousd) FROM calls \
+             WHERE ts_start_us >= ? AND ts_start_us < ? AND date >= ? AND date <= ?{since} AND has(?, event_id)"
+        );
+        let rows = tollgate_clickhouse::fetch_json(self.bound(&sql, binds), self.timeout)
+            .await
+            .map_err(crate::clickhouse::ch_err)?;
+        Ok(rows
+            .iter()
+            .map(|r| Found {
+                id: text_of(r.first()),
+                value: Some(text_of(r.get(1))),
+                key: Some(text_of(r.get(2))),
+                cost: u64_of(r.get(3)),
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pending_lookup_starts_a_day_before_the_earliest_uuid_v7() {
+        // 2026-11-30T12:00:00Z = 1_796_040_000_000 ms.
+        let a = format!("{:012x}-7000-8000-000000000000", 1_796_040_000_000u64);
+        let a = format!("{}-{}", &a[..8], &a[8..]);
+        let b = format!("{:012x}-7000-8000-000000000000", 1_795_900_000_000u64); // 2026-11-28T21:06:40Z
+        let b = format!("{}-{}", &b[..8], &b[8..]);
+        assert_eq!(earliest_pending_date(&[&a]).as_deref(), Some("2026-11-29"));
+        assert_eq!(earliest_pending_date(&[&a, &b]).as_deref(), Some("2026-11-27"));
+        assert_eq!(earliest_pending_date(&[&a, "ev-00000001"]), None);
+        assert_eq!(earliest_pending_date(&[&uuid_v4()]), None);
+    }
+
+    fn uuid_v4() -> String {
+        "0190a1b2-c3d4-4e5f-8a6b-7c8d9e0f1a2b".to_string()
+    }
+}
