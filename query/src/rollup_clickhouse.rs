@@ -18,7 +18,6 @@ use tollgate_clickhouse::fetch_json;
 pub(crate) enum Bound {
     I(i64),
     S(String),
-    A(Vec<String>),
 }
 
 /// The raw-table condition for the pieces of the range outside the rollup's days, and its values.
@@ -80,7 +79,6 @@ impl ChBackend {
             q = match b {
                 Bound::I(v) => q.bind(v),
                 Bound::S(v) => q.bind(v),
-                Bound::A(v) => q.bind(v),
             };
         }
         q
