@@ -24,6 +24,6 @@ pub use engine::{
 pub use error::QueryError;
 pub use http::{app, no_store_app};
 pub use params::{month_range, parse_group_by, TimeRange};
-pub use report::{add_totals, Report, CHARGEBACK_BY, UNATTRIBUTED};
+pub use report::{add_totals, refused_outcomes_sql, Report, CHARGEBACK_BY, UNATTRIBUTED};
 pub use rollup::{PercentileMethod, HISTOGRAM_RELATIVE_ERROR};
 pub use routing_stats::RoutingStatsRow;

@@ -43,7 +43,8 @@ const OUTCOMES: [Outcome; 10] = [
 
 /// `'unauthorized', 'invalid_request', …`: the refused outcomes as SQL string literals (fixed text,
 /// from the enum; the same on both engines).
-pub(crate) fn refused_outcomes_sql() -> String {
+/// The outcomes refused before any provider, as an SQL list of string literals (`'a', 'b'`).
+pub fn refused_outcomes_sql() -> String {
     OUTCOMES.iter().filter(|o| !billable(**o)).map(|o| format!("'{}'", o.as_str())).collect::<Vec<_>>().join(", ")
 }
 

@@ -318,16 +318,23 @@ async fn time(
     Ok((median(times), sum))
 }
 
+/// DuckDB runs the query DataFusion's raw showback runs (`QueryService::showback_raw`): the same
+/// columns and the same sums (calls, rejected, attempts, tokens of each kind, cost, cache hits, savings).
 const DUCKDB: &str = r#"
 import duckdb, json, sys, time
-path, runs = sys.argv[1], int(sys.argv[2])
+path, runs, refused = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 out = {}
 for threads in (1, 2):
     con = duckdb.connect()
     con.execute(f"SET threads={threads}")
     con.execute("SET enable_progress_bar = false")
-    sql = f"""SELECT department, count(*) AS calls, sum(input_tokens), sum(output_tokens), sum(cached_input_tokens),
-              sum(cache_write_tokens), sum(reasoning_tokens), sum(cost_nanousd) AS cost
+    sql = f"""SELECT department,
+              sum(CASE WHEN finish_reason = 'retried' OR outcome IN ({refused}) THEN 0 ELSE 1 END) AS calls,
+              sum(CASE WHEN outcome IN ({refused}) THEN 1 ELSE 0 END) AS rejected,
+              sum(CASE WHEN outcome IN ({refused}) THEN 0 ELSE 1 END) AS attempts,
+              sum(input_tokens), sum(output_tokens), sum(cached_input_tokens), sum(cache_write_tokens),
+              sum(reasoning_tokens), sum(cost_nanousd) AS cost, sum(CASE WHEN cache_hit THEN 1 ELSE 0 END),
+              sum(saved_nanousd)
               FROM read_parquet('{path}/calls/*/*.parquet', hive_partitioning=true)
               WHERE ts_start >= TIMESTAMPTZ '2026-11-01 00:00:00+00' AND ts_start < TIMESTAMPTZ '2026-12-01 00:00:00+00'
                 AND date >= DATE '2026-11-01' AND date <= DATE '2026-11-30'
@@ -338,7 +345,7 @@ for threads in (1, 2):
         t = time.perf_counter(); rows = con.execute(sql).fetchall(); times.append(time.perf_counter() - t)
     times.sort()
     out[f"threads{threads}_ms"] = times[len(times) // 2] * 1000
-    out["total"] = int(sum(r[7] for r in rows))
+    out["total"] = int(sum(r[9] for r in rows))
 print(json.dumps(out))
 "#;
 
@@ -346,7 +353,7 @@ print(json.dumps(out))
 /// threads, total nano-USD).
 fn duckdb(python: &str, dir: &std::path::Path, runs: usize) -> anyhow::Result<(f64, f64, u64)> {
     let out = std::process::Command::new(python)
-        .args(["-c", DUCKDB, &dir.display().to_string(), &runs.to_string()])
+        .args(["-c", DUCKDB, &dir.display().to_string(), &runs.to_string(), &tollgate_query::refused_outcomes_sql()])
         .output()
         .context("running python3 for DuckDB")?;
     anyhow::ensure!(out.status.success(), "duckdb: {}", String::from_utf8_lossy(&out.stderr));
