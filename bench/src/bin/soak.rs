@@ -38,6 +38,14 @@ struct Args {
     mock: PathBuf,
     #[arg(long, default_value = "bench/RESULTS.md")]
     results: PathBuf,
+    /// Leave out the scenarios whose name contains this text (case-insensitive; repeatable), e.g.
+    /// `--skip sql` to see whether the query path is what grows.
+    #[arg(long)]
+    skip: Vec<String>,
+    /// An environment variable for the `tollgate` process, `KEY=VALUE` (repeatable), e.g.
+    /// `--env MALLOC_ARENA_MAX=1`.
+    #[arg(long)]
+    env: Vec<String>,
 }
 
 const KEY: &str = "sk-soak-0001";
@@ -61,6 +69,17 @@ async fn main() -> Result<()> {
     std::fs::write(&config, config_text(port, &dir, mock.addr, hostile))?;
     let mut cmd = Command::new(&args.tollgate);
     cmd.arg("serve").arg("--config").arg(&config).env("RUST_LOG", "error");
+    for kv in &args.env {
+        let Some((k, v)) = kv.split_once('=') else { bail!("--env {kv}: expected KEY=VALUE") };
+        cmd.env(k, v);
+    }
+    let skip: Vec<String> = args.skip.iter().map(|s| s.to_lowercase()).collect();
+    let active: Arc<Vec<usize>> = Arc::new(
+        (0..SCENARIOS.len()).filter(|&k| !skip.iter().any(|s| SCENARIOS[k].to_lowercase().contains(s))).collect(),
+    );
+    if active.is_empty() {
+        bail!("--skip left no scenario to run");
+    }
     let mut gw = ChildProc::start("tollgate", cmd, None, Duration::from_secs(30))?;
     let addr = gw.addr;
     let pid = gw.pid();
@@ -69,12 +88,13 @@ async fn main() -> Result<()> {
     let tally: Tally = Arc::default();
     let mut workers = Vec::new();
     for w in 0..args.clients {
-        let (stop, tally) = (stop.clone(), tally.clone());
+        let (stop, tally, active) = (stop.clone(), tally.clone(), active.clone());
         workers.push(tokio::spawn(async move {
             let mut i = w;
             while !stop.load(Ordering::Relaxed) {
-                let (name, status) = scenario(addr, i).await;
-                *tally.lock().unwrap_or_else(|e| e.into_inner()).entry((name, status)).or_default() += 1;
+                let k = active[i % active.len()];
+                let status = scenario(addr, k).await;
+                *tally.lock().unwrap_or_else(|e| e.into_inner()).entry((SCENARIOS[k], status)).or_default() += 1;
                 i += STRIDE;
             }
         }));
@@ -83,12 +103,21 @@ async fn main() -> Result<()> {
     let total = Duration::from_secs_f64(args.minutes * 60.0);
     let mut samples: Vec<(f64, u64)> = Vec::new();
     let mut requests_at: Vec<u64> = Vec::new();
+    let mut status_at: Vec<ProcStatus> = Vec::new();
+    // The resident memory by kind of mapping at the end of each minute.
+    let mut by_mapping: Vec<Mappings> = Vec::new();
     while started.elapsed() < total {
         tokio::time::sleep(Duration::from_secs(1)).await;
         gw.check_alive()?;
         let (rss, _) = rss_kib(pid)?;
-        samples.push((started.elapsed().as_secs_f64(), rss));
+        let t = started.elapsed().as_secs_f64();
+        samples.push((t, rss));
+        status_at.push(proc_status(pid)?);
         requests_at.push(tally.lock().unwrap_or_else(|e| e.into_inner()).values().sum());
+        let minute_ends = (t / 60.0) as usize > by_mapping.len() || started.elapsed() >= total;
+        if minute_ends {
+            by_mapping.push(mappings(pid)?);
+        }
     }
     stop.store(true, Ordering::Relaxed);
     for w in workers {
@@ -120,6 +149,12 @@ async fn main() -> Result<()> {
         "- {} clients, each cycling through the scenarios below back to back (one connection per request); `tollgate serve` (release) with `max_request_bytes = 1 MiB`, `max_sse_line_bytes = 64 KiB`, `header_read_timeout_ms = 1000`, `body_read_timeout_ms = 2000`, `memory_limit_mb = 128`, `sql_timeout_ms = 3000`; mock upstream and a scripted hostile upstream on the same 2 cores.\n",
         args.clients
     ));
+    if !args.skip.is_empty() || !args.env.is_empty() {
+        out.push_str(&format!(
+            "- This run: `--skip` {:?}, `--env` {:?} (scenarios left out, environment of `tollgate`).\n",
+            args.skip, args.env
+        ));
+    }
     out.push_str(&format!(
         "- Requests: {sent}; call events stored at the end: {stored}; VmRSS at the end {:.1} MiB, peak (VmHWM) {:.1} MiB; `tollgate_events_spilled_total` {}, `tollgate_metering_panics_total` {}, `tollgate_sse_lines_too_long_total` {}, `tollgate_client_read_timeouts_total` {}.\n\n",
         rss_end as f64 / 1024.0,
@@ -129,7 +164,7 @@ async fn main() -> Result<()> {
         metric("tollgate_sse_lines_too_long_total"),
         metric("tollgate_client_read_timeouts_total"),
     ));
-    out.push_str("### RSS per minute (sampled every second)\n\n| minute | requests | VmRSS min MiB | mean MiB | max MiB | last MiB |\n|--:|--:|--:|--:|--:|--:|\n");
+    out.push_str("### RSS per minute (sampled every second)\n\n| minute | requests | VmRSS min MiB | mean MiB | max MiB | last MiB | RssAnon last MiB | RssFile last MiB | threads max |\n|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
     let minutes = (samples.len() as f64 / 60.0).ceil() as usize;
     let mut means = Vec::new();
     for m in 0..minutes {
@@ -144,12 +179,16 @@ async fn main() -> Result<()> {
         let mib = |k: u64| k as f64 / 1024.0;
         let mean = part.iter().sum::<u64>() as f64 / part.len() as f64 / 1024.0;
         means.push(mean);
+        let last = idx.last().map(|&l| status_at[l]).unwrap_or_default();
+        let threads = idx.iter().map(|&i| status_at[i].threads).max().unwrap_or(0);
         out.push_str(&format!(
-            "| {} | {reqs} | {:.1} | {mean:.1} | {:.1} | {:.1} |\n",
+            "| {} | {reqs} | {:.1} | {mean:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {threads} |\n",
             m + 1,
             mib(*part.iter().min().unwrap_or(&0)),
             mib(*part.iter().max().unwrap_or(&0)),
             mib(*part.last().unwrap_or(&0)),
+            mib(last.anon_kib),
+            mib(last.file_kib),
         ));
     }
     if means.len() >= 4 {
@@ -159,6 +198,30 @@ async fn main() -> Result<()> {
             "\nMean RSS in minute 2: {early:.1} MiB; in the last minute: {late:.1} MiB ({:+.1}%). {}\n",
             (late - early) / early * 100.0,
             if late <= early * 1.10 { "Flat: within 10%." } else { "**Not flat: grew by more than 10%.**" }
+        ));
+    }
+    out.push_str(
+        "\n### Resident memory by mapping at the end of each minute (`/proc/PID/smaps`), MiB\n\n\
+         `[heap]` is glibc's main arena (brk); arenas are the other glibc arenas (64 MiB-aligned \
+         regions); thread stacks are the anonymous mappings right above a guard page (count of \
+         stacks, resident MiB); other anonymous mappings are mostly single large allocations \
+         (glibc serves those over 128 KiB-32 MiB with `mmap`); file pages are the binary and \
+         libraries.\n\n\
+         | minute | [heap] | arenas | thread stacks | other anonymous | file pages |\n|--:|--:|--:|--:|--:|--:|\n",
+    );
+    for (m, b) in by_mapping.iter().enumerate() {
+        let mib = |k: u64| k as f64 / 1024.0;
+        out.push_str(&format!(
+            "| {} | {:.1} | {:.1} ({}) | {:.1} ({}) | {:.1} ({}) | {:.1} |\n",
+            m + 1,
+            mib(b.heap),
+            mib(b.arenas),
+            b.arena_count,
+            mib(b.stacks),
+            b.stack_count,
+            mib(b.other_anon),
+            b.other_count,
+            mib(b.file),
         ));
     }
     out.push_str("\n### Answers per scenario\n\n| scenario | status | count |\n|---|--:|--:|\n");
@@ -297,62 +360,73 @@ fn sql(text: &str) -> Vec<u8> {
     post("/v1/sql", &serde_json::json!({ "sql": text }).to_string(), "")
 }
 
-/// Scenario `i` (mod the list): normal traffic most of the time, a hostile input in between.
-async fn scenario(addr: SocketAddr, i: usize) -> (&'static str, u16) {
-    const NORMAL: usize = 6;
-    let hostile_kinds = 19;
-    let k = i % (NORMAL + hostile_kinds);
+/// The scenarios by number: normal traffic (the first six) most of the time, a hostile input in between.
+const SCENARIOS: [&str; 25] = [
+    "chat",
+    "chat",
+    "chat stream",
+    "chat stream",
+    "messages stream (translated)",
+    "count_tokens",
+    "bad JSON",
+    "body over max_request_bytes",
+    "hang-up mid-upload",
+    "broken chunked body",
+    "trickled headers",
+    "GET on an LLM endpoint",
+    "40 KiB header",
+    "upstream 1 MiB SSE line",
+    "upstream CR-only, multi-line data, no last newline",
+    "upstream JSON to a stream request",
+    "client leaves mid-stream",
+    "1.1M spaces, usage estimated",
+    "SQL 1000-term sum",
+    "SQL 1000 UNION ALL",
+    "SQL repeat() blow-up",
+    "SQL EXPLAIN",
+    "SQL showback",
+    "unknown /v1/messages path",
+    "count_tokens bad body",
+];
+
+/// Runs scenario `k` (an index into `SCENARIOS`), returns the status code it got (0: none).
+async fn scenario(addr: SocketAddr, k: usize) -> u16 {
     match k {
-        0 | 1 => (
-            "chat",
-            exchange(addr, &post("/v1/chat/completions", &chat("gpt-4o-mini", "hello there", false), "")).await,
-        ),
-        2 | 3 => (
-            "chat stream",
-            exchange(addr, &post("/v1/chat/completions", &chat("gpt-4o-mini", "hello MOCK[tokens=20]", true), ""))
-                .await,
-        ),
-        4 => ("messages stream (translated)", {
+        0 | 1 => exchange(addr, &post("/v1/chat/completions", &chat("gpt-4o-mini", "hello there", false), "")).await,
+        2 | 3 => {
+            exchange(addr, &post("/v1/chat/completions", &chat("gpt-4o-mini", "hello MOCK[tokens=20]", true), "")).await
+        }
+        4 => {
             let b = serde_json::json!({"model": "gpt-4o-mini", "max_tokens": 50, "stream": true,
                 "messages": [{"role": "user", "content": "hi"}]})
             .to_string();
             exchange(addr, &post("/v1/messages", &b, "")).await
-        }),
-        5 => (
-            "count_tokens",
-            exchange(addr, &post("/v1/messages/count_tokens", &chat("gpt-4o", "count these words", false), "")).await,
-        ),
-        6 => ("bad JSON", exchange(addr, &post("/v1/chat/completions", "{not json", "")).await),
-        7 => (
-            "body over max_request_bytes",
-            exchange(addr, &post("/v1/chat/completions", &chat("gpt-4o-mini", &"x".repeat(1_500_000), false), ""))
-                .await,
-        ),
-        8 => ("hang-up mid-upload", {
+        }
+        5 => exchange(addr, &post("/v1/messages/count_tokens", &chat("gpt-4o", "count these words", false), "")).await,
+        6 => exchange(addr, &post("/v1/chat/completions", "{not json", "")).await,
+        7 => {
+            exchange(addr, &post("/v1/chat/completions", &chat("gpt-4o-mini", &"x".repeat(1_500_000), false), "")).await
+        }
+        8 => {
             let b = chat("gpt-4o-mini", "hello", false);
             let req = post("/v1/chat/completions", &b, "");
             raw(addr, &[&req[..req.len() - 10]], true).await
-        }),
-        9 => ("broken chunked body", {
+        }
+        9 => {
             let h = format!("POST /v1/chat/completions HTTP/1.1\r\nhost: s\r\nauthorization: Bearer {KEY}\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n");
             raw(addr, &[h.as_bytes(), b"zz\r\nnope\r\n0\r\n\r\n"], false).await
-        }),
-        10 => (
-            "trickled headers",
-            raw(addr, &[b"POST /v1/chat/completions HTTP/1.1\r\nhost: s\r\nx-slow: "], false).await,
-        ),
-        11 => (
-            "GET on an LLM endpoint",
+        }
+        10 => raw(addr, &[b"POST /v1/chat/completions HTTP/1.1\r\nhost: s\r\nx-slow: "], false).await,
+        11 => {
             raw(
                 addr,
                 &[format!("GET /v1/messages HTTP/1.1\r\nhost: s\r\nx-api-key: {KEY}\r\nconnection: close\r\n\r\n")
                     .as_bytes()],
                 false,
             )
-            .await,
-        ),
-        12 => (
-            "40 KiB header",
+            .await
+        }
+        12 => {
             exchange(
                 addr,
                 &post(
@@ -361,30 +435,19 @@ async fn scenario(addr: SocketAddr, i: usize) -> (&'static str, u16) {
                     &format!("x-pad: {}\r\n", "p".repeat(40 * 1024)),
                 ),
             )
-            .await,
-        ),
-        13 => (
-            "upstream 1 MiB SSE line",
-            exchange(addr, &post("/v1/chat/completions", &chat("gpt-4.1", "HOSTILE[long]", true), "")).await,
-        ),
-        14 => (
-            "upstream CR-only, multi-line data, no last newline",
-            exchange(addr, &post("/v1/chat/completions", &chat("gpt-4.1", "HOSTILE[odd]", true), "")).await,
-        ),
-        15 => (
-            "upstream JSON to a stream request",
-            exchange(addr, &post("/v1/chat/completions", &chat("gpt-4.1", "HOSTILE[json]", true), "")).await,
-        ),
-        16 => (
-            "client leaves mid-stream",
+            .await
+        }
+        13 => exchange(addr, &post("/v1/chat/completions", &chat("gpt-4.1", "HOSTILE[long]", true), "")).await,
+        14 => exchange(addr, &post("/v1/chat/completions", &chat("gpt-4.1", "HOSTILE[odd]", true), "")).await,
+        15 => exchange(addr, &post("/v1/chat/completions", &chat("gpt-4.1", "HOSTILE[json]", true), "")).await,
+        16 => {
             leave_mid_stream(
                 addr,
                 &post("/v1/chat/completions", &chat("gpt-4o-mini", "MOCK[tokens=40,delay_ms=5]", true), ""),
             )
-            .await,
-        ),
-        17 => (
-            "1.1M spaces, usage estimated",
+            .await
+        }
+        17 => {
             exchange(
                 addr,
                 &post(
@@ -393,32 +456,101 @@ async fn scenario(addr: SocketAddr, i: usize) -> (&'static str, u16) {
                     "",
                 ),
             )
-            .await,
-        ),
-        18 => ("SQL 1000-term sum", exchange(addr, &sql(&format!("SELECT {} AS n", vec!["1"; 1000].join("+")))).await),
-        19 => (
-            "SQL 1000 UNION ALL",
-            exchange(
-                addr,
-                &sql(&format!("SELECT count(*) FROM ({})", vec!["SELECT 1 AS x"; 1000].join(" UNION ALL "))),
-            )
-            .await,
-        ),
-        20 => ("SQL repeat() blow-up", exchange(addr, &sql("SELECT length(repeat('x', 300000000))")).await),
-        21 => (
-            "SQL EXPLAIN",
-            exchange(addr, &sql("EXPLAIN SELECT department, sum(cost_nanousd) FROM calls GROUP BY department")).await,
-        ),
-        22 => (
-            "SQL showback",
-            exchange(addr, &sql("SELECT department, count(*), sum(cost_nanousd) FROM calls GROUP BY department")).await,
-        ),
-        23 => ("unknown /v1/messages path", exchange(addr, &post("/v1/messages/batches", "{}", "")).await),
-        _ => (
-            "count_tokens bad body",
-            exchange(addr, &post("/v1/messages/count_tokens", r#"{"model":"gpt-4o","messages":"x"}"#, "")).await,
-        ),
+            .await
+        }
+        18 => exchange(addr, &sql(&format!("SELECT {} AS n", vec!["1"; 1000].join("+")))).await,
+        19 => {
+            exchange(addr, &sql(&format!("SELECT count(*) FROM ({})", vec!["SELECT 1 AS x"; 1000].join(" UNION ALL "))))
+                .await
+        }
+        20 => exchange(addr, &sql("SELECT length(repeat('x', 300000000))")).await,
+        21 => exchange(addr, &sql("EXPLAIN SELECT department, sum(cost_nanousd) FROM calls GROUP BY department")).await,
+        22 => {
+            exchange(addr, &sql("SELECT department, count(*), sum(cost_nanousd) FROM calls GROUP BY department")).await
+        }
+        23 => exchange(addr, &post("/v1/messages/batches", "{}", "")).await,
+        _ => exchange(addr, &post("/v1/messages/count_tokens", r#"{"model":"gpt-4o","messages":"x"}"#, "")).await,
     }
+}
+
+/// Per-second fields of `/proc/PID/status`.
+#[derive(Clone, Copy, Default)]
+struct ProcStatus {
+    anon_kib: u64,
+    file_kib: u64,
+    threads: u64,
+}
+
+fn proc_status(pid: u32) -> Result<ProcStatus> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let field = |key: &str| -> u64 {
+        status.lines().find_map(|l| l.strip_prefix(key)?.trim().trim_end_matches("kB").trim().parse().ok()).unwrap_or(0)
+    };
+    Ok(ProcStatus { anon_kib: field("RssAnon:"), file_kib: field("RssFile:"), threads: field("Threads:") })
+}
+
+/// Resident KiB by kind of mapping (see the table's legend in the output).
+#[derive(Default)]
+struct Mappings {
+    heap: u64,
+    arenas: u64,
+    arena_count: usize,
+    stacks: u64,
+    stack_count: usize,
+    other_anon: u64,
+    other_count: usize,
+    file: u64,
+}
+
+/// glibc reserves each non-main arena as a region of this size and alignment (64-bit).
+const ARENA_ALIGN: u64 = 64 << 20;
+
+fn mappings(pid: u32) -> Result<Mappings> {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps"))?;
+    // (start, end, perms, name, rss KiB) per mapping, in address order.
+    let mut maps: Vec<(u64, u64, String, String, u64)> = Vec::new();
+    for line in smaps.lines() {
+        let mut parts = line.split_whitespace();
+        let first = parts.next().unwrap_or("");
+        if let Some((a, b)) = first.split_once('-') {
+            if let (Ok(a), Ok(b)) = (u64::from_str_radix(a, 16), u64::from_str_radix(b, 16)) {
+                let perms = parts.next().unwrap_or("").to_string();
+                let name = parts.nth(3).unwrap_or("").to_string();
+                maps.push((a, b, perms, name, 0));
+                continue;
+            }
+        }
+        if first == "Rss:" {
+            if let (Some(m), Some(kib)) = (maps.last_mut(), parts.next().and_then(|v| v.parse().ok())) {
+                m.4 = kib;
+            }
+        }
+    }
+    let mut out = Mappings::default();
+    for (i, (start, _end, perms, name, rss)) in maps.iter().enumerate() {
+        if name == "[heap]" {
+            out.heap += rss;
+        } else if name.starts_with('/') {
+            out.file += rss;
+        } else if !name.is_empty() || perms.starts_with("---") {
+            // [stack], [vdso], guard pages and reserved address space.
+            out.other_anon += rss;
+        } else if i > 0
+            && maps[i - 1].2.starts_with("---")
+            && maps[i - 1].1 == *start
+            && maps[i - 1].1 - maps[i - 1].0 == 4096
+        {
+            out.stacks += rss;
+            out.stack_count += 1;
+        } else if start % ARENA_ALIGN == 0 {
+            out.arenas += rss;
+            out.arena_count += 1;
+        } else {
+            out.other_anon += rss;
+            out.other_count += 1;
+        }
+    }
+    Ok(out)
 }
 
 async fn http_get(addr: SocketAddr, path: &str) -> Result<String> {
