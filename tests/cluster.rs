@@ -24,7 +24,9 @@ fn call(i: u64) -> CallEvent {
     let ts = NOV1 + (i as i64) * 37_000_000;
     CallEvent {
         schema_version: tollgate_events::SCHEMA_VERSION,
-        event_id: format!("ev-{i:08}"),
+        // UUIDv7 ids as the gateway makes them (their time is the call's start): the pending lookup of a
+        // budget sync bounds itself by that time.
+        event_id: format!("{:08x}-{:04x}-7000-8000-{i:012x}", ts / 1000 >> 16, (ts / 1000) & 0xffff),
         request_id: format!("req-{i}"),
         ts_start_us: ts,
         ts_end_us: ts + 400_000,
@@ -93,6 +95,17 @@ async fn answers(svc: &QueryService) -> Vec<String> {
                 .others_nanousd
                 .to_string(),
         );
+        // A sync with pending calls (finance's and others', held and not): the lookup goes through the
+        // Distributed table on a cluster.
+        let pending: Vec<String> = (0..600).step_by(7).map(|i| call(i).event_id).collect();
+        let req = SpendRequest {
+            filter: SpendFilter::scope("department", "finance").unwrap(),
+            keys: vec!["key-3".into()],
+            pending,
+        };
+        let a = svc.spend(&range, &req).await.unwrap();
+        assert!(!a.present.is_empty() && a.present.len() < req.pending.len(), "{:?}", a.present);
+        out.push(format!("{} {:?}", a.others_nanousd, a.present));
     }
     out
 }

@@ -381,19 +381,22 @@ impl ChBackend {
         since: Option<&str>,
     ) -> Result<Vec<Found>, QueryError> {
         let (expr, mut binds) = dim_expr_ch(dim);
-        let (from_date, to_date) = crate::clickhouse::date_bounds(range);
-        binds.extend([Bound::I(range.from_us), Bound::I(range.to_us), Bound::S(from_date), Bound::S(to_date)]);
-        let since = match since {
+        // `calls` is ordered by attribution before the date, so `date >= d` in WHERE prunes nothing inside
+        // a monthly partition and the whole month's `event_id` column would be read; as PREWHERE, only
+        // the granules holding the last days read it.
+        let prewhere = match since {
             Some(d) => {
                 binds.push(Bound::S(d.to_string()));
-                " AND date >= ?"
+                " PREWHERE date >= ?"
             }
             None => "",
         };
+        let (from_date, to_date) = crate::clickhouse::date_bounds(range);
+        binds.extend([Bound::I(range.from_us), Bound::I(range.to_us), Bound::S(from_date), Bound::S(to_date)]);
         let list = in_list(&mut binds, ids);
         let sql = format!(
-            "SELECT event_id, {expr}, api_key_id, toUInt64(cost_nanousd) FROM calls \
-             WHERE ts_start_us >= ? AND ts_start_us < ? AND date >= ? AND date <= ?{since} AND event_id IN ({list})"
+            "SELECT event_id, {expr}, api_key_id, toUInt64(cost_nanousd) FROM calls{prewhere} \
+             WHERE ts_start_us >= ? AND ts_start_us < ? AND date >= ? AND date <= ? AND event_id IN ({list})"
         );
         let rows = tollgate_clickhouse::fetch_json(self.bound(&sql, binds), self.timeout)
             .await
