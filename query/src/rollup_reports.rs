@@ -19,13 +19,13 @@ use std::collections::{BTreeMap, BTreeSet};
 
 type Histograms = BTreeMap<Vec<String>, Vec<(u16, u64)>>;
 
-fn day_at(b: &RecordBatch, i: usize) -> Result<String, QueryError> {
+pub(crate) fn day_at(b: &RecordBatch, i: usize) -> Result<String, QueryError> {
     let c = crate::engine::column(b, "rollup_day")?;
     arrow::util::display::array_value_to_string(c, i).map_err(|e| QueryError::Internal(e.to_string()))
 }
 
 /// `AND date NOT IN ($n, …)` for the days the rollup answered, with their values.
-fn not_covered(covered: &BTreeSet<String>, first_param: usize) -> (String, Vec<ScalarValue>) {
+pub(crate) fn not_covered(covered: &BTreeSet<String>, first_param: usize) -> (String, Vec<ScalarValue>) {
     if covered.is_empty() {
         return (String::new(), Vec::new());
     }

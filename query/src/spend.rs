@@ -16,6 +16,7 @@ use crate::error::QueryError;
 use crate::params::TimeRange;
 use crate::rollup::{split, DaySplit, ROLLUP_COLUMNS};
 use crate::rollup_clickhouse::{edges_sql, union, Bound};
+use crate::rollup_reports::{day_at, not_covered};
 use arrow::array::{Array, RecordBatch};
 use datafusion::scalar::ScalarValue;
 use std::collections::{BTreeMap, BTreeSet};
@@ -100,38 +101,63 @@ impl QueryService {
         }
         let mut answers = vec![SpendAnswer::default(); reqs.len()];
         for (dim, members) in by_dim {
-            let set = |f: &dyn Fn(&'_ SpendRequest) -> Vec<&'_ str>| -> Vec<&str> {
-                let s: BTreeSet<&str> = members.iter().flat_map(|i| f(&reqs[*i])).collect();
-                s.into_iter().collect()
-            };
+            let (mut values, mut keys, mut pending) = (BTreeSet::new(), BTreeSet::new(), BTreeSet::new());
+            for r in members.iter().map(|i| &reqs[*i]) {
+                values.insert(r.filter.dim().1);
+                keys.extend(r.keys.iter().map(String::as_str));
+                pending.extend(r.pending.iter().map(String::as_str));
+            }
             let asked = Asked {
-                values: set(&|r| vec![r.filter.dim().1]),
-                keys: set(&|r| r.keys.iter().map(String::as_str).collect()),
-                pending: set(&|r| r.pending.iter().map(String::as_str).collect()),
+                values: values.into_iter().collect(),
+                keys: keys.into_iter().collect(),
+                pending: pending.into_iter().collect(),
             };
-            let parts = self.spend_parts(range, &dim, &asked).await?;
-            let found = self.pending_found(range, &dim, &asked.pending).await?;
+            // The lookup first, then the totals without any pending id: a pending call stored between the
+            // two reads is in neither, so the gateway keeps counting it itself, once.
+            let since = earliest_pending_date(&asked.pending);
+            let found = self.pending_found(range, &dim, &asked.pending, since.as_deref()).await?;
+            let parts = self.spend_parts(range, &dim, &asked, since.as_deref()).await?;
             for i in members {
-                answers[i] = settle(&reqs[i], &parts, &found);
+                answers[i] = settle(&reqs[i], &parts, &found)?;
             }
         }
         Ok(answers)
     }
 
-    async fn spend_parts(&self, range: &TimeRange, dim: &Dim, asked: &Asked<'_>) -> Result<Parts, QueryError> {
-        let s = split(range);
-        let from_rollup =
-            self.config().rollups && s.days.is_some() && matches!(dim, Dim::Column(c) if ROLLUP_COLUMNS.contains(c));
+    /// Totals per (value, key) over the calls some budget matches, without the pending ids.
+    async fn spend_parts(
+        &self,
+        range: &TimeRange,
+        dim: &Dim,
+        asked: &Asked<'_>,
+        since: Option<&str>,
+    ) -> Result<Parts, QueryError> {
+        // The rollup cannot leave ids out: its whole days must end before the first day a pending call
+        // can be on (all raw when pending ids carry no time).
+        let cutoff = match since {
+            _ if asked.pending.is_empty() => range.to_us,
+            Some(d) => TimeRange::parse(Some(d), None).map_or(range.from_us, |r| r.from_us),
+            None => range.from_us,
+        };
+        let s = split_before(range, cutoff);
+        let rollup_col = match dim {
+            Dim::Column(c) if self.config().rollups && s.days.is_some() && ROLLUP_COLUMNS.contains(c) => Some(*c),
+            _ => None,
+        };
         if let Some(ch) = self.ch() {
-            let s = if from_rollup { s } else { DaySplit { days: None, edges: vec![(range.from_us, range.to_us)] } };
+            let s = if rollup_col.is_some() {
+                s
+            } else {
+                DaySplit { days: None, edges: vec![(range.from_us, range.to_us)] }
+            };
             return ch.spend_parts(range, &s, dim, asked).await;
         }
-        if !from_rollup {
+        let (Some(col), Some(days)) = (rollup_col, &s.days) else {
             return self.spend_parts_df(range, dim, asked, &BTreeSet::new()).await;
-        }
+        };
         // A compaction may swap a day's files between the two reads: read again once.
-        match self.spend_parts_rollup_df(range, &s, dim, asked).await {
-            Err(e) if crate::rollup_reports::vanished(&e) => self.spend_parts_rollup_df(range, &s, dim, asked).await,
+        match self.spend_parts_rollup_df(range, days, col, asked).await {
+            Err(e) if crate::rollup_reports::vanished(&e) => self.spend_parts_rollup_df(range, days, col, asked).await,
             r => r,
         }
     }
@@ -141,13 +167,10 @@ impl QueryService {
     async fn spend_parts_rollup_df(
         &self,
         range: &TimeRange,
-        s: &DaySplit,
-        dim: &Dim,
+        (first, last): &(String, String),
+        col: &'static str,
         asked: &Asked<'_>,
     ) -> Result<Parts, QueryError> {
-        let (Some((first, last)), Dim::Column(col)) = (&s.days, dim) else {
-            return self.spend_parts_df(range, dim, asked, &BTreeSet::new()).await;
-        };
         let mut params = vec![ScalarValue::Utf8(Some(first.clone())), ScalarValue::Utf8(Some(last.clone()))];
         let values = placeholders(&mut params, &asked.values);
         // `col` comes from the fixed list in `SpendFilter::scope`; values are bound.
@@ -169,12 +192,12 @@ impl QueryService {
         let mut covered = BTreeSet::new();
         for b in self.run(&sql, params).await? {
             for i in 0..b.num_rows() {
-                covered.insert(text_at(&b, "rollup_day", i)?.unwrap_or_default());
+                covered.insert(day_at(&b, i)?);
                 add_part(&mut parts, &b, i, !asked.keys.is_empty())?;
             }
         }
-        for (key, cost) in self.spend_parts_df(range, dim, asked, &covered).await? {
-            *parts.entry(key).or_default() += cost;
+        for (key, cost) in self.spend_parts_df(range, &Dim::Column(col), asked, &covered).await? {
+            add_cost(&mut parts, key, cost)?;
         }
         Ok(parts)
     }
@@ -200,12 +223,11 @@ impl QueryService {
             select.push_str(", api_key_id AS k");
             by.push_str(", api_key_id");
         }
-        let days: Vec<&str> = covered.iter().map(String::as_str).collect();
-        let skip = if days.is_empty() {
-            String::new()
-        } else {
-            format!(" AND date NOT IN ({})", placeholders(&mut params, &days))
-        };
+        let (skip, skip_params) = not_covered(covered, params.len() + 1);
+        params.extend(skip_params);
+        if !asked.pending.is_empty() {
+            cond = format!("{cond} AND event_id NOT IN ({})", placeholders(&mut params, &asked.pending));
+        }
         let sql = format!(
             "SELECT {select}, sum(cost_nanousd) AS cost_nanousd FROM calls \
              WHERE ts_start >= $1 AND ts_start < $2 AND date >= $3 AND date <= $4 AND {cond}{skip} GROUP BY {by}"
@@ -220,18 +242,23 @@ impl QueryService {
     }
 
     /// The pending calls the store holds, with what a budget matches them on.
-    async fn pending_found(&self, range: &TimeRange, dim: &Dim, ids: &[&str]) -> Result<Vec<Found>, QueryError> {
-        let since = earliest_pending_date(ids);
+    async fn pending_found(
+        &self,
+        range: &TimeRange,
+        dim: &Dim,
+        ids: &[&str],
+        since: Option<&str>,
+    ) -> Result<Vec<Found>, QueryError> {
         let mut found = Vec::new();
         for chunk in ids.chunks(LOOKUP_CHUNK) {
             if let Some(ch) = self.ch() {
-                found.extend(ch.pending_found(range, dim, chunk, since.as_deref()).await?);
+                found.extend(ch.pending_found(range, dim, chunk, since).await?);
                 continue;
             }
             let mut params = Self::range_params(range);
             let expr = dim_expr_df(dim, &mut params);
-            let since = match &since {
-                Some(d) => format!(" AND date >= {}", placeholders(&mut params, &[d.as_str()])),
+            let since = match since {
+                Some(d) => format!(" AND date >= {}", placeholders(&mut params, &[d])),
                 None => String::new(),
             };
             let list = placeholders(&mut params, chunk);
@@ -252,6 +279,18 @@ impl QueryService {
         }
         Ok(found)
     }
+}
+
+/// The range's split into whole rollup days and raw edges, with no whole day at or after `cutoff`.
+fn split_before(range: &TimeRange, cutoff: i64) -> DaySplit {
+    let cut = cutoff.clamp(range.from_us, range.to_us);
+    if cut == range.to_us {
+        return split(range);
+    }
+    let mut s = split(&TimeRange { from_us: range.from_us, to_us: cut });
+    s.edges.retain(|(a, b)| a < b);
+    s.edges.push((cut, range.to_us));
+    s
 }
 
 /// `$n, $n+1, …` for `values`, appended to `params` as strings (typed: DataFusion cannot always infer
@@ -278,32 +317,42 @@ fn dim_expr_df(dim: &Dim, params: &mut Vec<ScalarValue>) -> String {
     }
 }
 
-fn add_part(parts: &mut Parts, b: &RecordBatch, i: usize, with_keys: bool) -> Result<(), QueryError> {
-    let key = if with_keys { text_at(b, "k", i)? } else { None };
-    let cost = u64_at(b, "cost_nanousd", i)?;
-    *parts.entry((text_at(b, "v", i)?, key)).or_default() += cost;
+/// Adds `cost` to a group's total, refusing to wrap.
+fn add_cost(parts: &mut Parts, key: (Option<String>, Option<String>), cost: u64) -> Result<(), QueryError> {
+    let total = parts.entry(key).or_default();
+    *total = total.checked_add(cost).ok_or_else(|| QueryError::Internal("spend overflows u64 nano-USD".into()))?;
     Ok(())
 }
 
+fn add_part(parts: &mut Parts, b: &RecordBatch, i: usize, with_keys: bool) -> Result<(), QueryError> {
+    let key = if with_keys { text_at(b, "k", i)? } else { None };
+    add_cost(parts, (text_at(b, "v", i)?, key), u64_at(b, "cost_nanousd", i)?)
+}
+
 /// One budget's answer from its dimension's totals and pending lookup.
-fn settle(req: &SpendRequest, parts: &Parts, found: &[Found]) -> SpendAnswer {
+fn settle(req: &SpendRequest, parts: &Parts, found: &[Found]) -> Result<SpendAnswer, QueryError> {
+    let overflow = || QueryError::Internal("spend overflows u64 nano-USD".into());
     let (_, value) = req.filter.dim();
     let matches =
         |v: Option<&str>, k: Option<&str>| v == Some(value) || k.is_some_and(|k| req.keys.iter().any(|x| x == k));
     let total: u64 = parts
         .iter()
         .filter(|((v, k), _)| matches(v.as_deref(), k.as_deref()))
-        .fold(0u64, |s, (_, c)| s.saturating_add(*c));
-    let pending: BTreeSet<&str> = req.pending.iter().map(String::as_str).collect();
+        .try_fold(0u64, |s, (_, c)| s.checked_add(*c))
+        .ok_or_else(overflow)?;
+    // The totals leave out every pending id of the dimension: the stored ones this budget matches are
+    // its own pending calls (named) or other budgets' (added back).
+    let mine: BTreeSet<&str> = req.pending.iter().map(String::as_str).collect();
     let mut present = BTreeSet::new();
-    let mut held = 0u64;
-    for f in found {
-        if pending.contains(f.id.as_str()) && matches(f.value.as_deref(), f.key.as_deref()) {
-            held = held.saturating_add(f.cost);
+    let mut others_nanousd = total;
+    for f in found.iter().filter(|f| matches(f.value.as_deref(), f.key.as_deref())) {
+        if mine.contains(f.id.as_str()) {
             present.insert(f.id.clone());
+        } else {
+            others_nanousd = others_nanousd.checked_add(f.cost).ok_or_else(overflow)?;
         }
     }
-    SpendAnswer { others_nanousd: total.saturating_sub(held), present: present.into_iter().collect() }
+    Ok(SpendAnswer { others_nanousd, present: present.into_iter().collect() })
 }
 
 /// The expression a dimension reads on ClickHouse and its bound values (a tag's name).
@@ -358,7 +407,12 @@ impl ChBackend {
             let (select, cond) = piece(&mut binds);
             let (edges, b) = edges_sql(split, range);
             binds.extend(b);
-            format!("SELECT {select}, sum(cost_nanousd) AS c FROM calls WHERE {cond} AND {edges} GROUP BY {by}")
+            let skip = if asked.pending.is_empty() {
+                String::new()
+            } else {
+                format!(" AND event_id NOT IN ({})", in_list(&mut binds, &asked.pending))
+            };
+            format!("SELECT {select}, sum(cost_nanousd) AS c FROM calls WHERE {cond} AND {edges}{skip} GROUP BY {by}")
         });
         let sql = format!("SELECT {by}, toUInt64(sum(c)) FROM ({}) GROUP BY {by}", union(rollup, raw));
         let rows = tollgate_clickhouse::fetch_json(self.bound(&sql, binds), self.timeout)
@@ -368,7 +422,7 @@ impl ChBackend {
         for r in rows {
             let key = if with_keys { Some(text_of(r.get(1))) } else { None };
             let cost = u64_of(r.get(if with_keys { 2 } else { 1 }));
-            *parts.entry((Some(text_of(r.first())), key)).or_default() += cost;
+            add_cost(&mut parts, (Some(text_of(r.first())), key), cost)?;
         }
         Ok(parts)
     }
