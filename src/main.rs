@@ -279,6 +279,11 @@ struct StorageConfig {
     /// Rows per compacted file.
     #[serde(default = "default_compact_rows_per_file")]
     compact_rows_per_file: usize,
+    /// An open day (not yet compacted) whose sink files (one per flush) reach this many has them merged
+    /// into one sorted file, checked every 30 s, so queries of today open a bounded number of files;
+    /// 0 turns merging off. Needs `compact_interval_s` > 0 (the same background task).
+    #[serde(default = "default_merge_open_day_files")]
+    merge_open_day_files: usize,
 }
 
 impl Default for StorageConfig {
@@ -288,6 +293,7 @@ impl Default for StorageConfig {
             compact_interval_s: default_compact_interval_s(),
             compact_after_days: default_compact_after_days(),
             compact_rows_per_file: default_compact_rows_per_file(),
+            merge_open_day_files: default_merge_open_day_files(),
         }
     }
 }
@@ -296,6 +302,7 @@ impl StorageConfig {
     fn compaction(&self) -> tollgate_collector::parquet::CompactionConfig {
         let mut c = tollgate_collector::parquet::CompactionConfig::new(self.data_dir.clone());
         c.rows_per_file = self.compact_rows_per_file.max(1);
+        c.merge_parts = self.merge_open_day_files;
         c
     }
 }
@@ -305,6 +312,9 @@ fn default_compact_interval_s() -> u64 {
 }
 fn default_compact_after_days() -> u32 {
     1
+}
+fn default_merge_open_day_files() -> usize {
+    64
 }
 fn default_compact_rows_per_file() -> usize {
     4 * 1024 * 1024

@@ -13,7 +13,7 @@ use std::path::Path;
 use std::sync::Arc;
 use tollgate_clickhouse::sink::{Landed, PendingRows};
 use tollgate_clickhouse::{ClickHouseConfig, ClickHouseSink};
-use tollgate_collector::parquet::{compact_days, CallsLock, CompactionConfig, SUMMARY_FILE};
+use tollgate_collector::parquet::{compact_days, merge_open_days, CallsLock, CompactionConfig, SUMMARY_FILE};
 use tollgate_collector::{ParquetSink, ParquetSinkConfig, PendingBatch};
 use tollgate_events::{CallEvent, Endpoint, Outcome};
 use tollgate_query::{
@@ -347,10 +347,50 @@ async fn parquet_compaction_and_summaries_answer_like_the_raw_files() {
     // No summaries yet: the rollup path reads the raw files for every day.
     same_answers(&events, &rollup, &raw, "before compaction", false).await;
 
-    let cfg = CompactionConfig { rows_per_file: 2_000, ..CompactionConfig::new(dir.path().to_path_buf()) };
     let lock = CallsLock::open(dir.path()).unwrap();
+    let cfg = CompactionConfig { rows_per_file: 2_000, ..CompactionConfig::new(dir.path().to_path_buf()) };
     // Only what the sink committed is compacted: with nothing committed, nothing happens.
     assert!(compact_days(&cfg, &lock, 0, "2100-01-01").unwrap().is_empty());
+
+    // Open days (Nov 3 and 4 here) have their sink files merged once there are enough of them, and only
+    // those below the committed cursor; no summary is written for a day that is still open.
+    let merge = CompactionConfig { merge_parts: 4, ..CompactionConfig::new(dir.path().to_path_buf()) };
+    let nov3 = day_files(dir.path(), "2026-11-03");
+    assert!(nov3.len() >= 5 && nov3.iter().all(|f| f.starts_with("part-")), "{nov3:?}");
+    // `part-<offset, 20 digits>.parquet`
+    let last: u64 = nov3.last().unwrap()[5..25].parse().unwrap();
+    let off = CompactionConfig { merge_parts: 0, ..merge.clone() };
+    assert!(merge_open_days(&off, &lock, u64::MAX, "2026-11-03").unwrap().is_empty(), "0 turns merging off");
+    let done = merge_open_days(&merge, &lock, last, "2026-11-03").unwrap();
+    assert_eq!(done.iter().map(|d| d.date.as_str()).collect::<Vec<_>>(), ["2026-11-03"], "Nov 4 has too few files");
+    let merged = day_files(dir.path(), "2026-11-03");
+    assert_eq!(merged.len(), 2, "{merged:?}");
+    assert!(
+        merged[0].starts_with("compact-") && merged[1] == *nov3.last().unwrap(),
+        "uncommitted file left: {merged:?}"
+    );
+    assert_eq!(day_files(dir.path(), "2026-11-02"), before, "closed days are not merged");
+    same_answers(&events, &rollup, &raw, "after merging an open day", true).await;
+    // Late files for Nov 3 make a second small merged file; two small merged files are merged again.
+    let more: Vec<CallEvent> = (0..150)
+        .map(|i| {
+            let mut e = call(N + 1_000 + i, N);
+            e.ts_start_us = NOV1 + 48 * HOUR + (i as i64) * 60_000_000;
+            e
+        })
+        .collect();
+    write_parquet(&mut sink, &more, 50).await;
+    events.extend(more);
+    merge_open_days(&merge, &lock, u64::MAX, "2026-11-03").unwrap();
+    let twice = day_files(dir.path(), "2026-11-03");
+    assert!(twice.len() == 2 && twice.iter().all(|f| f.starts_with("compact-")), "{twice:?}");
+    let again = CompactionConfig { merge_parts: 2, ..merge.clone() };
+    merge_open_days(&again, &lock, u64::MAX, "2026-11-03").unwrap();
+    let once = day_files(dir.path(), "2026-11-03");
+    assert!(once.len() == 1 && once[0].starts_with("compact-"), "{once:?}");
+    assert!(!day_files(dir.path(), "2026-11-04").contains(&SUMMARY_FILE.to_string()));
+    same_answers(&events, &rollup, &raw, "after merging merged files", false).await;
+
     let done = compact_days(&cfg, &lock, u64::MAX, "2026-11-04").unwrap();
     assert_eq!(
         done.iter().map(|d| d.date.as_str()).collect::<Vec<_>>(),
@@ -360,7 +400,7 @@ async fn parquet_compaction_and_summaries_answer_like_the_raw_files() {
     assert!(after.contains(&SUMMARY_FILE.to_string()), "{after:?}");
     assert!(after.iter().all(|f| f.starts_with("compact-") || f == SUMMARY_FILE), "{after:?}");
     assert!(after.len() <= 4, "few large files: {after:?}");
-    assert!(day_files(dir.path(), "2026-11-04").iter().all(|f| f.starts_with("part-")), "Nov 4 is not closed");
+    assert!(!day_files(dir.path(), "2026-11-04").contains(&SUMMARY_FILE.to_string()), "Nov 4 is not closed");
     // Sorted by attribution: the departments come in order within a compacted file.
     let first = dir.path().join("calls/date=2026-11-02").join(&after[0]);
     let reader =

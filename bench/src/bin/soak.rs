@@ -46,6 +46,10 @@ struct Args {
     /// `--env MALLOC_ARENA_MAX=1`.
     #[arg(long)]
     env: Vec<String>,
+    /// TOML appended to the soak's `tollgate.toml` (a section it does not set), e.g.
+    /// `--config-extra $'[collector]\nflush_interval_ms = 30000'`.
+    #[arg(long)]
+    config_extra: Option<String>,
 }
 
 const KEY: &str = "sk-soak-0001";
@@ -66,7 +70,12 @@ async fn main() -> Result<()> {
     let mock = ChildProc::start("mock", mock_cmd, None, Duration::from_secs(10))?;
     let port = free_port()?;
     let config = dir.join("tollgate.toml");
-    std::fs::write(&config, config_text(port, &dir, mock.addr, hostile))?;
+    let mut config_toml = config_text(port, &dir, mock.addr, hostile);
+    if let Some(extra) = &args.config_extra {
+        config_toml.push_str(extra);
+        config_toml.push('\n');
+    }
+    std::fs::write(&config, config_toml)?;
     let mut cmd = Command::new(&args.tollgate);
     cmd.arg("serve").arg("--config").arg(&config).env("RUST_LOG", "error");
     for kv in &args.env {
@@ -106,6 +115,8 @@ async fn main() -> Result<()> {
     let mut status_at: Vec<ProcStatus> = Vec::new();
     // The resident memory by kind of mapping at the end of each minute.
     let mut by_mapping: Vec<Mappings> = Vec::new();
+    // Parquet files under `calls/` at the end of each minute (queries open every one of them).
+    let mut files_at: Vec<usize> = Vec::new();
     while started.elapsed() < total {
         tokio::time::sleep(Duration::from_secs(1)).await;
         gw.check_alive()?;
@@ -117,6 +128,7 @@ async fn main() -> Result<()> {
         let minute_ends = (t / 60.0) as usize > by_mapping.len() || started.elapsed() >= total;
         if minute_ends {
             by_mapping.push(mappings(pid)?);
+            files_at.push(parquet_files(&dir.join("data").join("calls")));
         }
     }
     stop.store(true, Ordering::Relaxed);
@@ -149,10 +161,10 @@ async fn main() -> Result<()> {
         "- {} clients, each cycling through the scenarios below back to back (one connection per request); `tollgate serve` (release) with `max_request_bytes = 1 MiB`, `max_sse_line_bytes = 64 KiB`, `header_read_timeout_ms = 1000`, `body_read_timeout_ms = 2000`, `memory_limit_mb = 128`, `sql_timeout_ms = 3000`; mock upstream and a scripted hostile upstream on the same 2 cores.\n",
         args.clients
     ));
-    if !args.skip.is_empty() || !args.env.is_empty() {
+    if !args.skip.is_empty() || !args.env.is_empty() || args.config_extra.is_some() {
         out.push_str(&format!(
-            "- This run: `--skip` {:?}, `--env` {:?} (scenarios left out, environment of `tollgate`).\n",
-            args.skip, args.env
+            "- This run: `--skip` {:?}, `--env` {:?}, `--config-extra` {:?} (scenarios left out, environment of `tollgate`, configuration added).\n",
+            args.skip, args.env, args.config_extra
         ));
     }
     out.push_str(&format!(
@@ -207,12 +219,12 @@ async fn main() -> Result<()> {
          stacks, resident MiB); other anonymous mappings are mostly single large allocations \
          (glibc serves those over 128 KiB-32 MiB with `mmap`); file pages are the binary and \
          libraries.\n\n\
-         | minute | [heap] | arenas | thread stacks | other anonymous | file pages |\n|--:|--:|--:|--:|--:|--:|\n",
+         | minute | [heap] | arenas | thread stacks | other anonymous | file pages | Parquet files |\n|--:|--:|--:|--:|--:|--:|--:|\n",
     );
     for (m, b) in by_mapping.iter().enumerate() {
         let mib = |k: u64| k as f64 / 1024.0;
         out.push_str(&format!(
-            "| {} | {:.1} | {:.1} ({}) | {:.1} ({}) | {:.1} ({}) | {:.1} |\n",
+            "| {} | {:.1} | {:.1} ({}) | {:.1} ({}) | {:.1} ({}) | {:.1} | {} |\n",
             m + 1,
             mib(b.heap),
             mib(b.arenas),
@@ -222,6 +234,7 @@ async fn main() -> Result<()> {
             mib(b.other_anon),
             b.other_count,
             mib(b.file),
+            files_at.get(m).copied().unwrap_or(0),
         ));
     }
     out.push_str("\n### Answers per scenario\n\n| scenario | status | count |\n|---|--:|--:|\n");
@@ -246,6 +259,14 @@ async fn main() -> Result<()> {
 /// Each client steps through the scenarios by this much (coprime with their number, so every client
 /// meets every scenario).
 const STRIDE: usize = 7;
+
+/// Parquet files (`*.parquet`) in the day directories under `calls`.
+fn parquet_files(calls: &std::path::Path) -> usize {
+    let days = std::fs::read_dir(calls).into_iter().flatten().flatten();
+    days.flat_map(|d| std::fs::read_dir(d.path()).into_iter().flatten().flatten())
+        .filter(|f| f.file_name().to_str().is_some_and(|n| n.ends_with(".parquet")))
+        .count()
+}
 
 fn config_text(port: u16, dir: &std::path::Path, mock: SocketAddr, hostile: SocketAddr) -> String {
     format!(

@@ -62,12 +62,26 @@ pub struct CompactionConfig {
     pub rows_per_file: usize,
     /// Rows per row group.
     pub row_group_rows: usize,
+    /// An open day (today, or a day not yet closed for compaction) whose sink files reach this many is
+    /// merged: its sink files become one sorted file (no summary: the day is still being written). 0
+    /// turns merging off. Bounds the files a query of today opens (the sink writes one per flush).
+    pub merge_parts: usize,
 }
 
 impl CompactionConfig {
     pub fn new(data_dir: PathBuf) -> CompactionConfig {
-        CompactionConfig { data_dir, rows_per_file: 4 * 1024 * 1024, row_group_rows: 128 * 1024 }
+        CompactionConfig { data_dir, rows_per_file: 4 * 1024 * 1024, row_group_rows: 128 * 1024, merge_parts: 64 }
     }
+}
+
+/// What a rewrite of a day directory takes and leaves.
+#[derive(Clone, Copy, PartialEq)]
+enum Rewrite {
+    /// A closed day: every file into a few sorted files plus the day's summary.
+    Close,
+    /// An open day: its committed sink files (oldest first, up to `rows_per_file` rows) into one sorted
+    /// file; compacted files stay as they are; no summary.
+    Merge,
 }
 
 /// What one day's compaction did.
@@ -158,17 +172,58 @@ pub fn compact_days(
 ) -> Result<Vec<DayCompacted>, SinkError> {
     let calls = cfg.data_dir.join("calls");
     let mut done = Vec::new();
-    if !calls.exists() {
+    let Some(_guard) = exclusive(cfg)? else { return Ok(done) };
+    for name in list(&calls)? {
+        let Some(date) = name.strip_prefix("date=") else { continue };
+        if date >= before {
+            continue;
+        }
+        if let Some(d) = rewrite_day(cfg, lock, committed, date, Rewrite::Close)? {
+            done.push(d);
+        }
+    }
+    Ok(done)
+}
+
+/// Merges the sink files of every day from `from` on (`YYYY-MM-DD`, inclusive: the days not yet closed)
+/// that has at least `cfg.merge_parts` of them below `committed`. Blocking; run it off the async threads.
+pub fn merge_open_days(
+    cfg: &CompactionConfig,
+    lock: &CallsLock,
+    committed: u64,
+    from: &str,
+) -> Result<Vec<DayCompacted>, SinkError> {
+    let calls = cfg.data_dir.join("calls");
+    let mut done = Vec::new();
+    if cfg.merge_parts == 0 {
         return Ok(done);
     }
-    // One compaction at a time (the background task and `tollgate compact` may meet): the other skips.
+    let Some(_guard) = exclusive(cfg)? else { return Ok(done) };
+    for name in list(&calls)? {
+        let Some(date) = name.strip_prefix("date=") else { continue };
+        if date < from {
+            continue;
+        }
+        if let Some(d) = rewrite_day(cfg, lock, committed, date, Rewrite::Merge)? {
+            done.push(d);
+        }
+    }
+    Ok(done)
+}
+
+/// One compaction or merge at a time (the background task and `tollgate compact` may meet): the lock
+/// file held while it runs, or `None` when another run holds it. Clears what a crashed run left.
+fn exclusive(cfg: &CompactionConfig) -> Result<Option<File>, SinkError> {
+    if !cfg.data_dir.join("calls").exists() {
+        return Ok(None);
+    }
     let path = cfg.data_dir.join("compaction.lock");
     let guard = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(io(&path))?;
     match guard.try_lock() {
         Ok(()) => {}
         Err(std::fs::TryLockError::WouldBlock) => {
             info!("another compaction is running; skipped");
-            return Ok(done);
+            return Ok(None);
         }
         Err(std::fs::TryLockError::Error(e)) => return Err(SinkError::Io { path, source: e }),
     }
@@ -178,16 +233,7 @@ pub fn compact_days(
     if staging_root.exists() {
         std::fs::remove_dir_all(&staging_root).map_err(io(&staging_root))?;
     }
-    for name in list(&calls)? {
-        let Some(date) = name.strip_prefix("date=") else { continue };
-        if date >= before {
-            continue;
-        }
-        if let Some(d) = compact_day(cfg, lock, committed, date)? {
-            done.push(d);
-        }
-    }
-    Ok(done)
+    Ok(Some(guard))
 }
 
 /// Compacts one day if it has sink files (or compacted files without a summary) and all of them are
@@ -198,25 +244,60 @@ pub fn compact_day(
     committed: u64,
     date: &str,
 ) -> Result<Option<DayCompacted>, SinkError> {
+    rewrite_day(cfg, lock, committed, date, Rewrite::Close)
+}
+
+fn rewrite_day(
+    cfg: &CompactionConfig,
+    lock: &CallsLock,
+    committed: u64,
+    date: &str,
+    how: Rewrite,
+) -> Result<Option<DayCompacted>, SinkError> {
     let day = cfg.data_dir.join("calls").join(format!("date={date}"));
     let mut inputs = Vec::new();
     let (mut parts, mut summary) = (0, false);
     let mut first_offset = u64::MAX;
+    // An open day's compacted files under a quarter of `rows_per_file` rows.
+    let mut small = Vec::new();
+    // `list` sorts by name, and sink files are named by their zero-padded offset: oldest first.
     for name in list(&day)? {
-        match classify(&name) {
-            DayFile::Part(o) if o >= committed => return Ok(None), // the sink may still rewrite it
-            DayFile::Part(o) => {
+        match (classify(&name), how) {
+            // The sink may still rewrite it: a closed day waits; an open day's merge leaves it.
+            (DayFile::Part(o), Rewrite::Close) if o >= committed => return Ok(None),
+            (DayFile::Part(o), Rewrite::Merge) if o >= committed => {}
+            (DayFile::Part(o), _) => {
                 parts += 1;
                 first_offset = first_offset.min(o);
                 inputs.push(name);
             }
-            DayFile::Compacted => inputs.push(name),
-            DayFile::Summary => summary = true,
-            DayFile::Other => {}
+            (DayFile::Compacted, Rewrite::Close) => inputs.push(name),
+            (DayFile::Compacted, Rewrite::Merge) => {
+                // Merged files that stayed small are merged again once there are as many of them as
+                // sink files that make a merge: an open day keeps a bounded number of small files.
+                let path = day.join(&name);
+                let f = File::open(&path).map_err(io(&path))?;
+                let rows = ParquetRecordBatchReaderBuilder::try_new(f)?.metadata().file_metadata().num_rows();
+                if (rows.max(0) as usize) < cfg.rows_per_file.max(1) / 4 {
+                    small.push(name);
+                }
+            }
+            (DayFile::Summary, _) => summary = true,
+            (DayFile::Other, _) => {}
         }
     }
-    if inputs.is_empty() || (parts == 0 && summary) {
-        return Ok(None);
+    match how {
+        Rewrite::Close if inputs.is_empty() || (parts == 0 && summary) => return Ok(None),
+        Rewrite::Merge => {
+            let enough = cfg.merge_parts.max(2);
+            if small.len() >= enough {
+                small.append(&mut inputs);
+                inputs = small;
+            } else if parts < enough {
+                return Ok(None);
+            }
+        }
+        _ => {}
     }
     let staging_root = cfg.data_dir.join("compaction");
     let staging = staging_root.join(format!("date={date}"));
@@ -226,13 +307,23 @@ pub fn compact_day(
     std::fs::create_dir_all(&staging).map_err(io(&staging))?;
 
     let mut batches = Vec::new();
+    let mut taken = 0;
+    let mut rows_in = 0;
     for name in &inputs {
+        // A merge holds at most about one output file's rows in memory; the rest waits for the next.
+        if how == Rewrite::Merge && rows_in >= cfg.rows_per_file.max(1) {
+            break;
+        }
         let path = day.join(name);
         let f = File::open(&path).map_err(io(&path))?;
         for b in ParquetRecordBatchReaderBuilder::try_new(f)?.with_batch_size(64 * 1024).build()? {
-            batches.push(b?);
+            let b = b?;
+            rows_in += b.num_rows();
+            batches.push(b);
         }
+        taken += 1;
     }
+    inputs.truncate(taken);
     let schema = tollgate_events::call_event_schema();
     let all = concat_batches(&schema, &batches)?;
     drop(batches);
@@ -259,24 +350,35 @@ pub fn compact_day(
         files_after += 1;
         at += n;
     }
-    let summary_batch = summarize(&sorted)?;
-    let summary_rows = summary_batch.num_rows() as u64;
-    drop(sorted);
-    write_parquet(&staging.join(SUMMARY_FILE), &summary_batch, &props)?;
+    let mut summary_rows = 0;
+    if how == Rewrite::Close {
+        let summary_batch = summarize(&sorted)?;
+        summary_rows = summary_batch.num_rows() as u64;
+        drop(sorted);
+        write_parquet(&staging.join(SUMMARY_FILE), &summary_batch, &props)?;
+    } else {
+        drop(sorted);
+    }
     sync_dir(&staging)?;
 
     lock.with(|| {
-        // Files the sink added meanwhile (late events) go along; the summary does not cover them.
+        // Files the sink added meanwhile (late events) go along, and so do the files a merge leaves; a
+        // closed day's summary does not cover late files, so it goes.
         let mut late = 0;
         for name in list(&day)? {
             let known = inputs.contains(&name);
-            if !known && matches!(classify(&name), DayFile::Part(_)) {
+            let carried = match classify(&name) {
+                DayFile::Part(_) => true,
+                DayFile::Compacted => how == Rewrite::Merge,
+                _ => false,
+            };
+            if !known && carried {
                 let (from, to) = (day.join(&name), staging.join(&name));
                 std::fs::hard_link(&from, &to).map_err(io(&to))?;
-                late += 1;
+                late += u32::from(matches!(classify(&name), DayFile::Part(_)));
             }
         }
-        if late > 0 {
+        if late > 0 && how == Rewrite::Close {
             let s = staging.join(SUMMARY_FILE);
             std::fs::remove_file(&s).map_err(io(&s))?;
         }
@@ -287,7 +389,8 @@ pub fn compact_day(
     })?;
     // `staging` now holds the old files.
     std::fs::remove_dir_all(&staging).map_err(io(&staging))?;
-    info!(date, files_before = inputs.len(), files_after, rows, summary_rows, "day compacted");
+    let what = if how == Rewrite::Close { "day compacted" } else { "open day's sink files merged" };
+    info!(date, files_before = inputs.len(), files_after, rows, summary_rows, "{what}");
     Ok(Some(DayCompacted { date: date.to_string(), files_before: inputs.len(), files_after, rows, summary_rows }))
 }
 
@@ -432,8 +535,9 @@ pub fn cutoff_date(days: u32) -> String {
     tollgate_events::date_of_day((now / 86_400) as i64 - i64::from(days))
 }
 
-/// Compacts closed days every `interval`, for as long as the process runs. A failed run is logged and
-/// tried again at the next interval; the data stays readable in the meantime.
+/// Compacts closed days every `interval`, and merges the sink files of open days every
+/// [`MERGE_EVERY`] (when `cfg.merge_parts` is not 0), for as long as the process runs. A failed run is
+/// logged and tried again later; the data stays readable in the meantime.
 pub async fn run_compaction(cfg: CompactionConfig, interval: std::time::Duration, after_days: u32) {
     let lock = match CallsLock::open(&cfg.data_dir) {
         Ok(l) => Arc::new(l),
@@ -442,14 +546,25 @@ pub async fn run_compaction(cfg: CompactionConfig, interval: std::time::Duration
             return;
         }
     };
+    let tick = if cfg.merge_parts > 0 { interval.min(MERGE_EVERY) } else { interval };
+    // The first compaction waits one interval too: a process that starts often (tests, restarts) does
+    // not rewrite its files at every start.
+    let mut next_compaction = tokio::time::Instant::now() + interval;
     loop {
-        // The first run waits one interval too: a process that starts often (tests, restarts) does not
-        // rewrite its files at every start.
-        tokio::time::sleep(interval).await;
+        tokio::time::sleep(tick).await;
+        let compact = tokio::time::Instant::now() >= next_compaction;
+        if compact {
+            next_compaction = tokio::time::Instant::now() + interval;
+        }
         let (c, l) = (cfg.clone(), lock.clone());
         let work = tokio::task::spawn_blocking(move || {
             let committed = committed_offset(&c.data_dir);
-            compact_days(&c, &l, committed, &cutoff_date(after_days))
+            let cutoff = cutoff_date(after_days);
+            let mut days = merge_open_days(&c, &l, committed, &cutoff)?;
+            if compact {
+                days.extend(compact_days(&c, &l, committed, &cutoff)?);
+            }
+            Ok::<_, SinkError>(days)
         });
         match work.await {
             Ok(Ok(days)) if !days.is_empty() => info!(days = days.len(), "compaction run done"),
@@ -459,3 +574,6 @@ pub async fn run_compaction(cfg: CompactionConfig, interval: std::time::Duration
         }
     }
 }
+
+/// How often open days are checked for sink files to merge.
+pub const MERGE_EVERY: std::time::Duration = std::time::Duration::from_secs(30);

@@ -5,8 +5,8 @@ mod config;
 mod sink;
 
 pub use compact::{
-    committed_offset, compact_day, compact_days, cutoff_date, run_compaction, CallsLock, CompactionConfig,
-    DayCompacted, SUMMARY_FILE,
+    committed_offset, compact_day, compact_days, cutoff_date, merge_open_days, run_compaction, CallsLock,
+    CompactionConfig, DayCompacted, SUMMARY_FILE,
 };
 pub use config::ParquetSinkConfig;
 pub use sink::{ParquetSink, PendingBatch, SealedBatch, SinkError};
