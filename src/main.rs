@@ -314,7 +314,7 @@ fn default_compact_after_days() -> u32 {
     1
 }
 fn default_merge_open_day_files() -> usize {
-    64
+    16
 }
 fn default_compact_rows_per_file() -> usize {
     4 * 1024 * 1024

@@ -18,8 +18,9 @@ use datafusion::prelude::SessionConfig;
 use datafusion::scalar::ScalarValue;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// `[query]` settings.
 #[derive(Debug, Clone, Deserialize)]
@@ -125,11 +126,33 @@ struct LazySession {
     calls: PathBuf,
     memory_limit_mb: usize,
     ctx: OnceLock<SessionContext>,
+    /// When the caches were last pruned of files that are gone (milliseconds since `made_at`).
+    pruned_ms: AtomicU64,
+    made_at: Instant,
 }
 
+/// How often the footer and statistics caches drop the entries of files that no longer exist.
+const PRUNE_EVERY_MS: u64 = 30_000;
+
 impl LazySession {
+    fn new(calls: PathBuf, memory_limit_mb: usize) -> LazySession {
+        LazySession {
+            calls,
+            memory_limit_mb,
+            ctx: OnceLock::new(),
+            pruned_ms: AtomicU64::new(0),
+            made_at: Instant::now(),
+        }
+    }
+
     fn get(&self) -> Result<SessionContext, QueryError> {
         if let Some(ctx) = self.ctx.get() {
+            let now = self.made_at.elapsed().as_millis() as u64;
+            let last = self.pruned_ms.load(Ordering::Relaxed);
+            let due = now.saturating_sub(last) >= PRUNE_EVERY_MS;
+            if due && self.pruned_ms.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+                prune_caches(ctx);
+            }
             return Ok(ctx.clone());
         }
         let made = self.make()?;
@@ -167,6 +190,53 @@ impl LazySession {
         crate::bounded::install(&ctx, (limit as u64) * 1024 * 1024);
         Ok(ctx)
     }
+}
+
+/// Drops the cached footers and statistics of files that no longer exist. Compaction and the merging of
+/// an open day's sink files replace files all day long (a new name each time); without this, entries of
+/// deleted files would sit in the caches until their size limits pushed them out, so the caches would
+/// always grow to their limits (16 + 4 MiB) however few files there are. A few `stat` calls per cached
+/// file, every [`PRUNE_EVERY_MS`].
+fn prune_caches(ctx: &SessionContext) {
+    let caches = &ctx.runtime_env().cache_manager;
+    let meta = caches.get_file_metadata_cache();
+    for path in meta.list_entries().into_keys() {
+        if !local_file_exists(path.as_ref()) {
+            meta.remove(&path);
+        }
+    }
+    if let Some(stats) = caches.get_file_statistic_cache() {
+        for key in stats.list_entries().into_keys() {
+            if !local_file_exists(key.path.as_ref()) {
+                stats.remove(&key);
+            }
+        }
+    }
+}
+
+/// Whether an object store path of the local file system (`work/data/calls/…`: absolute, without the
+/// leading `/`, percent-encoded) names an existing file. A path it cannot decode counts as present.
+fn local_file_exists(path: &str) -> bool {
+    let bytes = path.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len() + 1);
+    out.push(b'/');
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (bytes[i], bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex)) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    use std::os::unix::ffi::OsStrExt;
+    let p = std::path::Path::new(std::ffi::OsStr::from_bytes(&out));
+    !matches!(std::fs::symlink_metadata(p), Err(e) if e.kind() == std::io::ErrorKind::NotFound)
 }
 
 /// Sums over a group of calls. Money in exact nano-USD.
@@ -280,7 +350,7 @@ impl QueryService {
         let abs = std::fs::canonicalize(&dir).map_err(|e| QueryError::Internal(format!("{}: {e}", dir.display())))?;
         // Checked now, so a bad data dir fails the start rather than the first query.
         ListingTableUrl::parse(format!("{}/", abs.display()))?;
-        let session = LazySession { calls: abs, memory_limit_mb: cfg.memory_limit_mb, ctx: OnceLock::new() };
+        let session = LazySession::new(abs, cfg.memory_limit_mb);
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(cfg.threads.max(1))
             .thread_name("tollgate-query")
@@ -676,6 +746,52 @@ mod tests {
         assert_eq!(nearest_rank(&v), Some([51, 96, 100]));
         assert_eq!(nearest_rank(&[7]), Some([7, 7, 7]));
         assert_eq!(nearest_rank(&[]), None);
+    }
+
+    /// A file's cached footer and statistics go once the file is gone (compaction replaced it), so the
+    /// caches hold the files that exist, not every file ever read up to their limits.
+    #[test]
+    fn pruning_drops_cache_entries_of_deleted_files() {
+        let dir = std::env::temp_dir().join(format!("tg-prune-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let day = dir.join("calls/date=2026-11-03");
+        std::fs::create_dir_all(&day).unwrap();
+        let ev = |i: i64| tollgate_events::CallEvent {
+            ts_start_us: 1_793_664_000_000_000 + i,
+            cost_nanousd: 7,
+            ..Default::default()
+        };
+        for (name, n) in [("part-1.parquet", 3), ("part-2.parquet", 4)] {
+            let batch = tollgate_events::to_record_batch(&(0..n).map(ev).collect::<Vec<_>>()).unwrap();
+            let f = std::fs::File::create(day.join(name)).unwrap();
+            let mut w = datafusion::parquet::arrow::ArrowWriter::try_new(f, batch.schema(), None).unwrap();
+            w.write(&batch).unwrap();
+            w.close().unwrap();
+        }
+        let svc = QueryService::open(dir.clone(), QueryConfig::default()).unwrap();
+        let Backend::DataFusion { session, rt } = &svc.backend else { panic!("DataFusion") };
+        let count = |session: &LazySession| -> usize {
+            let rt = rt.0.as_ref().unwrap();
+            let ctx = session.get().unwrap();
+            rt.block_on(async {
+                let b = ctx.sql("SELECT count(*) AS n FROM calls").await.unwrap().collect().await.unwrap();
+                b[0].column(0).as_primitive::<arrow::datatypes::Int64Type>().value(0) as usize
+            })
+        };
+        assert_eq!(count(session), 7);
+        let ctx = session.get().unwrap();
+        let meta = ctx.runtime_env().cache_manager.get_file_metadata_cache();
+        assert_eq!(meta.len(), 2, "both footers cached");
+        std::fs::remove_file(day.join("part-1.parquet")).unwrap();
+        assert_eq!(count(session), 4);
+        assert_eq!(meta.len(), 2, "the deleted file's footer is still cached");
+        prune_caches(&ctx);
+        assert_eq!(meta.len(), 1, "only the file that exists stays");
+        let stats = ctx.runtime_env().cache_manager.get_file_statistic_cache().unwrap();
+        assert!(stats.list_entries().keys().all(|k| k.path.as_ref().ends_with("part-2.parquet")));
+        assert!(local_file_exists(&day.join("part-2.parquet").to_string_lossy()[1..].replace('=', "%3D")));
+        assert!(!local_file_exists("no/such/file"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -70,7 +70,7 @@ pub struct CompactionConfig {
 
 impl CompactionConfig {
     pub fn new(data_dir: PathBuf) -> CompactionConfig {
-        CompactionConfig { data_dir, rows_per_file: 4 * 1024 * 1024, row_group_rows: 128 * 1024, merge_parts: 64 }
+        CompactionConfig { data_dir, rows_per_file: 4 * 1024 * 1024, row_group_rows: 128 * 1024, merge_parts: 16 }
     }
 }
 
