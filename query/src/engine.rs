@@ -421,8 +421,15 @@ impl QueryService {
         let sql = sql.to_string();
         // Report queries get a generous fixed limit: they are ours and scan only the asked range.
         self.on_query_runtime(Duration::from_secs(300), async move {
-            let df = ctx.sql(&sql).await?.with_param_values(params)?;
-            Ok(df.collect().await?)
+            let mut tries = 0;
+            loop {
+                let df = ctx.sql(&sql).await?.with_param_values(params.clone())?;
+                match df.collect().await.map_err(QueryError::from) {
+                    // Compaction or a merge replaced a listed file: planned again, over the new files.
+                    Err(e) if tries < RELIST_TRIES && crate::rollup_reports::vanished(&e) => tries += 1,
+                    r => return r,
+                }
+            }
         })
         .await
     }
@@ -580,9 +587,16 @@ impl QueryService {
         // EXPLAIN must stay the root of its plan, and its output is the plan: no row cap on it.
         let explain = first == "EXPLAIN";
         let work = async move {
-            let df = ctx.sql_with_options(&sql, options).await.map_err(classify)?;
-            let df = if explain { df } else { df.limit(0, Some(max + 1)).map_err(classify)? };
-            df.collect().await.map_err(classify)
+            let mut tries = 0;
+            loop {
+                let df = ctx.sql_with_options(&sql, options).await.map_err(classify)?;
+                let df = if explain { df } else { df.limit(0, Some(max + 1)).map_err(classify)? };
+                match df.collect().await {
+                    // Compaction or a merge replaced a listed file: planned again, over the new files.
+                    Err(e) if tries < RELIST_TRIES && file_vanished(&e.to_string()) => tries += 1,
+                    r => return r.map_err(classify),
+                }
+            }
         };
         let mut batches = self.on_query_runtime(timeout, work).await?;
         let total: usize = batches.iter().map(|b| b.num_rows()).sum();
@@ -626,6 +640,14 @@ fn batches_to_json(batches: &[RecordBatch]) -> Result<JsonRows, QueryError> {
 }
 
 /// Analyst errors (bad SQL, unknown column, refused statement) are the analyst's to fix: say what.
+/// How many times a query whose listed file vanished is planned again (each time over a fresh listing).
+const RELIST_TRIES: u32 = 2;
+
+/// Whether an error says a file the query listed was gone when it was opened.
+pub(crate) fn file_vanished(message: &str) -> bool {
+    message.contains("No such file") || message.contains("not found") || message.contains("NotFound")
+}
+
 fn classify(e: datafusion::error::DataFusionError) -> QueryError {
     use datafusion::error::DataFusionError as E;
     match e.find_root() {

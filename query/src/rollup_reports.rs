@@ -114,8 +114,7 @@ fn raw_sums() -> String {
 /// A file listed by a query may be gone by the time it is opened (compaction exchanged its day): such a
 /// query is run once more, against the new files.
 pub(crate) fn vanished(e: &QueryError) -> bool {
-    let m = e.to_string();
-    m.contains("No such file") || m.contains("not found") || m.contains("NotFound")
+    crate::engine::file_vanished(&e.to_string())
 }
 
 impl QueryService {
