@@ -170,19 +170,7 @@ pub fn compact_days(
     committed: u64,
     before: &str,
 ) -> Result<Vec<DayCompacted>, SinkError> {
-    let calls = cfg.data_dir.join("calls");
-    let mut done = Vec::new();
-    let Some(_guard) = exclusive(cfg)? else { return Ok(done) };
-    for name in list(&calls)? {
-        let Some(date) = name.strip_prefix("date=") else { continue };
-        if date >= before {
-            continue;
-        }
-        if let Some(d) = rewrite_day(cfg, lock, committed, date, Rewrite::Close)? {
-            done.push(d);
-        }
-    }
-    Ok(done)
+    rewrite_days(cfg, lock, committed, Rewrite::Close, |date| date < before)
 }
 
 /// Merges the sink files of every day from `from` on (`YYYY-MM-DD`, inclusive: the days not yet closed)
@@ -193,18 +181,25 @@ pub fn merge_open_days(
     committed: u64,
     from: &str,
 ) -> Result<Vec<DayCompacted>, SinkError> {
-    let calls = cfg.data_dir.join("calls");
-    let mut done = Vec::new();
     if cfg.merge_parts == 0 {
-        return Ok(done);
+        return Ok(Vec::new());
     }
+    rewrite_days(cfg, lock, committed, Rewrite::Merge, |date| date >= from)
+}
+
+/// Rewrites the days `pick` chooses, one at a time, under the compaction lock.
+fn rewrite_days(
+    cfg: &CompactionConfig,
+    lock: &CallsLock,
+    committed: u64,
+    how: Rewrite,
+    pick: impl Fn(&str) -> bool,
+) -> Result<Vec<DayCompacted>, SinkError> {
+    let mut done = Vec::new();
     let Some(_guard) = exclusive(cfg)? else { return Ok(done) };
-    for name in list(&calls)? {
-        let Some(date) = name.strip_prefix("date=") else { continue };
-        if date < from {
-            continue;
-        }
-        if let Some(d) = rewrite_day(cfg, lock, committed, date, Rewrite::Merge)? {
+    for name in list(&cfg.data_dir.join("calls"))? {
+        let Some(date) = name.strip_prefix("date=").filter(|d| pick(d)) else { continue };
+        if let Some(d) = rewrite_day(cfg, lock, committed, date, how)? {
             done.push(d);
         }
     }
