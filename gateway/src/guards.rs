@@ -310,12 +310,15 @@ impl Guards {
 
     /// The context-window step.
     pub fn context_step(&self, ctx: &mut CallCtx) -> Result<(), GatewayError> {
-        if self.context.is_none() || !inspectable(ctx) {
-            return Ok(());
-        }
-        let served = ctx.route.as_ref().map(|r| r.price_model().to_string()).unwrap_or_else(|| ctx.model.clone());
+        let Some(limiter) = self.context.as_ref().filter(|_| inspectable(ctx)) else { return Ok(()) };
         let len = ctx.body.len();
         let output = ctx.meta.output_bound();
+        let served = ctx.route.as_ref().map(|r| r.price_model()).unwrap_or(&ctx.model);
+        // Most prompts are far below every limit: then the body is not parsed for this step.
+        if limiter.fits_unread(&ctx.guard.event.api_key_id, &ctx.guard.event.requested_model, served, len, output) {
+            return Ok(());
+        }
+        let served = served.to_string();
         let body = parsed(&mut ctx.json, &ctx.body)?;
         self.context(&mut ctx.guard.event, &served, body, len, output)
     }

@@ -165,6 +165,35 @@ impl ContextLimiter {
     /// Checks a request for `model` (the model that will serve it) whose body is `body_len` bytes.
     /// `requested_output` is the request's `max_tokens`, if any. A model with no known window and no
     /// policy passes.
+    /// Whether a body of `body_len` bytes fits every limit that applies without counting: prompt tokens
+    /// are at most the body's bytes. True also when no limit applies. Lets the caller skip parsing the
+    /// body at all (the usual case: most prompts are far smaller than the model's window).
+    pub fn fits_unread(
+        &self,
+        key_id: &str,
+        public_model: &str,
+        served_model: &str,
+        body_len: usize,
+        requested_output: Option<u64>,
+    ) -> bool {
+        let out = requested_output.unwrap_or(0);
+        let mut tightest = u64::MAX;
+        if let Some(w) = self.catalog.get(served_model) {
+            tightest = tightest.min(w.window.saturating_sub(out));
+            if let Some(mi) = w.max_input {
+                tightest = tightest.min(mi);
+            }
+        }
+        for p in &self.policies {
+            let key_ok = p.keys.is_empty() || p.keys.iter().any(|k| k == key_id);
+            let model_ok = p.models.is_empty() || p.models.iter().any(|m| m == public_model);
+            if key_ok && model_ok {
+                tightest = tightest.min(p.max_input_tokens);
+            }
+        }
+        body_len as u64 <= tightest
+    }
+
     pub fn check(
         &self,
         key_id: &str,
@@ -240,6 +269,28 @@ mod tests {
         assert_eq!(l.check("k", "tiny", "tiny", &small, 60, None), ContextCheck::Fits { counted: None });
         // Unknown model, no policy: passes uncounted.
         assert_eq!(l.check("k", "x", "x", &fits, 100_000, None), ContextCheck::Fits { counted: None });
+    }
+
+    /// The unread check agrees with `check`: whatever it lets through uncounted, `check` lets through
+    /// uncounted too, and a body it cannot vouch for is one `check` counts.
+    #[test]
+    fn fits_unread_is_the_cheap_bound_of_check() {
+        let l = limiter(vec![InputPolicy { keys: vec!["small".into()], models: vec![], max_input_tokens: 20 }]);
+        // tiny: window 100, so 100 - 40 = 60 prompt tokens with 40 asked for output.
+        assert!(l.fits_unread("k", "tiny", "tiny", 60, Some(40)));
+        assert!(!l.fits_unread("k", "tiny", "tiny", 61, Some(40)));
+        assert!(l.fits_unread("k", "tiny", "tiny", 100, None));
+        // The key's policy (20 tokens) is tighter than the window.
+        assert!(l.fits_unread("small", "tiny", "tiny", 20, None));
+        assert!(!l.fits_unread("small", "tiny", "tiny", 21, None));
+        // No window known and no policy: nothing to check.
+        assert!(l.fits_unread("k", "x", "x", 10_000_000, None));
+        for (key, len, out) in [("k", 60, Some(40)), ("k", 61, Some(40)), ("small", 21, None), ("small", 20, None)] {
+            let b = body_of(30);
+            let unread = l.fits_unread(key, "tiny", "tiny", len, out);
+            let checked = l.check(key, "tiny", "tiny", &b, len, out);
+            assert_eq!(unread, checked == ContextCheck::Fits { counted: None }, "{key} {len} {out:?}");
+        }
     }
 
     #[test]
