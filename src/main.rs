@@ -280,7 +280,7 @@ struct StorageConfig {
     #[serde(default = "default_compact_rows_per_file")]
     compact_rows_per_file: usize,
     /// An open day (not yet compacted) whose sink files (one per flush) reach this many has them merged
-    /// into one sorted file, checked every 30 s, so queries of today open a bounded number of files;
+    /// into one file, checked every 30 s, so queries of today open a bounded number of files;
     /// 0 turns merging off. Needs `compact_interval_s` > 0 (the same background task).
     #[serde(default = "default_merge_open_day_files")]
     merge_open_day_files: usize,

@@ -63,7 +63,7 @@ pub struct CompactionConfig {
     /// Rows per row group.
     pub row_group_rows: usize,
     /// An open day (today, or a day not yet closed for compaction) whose sink files reach this many is
-    /// merged: its sink files become one sorted file (no summary: the day is still being written). 0
+    /// merged: its sink files become one file (not sorted; no summary: the day is still being written). 0
     /// turns merging off. Bounds the files a query of today opens (the sink writes one per flush).
     pub merge_parts: usize,
 }
@@ -79,8 +79,8 @@ impl CompactionConfig {
 enum Rewrite {
     /// A closed day: every file into a few sorted files plus the day's summary.
     Close,
-    /// An open day: its committed sink files (oldest first, up to `rows_per_file` rows) into one sorted
-    /// file; compacted files stay as they are; no summary.
+    /// An open day: its committed sink files (oldest first, up to `rows_per_file` rows) into one file,
+    /// not sorted; compacted files stay as they are (unless enough small ones make a merge); no summary.
     Merge,
 }
 
@@ -301,31 +301,6 @@ fn rewrite_day(
     }
     std::fs::create_dir_all(&staging).map_err(io(&staging))?;
 
-    let mut batches = Vec::new();
-    let mut taken = 0;
-    let mut rows_in = 0;
-    for name in &inputs {
-        // A merge holds at most about one output file's rows in memory; the rest waits for the next.
-        if how == Rewrite::Merge && rows_in >= cfg.rows_per_file.max(1) {
-            break;
-        }
-        let path = day.join(name);
-        let f = File::open(&path).map_err(io(&path))?;
-        for b in ParquetRecordBatchReaderBuilder::try_new(f)?.with_batch_size(64 * 1024).build()? {
-            let b = b?;
-            rows_in += b.num_rows();
-            batches.push(b);
-        }
-        taken += 1;
-    }
-    inputs.truncate(taken);
-    let schema = tollgate_events::call_event_schema();
-    let all = concat_batches(&schema, &batches)?;
-    drop(batches);
-    let sorted = sort_for_reports(&all)?;
-    drop(all);
-    let rows = sorted.num_rows() as u64;
-
     let props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
         .set_max_row_group_row_count(Some(cfg.row_group_rows.max(1)))
@@ -335,25 +310,11 @@ fn rewrite_day(
     // old name that a reader may have cached metadata for.
     let generation =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
-    let mut files_after = 0;
-    let per_file = cfg.rows_per_file.max(1);
-    let mut at = 0;
-    while at < sorted.num_rows() {
-        let n = per_file.min(sorted.num_rows() - at);
-        let path = staging.join(format!("compact-{tag:020}-{generation}-{files_after:04}.parquet"));
-        write_parquet(&path, &sorted.slice(at, n), &props)?;
-        files_after += 1;
-        at += n;
-    }
-    let mut summary_rows = 0;
-    if how == Rewrite::Close {
-        let summary_batch = summarize(&sorted)?;
-        summary_rows = summary_batch.num_rows() as u64;
-        drop(sorted);
-        write_parquet(&staging.join(SUMMARY_FILE), &summary_batch, &props)?;
-    } else {
-        drop(sorted);
-    }
+    let out = |n: usize| staging.join(format!("compact-{tag:020}-{generation}-{n:04}.parquet"));
+    let (rows, files_after, summary_rows) = match how {
+        Rewrite::Close => close_day(cfg, &day, &inputs, out, &props)?,
+        Rewrite::Merge => (merge_files(cfg, &day, &mut inputs, &out(0))?, 1, 0),
+    };
     sync_dir(&staging)?;
 
     lock.with(|| {
@@ -388,6 +349,82 @@ fn rewrite_day(
     info!(date, files_before = inputs.len(), files_after, rows, summary_rows, "{what}");
     Ok(Some(DayCompacted { date: date.to_string(), files_before: inputs.len(), files_after, rows, summary_rows }))
 }
+
+/// A closed day: every input read, sorted for reports, written in files of `rows_per_file` rows, and
+/// summarized. Holds the day in memory while it sorts. Returns (rows, files written, summary rows).
+fn close_day(
+    cfg: &CompactionConfig,
+    day: &Path,
+    inputs: &[String],
+    out: impl Fn(usize) -> PathBuf,
+    props: &WriterProperties,
+) -> Result<(u64, usize, u64), SinkError> {
+    let mut batches = Vec::new();
+    for name in inputs {
+        let path = day.join(name);
+        let f = File::open(&path).map_err(io(&path))?;
+        for b in ParquetRecordBatchReaderBuilder::try_new(f)?.with_batch_size(64 * 1024).build()? {
+            batches.push(b?);
+        }
+    }
+    let schema = tollgate_events::call_event_schema();
+    let all = concat_batches(&schema, &batches)?;
+    drop(batches);
+    let sorted = sort_for_reports(&all)?;
+    drop(all);
+    let mut files = 0;
+    let per_file = cfg.rows_per_file.max(1);
+    let mut at = 0;
+    while at < sorted.num_rows() {
+        let n = per_file.min(sorted.num_rows() - at);
+        write_parquet(&out(files), &sorted.slice(at, n), props)?;
+        files += 1;
+        at += n;
+    }
+    let summary = summarize(&sorted)?;
+    write_parquet(&day_summary_path(out(0).as_path()), &summary, props)?;
+    Ok((sorted.num_rows() as u64, files, summary.num_rows() as u64))
+}
+
+/// The summary's path beside a day's output files.
+fn day_summary_path(file: &Path) -> PathBuf {
+    file.with_file_name(SUMMARY_FILE)
+}
+
+/// An open day's merge: the inputs (oldest first) copied batch by batch into one file, not sorted (the
+/// day's compaction sorts it once the day closes), so memory stays at about one batch plus one row group
+/// whatever the inputs hold. Inputs after the one that brings the file to `rows_per_file` rows are left
+/// for the next merge (`inputs` is cut to those taken). Returns the rows written.
+fn merge_files(cfg: &CompactionConfig, day: &Path, inputs: &mut Vec<String>, out: &Path) -> Result<u64, SinkError> {
+    let schema = tollgate_events::call_event_schema();
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
+        .set_max_row_group_row_count(Some(cfg.row_group_rows.clamp(1, MERGE_ROW_GROUP_ROWS)))
+        .build();
+    let file = File::create(out).map_err(io(out))?;
+    let mut w = ArrowWriter::try_new(file, schema.clone(), Some(props))?;
+    let (mut rows, mut taken) = (0u64, 0);
+    for name in inputs.iter() {
+        if rows >= cfg.rows_per_file.max(1) as u64 {
+            break;
+        }
+        let path = day.join(name);
+        let f = File::open(&path).map_err(io(&path))?;
+        for b in ParquetRecordBatchReaderBuilder::try_new(f)?.with_batch_size(8 * 1024).build()? {
+            let b = b?.with_schema(schema.clone())?;
+            rows += b.num_rows() as u64;
+            w.write(&b)?;
+        }
+        taken += 1;
+    }
+    inputs.truncate(taken);
+    let file = w.into_inner()?;
+    file.sync_all().map_err(io(out))?;
+    Ok(rows)
+}
+
+/// Row groups of a merged file: small, so the writer's buffered row group stays a few MiB.
+const MERGE_ROW_GROUP_ROWS: usize = 32 * 1024;
 
 fn write_parquet(path: &Path, batch: &RecordBatch, props: &WriterProperties) -> Result<(), SinkError> {
     let file = File::create(path).map_err(io(path))?;
