@@ -108,30 +108,32 @@ impl MetricsConfig {
 pub struct LabelCap {
     max: usize,
     seen: Mutex<HashSet<Arc<str>>>,
+    /// [`OTHER`], shared (handing it out allocates nothing).
+    other: Arc<str>,
 }
 
 impl LabelCap {
     pub fn new(max: usize) -> LabelCap {
-        LabelCap { max, seen: Mutex::new(HashSet::new()) }
+        LabelCap { max, seen: Mutex::new(HashSet::new()), other: Arc::from(OTHER) }
     }
 
     /// A cap that starts with `known` (values the config names, which are always kept as they are).
     pub fn with_known<'a>(max: usize, known: impl IntoIterator<Item = &'a str>) -> LabelCap {
         let seen = known.into_iter().map(Arc::from).collect::<HashSet<_>>();
-        LabelCap { max: max.saturating_add(seen.len()), seen: Mutex::new(seen) }
+        LabelCap { max: max.saturating_add(seen.len()), seen: Mutex::new(seen), other: Arc::from(OTHER) }
     }
 
     /// `v` itself if it is known or there is room for it, else [`OTHER`].
     pub fn bound(&self, v: &str) -> Arc<str> {
         if v.len() > MAX_LABEL_LEN {
-            return Arc::from(OTHER);
+            return self.other.clone();
         }
         let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(s) = seen.get(v) {
             return s.clone();
         }
         if seen.len() >= self.max {
-            return Arc::from(OTHER);
+            return self.other.clone();
         }
         let s: Arc<str> = Arc::from(v);
         seen.insert(s.clone());
@@ -141,7 +143,7 @@ impl LabelCap {
     /// Only values already known (the config's); anything else is [`OTHER`].
     pub fn known_or_other(&self, v: &str) -> Arc<str> {
         let seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        seen.get(v).cloned().unwrap_or_else(|| Arc::from(OTHER))
+        seen.get(v).cloned().unwrap_or_else(|| self.other.clone())
     }
 }
 

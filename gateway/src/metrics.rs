@@ -14,16 +14,20 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
+use std::sync::{Arc, LazyLock};
 use tollgate_events::prom::{self, Kind, LabelCap, MetricsConfig};
 use tollgate_events::{CallEvent, Endpoint, Outcome};
+
+/// The response model of a call that reached no upstream: empty (absent from the exposition), shared.
+static NO_RESPONSE_MODEL: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from(""));
 
 /// The OpenTelemetry GenAI attributes of one call.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct GenAiLabels {
     pub gen_ai_operation_name: &'static str,
     pub gen_ai_provider_name: &'static str,
-    pub gen_ai_request_model: String,
-    pub gen_ai_response_model: String,
+    pub gen_ai_request_model: Arc<str>,
+    pub gen_ai_response_model: Arc<str>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -45,14 +49,14 @@ struct TokenLabels {
 struct RequestLabels {
     gen_ai_operation_name: &'static str,
     gen_ai_provider_name: &'static str,
-    gen_ai_request_model: String,
+    gen_ai_request_model: Arc<str>,
     outcome: &'static str,
 }
 
 type Labelled<L, M = Counter> = Family<L, M>;
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
 /// Attribution labels chosen by `metrics.cost_labels`, then model and provider.
-type CostLabels = Vec<(&'static str, String)>;
+type CostLabels = Vec<(&'static str, Arc<str>)>;
 
 pub struct GatewayMetrics {
     /// Call events created by request handlers.
@@ -262,13 +266,13 @@ impl GatewayMetrics {
         GenAiLabels {
             gen_ai_operation_name: operation_name(ev.endpoint),
             gen_ai_provider_name: provider_name(&ev.provider),
-            gen_ai_request_model: self.models.known_or_other(&ev.requested_model).to_string(),
+            gen_ai_request_model: self.models.known_or_other(&ev.requested_model),
             // Only calls routed to an upstream have a response model; a rejected call's `served_model` is
             // still just what the client asked for.
             gen_ai_response_model: if ev.served_model.is_empty() || ev.provider.is_empty() {
-                String::new()
+                NO_RESPONSE_MODEL.clone()
             } else {
-                self.served_models.bound(&ev.served_model).to_string()
+                self.served_models.bound(&ev.served_model)
             },
         }
     }
@@ -327,13 +331,10 @@ impl GatewayMetrics {
             self.overhead.observe(f64::from(ev.gateway_overhead_us) / 1e6);
         }
         if ev.cost_nanousd > 0 || ev.saved_nanousd > 0 {
-            let mut labels: CostLabels = self
-                .cost_fields
-                .iter()
-                .map(|(field, cap)| (*field, cap.bound(attribution(ev, field)).to_string()))
-                .collect();
+            let mut labels: CostLabels =
+                self.cost_fields.iter().map(|(field, cap)| (*field, cap.bound(attribution(ev, field)))).collect();
             labels.push(("gen_ai_request_model", model));
-            labels.push(("gen_ai_provider_name", provider.to_string()));
+            labels.push(("gen_ai_provider_name", Arc::from(provider)));
             if ev.cost_nanousd > 0 {
                 self.cost.get_or_create(&labels).inc_by(ev.cost_nanousd);
             }

@@ -150,7 +150,7 @@ pub async fn attempt(
         Ok(p) => p,
         Err(e) => return gateway_failure(guard, e, Source::Client, target),
     };
-    let uri = match up.uri(&target.model, path) {
+    let uri = match up.target_uri(&target.model, path) {
         Ok(u) => u,
         Err(e) => return gateway_failure(guard, e, Source::Client, target),
     };

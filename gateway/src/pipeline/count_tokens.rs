@@ -22,7 +22,7 @@ pub async fn count_tokens(ctx: CallCtx) -> Response {
     guard.event.provider = up.provider.kind().to_string();
     guard.event.upstream.clone_from(&up.cfg.name);
     let mut resp = if up.wire() == Wire::Anthropic {
-        let uri = match up.uri(&target.model, "/messages/count_tokens") {
+        let uri = match up.target_uri(&target.model, "/messages/count_tokens") {
             Ok(u) => u,
             Err(e) => return respond::fail(&mut guard, e, &rid),
         };

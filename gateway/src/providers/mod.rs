@@ -76,6 +76,9 @@ pub struct Upstream {
     base: String,
     auth: Option<(HeaderName, HeaderValue)>,
     pub client: HttpClient,
+    /// The upstream URI per (endpoint path, model), made once: models come from the route table, so the
+    /// set is bounded by the config; a `Uri` clone shares its bytes.
+    uris: std::sync::RwLock<std::collections::HashMap<&'static str, std::collections::HashMap<String, Uri>>>,
 }
 
 impl Upstream {
@@ -97,7 +100,7 @@ impl Upstream {
             Some((name, v))
         });
         let base = cfg.base_url.trim_end_matches('/').to_string();
-        Some(Upstream { cfg, provider, base, auth, client })
+        Some(Upstream { cfg, provider, base, auth, client, uris: Default::default() })
     }
 
     pub fn wire(&self) -> Wire {
@@ -115,6 +118,18 @@ impl Upstream {
             .url(&self.cfg, &self.base, model, path)
             .parse()
             .map_err(|_| GatewayError::UnknownModel(model.to_string()))
+    }
+
+    /// [`Upstream::uri`] for a route target's model and a fixed endpoint path, made once per pair.
+    pub fn target_uri(&self, model: &str, path: &'static str) -> Result<Uri, GatewayError> {
+        let known = self.uris.read().unwrap_or_else(|p| p.into_inner()).get(path).and_then(|m| m.get(model)).cloned();
+        if let Some(uri) = known {
+            return Ok(uri);
+        }
+        let uri = self.uri(model, path)?;
+        let mut all = self.uris.write().unwrap_or_else(|p| p.into_inner());
+        all.entry(path).or_default().insert(model.to_string(), uri.clone());
+        Ok(uri)
     }
 
     /// The upstream path for an endpoint, or why this upstream cannot serve it.
