@@ -14,6 +14,8 @@ use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTable
 use datafusion::execution::cache::cache_manager::CacheManagerConfig;
 use datafusion::execution::context::{SQLOptions, SessionContext};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::object_store::local::LocalFileSystem;
+use datafusion::object_store::path::Path as ObjectPath;
 use datafusion::prelude::SessionConfig;
 use datafusion::scalar::ScalarValue;
 use serde::{Deserialize, Serialize};
@@ -199,43 +201,26 @@ impl LazySession {
 /// file, every [`PRUNE_EVERY_MS`].
 fn prune_caches(ctx: &SessionContext) {
     let caches = &ctx.runtime_env().cache_manager;
+    let fs = LocalFileSystem::new();
     let meta = caches.get_file_metadata_cache();
     for path in meta.list_entries().into_keys() {
-        if !local_file_exists(path.as_ref()) {
+        if !local_file_exists(&fs, &path) {
             meta.remove(&path);
         }
     }
     if let Some(stats) = caches.get_file_statistic_cache() {
         for key in stats.list_entries().into_keys() {
-            if !local_file_exists(key.path.as_ref()) {
+            if !local_file_exists(&fs, &key.path) {
                 stats.remove(&key);
             }
         }
     }
 }
 
-/// Whether an object store path of the local file system (`work/data/calls/…`: absolute, without the
-/// leading `/`, percent-encoded) names an existing file. A path it cannot decode counts as present.
-fn local_file_exists(path: &str) -> bool {
-    let bytes = path.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len() + 1);
-    out.push(b'/');
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        match (bytes[i], bytes.get(i + 1).copied().and_then(hex), bytes.get(i + 2).copied().and_then(hex)) {
-            (b'%', Some(h), Some(l)) => {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-            }
-            (b, _, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    use std::os::unix::ffi::OsStrExt;
-    let p = std::path::Path::new(std::ffi::OsStr::from_bytes(&out));
+/// Whether a cached object store path of the local file system still names a file (a path that
+/// cannot be mapped counts as present: its entry stays, as before pruning).
+fn local_file_exists(fs: &LocalFileSystem, path: &ObjectPath) -> bool {
+    let Ok(p) = fs.path_to_filesystem(path) else { return true };
     !matches!(std::fs::symlink_metadata(p), Err(e) if e.kind() == std::io::ErrorKind::NotFound)
 }
 
@@ -426,7 +411,7 @@ impl QueryService {
                 let df = ctx.sql(&sql).await?.with_param_values(params.clone())?;
                 match df.collect().await.map_err(QueryError::from) {
                     // Compaction or a merge replaced a listed file: planned again, over the new files.
-                    Err(e) if tries < RELIST_TRIES && crate::rollup_reports::vanished(&e) => tries += 1,
+                    Err(e) if tries < RELIST_TRIES && file_vanished(&e.to_string()) => tries += 1,
                     r => return r,
                 }
             }
@@ -639,15 +624,16 @@ fn batches_to_json(batches: &[RecordBatch]) -> Result<JsonRows, QueryError> {
     Ok((columns, rows))
 }
 
-/// Analyst errors (bad SQL, unknown column, refused statement) are the analyst's to fix: say what.
-/// How many times a query whose listed file vanished is planned again (each time over a fresh listing).
+/// How many times a query whose listed file vanished is planned again (each time over a fresh listing):
+/// compaction or a merge exchanged the day's files between DataFusion's listing and its reading.
 const RELIST_TRIES: u32 = 2;
 
 /// Whether an error says a file the query listed was gone when it was opened.
-pub(crate) fn file_vanished(message: &str) -> bool {
+fn file_vanished(message: &str) -> bool {
     message.contains("No such file") || message.contains("not found") || message.contains("NotFound")
 }
 
+/// Analyst errors (bad SQL, unknown column, refused statement) are the analyst's to fix: say what.
 fn classify(e: datafusion::error::DataFusionError) -> QueryError {
     use datafusion::error::DataFusionError as E;
     match e.find_root() {
@@ -811,8 +797,9 @@ mod tests {
         assert_eq!(meta.len(), 1, "only the file that exists stays");
         let stats = ctx.runtime_env().cache_manager.get_file_statistic_cache().unwrap();
         assert!(stats.list_entries().keys().all(|k| k.path.as_ref().ends_with("part-2.parquet")));
-        assert!(local_file_exists(&day.join("part-2.parquet").to_string_lossy()[1..].replace('=', "%3D")));
-        assert!(!local_file_exists("no/such/file"));
+        let fs = LocalFileSystem::new();
+        assert!(local_file_exists(&fs, &ObjectPath::from_filesystem_path(day.join("part-2.parquet")).unwrap()));
+        assert!(!local_file_exists(&fs, &ObjectPath::from("no/such/file")));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

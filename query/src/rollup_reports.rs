@@ -111,12 +111,6 @@ fn raw_sums() -> String {
     )
 }
 
-/// A file listed by a query may be gone by the time it is opened (compaction exchanged its day): such a
-/// query is run once more, against the new files.
-pub(crate) fn vanished(e: &QueryError) -> bool {
-    crate::engine::file_vanished(&e.to_string())
-}
-
 impl QueryService {
     /// Showback from the rollup where it can answer; `None` sends the caller to the raw table.
     pub(crate) async fn showback_from_rollup(
@@ -134,10 +128,8 @@ impl QueryService {
         if let Some(ch) = self.ch() {
             return ch.showback_hybrid(range, &s, group).await.map(Some);
         }
-        match self.showback_df(range, &s, group).await {
-            Err(e) if vanished(&e) => self.showback_df(range, &s, group).await.map(Some),
-            r => r.map(Some),
-        }
+        // A file swapped by compaction between listing and reading: `run` plans that query again.
+        self.showback_df(range, &s, group).await.map(Some)
     }
 
     async fn showback_df(
@@ -236,10 +228,7 @@ impl QueryService {
         if let Some(ch) = self.ch() {
             return ch.latency_histograms(range, s, group, ttft).await;
         }
-        match self.histograms_df(range, s, group, ttft).await {
-            Err(e) if vanished(&e) => self.histograms_df(range, s, group, ttft).await,
-            r => r,
-        }
+        self.histograms_df(range, s, group, ttft).await
     }
 
     async fn histograms_df(

@@ -155,11 +155,8 @@ impl QueryService {
         let (Some(col), Some(days)) = (rollup_col, &s.days) else {
             return self.spend_parts_df(range, dim, asked, &BTreeSet::new()).await;
         };
-        // A compaction may swap a day's files between the two reads: read again once.
-        match self.spend_parts_rollup_df(range, days, col, asked).await {
-            Err(e) if crate::rollup_reports::vanished(&e) => self.spend_parts_rollup_df(range, days, col, asked).await,
-            r => r,
-        }
+        // A compaction may swap a day's files between listing and reading: `run` plans that read again.
+        self.spend_parts_rollup_df(range, days, col, asked).await
     }
 
     /// Whole days from the day summaries (every summary row of those days is read, so that the days
