@@ -12,13 +12,12 @@
 //! carried over into the new day by hard link, under the lock the sink takes to add files; the day then
 //! has no summary (the summary would not cover that file) until the next compaction.
 
-use super::sink::SinkError;
+use super::sink::{writer_props, SinkError};
 use arrow::array::{ArrayRef, AsArray, ListBuilder, RecordBatch, StringBuilder, UInt16Builder, UInt64Builder};
 use arrow::compute::{concat_batches, lexsort_to_indices, take_record_batch, SortColumn};
 use arrow::datatypes::{UInt32Type, UInt64Type};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
-use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
@@ -301,10 +300,6 @@ fn rewrite_day(
     }
     std::fs::create_dir_all(&staging).map_err(io(&staging))?;
 
-    let props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
-        .set_max_row_group_row_count(Some(cfg.row_group_rows.max(1)))
-        .build();
     let tag = if first_offset == u64::MAX { 0 } else { first_offset };
     // A generation in the name: a day compacted again gets new file names, never new contents under an
     // old name that a reader may have cached metadata for.
@@ -312,7 +307,7 @@ fn rewrite_day(
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
     let out = |n: usize| staging.join(format!("compact-{tag:020}-{generation}-{n:04}.parquet"));
     let (rows, files_after, summary_rows) = match how {
-        Rewrite::Close => close_day(cfg, &day, &inputs, out, &props)?,
+        Rewrite::Close => close_day(cfg, &day, &inputs, out, &staging.join(SUMMARY_FILE))?,
         Rewrite::Merge => (merge_files(cfg, &day, &mut inputs, &out(0))?, 1, 0),
     };
     sync_dir(&staging)?;
@@ -323,15 +318,15 @@ fn rewrite_day(
         let mut late = 0;
         for name in list(&day)? {
             let known = inputs.contains(&name);
-            let carried = match classify(&name) {
-                DayFile::Part(_) => true,
-                DayFile::Compacted => how == Rewrite::Merge,
-                _ => false,
+            let (carried, part) = match classify(&name) {
+                DayFile::Part(_) => (true, true),
+                DayFile::Compacted => (how == Rewrite::Merge, false),
+                _ => (false, false),
             };
             if !known && carried {
                 let (from, to) = (day.join(&name), staging.join(&name));
                 std::fs::hard_link(&from, &to).map_err(io(&to))?;
-                late += u32::from(matches!(classify(&name), DayFile::Part(_)));
+                late += u32::from(part);
             }
         }
         if late > 0 && how == Rewrite::Close {
@@ -351,14 +346,16 @@ fn rewrite_day(
 }
 
 /// A closed day: every input read, sorted for reports, written in files of `rows_per_file` rows, and
-/// summarized. Holds the day in memory while it sorts. Returns (rows, files written, summary rows).
+/// summarized into `summary`. Holds the day in memory while it sorts. Returns (rows, files written,
+/// summary rows).
 fn close_day(
     cfg: &CompactionConfig,
     day: &Path,
     inputs: &[String],
     out: impl Fn(usize) -> PathBuf,
-    props: &WriterProperties,
+    summary: &Path,
 ) -> Result<(u64, usize, u64), SinkError> {
+    let props = &writer_props(cfg.row_group_rows)?;
     let mut batches = Vec::new();
     for name in inputs {
         let path = day.join(name);
@@ -381,14 +378,9 @@ fn close_day(
         files += 1;
         at += n;
     }
-    let summary = summarize(&sorted)?;
-    write_parquet(&day_summary_path(out(0).as_path()), &summary, props)?;
-    Ok((sorted.num_rows() as u64, files, summary.num_rows() as u64))
-}
-
-/// The summary's path beside a day's output files.
-fn day_summary_path(file: &Path) -> PathBuf {
-    file.with_file_name(SUMMARY_FILE)
+    let rollup = summarize(&sorted)?;
+    write_parquet(summary, &rollup, props)?;
+    Ok((sorted.num_rows() as u64, files, rollup.num_rows() as u64))
 }
 
 /// An open day's merge: the inputs (oldest first) copied batch by batch into one file, not sorted (the
@@ -397,10 +389,7 @@ fn day_summary_path(file: &Path) -> PathBuf {
 /// for the next merge (`inputs` is cut to those taken). Returns the rows written.
 fn merge_files(cfg: &CompactionConfig, day: &Path, inputs: &mut Vec<String>, out: &Path) -> Result<u64, SinkError> {
     let schema = tollgate_events::call_event_schema();
-    let props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
-        .set_max_row_group_row_count(Some(cfg.row_group_rows.clamp(1, MERGE_ROW_GROUP_ROWS)))
-        .build();
+    let props = writer_props(cfg.row_group_rows.min(MERGE_ROW_GROUP_ROWS))?;
     let file = File::create(out).map_err(io(out))?;
     let mut w = ArrowWriter::try_new(file, schema.clone(), Some(props))?;
     let (mut rows, mut taken) = (0u64, 0);

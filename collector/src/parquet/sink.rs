@@ -139,15 +139,21 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), SinkError> {
     crate::wal::write_atomically(path, bytes).map_err(io(path))
 }
 
+/// How every file of the call log is written (sink files, compacted and merged days): zstd level 3,
+/// row groups of at most `row_group_rows` rows.
+pub(super) fn writer_props(row_group_rows: usize) -> Result<WriterProperties, SinkError> {
+    Ok(WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
+        .set_max_row_group_row_count(Some(row_group_rows.max(1)))
+        .build())
+}
+
 fn write_files(
     cfg: &ParquetSinkConfig,
     lock: &CallsLock,
     files: &[(String, u64, RecordBatch)],
 ) -> Result<(), SinkError> {
-    let props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
-        .set_max_row_group_row_count(Some(cfg.row_group_rows.max(1)))
-        .build();
+    let props = writer_props(cfg.row_group_rows)?;
     for (date, offset, batch) in files {
         let dir = cfg.data_dir.join("calls").join(format!("date={date}"));
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
