@@ -162,9 +162,26 @@ impl ContextLimiter {
         &self.catalog
     }
 
-    /// Checks a request for `model` (the model that will serve it) whose body is `body_len` bytes.
-    /// `requested_output` is the request's `max_tokens`, if any. A model with no known window and no
-    /// policy passes.
+    /// The limits on prompt tokens that apply to a request, with what each one is: the served model's
+    /// window less the requested output, its input cap, and the policies for this key and public model.
+    fn limits<'a>(
+        &'a self,
+        key_id: &'a str,
+        public_model: &'a str,
+        served_model: &str,
+        out: u64,
+    ) -> impl Iterator<Item = (u64, &'static str)> + 'a {
+        let w = self.catalog.get(served_model);
+        let window = w.map(|w| (w.window.saturating_sub(out), "context_window"));
+        let max_input = w.and_then(|w| w.max_input).map(|mi| (mi, "max_input"));
+        let policies = self.policies.iter().filter(move |p| {
+            let key_ok = p.keys.is_empty() || p.keys.iter().any(|k| k == key_id);
+            let model_ok = p.models.is_empty() || p.models.iter().any(|m| m == public_model);
+            key_ok && model_ok
+        });
+        window.into_iter().chain(max_input).chain(policies.map(|p| (p.max_input_tokens, "policy")))
+    }
+
     /// Whether a body of `body_len` bytes fits every limit that applies without counting: prompt tokens
     /// are at most the body's bytes. True also when no limit applies. Lets the caller skip parsing the
     /// body at all (the usual case: most prompts are far smaller than the model's window).
@@ -177,23 +194,12 @@ impl ContextLimiter {
         requested_output: Option<u64>,
     ) -> bool {
         let out = requested_output.unwrap_or(0);
-        let mut tightest = u64::MAX;
-        if let Some(w) = self.catalog.get(served_model) {
-            tightest = tightest.min(w.window.saturating_sub(out));
-            if let Some(mi) = w.max_input {
-                tightest = tightest.min(mi);
-            }
-        }
-        for p in &self.policies {
-            let key_ok = p.keys.is_empty() || p.keys.iter().any(|k| k == key_id);
-            let model_ok = p.models.is_empty() || p.models.iter().any(|m| m == public_model);
-            if key_ok && model_ok {
-                tightest = tightest.min(p.max_input_tokens);
-            }
-        }
-        body_len as u64 <= tightest
+        self.limits(key_id, public_model, served_model, out).all(|(limit, _)| body_len as u64 <= limit)
     }
 
+    /// Checks a request for `model` (the model that will serve it) whose body is `body_len` bytes.
+    /// `requested_output` is the request's `max_tokens`, if any. A model with no known window and no
+    /// policy passes.
     pub fn check(
         &self,
         key_id: &str,
@@ -204,20 +210,7 @@ impl ContextLimiter {
         requested_output: Option<u64>,
     ) -> ContextCheck {
         let out = requested_output.unwrap_or(0);
-        let mut limits: Vec<(u64, &'static str)> = Vec::new();
-        if let Some(w) = self.catalog.get(served_model) {
-            limits.push((w.window.saturating_sub(out), "context_window"));
-            if let Some(mi) = w.max_input {
-                limits.push((mi, "max_input"));
-            }
-        }
-        for p in &self.policies {
-            let key_ok = p.keys.is_empty() || p.keys.iter().any(|k| k == key_id);
-            let model_ok = p.models.is_empty() || p.models.iter().any(|m| m == public_model);
-            if key_ok && model_ok {
-                limits.push((p.max_input_tokens, "policy"));
-            }
-        }
+        let limits: Vec<(u64, &'static str)> = self.limits(key_id, public_model, served_model, out).collect();
         let Some(&(tightest, _)) = limits.iter().min_by_key(|l| l.0) else {
             return ContextCheck::Fits { counted: None };
         };
