@@ -15,6 +15,7 @@ mod error;
 pub mod finish;
 pub mod guards;
 pub mod http_client;
+pub mod ids;
 mod keys;
 pub mod listen;
 pub mod metrics;

@@ -440,7 +440,7 @@ pub fn now_us() -> i64 {
 impl CallGuard {
     pub fn new(meter: Meter, mut event: CallEvent) -> CallGuard {
         event.schema_version = SCHEMA_VERSION;
-        event.event_id = uuid::Uuid::now_v7().to_string();
+        event.event_id = crate::ids::new_v7_string();
         event.ts_start_us = now_us();
         event.attempt = 1;
         meter.inner.metrics.in_flight.inc();

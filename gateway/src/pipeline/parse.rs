@@ -18,7 +18,7 @@ pub fn request_id(headers: &HeaderMap) -> String {
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty() && v.len() <= 128)
         .map(str::to_string)
-        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string())
+        .unwrap_or_else(crate::ids::new_v7_string)
 }
 
 /// Reads the body, takes the model and finds its route; refuses models the key may not use.
