@@ -8,7 +8,6 @@ use crate::pipeline::parse::request_id;
 use crate::respond::fail;
 use crate::GatewayState;
 use axum::extract::{Request, State};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http::{header, HeaderValue, StatusCode};
 use std::sync::Arc;
@@ -47,14 +46,12 @@ pub async fn method_not_allowed(State(st): State<Arc<GatewayState>>, req: Reques
 }
 
 /// Headers over `gateway.max_header_bytes` (names, values and their separators) are refused before
-/// anything else reads them.
-pub async fn header_limit(State(st): State<Arc<GatewayState>>, req: Request, next: Next) -> Response {
+/// anything else reads them: `Some(refusal)`. Every LLM endpoint's handler asks first (a direct call,
+/// not a middleware layer: that boxed a future and cloned the route per request).
+pub fn header_limit(st: &GatewayState, req: &Request) -> Option<Response> {
     let max = st.cfg.settings.max_header_bytes;
     let size: usize = req.headers().iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
-    if size > max {
-        return refuse(&st, &req, GatewayError::HeadersTooLarge(max));
-    }
-    next.run(req).await
+    (size > max).then(|| refuse(st, req, GatewayError::HeadersTooLarge(max)))
 }
 
 /// `/v1/messages/*` paths other than `count_tokens`: Anthropic's SDK reads Anthropic's error shape.

@@ -205,6 +205,9 @@ pub(crate) const METERED: [(&str, Endpoint, ClientApi); 10] = [
 ];
 
 async fn count_tokens(State(st): State<Arc<GatewayState>>, req: Request) -> Response {
+    if let Some(refused) = edge::header_limit(&st, &req) {
+        return refused;
+    }
     st.pipeline.count_tokens(req).await
 }
 
@@ -245,13 +248,14 @@ pub fn app(state: Arc<GatewayState>) -> Router {
         llm = llm.route(
             path,
             post(move |State(st): State<Arc<GatewayState>>, req: Request| async move {
-                st.pipeline.run(req, endpoint, client).await
+                match edge::header_limit(&st, &req) {
+                    Some(refused) => refused,
+                    None => st.pipeline.run(req, endpoint, client).await,
+                }
             }),
         );
     }
     llm.route("/v1/messages/count_tokens", post(count_tokens))
-        // Every LLM endpoint above; the routes below are not behind it.
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), edge::header_limit))
         .route("/v1/messages/{*rest}", any(edge::unknown_messages_path))
         .route("/v1/models", get(models))
         .route("/v1/routes", get(routes))
