@@ -65,7 +65,25 @@ pub struct Guards {
     pub cache: Option<Arc<ResponseCache>>,
 }
 
+/// Which admission steps have something configured.
+pub struct Configured {
+    pub context: bool,
+    pub injection: bool,
+    pub redaction: bool,
+    pub cache: bool,
+}
+
 impl Guards {
+    /// Which of the guards' admission steps can act (the others return at once for every call).
+    pub fn configured(&self) -> Configured {
+        Configured {
+            context: self.context.is_some(),
+            injection: self.rules.is_some(),
+            redaction: self.redactor.is_some(),
+            cache: self.cache.is_some(),
+        }
+    }
+
     /// No guard, no cache, no context limit.
     pub fn disabled() -> Guards {
         Guards {

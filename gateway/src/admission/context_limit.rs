@@ -17,4 +17,8 @@ impl AdmissionStep for ContextLimitStep {
     fn admit<'a>(&'a self, ctx: &'a mut CallCtx) -> AdmitFuture<'a> {
         Box::pin(std::future::ready(self.0.context_step(ctx).map(|()| Admit::Continue)))
     }
+
+    fn active(&self) -> bool {
+        self.0.configured().context
+    }
 }

@@ -31,19 +31,26 @@ pub type AdmitFuture<'a> = Pin<Box<dyn Future<Output = Result<Admit, GatewayErro
 pub trait AdmissionStep: Send + Sync {
     fn name(&self) -> &'static str;
     fn admit<'a>(&'a self, ctx: &'a mut CallCtx) -> AdmitFuture<'a>;
+    /// Whether the step can ever do anything with this configuration (a guard nobody configured cannot;
+    /// guards are fixed at start). Steps that cannot are left out of the list, so a call does not pay
+    /// for their boxed future.
+    fn active(&self) -> bool {
+        true
+    }
 }
 
-/// The steps every metered call passes, in order.
+/// The steps every metered call passes, in order (those that can act with this configuration).
 pub fn steps(
     budgets: &Arc<BudgetSystem>,
     routes: &Arc<RouteTable>,
     guards: &Arc<Guards>,
 ) -> Vec<Box<dyn AdmissionStep>> {
-    vec![
+    let all: Vec<Box<dyn AdmissionStep>> = vec![
         Box::new(context_limit::ContextLimitStep(guards.clone())),
         Box::new(injection::InjectionStep(guards.clone())),
         Box::new(redact::RedactStep(guards.clone())),
         Box::new(budget::BudgetStep::new(budgets.clone(), routes.clone())),
         Box::new(cache::CacheStep(guards.clone())),
-    ]
+    ];
+    all.into_iter().filter(|s| s.active()).collect()
 }
