@@ -28,7 +28,6 @@ pub struct LoadSpec {
     pub bearer: Option<String>,
     pub stream: bool,
     pub concurrency: usize,
-    pub warmup: Duration,
     pub measure: Duration,
     /// Expected requests per second over all workers, to size the sample vectors up front.
     pub expected_rps: usize,
@@ -40,10 +39,11 @@ struct WorkerOut {
     errors: u64,
 }
 
-/// Runs the load and summarizes the requests that started and completed inside the measured window.
-pub async fn run(spec: LoadSpec) -> Result<RunSummary> {
+/// Runs the load from now (the time until `t_measure` is warm-up) and summarizes the requests that started
+/// and completed inside the measured window, `t_measure` to `t_measure + spec.measure`. The caller picks
+/// `t_measure` so it can sample the processes under test over the same window.
+pub async fn run(spec: LoadSpec, t_measure: Instant) -> Result<RunSummary> {
     let spec = Arc::new(spec);
-    let t_measure = Instant::now() + spec.warmup;
     let t_end = t_measure + spec.measure;
     let per_worker = (spec.expected_rps * spec.measure.as_secs().max(1) as usize / spec.concurrency.max(1)).max(1024);
 
@@ -235,11 +235,10 @@ mod tests {
             bearer: Some("Bearer k".into()),
             stream: true,
             concurrency: 2,
-            warmup: Duration::from_millis(50),
             measure: Duration::from_millis(200),
             expected_rps: 1000,
         };
-        let s = run(spec).await.unwrap();
+        let s = run(spec, Instant::now() + Duration::from_millis(50)).await.unwrap();
         assert!(s.requests > 0);
         assert_eq!(s.errors, 0);
         assert!(s.ttfb_p50_us.is_some());
@@ -255,11 +254,10 @@ mod tests {
             bearer: None,
             stream: false,
             concurrency: 1,
-            warmup: Duration::ZERO,
             measure: Duration::from_millis(100),
             expected_rps: 10,
         };
-        let s = run(spec).await.unwrap();
+        let s = run(spec, Instant::now()).await.unwrap();
         assert_eq!(s.requests, 0);
         assert!(s.errors > 0);
     }

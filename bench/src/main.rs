@@ -3,6 +3,7 @@
 mod load;
 mod procs;
 mod report;
+mod rounds;
 mod stats;
 
 use std::net::SocketAddr;
@@ -38,6 +39,12 @@ struct Args {
     /// Warm-up seconds before each measured window (requests then are not counted).
     #[arg(long, default_value_t = 1.0)]
     warmup: f64,
+    /// Rounds of the whole matrix. Per scenario and concurrency each round gives every target one window,
+    /// the targets taking turns and the first one rotating per round; above 1 the tables show the median
+    /// over rounds with its range, and comparisons (÷ bare, tollgate vs before) are made within each round
+    /// before their median is taken.
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
     /// Concurrency levels (workers, one keep-alive connection each).
     #[arg(long, value_delimiter = ',', default_value = "1,32")]
     concurrency: Vec<usize>,
@@ -116,8 +123,8 @@ impl Drop for TempDir {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    if args.seconds == 0 || args.concurrency.is_empty() || args.concurrency.contains(&0) {
-        bail!("--seconds and every --concurrency value must be > 0");
+    if args.seconds == 0 || args.rounds == 0 || args.concurrency.is_empty() || args.concurrency.contains(&0) {
+        bail!("--seconds, --rounds and every --concurrency value must be > 0");
     }
     if !(0.0..=60.0).contains(&args.warmup) {
         bail!("--warmup must be within 0..=60 seconds");
@@ -226,44 +233,62 @@ fn main() -> Result<()> {
     let mut rss = Vec::new();
     for (scenario, stream) in [("non-stream", false), ("stream", true)] {
         for &c in &args.concurrency {
-            for &(target, addr) in &targets {
-                let spec = LoadSpec {
-                    addr,
-                    path: "/v1/chat/completions".into(),
-                    body: Bytes::from_static(if stream { BODY_STREAM } else { BODY }.as_bytes()),
-                    bearer: Some(format!("Bearer {key}")),
-                    stream,
-                    concurrency: c,
-                    warmup: Duration::from_secs_f64(args.warmup),
-                    measure: Duration::from_secs(args.seconds),
-                    expected_rps: EXPECTED_RPS,
-                };
-                let summary = rt.block_on(load::run(spec))?;
-                eprintln!(
-                    "{scenario:>10} c={c:<3} {target:<8} rps={:>8.0} p50={:>8.1}µs p99={:>8.1}µs n={} errors={}",
-                    summary.rps,
-                    summary.p50_us.unwrap_or(f64::NAN),
-                    summary.p99_us.unwrap_or(f64::NAN),
-                    summary.requests,
-                    summary.errors
-                );
-                let procs = [&mut bare, &mut before, &mut tollgate, &mut guarded, &mut fleet, &mut collector];
-                for p in [Some(&mut mock)].into_iter().chain(procs.into_iter().map(Option::as_mut)).flatten() {
-                    p.check_alive()?;
+            for round in 0..args.rounds {
+                // Each round another target goes first (the cyclic order stays), so no target always meets
+                // the box first or last.
+                let first = round % targets.len().max(1);
+                for &(target, addr) in targets[first..].iter().chain(&targets[..first]) {
+                    let process = match target {
+                        "bare" => bare.as_ref(),
+                        "tollgate" => tollgate.as_ref(),
+                        "before" => before.as_ref(),
+                        "gateway" => fleet.as_ref(),
+                        "guarded" => guarded.as_ref(),
+                        _ => None,
+                    }
+                    .map(|p| (p.name, p.pid()));
+                    let spec = LoadSpec {
+                        addr,
+                        path: "/v1/chat/completions".into(),
+                        body: Bytes::from_static(if stream { BODY_STREAM } else { BODY }.as_bytes()),
+                        bearer: Some(format!("Bearer {key}")),
+                        stream,
+                        concurrency: c,
+                        measure: Duration::from_secs(args.seconds),
+                        expected_rps: EXPECTED_RPS,
+                    };
+                    let t_measure = Instant::now() + Duration::from_secs_f64(args.warmup);
+                    let t_end = t_measure + spec.measure;
+                    let (summary, cpu_s) = std::thread::scope(|scope| {
+                        let sampler = process.map(|(_, pid)| scope.spawn(move || cpu_over(pid, t_measure, t_end)));
+                        let summary = rt.block_on(load::run(spec, t_measure));
+                        (summary, sampler.and_then(|h| h.join().ok()).flatten())
+                    });
+                    let summary = summary?;
+                    let round_tag =
+                        if args.rounds > 1 { format!(" r{}/{}", round + 1, args.rounds) } else { String::new() };
+                    let cpu_tag = match (cpu_s, summary.requests) {
+                        (Some(cpu), n) if n > 0 => format!(" cpu={:.1}µs/req", cpu * 1e6 / n as f64),
+                        _ => String::new(),
+                    };
+                    eprintln!(
+                        "{scenario:>10} c={c:<3}{round_tag} {target:<8} rps={:>8.0} p50={:>8.1}µs p99={:>8.1}µs n={} errors={}{cpu_tag}",
+                        summary.rps,
+                        summary.p50_us.unwrap_or(f64::NAN),
+                        summary.p99_us.unwrap_or(f64::NAN),
+                        summary.requests,
+                        summary.errors
+                    );
+                    let procs = [&mut bare, &mut before, &mut tollgate, &mut guarded, &mut fleet, &mut collector];
+                    for p in [Some(&mut mock)].into_iter().chain(procs.into_iter().map(Option::as_mut)).flatten() {
+                        p.check_alive()?;
+                    }
+                    if let (true, Some((name, pid))) = (c == max_c, process) {
+                        let (rss_kib, hwm_kib) = procs::rss_kib(pid)?;
+                        rss.push(RssSample { process: name, after: format!("{scenario} c={c}"), rss_kib, hwm_kib });
+                    }
+                    rows.push(Row { scenario, stream, target, concurrency: c, round, summary, cpu_s });
                 }
-                let proc_for = match target {
-                    "bare" => bare.as_ref(),
-                    "tollgate" => tollgate.as_ref(),
-                    "before" => before.as_ref(),
-                    "gateway" => fleet.as_ref(),
-                    "guarded" => guarded.as_ref(),
-                    _ => None,
-                };
-                if let (true, Some(p)) = (c == max_c, proc_for) {
-                    let (rss_kib, hwm_kib) = procs::rss_kib(p.pid())?;
-                    rss.push(RssSample { process: p.name, after: format!("{scenario} c={c}"), rss_kib, hwm_kib });
-                }
-                rows.push(Row { scenario, stream, target, concurrency: c, summary });
             }
         }
     }
@@ -284,17 +309,31 @@ fn main() -> Result<()> {
     } else {
         format!("a {}-thread", args.driver_threads)
     };
+    let each_target = if args.rounds > 1 {
+        format!(
+            "Each target: {} s measured after a {} s warm-up, per scenario and concurrency, in each of {} rounds: per \
+             scenario and concurrency every target gets one window per round, in turn, the first one rotating per round. \
+             RPS, latencies and CPU are the median over rounds (for an even count, the mean of the middle two); added, RPS ratio and ÷ bare are \
+             computed within each round and their median shown; min–max is the range over rounds; errors are summed.",
+            args.seconds, args.warmup, args.rounds
+        )
+    } else {
+        format!(
+            "Each target: {} s measured after a {} s warm-up, per scenario and concurrency;",
+            args.seconds, args.warmup
+        )
+    };
+    let with_cpu = rows.iter().any(|r| r.cpu_s.is_some());
     let report = Report {
         date: utc_now()?,
         nproc,
         cpu_model: cpu_model(),
         command: repro_command(),
+        rounds: args.rounds,
         setup: vec![
             format!(
-                "Each target: {} s measured after a {} s warm-up, per scenario and concurrency; c workers each own one \
-                 keep-alive HTTP/1 connection; the driver runs on {driver} tokio runtime on the same {nproc} cores as \
-                 the processes under test.",
-                args.seconds, args.warmup
+                "{each_target} c workers each own one keep-alive HTTP/1 connection; the driver runs on {driver} tokio \
+                 runtime on the same {nproc} cores as the processes under test."
             ),
             format!(
                 "Upstream: `tollgate-mock --threads {}` (5 content tokens, no delay). Request: `{BODY}` (plus \
@@ -302,10 +341,12 @@ fn main() -> Result<()> {
                  0 = one per core).",
                 args.mock_threads, args.bare_threads
             ),
-            "Latency: request sent → last body byte read (streams: through `data: [DONE]`); first chunk = time to the \
-             first body chunk. Only requests that started and finished inside the window count. added = target − direct; \
-             RPS ratio = target ÷ direct; ÷ bare = target's RPS ÷ the bare proxy's in the same run."
-                .into(),
+            format!(
+                "Latency: request sent → last body byte read (streams: through `data: [DONE]`); first chunk = time to \
+                 the first body chunk. Only requests that started and finished inside the window count. added = target \
+                 − direct; RPS ratio = target ÷ direct; ÷ bare = target's RPS ÷ the bare proxy's in the same {}.",
+                if args.rounds > 1 { "round" } else { "run" }
+            ),
             format!(
                 "CPU busy in the second before the run: {}; in the second after: {}; load average after: {}. \
                  Anything else running on these cores skews the numbers.",
@@ -315,6 +356,12 @@ fn main() -> Result<()> {
             ),
         ]
         .into_iter()
+        .chain(with_cpu.then(|| {
+            "CPU µs/req: user + system CPU time of the target's own process (all threads, /proc/PID/stat, in \
+             clock ticks) over the measured window ÷ the requests completed in it; the mock upstream and the \
+             driver are not counted, nor `gateway`'s collector; `direct` has no process of its own."
+                .to_string()
+        }))
         .chain((!overhead.is_empty()).then(|| {
             format!(
                 "Phase chain per request, as the gateway measures it (`gateway_overhead_us` of the run's call \
@@ -334,6 +381,14 @@ fn main() -> Result<()> {
         .with_context(|| format!("writing {}", out.display()))?;
     eprintln!("wrote {}", out.display());
     Ok(())
+}
+
+/// CPU seconds `pid` used between `from` and `to` (sleeping until each); `None` if /proc could not be read.
+fn cpu_over(pid: u32, from: Instant, to: Instant) -> Option<f64> {
+    std::thread::sleep(from.saturating_duration_since(Instant::now()));
+    let start = procs::cpu_secs(pid).ok()?;
+    std::thread::sleep(to.saturating_duration_since(Instant::now()));
+    Some(procs::cpu_secs(pid).ok()? - start)
 }
 
 fn gateway_config(listen: SocketAddr, data_dir: &Path, mock: SocketAddr, key: &str) -> String {

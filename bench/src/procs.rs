@@ -162,6 +162,36 @@ pub fn rss_kib(pid: u32) -> Result<(u64, u64)> {
     }
 }
 
+/// CPU seconds (user + system, all threads) a process has used so far, from /proc/PID/stat.
+pub fn cpu_secs(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let ticks = stat_cpu_ticks(&stat).with_context(|| format!("no utime/stime in /proc/{pid}/stat"))?;
+    Ok(ticks as f64 / clock_ticks_per_sec())
+}
+
+/// utime + stime (fields 14 and 15, in clock ticks) of a /proc/PID/stat line. The command name (field 2)
+/// may hold spaces and parentheses, so fields are counted from its closing parenthesis.
+fn stat_cpu_ticks(stat: &str) -> Option<u64> {
+    let after_comm = stat.get(stat.rfind(')')? + 1..)?;
+    // After the name: state (3), ppid, pgrp, session, tty_nr, tpgid, flags, minflt, cminflt, majflt,
+    // cmajflt (13), then utime (14) and stime (15).
+    let mut fields = after_comm.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
+fn clock_ticks_per_sec() -> f64 {
+    // SAFETY: sysconf only reads a system constant; it has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks > 0 {
+        ticks as f64
+    } else {
+        // USER_HZ on every Linux architecture the bench runs on.
+        100.0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,5 +213,20 @@ mod tests {
     fn rss_of_self() {
         let (rss, hwm) = rss_kib(std::process::id()).unwrap();
         assert!(rss > 0 && hwm >= rss);
+    }
+
+    #[test]
+    fn cpu_ticks_from_stat() {
+        // A name with a space and a parenthesis; utime 250 and stime 37 ticks are fields 14 and 15.
+        let stat = "4242 (tokio (rt) x) S 1 4242 4242 0 -1 4194560 1200 0 3 0 250 37 0 0 20 0 9 0 100 1000 50";
+        assert_eq!(stat_cpu_ticks(stat), Some(287));
+        assert_eq!(stat_cpu_ticks("4242 (short) S 1 2"), None);
+        assert_eq!(stat_cpu_ticks("no parenthesis"), None);
+    }
+
+    #[test]
+    fn cpu_of_self() {
+        let s = cpu_secs(std::process::id()).unwrap();
+        assert!(s.is_finite() && s >= 0.0);
     }
 }

@@ -1,4 +1,5 @@
-//! Percentiles, added latency and RPS ratios over the raw per-request samples of one load run.
+//! Percentiles, added latency and RPS ratios over the raw per-request samples of one load run, and the
+//! median and spread of a value over the rounds of a run.
 
 /// Nearest-rank percentile (`p` in 0..=100) of an ascending slice; `None` when there are no samples.
 pub fn percentile(sorted: &[u64], p: f64) -> Option<u64> {
@@ -54,6 +55,26 @@ pub fn rps_ratio(target_rps: f64, direct_rps: f64) -> Option<f64> {
     (direct_rps > 0.0).then(|| target_rps / direct_rps)
 }
 
+/// A value over the rounds of a run: its median (the mean of the middle two for an even count) and range.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Spread {
+    /// How many rounds had the value.
+    pub n: usize,
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+/// Median and min–max of `values` (NaNs ignored); `None` when there is nothing to summarize.
+pub fn spread(values: impl IntoIterator<Item = f64>) -> Option<Spread> {
+    let mut v: Vec<f64> = values.into_iter().filter(|x| !x.is_nan()).collect();
+    v.sort_unstable_by(f64::total_cmp);
+    let (&min, &max) = (v.first()?, v.last()?);
+    let mid = v.len() / 2;
+    let median = if v.len() % 2 == 1 { v[mid] } else { (v[mid - 1] + v[mid]) / 2.0 };
+    Some(Spread { n: v.len(), median, min, max })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,5 +113,18 @@ mod tests {
         assert_eq!(added(None, Some(100.0)), None);
         assert_eq!(rps_ratio(600.0, 1000.0), Some(0.6));
         assert_eq!(rps_ratio(600.0, 0.0), None);
+    }
+
+    #[test]
+    fn spread_of_rounds() {
+        let s = |v: &[f64]| spread(v.iter().copied());
+        assert_eq!(s(&[]), None);
+        assert_eq!(s(&[f64::NAN]), None);
+        assert_eq!(s(&[7.0]), Some(Spread { n: 1, median: 7.0, min: 7.0, max: 7.0 }));
+        // Odd count: the middle one, whatever the order they came in.
+        assert_eq!(s(&[0.63, 0.40, 0.52]), Some(Spread { n: 3, median: 0.52, min: 0.40, max: 0.63 }));
+        // Even count: the mean of the middle two.
+        assert_eq!(s(&[4.0, 1.0, 10.0, 2.0]), Some(Spread { n: 4, median: 3.0, min: 1.0, max: 10.0 }));
+        assert_eq!(s(&[1.0, f64::NAN, 3.0]), Some(Spread { n: 2, median: 2.0, min: 1.0, max: 3.0 }));
     }
 }
