@@ -223,6 +223,11 @@ impl<B> MeteredBody<B> {
         false
     }
 
+    /// The client gets the upstream's bytes unchanged: a JSON body neither translated nor filtered.
+    fn verbatim(&self) -> bool {
+        self.kind == BodyKind::Json && !self.translating() && self.filter.is_none()
+    }
+
     fn translating(&self) -> bool {
         !matches!(self.translation, Translation::None)
     }
@@ -645,10 +650,20 @@ where
                     match frame.into_data() {
                         Ok(data) => {
                             let mut out = this.on_data(data);
+                            if this.verbatim() && this.inner.size_hint().exact() == Some(0) {
+                                // Once hyper has written the length it promised it stops polling and
+                                // drops the body, so the end is metered now rather than at a `None`
+                                // that may never be asked for.
+                                this.done = true;
+                                this.on_end();
+                            }
                             if let Some(f) = this.filter.as_mut() {
                                 out = f.on_chunk(out);
                             }
                             if out.is_empty() {
+                                if this.done {
+                                    return Poll::Ready(None);
+                                }
                                 continue;
                             }
                             return Poll::Ready(Some(Ok(Frame::data(out))));
@@ -702,7 +717,16 @@ where
     }
 
     fn size_hint(&self) -> SizeHint {
-        // Cutting the usage chunk changes the length, so never promise one.
+        // A verbatim body has the upstream's length, when it sent one: hyper then sends Content-Length
+        // rather than chunks. Anything rewritten (a cut usage chunk, a translation, a filter) may change
+        // the length, so it promises none. An empty body promises none either: hyper would not poll it,
+        // and its end would not be metered here.
+        if self.verbatim() && !self.done {
+            let hint = self.inner.size_hint();
+            if hint.exact().is_some_and(|n| n > 0) {
+                return hint;
+            }
+        }
         SizeHint::default()
     }
 }
@@ -999,6 +1023,20 @@ mod tests {
         }
     }
 
+    /// An upstream body that says its length, as hyper's does for an answer with Content-Length.
+    struct Sized(VecDeque<Bytes>);
+
+    impl Body for Sized {
+        type Data = Bytes;
+        type Error = Infallible;
+        fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+            Poll::Ready(self.0.pop_front().map(|b| Ok(Frame::data(b))))
+        }
+        fn size_hint(&self) -> SizeHint {
+            SizeHint::with_exact(self.0.iter().map(|b| b.len() as u64).sum())
+        }
+    }
+
     fn metered<B>(inner: B, kind: BodyKind, idle: Duration) -> (MeteredBody<B>, MeterReceiver) {
         let spill = std::env::temp_dir().join(format!("tollgate-body-test-{}.jsonl", std::process::id()));
         let (m, rx) =
@@ -1114,5 +1152,39 @@ data: [DONE]
         drop(tx);
         let ev = event(&mut rx).event;
         assert_eq!((ev.outcome, ev.error_type.as_str()), (Outcome::Timeout, "upstream_idle_timeout"));
+    }
+
+    /// A JSON answer passed on unchanged keeps the upstream's length, and is metered once that many
+    /// bytes are out, even by a reader that stops there (as hyper does) and whatever the bytes are.
+    #[tokio::test]
+    async fn a_verbatim_json_body_has_the_upstreams_length_and_ends_with_it() {
+        let whole = br#"{"model":"m","choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tokens":3,"completion_tokens":1}}"#;
+        for answer in [&whole[..], b"not json"] {
+            let (a, b) = answer.split_at(answer.len() / 2);
+            let frames = [Bytes::copy_from_slice(a), Bytes::copy_from_slice(b)];
+            let (mut body, mut rx) = metered(Sized(frames.into()), BodyKind::Json, Duration::from_secs(5));
+            assert_eq!(body.size_hint().exact(), Some(answer.len() as u64));
+            let mut got = Vec::new();
+            while got.len() < answer.len() {
+                match body.frame().await {
+                    Some(Ok(f)) => got.extend_from_slice(f.data_ref().map_or(&[][..], |d| &d[..])),
+                    _ => panic!("body ended early"),
+                }
+            }
+            assert_eq!(got, answer);
+            assert!(body.is_end_stream());
+            drop(body);
+            let ev = event(&mut rx).event;
+            assert_eq!((ev.outcome, ev.status_code), (Outcome::Ok, 200));
+            if answer == whole {
+                assert_eq!((ev.input_tokens, ev.output_tokens), (3, 1));
+            }
+        }
+        // Nothing to promise for an empty body (hyper would not poll it) or a rewritten one.
+        let (body, _rx) = metered(Sized(VecDeque::new()), BodyKind::Json, Duration::from_secs(5));
+        assert_eq!(body.size_hint().exact(), None);
+        let sse = Sized([Bytes::from_static(TEXT)].into());
+        let (body, _rx) = metered(sse, BodyKind::Sse { hide_usage: false }, Duration::from_secs(5));
+        assert_eq!(body.size_hint().exact(), None);
     }
 }
