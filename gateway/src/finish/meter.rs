@@ -39,6 +39,9 @@ pub struct EstimateInput {
 /// an endless upstream cannot grow a call's memory without bound.
 pub const MAX_OUTPUT_TEXT: usize = 16 * 1024 * 1024;
 
+/// First allocation for a call's content text.
+const OUTPUT_TEXT_START: usize = 256;
+
 /// What a response (or request) says about pricing beyond the token counts.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct PricingHints {
@@ -487,6 +490,11 @@ impl CallGuard {
     /// Keeps content text for output estimation, up to [`MAX_OUTPUT_TEXT`] bytes.
     pub fn push_output(&mut self, text: &str) {
         if self.output_text.len() + text.len() <= MAX_OUTPUT_TEXT {
+            if self.output_text.capacity() == 0 && !text.is_empty() {
+                // Streams add a few bytes per chunk: room for a short answer at once, not a regrowth on
+                // each of the first chunks.
+                self.output_text.reserve(text.len().max(OUTPUT_TEXT_START));
+            }
             self.output_text.push_str(text);
         } else {
             self.output_extra_bytes = self.output_extra_bytes.saturating_add(text.len() as u64);

@@ -15,8 +15,12 @@ use crate::sse::{self, Field, LineScanner, Piece};
 use crate::translate::{response, Translation};
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
+use std::borrow::Cow;
+use std::fmt;
 use std::future::Future;
+use std::ops::Range;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -56,6 +60,73 @@ struct Payload {
     usage_only: bool,
 }
 
+/// What the client gets for one upstream frame of a rewritten or translated stream. While that is one
+/// unbroken run of the frame's own bytes (every line forwarded, or whole events cut at either end of the
+/// frame), it is handed on as a slice of the frame rather than copied.
+struct Out<'f> {
+    frame: &'f Bytes,
+    /// The run of `frame` handed on, while nothing else is.
+    run: Range<usize>,
+    /// Everything handed on, once it is not one run of `frame`.
+    copy: Option<BytesMut>,
+}
+
+impl<'f> Out<'f> {
+    fn new(frame: &'f Bytes) -> Out<'f> {
+        Out { frame, run: 0..0, copy: None }
+    }
+
+    /// Forwards raw stream bytes: they extend the run when they are the frame's bytes that follow it.
+    fn forward(&mut self, raw: &[u8]) {
+        if raw.is_empty() {
+            return;
+        }
+        if self.copy.is_none() {
+            if let Some(at) = offset_in(self.frame, raw) {
+                if self.run.is_empty() {
+                    self.run = at..at + raw.len();
+                    return;
+                }
+                if at == self.run.end {
+                    self.run.end += raw.len();
+                    return;
+                }
+            }
+        }
+        self.buf().extend_from_slice(raw);
+    }
+
+    /// Bytes that are not the frame's (held lines), after what was handed on so far.
+    fn push(&mut self, bytes: &[u8]) {
+        if !bytes.is_empty() {
+            self.buf().extend_from_slice(bytes);
+        }
+    }
+
+    /// The output as a buffer to append to (translations write here); copies the run once.
+    fn buf(&mut self) -> &mut BytesMut {
+        let (frame, run) = (self.frame, &self.run);
+        self.copy.get_or_insert_with(|| {
+            let mut b = BytesMut::with_capacity(frame.len());
+            b.extend_from_slice(&frame[run.clone()]);
+            b
+        })
+    }
+
+    fn finish(self) -> Bytes {
+        match self.copy {
+            Some(b) => b.freeze(),
+            None => self.frame.slice(self.run),
+        }
+    }
+}
+
+/// Where `raw` starts in `frame`, when it is a part of it (and not a copy of bytes held from before).
+fn offset_in(frame: &[u8], raw: &[u8]) -> Option<usize> {
+    let at = (raw.as_ptr() as usize).checked_sub(frame.as_ptr() as usize)?;
+    (at.checked_add(raw.len())? <= frame.len()).then_some(at)
+}
+
 pub struct MeteredBody<B = UpstreamBody> {
     inner: B,
     guard: CallGuard,
@@ -85,6 +156,10 @@ pub struct MeteredBody<B = UpstreamBody> {
     /// Inside an SSE event being cut out.
     skipping: bool,
     idle: Duration,
+    /// When the last frame came: the idle timeout runs from here.
+    last_frame: Instant,
+    /// Fires at or before `last_frame + idle`; moved on only when it fires early, not on every frame
+    /// (resetting a timer is a trip through the timer wheel).
     sleep: Pin<Box<Sleep>>,
     done: bool,
     /// An error to hand to hyper on the next poll. Returning it at once would make hyper drop frames it
@@ -127,11 +202,30 @@ impl<B> MeteredBody<B> {
             last: Fate::Forward,
             skipping: false,
             idle,
+            last_frame: Instant::now(),
             sleep: Box::pin(tokio::time::sleep(idle)),
             done: false,
             deferred_error: None,
             filter: None,
         }
+    }
+
+    /// The upstream has sent nothing for `idle`. Otherwise the timer is left armed (and this task
+    /// registered with it) for the earliest moment that can become true.
+    fn idle_expired(&mut self, cx: &mut Context<'_>) -> bool {
+        while self.sleep.as_mut().poll(cx).is_ready() {
+            let deadline = self.last_frame + self.idle;
+            if deadline <= Instant::now() {
+                return true;
+            }
+            self.sleep.as_mut().reset(deadline);
+        }
+        false
+    }
+
+    /// The client gets the upstream's bytes unchanged: a JSON body neither translated nor filtered.
+    fn verbatim(&self) -> bool {
+        self.kind == BodyKind::Json && !self.translating() && self.filter.is_none()
     }
 
     fn translating(&self) -> bool {
@@ -156,12 +250,13 @@ impl<B> MeteredBody<B> {
             }
             BodyKind::Sse { hide_usage } => {
                 let rewrite = hide_usage || self.translating();
-                let mut out = BytesMut::new();
+                let mut out = Out::new(&data);
                 let mut scanner = std::mem::replace(&mut self.scanner, LineScanner::new(0));
                 scanner.feed(&data, &mut |p| self.on_piece(p, hide_usage, &mut out));
                 self.scanner = scanner;
+                let rewritten = out.finish();
                 if rewrite {
-                    out.freeze()
+                    rewritten
                 } else {
                     data
                 }
@@ -171,7 +266,7 @@ impl<B> MeteredBody<B> {
 
     /// One piece from the line scanner. Only a rewritten stream (`hide_usage`) writes raw lines to `out`;
     /// a translated one writes what the translator makes of the payloads.
-    fn on_piece(&mut self, p: Piece<'_>, hide_usage: bool, out: &mut BytesMut) {
+    fn on_piece(&mut self, p: Piece<'_>, hide_usage: bool, out: &mut Out<'_>) {
         match p {
             Piece::Line { raw, text } => {
                 let fate = self.on_sse_line(text, hide_usage, out);
@@ -200,7 +295,7 @@ impl<B> MeteredBody<B> {
 
     /// An SSE line or event went over `max_sse_line_bytes`: it is passed on unread (a translated stream
     /// cannot translate it and drops it), the event it belongs to is not metered, and it is counted.
-    fn line_too_long(&mut self, hide_usage: bool, out: &mut BytesMut) {
+    fn line_too_long(&mut self, hide_usage: bool, out: &mut Out<'_>) {
         self.guard.metrics().sse_lines_too_long.inc();
         warn!(
             request_id = %self.guard.event.request_id,
@@ -211,18 +306,18 @@ impl<B> MeteredBody<B> {
         self.pending = None;
         self.broken = true;
         if hide_usage {
-            out.extend_from_slice(&self.held);
+            out.push(&self.held);
         }
         self.held.clear();
     }
 
-    fn place(&mut self, fate: Fate, raw: &[u8], out: &mut BytesMut) {
+    fn place(&mut self, fate: Fate, raw: &[u8], out: &mut Out<'_>) {
         match fate {
-            Fate::Forward => out.extend_from_slice(raw),
+            Fate::Forward => out.forward(raw),
             Fate::Drop => {}
             Fate::Hold if self.held.len() + raw.len() > self.max_line => {
                 self.line_too_long(true, out);
-                out.extend_from_slice(raw);
+                out.forward(raw);
             }
             Fate::Hold => self.held.extend_from_slice(raw),
         }
@@ -231,7 +326,7 @@ impl<B> MeteredBody<B> {
     /// Handles one SSE line (`text` without its line end) and says what becomes of its raw bytes.
     /// An event's `data` is read as soon as its first line is a whole payload (what every provider
     /// sends); otherwise its lines are joined with `\n`, as the SSE spec says, and read at its end.
-    fn on_sse_line(&mut self, text: &[u8], hide_usage: bool, out: &mut BytesMut) -> Fate {
+    fn on_sse_line(&mut self, text: &[u8], hide_usage: bool, out: &mut Out<'_>) -> Fate {
         match sse::field(text) {
             Field::Blank => {
                 let mut keep = !self.skipping;
@@ -242,7 +337,7 @@ impl<B> MeteredBody<B> {
                 self.skipping = false;
                 self.broken = false;
                 if keep {
-                    out.extend_from_slice(&self.held);
+                    out.push(&self.held);
                 }
                 self.held.clear();
                 if keep {
@@ -281,7 +376,7 @@ impl<B> MeteredBody<B> {
 
     /// Meters one `data` payload and, when translating, translates it into `out`. A payload that is not
     /// (yet) understood goes to the translator only when it is `last` (the event has ended).
-    fn on_payload(&mut self, payload: &[u8], last: bool, out: &mut BytesMut) -> Payload {
+    fn on_payload(&mut self, payload: &[u8], last: bool, out: &mut Out<'_>) -> Payload {
         let text_before = self.guard.output_len();
         let mut p = Payload::default();
         if let Some(r) = &mut self.reader {
@@ -315,7 +410,7 @@ impl<B> MeteredBody<B> {
         }
         if p.understood || last {
             if let Translation::Stream(t) = &mut self.translation {
-                t.on_data(payload, out);
+                t.on_data(payload, out.buf());
             }
         }
         p
@@ -367,22 +462,24 @@ impl<B> MeteredBody<B> {
             BodyKind::Sse { hide_usage } => {
                 // A last line without a line end, and an event without its blank line, still count, and
                 // a rewritten stream still hands them to the client.
-                let mut out = BytesMut::new();
+                let no_frame = Bytes::new();
+                let mut out = Out::new(&no_frame);
                 let mut scanner = std::mem::replace(&mut self.scanner, LineScanner::new(0));
                 scanner.finish(&mut |p| self.on_piece(p, hide_usage, &mut out));
                 self.scanner = scanner;
                 if let Some(data) = self.pending.take() {
                     let p = self.on_payload(&data, true, &mut out);
                     if hide_usage && !p.usage_only {
-                        out.extend_from_slice(&self.held);
+                        out.push(&self.held);
                     }
                 }
                 self.held.clear();
                 if let Translation::Stream(t) = &mut self.translation {
-                    t.on_end(&mut out);
+                    t.on_end(out.buf());
                 }
+                let out = out.finish();
                 if !out.is_empty() {
-                    self.tail = Some(out.freeze());
+                    self.tail = Some(out);
                 }
             }
         }
@@ -392,15 +489,13 @@ impl<B> MeteredBody<B> {
 }
 
 /// Takes usage, model, finish reason and content text from an OpenAI chunk or whole response.
-fn absorb_openai(g: &mut CallGuard, chunk: ChunkMeta) {
+fn absorb_openai(g: &mut CallGuard, chunk: ChunkMeta<'_>) {
     if let Some(m) = chunk.model.filter(|m| !m.is_empty()) {
-        if g.event.served_model != m {
-            g.event.served_model = m;
-        }
+        set_text(&mut g.event.served_model, &m);
     }
-    for c in chunk.choices {
+    for c in chunk.choices.into_iter() {
         if let Some(fr) = c.finish_reason {
-            g.event.finish_reason = fr;
+            set_text(&mut g.event.finish_reason, &fr);
         }
         for part in [c.delta, c.message].into_iter().flatten() {
             for t in [part.content, part.reasoning_content, part.refusal].into_iter().flatten() {
@@ -439,7 +534,7 @@ fn absorb_openai(g: &mut CallGuard, chunk: ChunkMeta) {
 /// event's `input_tokens` is the whole prompt. Counts in a later event (message_delta) are cumulative:
 /// each field present replaces the earlier value. `output_final` is false for message_start, whose
 /// `output_tokens` is a placeholder the message_delta replaces.
-fn apply_anthropic_usage(g: &mut CallGuard, u: &AnthropicUsage, output_final: bool) {
+fn apply_anthropic_usage(g: &mut CallGuard, u: &AnthropicUsage<'_>, output_final: bool) {
     let counts = [u.input_tokens, u.output_tokens, u.cache_read_input_tokens, u.cache_creation_input_tokens];
     g.hints.anomalous_usage |= counts.iter().flatten().any(|r| r.anomalous);
     if let Some(t) = u.service_tier.as_deref().filter(|t| !t.is_empty()) {
@@ -472,18 +567,16 @@ fn apply_anthropic_usage(g: &mut CallGuard, u: &AnthropicUsage, output_final: bo
 
 /// Takes usage, model, stop reason and content text from an Anthropic stream event, or from a whole
 /// message when `whole`.
-fn absorb_anthropic(g: &mut CallGuard, m: AnthropicMeta, whole: bool) {
-    let model = m.model.or_else(|| m.message.as_ref().and_then(|msg| msg.model.clone()));
+fn absorb_anthropic(g: &mut CallGuard, m: AnthropicMeta<'_>, whole: bool) {
+    let model = m.model.as_deref().or_else(|| m.message.as_ref().and_then(|msg| msg.model.as_deref()));
     if let Some(model) = model.filter(|x| !x.is_empty()) {
-        if g.event.served_model != model {
-            g.event.served_model = model;
-        }
+        set_text(&mut g.event.served_model, model);
     }
     if let Some(u) = m.message.as_ref().and_then(|msg| msg.usage.as_ref()) {
         apply_anthropic_usage(g, u, false);
     }
     if let Some(u) = &m.usage {
-        apply_anthropic_usage(g, u, whole || m.kind == "message_delta");
+        apply_anthropic_usage(g, u, whole || &*m.kind == "message_delta");
     }
     for b in m.content.iter().chain(m.content_block.iter()) {
         for t in [&b.text, &b.thinking, &b.name].into_iter().flatten() {
@@ -498,19 +591,19 @@ fn absorb_anthropic(g: &mut CallGuard, m: AnthropicMeta, whole: bool) {
             g.push_output(t);
         }
         if let Some(r) = &d.stop_reason {
-            g.event.finish_reason.clone_from(r);
+            set_text(&mut g.event.finish_reason, r);
         }
     }
-    if let Some(r) = m.stop_reason {
-        g.event.finish_reason = r;
+    if let Some(r) = &m.stop_reason {
+        set_text(&mut g.event.finish_reason, r);
     }
     let status = g.event.status_code;
-    match m.kind.as_str() {
+    match &*m.kind {
         // As with OpenAI's [DONE]: the client has everything once this is forwarded.
         "message_stop" => g.finish(Outcome::Ok, status),
         "error" => {
-            let kind = m.error.and_then(|e| e.kind).unwrap_or_else(|| "upstream_error".into());
-            g.event.error_type = kind;
+            let kind = m.error.as_ref().and_then(|e| e.kind.as_deref()).unwrap_or("upstream_error");
+            set_text(&mut g.event.error_type, kind);
             g.finish(Outcome::UpstreamError, status);
         }
         _ => {}
@@ -553,15 +646,24 @@ where
         loop {
             match Pin::new(&mut this.inner).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
-                    let deadline = Instant::now() + this.idle;
-                    this.sleep.as_mut().reset(deadline);
+                    this.last_frame = Instant::now();
                     match frame.into_data() {
                         Ok(data) => {
                             let mut out = this.on_data(data);
+                            if this.verbatim() && this.inner.size_hint().exact() == Some(0) {
+                                // Once hyper has written the length it promised it stops polling and
+                                // drops the body, so the end is metered now rather than at a `None`
+                                // that may never be asked for.
+                                this.done = true;
+                                this.on_end();
+                            }
                             if let Some(f) = this.filter.as_mut() {
                                 out = f.on_chunk(out);
                             }
                             if out.is_empty() {
+                                if this.done {
+                                    return Poll::Ready(None);
+                                }
                                 continue;
                             }
                             return Poll::Ready(Some(Ok(Frame::data(out))));
@@ -595,7 +697,7 @@ where
                     return Poll::Ready(None);
                 }
                 Poll::Pending => {
-                    if this.sleep.as_mut().poll(cx).is_ready() {
+                    if this.idle_expired(cx) {
                         this.done = true;
                         let status = this.guard.event.status_code;
                         this.guard.event.error_type = "upstream_idle_timeout".into();
@@ -615,61 +717,158 @@ where
     }
 
     fn size_hint(&self) -> SizeHint {
-        // Cutting the usage chunk changes the length, so never promise one.
+        // A verbatim body has the upstream's length, when it sent one: hyper then sends Content-Length
+        // rather than chunks. Anything rewritten (a cut usage chunk, a translation, a filter) may change
+        // the length, so it promises none. An empty body promises none either: hyper would not poll it,
+        // and its end would not be metered here.
+        if self.verbatim() && !self.done {
+            let hint = self.inner.size_hint();
+            if hint.exact().is_some_and(|n| n > 0) {
+                return hint;
+            }
+        }
         SizeHint::default()
     }
 }
 
+/// A JSON string as metering reads it: borrowed from the payload unless it had escapes, so reading a
+/// chunk allocates only for text that is kept.
+struct Text<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Text<'a>, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(v.to_owned())))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+impl Default for Text<'_> {
+    fn default() -> Self {
+        Text(Cow::Borrowed(""))
+    }
+}
+
+impl std::ops::Deref for Text<'_> {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Sets `to` to `text` (an owned copy) unless it already holds it, as a repeated `model` does.
+fn set_text(to: &mut String, text: &str) {
+    if to != text {
+        to.clear();
+        to.push_str(text);
+    }
+}
+
 #[derive(Deserialize)]
-struct ChunkMeta {
-    #[serde(default)]
-    model: Option<String>,
-    #[serde(default)]
-    choices: Vec<ChoiceMeta>,
+struct ChunkMeta<'a> {
+    #[serde(default, borrow)]
+    model: Option<Text<'a>>,
+    #[serde(default, borrow)]
+    choices: Choices<'a>,
     #[serde(default)]
     usage: Option<UsageJson>,
     /// The tier the provider ran the call on (`default`, `flex`, `priority`, `scale`).
-    #[serde(default)]
-    service_tier: Option<String>,
+    #[serde(default, borrow)]
+    service_tier: Option<Text<'a>>,
+}
+
+/// A chunk's `choices`: nearly always one, held without a `Vec` until there is a second.
+#[derive(Default)]
+struct Choices<'a> {
+    first: Option<ChoiceMeta<'a>>,
+    rest: Vec<ChoiceMeta<'a>>,
+}
+
+impl<'a> Choices<'a> {
+    fn is_empty(&self) -> bool {
+        self.first.is_none()
+    }
+
+    fn into_iter(self) -> impl Iterator<Item = ChoiceMeta<'a>> {
+        self.first.into_iter().chain(self.rest)
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Choices<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Choices<'a>, D::Error> {
+        struct V<'a>(std::marker::PhantomData<Choices<'a>>);
+        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
+            type Value = Choices<'a>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a list of choices")
+            }
+            fn visit_seq<S: SeqAccess<'de>>(self, mut seq: S) -> Result<Choices<'a>, S::Error> {
+                let mut choices = Choices::default();
+                while let Some(c) = seq.next_element()? {
+                    if choices.first.is_none() {
+                        choices.first = Some(c);
+                    } else {
+                        choices.rest.push(c);
+                    }
+                }
+                Ok(choices)
+            }
+        }
+        d.deserialize_seq(V(std::marker::PhantomData))
+    }
 }
 
 #[derive(Deserialize)]
-struct ChoiceMeta {
-    #[serde(default)]
-    delta: Option<MessageMeta>,
-    #[serde(default)]
-    message: Option<MessageMeta>,
+struct ChoiceMeta<'a> {
+    #[serde(default, borrow)]
+    delta: Option<MessageMeta<'a>>,
+    #[serde(default, borrow)]
+    message: Option<MessageMeta<'a>>,
     /// Legacy completions.
-    #[serde(default)]
-    text: Option<String>,
-    #[serde(default)]
-    finish_reason: Option<String>,
+    #[serde(default, borrow)]
+    text: Option<Text<'a>>,
+    #[serde(default, borrow)]
+    finish_reason: Option<Text<'a>>,
 }
 
 #[derive(Deserialize)]
-struct MessageMeta {
-    #[serde(default)]
-    content: Option<String>,
-    #[serde(default)]
-    reasoning_content: Option<String>,
-    #[serde(default)]
-    refusal: Option<String>,
-    #[serde(default)]
-    tool_calls: Option<Vec<ToolCallMeta>>,
+struct MessageMeta<'a> {
+    #[serde(default, borrow)]
+    content: Option<Text<'a>>,
+    #[serde(default, borrow)]
+    reasoning_content: Option<Text<'a>>,
+    #[serde(default, borrow)]
+    refusal: Option<Text<'a>>,
+    #[serde(default, borrow)]
+    tool_calls: Option<Vec<ToolCallMeta<'a>>>,
 }
 
 #[derive(Deserialize)]
-struct ToolCallMeta {
-    #[serde(default)]
-    function: Option<FunctionMeta>,
+struct ToolCallMeta<'a> {
+    #[serde(default, borrow)]
+    function: Option<FunctionMeta<'a>>,
 }
 
 #[derive(Deserialize)]
-struct FunctionMeta {
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default)]
-    arguments: Option<String>,
+struct FunctionMeta<'a> {
+    #[serde(default, borrow)]
+    name: Option<Text<'a>>,
+    #[serde(default, borrow)]
+    arguments: Option<Text<'a>>,
 }
 
 /// OpenAI's usage object (chat, completions, embeddings).
@@ -699,67 +898,67 @@ struct CompletionDetails {
 
 /// What metering reads from an Anthropic stream event or whole message.
 #[derive(Deserialize)]
-struct AnthropicMeta {
-    #[serde(rename = "type", default)]
-    kind: String,
+struct AnthropicMeta<'a> {
+    #[serde(rename = "type", default, borrow)]
+    kind: Text<'a>,
     /// Whole message.
-    #[serde(default)]
-    model: Option<String>,
-    #[serde(default)]
-    content: Vec<AnthropicBlockMeta>,
-    #[serde(default)]
-    stop_reason: Option<String>,
+    #[serde(default, borrow)]
+    model: Option<Text<'a>>,
+    #[serde(default, borrow)]
+    content: Vec<AnthropicBlockMeta<'a>>,
+    #[serde(default, borrow)]
+    stop_reason: Option<Text<'a>>,
     /// message_start.
-    #[serde(default)]
-    message: Option<AnthropicMessageMeta>,
+    #[serde(default, borrow)]
+    message: Option<AnthropicMessageMeta<'a>>,
     /// content_block_start.
-    #[serde(default)]
-    content_block: Option<AnthropicBlockMeta>,
+    #[serde(default, borrow)]
+    content_block: Option<AnthropicBlockMeta<'a>>,
     /// content_block_delta and message_delta.
-    #[serde(default)]
-    delta: Option<AnthropicDeltaMeta>,
+    #[serde(default, borrow)]
+    delta: Option<AnthropicDeltaMeta<'a>>,
     /// message_delta and whole message.
-    #[serde(default)]
-    usage: Option<AnthropicUsage>,
-    #[serde(default)]
-    error: Option<AnthropicErrorMeta>,
+    #[serde(default, borrow)]
+    usage: Option<AnthropicUsage<'a>>,
+    #[serde(default, borrow)]
+    error: Option<AnthropicErrorMeta<'a>>,
 }
 
 #[derive(Deserialize)]
-struct AnthropicMessageMeta {
-    #[serde(default)]
-    model: Option<String>,
-    #[serde(default)]
-    usage: Option<AnthropicUsage>,
+struct AnthropicMessageMeta<'a> {
+    #[serde(default, borrow)]
+    model: Option<Text<'a>>,
+    #[serde(default, borrow)]
+    usage: Option<AnthropicUsage<'a>>,
 }
 
 #[derive(Deserialize)]
-struct AnthropicBlockMeta {
-    #[serde(default)]
-    text: Option<String>,
-    #[serde(default)]
-    thinking: Option<String>,
-    #[serde(default)]
-    name: Option<String>,
+struct AnthropicBlockMeta<'a> {
+    #[serde(default, borrow)]
+    text: Option<Text<'a>>,
+    #[serde(default, borrow)]
+    thinking: Option<Text<'a>>,
+    #[serde(default, borrow)]
+    name: Option<Text<'a>>,
     #[serde(default)]
     input: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
-struct AnthropicDeltaMeta {
-    #[serde(default)]
-    text: Option<String>,
-    #[serde(default)]
-    partial_json: Option<String>,
-    #[serde(default)]
-    thinking: Option<String>,
-    #[serde(default)]
-    stop_reason: Option<String>,
+struct AnthropicDeltaMeta<'a> {
+    #[serde(default, borrow)]
+    text: Option<Text<'a>>,
+    #[serde(default, borrow)]
+    partial_json: Option<Text<'a>>,
+    #[serde(default, borrow)]
+    thinking: Option<Text<'a>>,
+    #[serde(default, borrow)]
+    stop_reason: Option<Text<'a>>,
 }
 
 /// Anthropic's usage object; every field may be absent from a given event.
 #[derive(Deserialize)]
-struct AnthropicUsage {
+struct AnthropicUsage<'a> {
     #[serde(default)]
     input_tokens: Option<ReportedTokens>,
     #[serde(default)]
@@ -772,8 +971,8 @@ struct AnthropicUsage {
     #[serde(default)]
     cache_creation: Option<AnthropicCacheCreation>,
     /// `standard`, `priority` or `batch`.
-    #[serde(default)]
-    service_tier: Option<String>,
+    #[serde(default, borrow)]
+    service_tier: Option<Text<'a>>,
 }
 
 #[derive(Deserialize)]
@@ -783,7 +982,209 @@ struct AnthropicCacheCreation {
 }
 
 #[derive(Deserialize)]
-struct AnthropicErrorMeta {
-    #[serde(rename = "type", default)]
-    kind: Option<String>,
+struct AnthropicErrorMeta<'a> {
+    #[serde(rename = "type", default, borrow)]
+    kind: Option<Text<'a>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::finish::meter::{Meter, MeterReceiver, PendingEvent};
+    use crate::metrics::GatewayMetrics;
+    use http_body_util::BodyExt;
+    use std::collections::VecDeque;
+    use std::convert::Infallible;
+    use std::sync::Arc;
+    use tollgate_events::{CallEvent, PriceBook, PriceTable};
+
+    /// An upstream body of given frames, each ready at once.
+    struct Frames(VecDeque<Bytes>);
+
+    impl Body for Frames {
+        type Data = Bytes;
+        type Error = Infallible;
+        fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+            Poll::Ready(self.0.pop_front().map(|b| Ok(Frame::data(b))))
+        }
+    }
+
+    /// An upstream body whose frames arrive when a test sends them; it ends when the sender is dropped.
+    struct Channel(tokio::sync::mpsc::Receiver<Bytes>);
+
+    impl Body for Channel {
+        type Data = Bytes;
+        type Error = Infallible;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+            self.0.poll_recv(cx).map(|b| b.map(|b| Ok(Frame::data(b))))
+        }
+    }
+
+    /// An upstream body that says its length, as hyper's does for an answer with Content-Length.
+    struct Sized(VecDeque<Bytes>);
+
+    impl Body for Sized {
+        type Data = Bytes;
+        type Error = Infallible;
+        fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+            Poll::Ready(self.0.pop_front().map(|b| Ok(Frame::data(b))))
+        }
+        fn size_hint(&self) -> SizeHint {
+            SizeHint::with_exact(self.0.iter().map(|b| b.len() as u64).sum())
+        }
+    }
+
+    fn metered<B>(inner: B, kind: BodyKind, idle: Duration) -> (MeteredBody<B>, MeterReceiver) {
+        let spill = std::env::temp_dir().join(format!("tollgate-body-test-{}.jsonl", std::process::id()));
+        let (m, rx) =
+            Meter::new(16, Arc::new(PriceBook::new(PriceTable::builtin())), spill, Arc::new(GatewayMetrics::default()));
+        let mut guard = CallGuard::new(m, CallEvent { request_id: "t".into(), ..Default::default() });
+        guard.event.status_code = 200;
+        guard.request_body = Some(Bytes::from_static(b"{}"));
+        (MeteredBody::new(inner, guard, kind, Wire::OpenAi, Translation::None, None, idle, 64 * 1024), rx)
+    }
+
+    fn event(rx: &mut MeterReceiver) -> PendingEvent {
+        match rx.try_recv_for_tests() {
+            Some(p) => p,
+            None => panic!("no event"),
+        }
+    }
+
+    const ROLE: &[u8] =
+        b"data: {\"model\":\"m\",\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\n\n";
+    const TEXT: &[u8] = b"data: {\"model\":\"m\",\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\n";
+    const USAGE: &[u8] =
+        b"data: {\"model\":\"m\",\"choices\":[],\"usage\":{\"prompt_tokens\":7,\"completion_tokens\":2}}\n\n";
+    const DONE: &[u8] = b"data: [DONE]\n\n";
+
+    /// A rewritten stream hands on the upstream's own frames, not copies, when nothing in them changes;
+    /// a frame that loses the usage event at its end is handed on as a slice of itself.
+    #[tokio::test]
+    async fn frames_forwarded_unchanged_are_not_copied() {
+        let text_and_usage = Bytes::from([TEXT, USAGE].concat());
+        let frames = [Bytes::from_static(ROLE), text_and_usage.clone(), Bytes::from_static(DONE)];
+        let (mut body, mut rx) = metered(
+            Frames(frames.iter().cloned().collect()),
+            BodyKind::Sse { hide_usage: true },
+            Duration::from_secs(5),
+        );
+        let mut got = Vec::new();
+        while let Some(f) = body.frame().await {
+            got.push(f.ok().and_then(|f| f.into_data().ok()).unwrap_or_default());
+        }
+        assert_eq!(got.len(), 3);
+        assert_eq!(got[0].as_ptr(), frames[0].as_ptr());
+        assert_eq!((got[1].as_ptr(), &got[1][..]), (text_and_usage.as_ptr(), TEXT));
+        assert_eq!(got[2].as_ptr(), frames[2].as_ptr());
+        drop(body);
+        let ev = event(&mut rx).event;
+        assert_eq!((ev.input_tokens, ev.output_tokens, ev.served_model.as_str()), (7, 2, "m"));
+    }
+
+    /// Lines split across frames, and an event held back until its end, come out whole and in order.
+    #[tokio::test]
+    async fn held_and_split_lines_are_handed_on_in_order() {
+        let stream =
+            [ROLE, b"data: {\"choices\":[{\"delta\":\n", b"data: {\"content\":\"a\"}}]}\n\n", TEXT, USAGE, DONE]
+                .concat();
+        for cut in 1..stream.len() {
+            let frames = [Bytes::copy_from_slice(&stream[..cut]), Bytes::copy_from_slice(&stream[cut..])];
+            let (body, mut rx) =
+                metered(Frames(frames.into()), BodyKind::Sse { hide_usage: true }, Duration::from_secs(5));
+            let out = match body.collect().await {
+                Ok(c) => c.to_bytes(),
+                Err(e) => panic!("{e}"),
+            };
+            let usage_at = stream.len() - USAGE.len() - DONE.len();
+            assert_eq!(&out[..], [&stream[..usage_at], DONE].concat(), "cut at {cut}");
+            let p = event(&mut rx);
+            assert_eq!((p.event.input_tokens, p.event.output_tokens), (7, 2));
+        }
+    }
+
+    /// Strings with escapes (which cannot be borrowed from the payload) and several choices are read
+    /// like any other: the content kept for estimation is the unescaped text of every choice.
+    #[tokio::test]
+    async fn escaped_text_and_several_choices_are_kept_for_estimation() {
+        let chunk = br#"data: {"model":"m\u00e9","choices":[{"delta":{"content":"a\"b\n"}},{"index":1,"delta":{"content":"c"},"finish_reason":"st\u006fp"}]}
+
+data: [DONE]
+
+"#;
+        let (body, mut rx) = metered(
+            Frames([Bytes::from_static(chunk)].into()),
+            BodyKind::Sse { hide_usage: false },
+            Duration::from_secs(5),
+        );
+        assert!(body.collect().await.is_ok());
+        let p = event(&mut rx);
+        assert_eq!((p.event.served_model.as_str(), p.event.finish_reason.as_str()), ("mé", "stop"));
+        let estimate = p.estimate.as_deref().map(|e| (e.output, e.output_text.as_str()));
+        assert_eq!(estimate, Some((true, "a\"b\nc")));
+    }
+
+    /// The idle timeout runs from the last frame: a stream whose frames keep coming lasts longer than it,
+    /// and a stream that goes quiet ends with it.
+    #[tokio::test]
+    async fn idle_timeout_runs_from_the_last_frame() {
+        let idle = Duration::from_millis(600);
+        let (tx, rx_frames) = tokio::sync::mpsc::channel(8);
+        let (body, mut rx) = metered(Channel(rx_frames), BodyKind::Sse { hide_usage: false }, idle);
+        let feed = tokio::spawn(async move {
+            for frame in [ROLE, TEXT, TEXT, TEXT, TEXT, USAGE, DONE] {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                let _ = tx.send(Bytes::from_static(frame)).await;
+            }
+        });
+        let out = body.collect().await.map(|c| c.to_bytes());
+        assert!(out.is_ok_and(|b| b.ends_with(DONE)));
+        let _ = feed.await;
+        assert_eq!(event(&mut rx).event.outcome, Outcome::Ok);
+
+        let (tx, rx_frames) = tokio::sync::mpsc::channel(8);
+        let (body, mut rx) = metered(Channel(rx_frames), BodyKind::Sse { hide_usage: false }, idle);
+        let _ = tx.send(Bytes::from_static(ROLE)).await;
+        assert!(body.collect().await.is_err());
+        drop(tx);
+        let ev = event(&mut rx).event;
+        assert_eq!((ev.outcome, ev.error_type.as_str()), (Outcome::Timeout, "upstream_idle_timeout"));
+    }
+
+    /// A JSON answer passed on unchanged keeps the upstream's length, and is metered once that many
+    /// bytes are out, even by a reader that stops there (as hyper does) and whatever the bytes are.
+    #[tokio::test]
+    async fn a_verbatim_json_body_has_the_upstreams_length_and_ends_with_it() {
+        let whole = br#"{"model":"m","choices":[{"message":{"content":"hi"}}],"usage":{"prompt_tokens":3,"completion_tokens":1}}"#;
+        for answer in [&whole[..], b"not json"] {
+            let (a, b) = answer.split_at(answer.len() / 2);
+            let frames = [Bytes::copy_from_slice(a), Bytes::copy_from_slice(b)];
+            let (mut body, mut rx) = metered(Sized(frames.into()), BodyKind::Json, Duration::from_secs(5));
+            assert_eq!(body.size_hint().exact(), Some(answer.len() as u64));
+            let mut got = Vec::new();
+            while got.len() < answer.len() {
+                match body.frame().await {
+                    Some(Ok(f)) => got.extend_from_slice(f.data_ref().map_or(&[][..], |d| &d[..])),
+                    _ => panic!("body ended early"),
+                }
+            }
+            assert_eq!(got, answer);
+            assert!(body.is_end_stream());
+            drop(body);
+            let ev = event(&mut rx).event;
+            assert_eq!((ev.outcome, ev.status_code), (Outcome::Ok, 200));
+            if answer == whole {
+                assert_eq!((ev.input_tokens, ev.output_tokens), (3, 1));
+            }
+        }
+        // Nothing to promise for an empty body (hyper would not poll it) or a rewritten one.
+        let (body, _rx) = metered(Sized(VecDeque::new()), BodyKind::Json, Duration::from_secs(5));
+        assert_eq!(body.size_hint().exact(), None);
+        let sse = Sized([Bytes::from_static(TEXT)].into());
+        let (body, _rx) = metered(sse, BodyKind::Sse { hide_usage: false }, Duration::from_secs(5));
+        assert_eq!(body.size_hint().exact(), None);
+    }
 }

@@ -34,7 +34,13 @@ impl http_body::Body for UpstreamBody {
         self.first.is_none() && self.rest.is_end_stream()
     }
 
+    /// Exact when the upstream sent a length (hyper counts it down as frames are read), the held frame
+    /// included.
     fn size_hint(&self) -> SizeHint {
-        SizeHint::default()
+        let held = self.first.as_ref().and_then(Frame::data_ref).map_or(0, |d| d.len() as u64);
+        match self.rest.size_hint().exact() {
+            Some(rest) => SizeHint::with_exact(rest.saturating_add(held)),
+            None => SizeHint::default(),
+        }
     }
 }
