@@ -61,12 +61,18 @@ impl ServiceTier {
 
     /// Reads a tier as providers and clients spell it: OpenAI `default`/`auto`/`flex`/`priority`/`scale`,
     /// Anthropic `standard`/`priority`/`batch`. Unknown names are the standard tier.
+    /// Case-insensitive without lowering a copy: streams repeat the tier in every chunk.
     pub fn parse(s: &str) -> ServiceTier {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "batch" | "batches" => ServiceTier::Batch,
-            "flex" => ServiceTier::Flex,
-            "priority" | "scale" => ServiceTier::Priority,
-            _ => ServiceTier::Standard,
+        let s = s.trim();
+        let is = |name: &str| s.eq_ignore_ascii_case(name);
+        if is("batch") || is("batches") {
+            ServiceTier::Batch
+        } else if is("flex") {
+            ServiceTier::Flex
+        } else if is("priority") || is("scale") {
+            ServiceTier::Priority
+        } else {
+            ServiceTier::Standard
         }
     }
 

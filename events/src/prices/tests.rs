@@ -140,6 +140,11 @@ fn long_context_and_service_tiers() {
     assert_eq!(g.cost(&u).nanousd, 1000 * 1_250 + 1000 * 5_000);
     assert_eq!(ServiceTier::parse("scale"), ServiceTier::Priority);
     assert_eq!(ServiceTier::parse("default"), ServiceTier::Standard);
+    assert_eq!(ServiceTier::parse(" Batches "), ServiceTier::Batch);
+    assert_eq!(ServiceTier::parse("FLEX"), ServiceTier::Flex);
+    assert_eq!(ServiceTier::parse("Priority"), ServiceTier::Priority);
+    assert_eq!(ServiceTier::parse("flexible"), ServiceTier::Standard);
+    assert_eq!(ServiceTier::parse("ſcale"), ServiceTier::Standard);
 }
 
 #[test]
