@@ -23,8 +23,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tollgate_events::{CallEvent, PriceBook, PriceTable, UsageSource};
 
-/// An upstream body made of given chunks.
-struct Chunks(VecDeque<Bytes>);
+/// An upstream body made of given chunks, each ready at once (also used by `respond::body`'s tests).
+pub(crate) struct Chunks(pub(crate) VecDeque<Bytes>);
 
 impl Body for Chunks {
     type Data = Bytes;

@@ -998,16 +998,7 @@ mod tests {
     use std::sync::Arc;
     use tollgate_events::{CallEvent, PriceBook, PriceTable};
 
-    /// An upstream body of given frames, each ready at once.
-    struct Frames(VecDeque<Bytes>);
-
-    impl Body for Frames {
-        type Data = Bytes;
-        type Error = Infallible;
-        fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-            Poll::Ready(self.0.pop_front().map(|b| Ok(Frame::data(b))))
-        }
-    }
+    use crate::proptests::Chunks as Frames;
 
     /// An upstream body whose frames arrive when a test sends them; it ends when the sender is dropped.
     struct Channel(tokio::sync::mpsc::Receiver<Bytes>);
