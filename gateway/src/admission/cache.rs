@@ -17,8 +17,4 @@ impl AdmissionStep for CacheStep {
     fn admit<'a>(&'a self, ctx: &'a mut CallCtx) -> AdmitFuture<'a> {
         Box::pin(self.0.cache_step(ctx))
     }
-
-    fn active(&self) -> bool {
-        self.0.configured().cache
-    }
 }

@@ -17,8 +17,4 @@ impl AdmissionStep for ContextLimitStep {
     fn admit<'a>(&'a self, ctx: &'a mut CallCtx) -> AdmitFuture<'a> {
         Box::pin(std::future::ready(self.0.context_step(ctx).map(|()| Admit::Continue)))
     }
-
-    fn active(&self) -> bool {
-        self.0.configured().context
-    }
 }

@@ -17,8 +17,4 @@ impl AdmissionStep for InjectionStep {
     fn admit<'a>(&'a self, ctx: &'a mut CallCtx) -> AdmitFuture<'a> {
         Box::pin(async move { self.0.injection_step(ctx).await.map(|()| Admit::Continue) })
     }
-
-    fn active(&self) -> bool {
-        self.0.configured().injection
-    }
 }

@@ -31,26 +31,23 @@ pub type AdmitFuture<'a> = Pin<Box<dyn Future<Output = Result<Admit, GatewayErro
 pub trait AdmissionStep: Send + Sync {
     fn name(&self) -> &'static str;
     fn admit<'a>(&'a self, ctx: &'a mut CallCtx) -> AdmitFuture<'a>;
-    /// Whether the step can ever do anything with this configuration (a guard nobody configured cannot;
-    /// guards are fixed at start). Steps that cannot are left out of the list, so a call does not pay
-    /// for their boxed future.
-    fn active(&self) -> bool {
-        true
-    }
 }
 
-/// The steps every metered call passes, in order (those that can act with this configuration).
+/// The steps every metered call passes, in order. A guard step with nothing configured could never act
+/// (guards are fixed at start), so it is left out rather than run as a boxed future that returns at
+/// once on every call; budgets always run (budgets can be created at run time).
 pub fn steps(
     budgets: &Arc<BudgetSystem>,
     routes: &Arc<RouteTable>,
     guards: &Arc<Guards>,
 ) -> Vec<Box<dyn AdmissionStep>> {
-    let all: Vec<Box<dyn AdmissionStep>> = vec![
-        Box::new(context_limit::ContextLimitStep(guards.clone())),
-        Box::new(injection::InjectionStep(guards.clone())),
-        Box::new(redact::RedactStep(guards.clone())),
-        Box::new(budget::BudgetStep::new(budgets.clone(), routes.clone())),
-        Box::new(cache::CacheStep(guards.clone())),
+    let on = guards.configured();
+    let all: [(bool, Box<dyn AdmissionStep>); 5] = [
+        (on.context, Box::new(context_limit::ContextLimitStep(guards.clone()))),
+        (on.injection, Box::new(injection::InjectionStep(guards.clone()))),
+        (on.redaction, Box::new(redact::RedactStep(guards.clone()))),
+        (true, Box::new(budget::BudgetStep::new(budgets.clone(), routes.clone()))),
+        (on.cache, Box::new(cache::CacheStep(guards.clone()))),
     ];
-    all.into_iter().filter(|s| s.active()).collect()
+    all.into_iter().filter_map(|(on, step)| on.then_some(step)).collect()
 }

@@ -16,8 +16,4 @@ impl AdmissionStep for RedactStep {
     fn admit<'a>(&'a self, ctx: &'a mut CallCtx) -> AdmitFuture<'a> {
         Box::pin(std::future::ready(self.0.redact_step(ctx).map(|()| Admit::Continue)))
     }
-
-    fn active(&self) -> bool {
-        self.0.configured().redaction
-    }
 }
