@@ -747,6 +747,53 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
 }
 
+/// A single-threaded runtime on a thread of its own (`tollgate-events`) for the per-event work behind the
+/// request path: metering, the write-ahead log and the sinks. Its batches then do not sit on a worker of
+/// the main runtime while client connections queued behind them wait.
+struct Background {
+    handle: tokio::runtime::Handle,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Background {
+    fn start() -> anyhow::Result<Background> {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let handle = rt.handle().clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new().name("tollgate-events".into()).spawn(move || {
+            rt.block_on(async {
+                let _ = stopped.await;
+            });
+        })?;
+        Ok(Background { handle, stop: Some(stop), thread: Some(thread) })
+    }
+
+    fn spawn<F>(&self, f: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.handle.spawn(f)
+    }
+
+    /// While the guard lives, `tokio::spawn` puts tasks on this runtime.
+    fn enter(&self) -> tokio::runtime::EnterGuard<'_> {
+        self.handle.enter()
+    }
+
+    /// Ends the thread once the tasks that matter have been awaited.
+    fn stop(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            // Joining from an async context blocks a worker only for the runtime's drop.
+            let _ = t.join();
+        }
+    }
+}
+
 #[derive(Clone, Copy, PartialEq)]
 enum Mode {
     /// Gateway, collector and query service in one process.
@@ -848,8 +895,12 @@ async fn serve(cfg: Config, validated: ValidatedConfig, mode: Mode, config_path:
     let (coll_tx, coll_rx) = mpsc::channel(tollgate_collector::queue_batches(cfg.collector.queue_capacity));
     // A weak handle for the queue-depth metric: the queue closes when metering drops its sender.
     let coll_weak = coll_tx.downgrade();
-    let metering = tokio::spawn(tollgate_gateway::run_metering(meter_rx, coll_tx));
+    // Metering and the collector (write-ahead log, sinks, or the shipper) run on a runtime of their
+    // own thread: their batches every 20 ms then never hold up a worker that client connections wait on.
+    let background = Background::start()?;
+    let metering = background.spawn(tollgate_gateway::run_metering(meter_rx, coll_tx));
     let grace = Duration::from_millis(cfg.server.shutdown_grace_ms);
+    let entered = background.enter();
     let collector = match (mode, cfg.shipping.clone()) {
         (Mode::Gateway, Some(ship)) => {
             let m = Arc::new(ShipMetrics::default());
@@ -871,6 +922,7 @@ async fn serve(cfg: Config, validated: ValidatedConfig, mode: Mode, config_path:
             task
         }
     };
+    drop(entered);
 
     let metrics_state = MetricsState {
         registry: Arc::new(registry),
@@ -898,6 +950,7 @@ async fn serve(cfg: Config, validated: ValidatedConfig, mode: Mode, config_path:
             }
         }),
     );
+    let front_door = gateway.clone();
     let app = tollgate_gateway::app(gateway)
         .merge(query_routes)
         .merge(tollgate_gateway::budget::http::admin_routes(budgets))
@@ -920,7 +973,7 @@ async fn serve(cfg: Config, validated: ValidatedConfig, mode: Mode, config_path:
     let limits = tollgate_gateway::listen::ClientLimits::from_settings(&cfg.gateway);
     let server = tokio::spawn(async move {
         let mut rx = stop_rx;
-        tollgate_gateway::listen::serve(listener, app, limits, async move {
+        tollgate_gateway::listen::serve(listener, app, Some(front_door), limits, async move {
             let _ = rx.wait_for(|s| *s).await;
         })
         .await
@@ -937,6 +990,7 @@ async fn serve(cfg: Config, validated: ValidatedConfig, mode: Mode, config_path:
     // With the server gone every event sender is dropped: metering drains, then the collector flushes.
     let _ = metering.await;
     let _ = collector.await;
+    background.stop();
     info!("all call events written; bye");
     Ok(())
 }

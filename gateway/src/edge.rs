@@ -18,7 +18,7 @@ fn llm_endpoint(path: &str) -> Option<(Endpoint, ClientApi)> {
     if path == "/v1/messages/count_tokens" {
         return Some((Endpoint::Other, ClientApi::Anthropic));
     }
-    crate::METERED.iter().find(|(p, ..)| *p == path).map(|&(_, e, c)| (e, c))
+    crate::metered_endpoint(path)
 }
 
 /// Refuses `e` in the shape of the endpoint's API, with one event when the path is an LLM endpoint.

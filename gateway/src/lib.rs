@@ -204,6 +204,20 @@ pub(crate) const METERED: [(&str, Endpoint, ClientApi); 10] = [
     ("/v1/moderations", Endpoint::Moderations, ClientApi::Openai),
 ];
 
+/// A call to one of the [`METERED`] endpoints: the edge's header check, then the pipeline. Reached through
+/// the router, or directly from [`listen`]'s front door, which skips the router for these paths.
+pub(crate) async fn metered(st: Arc<GatewayState>, req: Request, endpoint: Endpoint, client: ClientApi) -> Response {
+    match edge::header_limit(&st, &req) {
+        Some(refused) => refused,
+        None => st.pipeline.run(req, endpoint, client).await,
+    }
+}
+
+/// The metered endpoint a `POST` to `path` is.
+pub(crate) fn metered_endpoint(path: &str) -> Option<(Endpoint, ClientApi)> {
+    METERED.iter().find(|(p, ..)| *p == path).map(|&(_, e, c)| (e, c))
+}
+
 async fn count_tokens(State(st): State<Arc<GatewayState>>, req: Request) -> Response {
     if let Some(refused) = edge::header_limit(&st, &req) {
         return refused;
@@ -247,12 +261,7 @@ pub fn app(state: Arc<GatewayState>) -> Router {
     for (path, endpoint, client) in METERED {
         llm = llm.route(
             path,
-            post(move |State(st): State<Arc<GatewayState>>, req: Request| async move {
-                match edge::header_limit(&st, &req) {
-                    Some(refused) => refused,
-                    None => st.pipeline.run(req, endpoint, client).await,
-                }
-            }),
+            post(move |State(st): State<Arc<GatewayState>>, req: Request| metered(st, req, endpoint, client)),
         );
     }
     llm.route("/v1/messages/count_tokens", post(count_tokens))

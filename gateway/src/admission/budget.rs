@@ -35,7 +35,10 @@ impl BudgetStep {
         let key = ctx.key.clone();
         let may_use = move |m: &str| key.as_ref().is_none_or(|k| k.may_use(m));
         let admitted = self.budgets.admit(&ctx.guard.event, route.price_model(), input, output, &may_use)?;
-        ctx.priced.push(Arc::new(BudgetSettle::new(admitted.admission)));
+        // A call no budget or limit covers has nothing to settle: no observer, no per-event bookkeeping.
+        if !admitted.admission.is_empty() {
+            ctx.priced.push(Arc::new(BudgetSettle::new(admitted.admission)));
+        }
         let Some((cheaper, budget)) = admitted.downgrade else { return Ok(Admit::Continue) };
         let route = self.routes.get(&cheaper).ok_or_else(|| GatewayError::UnknownModel(cheaper.clone()))?;
         ctx.body = with_model_for(ctx.endpoint, &ctx.headers, &ctx.body, &cheaper)?;

@@ -147,6 +147,13 @@ impl Admission {
     }
 }
 
+impl Admission {
+    /// Whether it reserved nothing (no budget or limit covers the call): settling it would do nothing.
+    pub fn is_empty(&self) -> bool {
+        self.budgets.is_empty() && self.limits.is_empty()
+    }
+}
+
 impl Drop for Admission {
     fn drop(&mut self) {
         // Unsettled (the event never reached metering): free the reservation; tokens stay charged.

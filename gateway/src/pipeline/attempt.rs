@@ -163,7 +163,7 @@ pub async fn attempt(
         .method(Method::POST)
         .uri(uri)
         .header(header::CONTENT_TYPE, content_type)
-        .header("x-request-id", input.request_id);
+        .header(respond::X_REQUEST_ID, input.request_id);
     if input.stream {
         builder = builder.header(header::ACCEPT, "text/event-stream");
     }

@@ -30,7 +30,7 @@ pub async fn count_tokens(ctx: CallCtx) -> Response {
             .method(Method::POST)
             .uri(uri)
             .header(header::CONTENT_TYPE, "application/json")
-            .header("x-request-id", &rid);
+            .header(crate::respond::X_REQUEST_ID, &rid);
         let builder = up.headers(builder, ClientApi::Anthropic, &headers);
         let Ok(up_req) = builder.body(Full::new(bytes)) else {
             let e = GatewayError::InvalidBody("request could not be forwarded".into());

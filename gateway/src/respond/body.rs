@@ -493,6 +493,19 @@ fn absorb_openai(g: &mut CallGuard, chunk: ChunkMeta<'_>) {
     if let Some(m) = chunk.model.filter(|m| !m.is_empty()) {
         set_text(&mut g.event.served_model, &m);
     }
+    // Usage first: a whole response carries it next to its text, which then needs no copy.
+    if let Some(u) = chunk.usage {
+        g.have_input_usage = true;
+        g.have_output_usage = true;
+        let cached = u.prompt_tokens_details.and_then(|d| d.cached_tokens).unwrap_or_default();
+        let reasoning = u.completion_tokens_details.and_then(|d| d.reasoning_tokens).unwrap_or_default();
+        g.hints.anomalous_usage |=
+            [u.prompt_tokens, u.completion_tokens, cached, reasoning].iter().any(|r| r.anomalous);
+        g.event.input_tokens = u.prompt_tokens.value;
+        g.event.output_tokens = u.completion_tokens.value;
+        g.event.cached_input_tokens = cached.value;
+        g.event.reasoning_tokens = reasoning.value;
+    }
     for c in chunk.choices.into_iter() {
         if let Some(fr) = c.finish_reason {
             set_text(&mut g.event.finish_reason, &fr);
@@ -515,18 +528,6 @@ fn absorb_openai(g: &mut CallGuard, chunk: ChunkMeta<'_>) {
     }
     if let Some(t) = chunk.service_tier.filter(|t| !t.is_empty()) {
         g.hints.service_tier = Some(ServiceTier::parse(&t));
-    }
-    if let Some(u) = chunk.usage {
-        g.have_input_usage = true;
-        g.have_output_usage = true;
-        let cached = u.prompt_tokens_details.and_then(|d| d.cached_tokens).unwrap_or_default();
-        let reasoning = u.completion_tokens_details.and_then(|d| d.reasoning_tokens).unwrap_or_default();
-        g.hints.anomalous_usage |=
-            [u.prompt_tokens, u.completion_tokens, cached, reasoning].iter().any(|r| r.anomalous);
-        g.event.input_tokens = u.prompt_tokens.value;
-        g.event.output_tokens = u.completion_tokens.value;
-        g.event.cached_input_tokens = cached.value;
-        g.event.reasoning_tokens = reasoning.value;
     }
 }
 

@@ -19,6 +19,11 @@ use tollgate_events::{ClientApi, Outcome};
 use tracing::warn;
 pub use upstream_body::UpstreamBody;
 
+/// `x-request-id`, named once: a header name given as a string to a request or response builder is
+/// parsed and copied on every call.
+pub const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
+const X_TOLLGATE_CACHE: http::HeaderName = http::HeaderName::from_static("x-tollgate-cache");
+
 pub fn with_request_id(mut resp: Response, rid: &str) -> Response {
     if let Ok(v) = HeaderValue::from_str(rid) {
         resp.headers_mut().insert("x-request-id", v);
@@ -74,7 +79,7 @@ pub struct Answer {
 /// With `x-tollgate-cost-usd` for keys that asked for it, on non-stream answers (read whole first).
 /// `max_line`: `gateway.max_sse_line_bytes`.
 pub async fn answer(a: Answer, rid: &str, max_line: usize) -> Response {
-    let Answer { mut guard, parts, body, kind, translation, reader, wire, stream, idle, got_headers } = a;
+    let Answer { mut guard, mut parts, body, kind, translation, reader, wire, stream, idle, got_headers } = a;
     // An upstream that answers a stream request with one JSON document (an error object with a 200, a
     // server that ignores `stream`) is read, metered and translated as one, and reaches the client whole.
     let json_answer = parts
@@ -92,16 +97,19 @@ pub async fn answer(a: Answer, rid: &str, max_line: usize) -> Response {
     let default_ct = HeaderValue::from_static(if sse { "text/event-stream" } else { "application/json" });
     let content_type =
         if translating { default_ct } else { parts.headers.get(header::CONTENT_TYPE).cloned().unwrap_or(default_ct) };
-    let mut out = Response::builder().status(parts.status).header(header::CONTENT_TYPE, content_type);
+    // The upstream's header map, emptied, holds the client's headers: no second map to allocate.
+    let mut headers = std::mem::take(&mut parts.headers);
+    headers.clear();
+    headers.insert(header::CONTENT_TYPE, content_type);
     if sse {
-        out = out.header(header::CACHE_CONTROL, "no-cache");
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     }
     if let Ok(v) = HeaderValue::from_str(rid) {
-        out = out.header("x-request-id", v);
+        headers.insert(X_REQUEST_ID, v);
     }
     let plan = guard.response_plan.clone();
     if let Some(h) = plan.as_ref().and_then(|p| p.cache_header()) {
-        out = out.header("x-tollgate-cache", h);
+        headers.insert(X_TOLLGATE_CACHE, HeaderValue::from_static(h));
     }
     let filter = plan.and_then(|p| p.filter(&guard.event, sse));
     guard.overhead += got_headers.elapsed();
@@ -112,7 +120,9 @@ pub async fn answer(a: Answer, rid: &str, max_line: usize) -> Response {
     });
     let body =
         Body::new(MeteredBody::new(body, guard, kind, wire, translation, reader, idle, max_line).with_filter(filter));
-    let resp = out.body(body).unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response());
+    let mut resp = Response::new(body);
+    *resp.status_mut() = parts.status;
+    *resp.headers_mut() = headers;
     match cost_rx {
         Some(rx) => crate::cost_header::with_cost_header(resp, rx).await,
         None => resp,
