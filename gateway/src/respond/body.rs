@@ -139,8 +139,10 @@ pub struct MeteredBody<B = UpstreamBody> {
     /// Bytes handed out after the upstream's body ended: a translated whole body, the closing events of
     /// a translated stream, or the last line of a rewritten stream that had no line end.
     tail: Option<Bytes>,
-    /// The JSON body so far.
+    /// The JSON body so far, when it came in more than one frame.
     buf: BytesMut,
+    /// The JSON body's first frame, kept as it is (no copy) until a second one arrives.
+    first: Option<Bytes>,
     /// SSE lines, across frames.
     scanner: LineScanner,
     /// Cap on one SSE line and on one event's joined `data`.
@@ -194,6 +196,7 @@ impl<B> MeteredBody<B> {
             reader,
             tail: None,
             buf: BytesMut::new(),
+            first: None,
             scanner: LineScanner::new(max_line),
             max_line,
             pending: None,
@@ -237,8 +240,17 @@ impl<B> MeteredBody<B> {
         self.guard.event.response_bytes += data.len() as u64;
         match self.kind {
             BodyKind::Json => {
-                if self.buf.len() + data.len() <= MAX_JSON_INSPECT {
-                    self.buf.extend_from_slice(&data);
+                let held = self.buf.len() + self.first.as_ref().map_or(0, Bytes::len);
+                if held + data.len() <= MAX_JSON_INSPECT {
+                    if held == 0 {
+                        // Most answers are one frame: it is read where it is.
+                        self.first = Some(data.clone());
+                    } else {
+                        if let Some(first) = self.first.take() {
+                            self.buf.extend_from_slice(&first);
+                        }
+                        self.buf.extend_from_slice(&data);
+                    }
                 }
                 if self.translating() {
                     // A whole body is translated once it is complete; its first byte goes out then.
@@ -419,7 +431,10 @@ impl<B> MeteredBody<B> {
     /// Takes usage from a buffered JSON body and, when translating, builds the client's body; false when
     /// the bytes are not (yet) a whole response.
     fn absorb_json_body(&mut self) -> bool {
-        let bytes = std::mem::take(&mut self.buf);
+        let bytes = match self.first.take() {
+            Some(first) => first,
+            None => std::mem::take(&mut self.buf).freeze(),
+        };
         let whole = match (&mut self.reader, self.wire) {
             (Some(r), _) => r.on_whole(&bytes, &mut self.guard),
             (None, Wire::OpenAi) => {
@@ -449,7 +464,7 @@ impl<B> MeteredBody<B> {
         if self.translating() {
             self.guard.mark_content();
             // Not a response we can read: the client gets what the upstream sent rather than nothing.
-            self.tail = Some(translated.map(|v| Bytes::from(v.to_string())).unwrap_or_else(|| bytes.freeze()));
+            self.tail = Some(translated.map(|v| Bytes::from(v.to_string())).unwrap_or(bytes));
         }
         whole
     }
