@@ -773,10 +773,15 @@ struct Background {
 
 impl Background {
     fn start() -> anyhow::Result<Background> {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .thread_name("tollgate-events")
+            .on_thread_start(batch_scheduling)
+            .build()?;
         let handle = rt.handle().clone();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::Builder::new().name("tollgate-events".into()).spawn(move || {
+            batch_scheduling();
             rt.block_on(async {
                 let _ = stopped.await;
             });
@@ -806,6 +811,18 @@ impl Background {
             // Joining from an async context blocks a worker only for the runtime's drop.
             let _ = t.join();
         }
+    }
+}
+
+/// Marks the calling thread `SCHED_BATCH`: the same share of the CPU as any other thread, but its
+/// wake-ups never preempt a running thread, so a metering batch waits for a request in flight rather than
+/// the other way round. Best effort.
+fn batch_scheduling() {
+    #[cfg(target_os = "linux")]
+    {
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: sets the scheduling policy of the calling thread (pid 0) with a valid parameter.
+        let _ = unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) };
     }
 }
 
