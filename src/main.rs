@@ -766,6 +766,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 /// request path: metering, the write-ahead log and the sinks. Its batches then do not sit on a worker of
 /// the main runtime while client connections queued behind them wait.
 struct Background {
+    /// Spawns on the runtime; while `handle.enter()`'s guard lives, `tokio::spawn` does too.
     handle: tokio::runtime::Handle,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -787,19 +788,6 @@ impl Background {
             });
         })?;
         Ok(Background { handle, stop: Some(stop), thread: Some(thread) })
-    }
-
-    fn spawn<F>(&self, f: F) -> tokio::task::JoinHandle<F::Output>
-    where
-        F: std::future::Future + Send + 'static,
-        F::Output: Send + 'static,
-    {
-        self.handle.spawn(f)
-    }
-
-    /// While the guard lives, `tokio::spawn` puts tasks on this runtime.
-    fn enter(&self) -> tokio::runtime::EnterGuard<'_> {
-        self.handle.enter()
     }
 
     /// Ends the thread once the tasks that matter have been awaited.
@@ -930,9 +918,9 @@ async fn serve(cfg: Config, validated: ValidatedConfig, mode: Mode, config_path:
     // Metering and the collector (write-ahead log, sinks, or the shipper) run on a runtime of their
     // own thread: their batches every 20 ms then never hold up a worker that client connections wait on.
     let background = Background::start()?;
-    let metering = background.spawn(tollgate_gateway::run_metering(meter_rx, coll_tx));
+    let metering = background.handle.spawn(tollgate_gateway::run_metering(meter_rx, coll_tx));
     let grace = Duration::from_millis(cfg.server.shutdown_grace_ms);
-    let entered = background.enter();
+    let entered = background.handle.enter();
     let collector = match (mode, cfg.shipping.clone()) {
         (Mode::Gateway, Some(ship)) => {
             let m = Arc::new(ShipMetrics::default());
@@ -1005,7 +993,7 @@ async fn serve(cfg: Config, validated: ValidatedConfig, mode: Mode, config_path:
     let limits = tollgate_gateway::listen::ClientLimits::from_settings(&cfg.gateway);
     let server = tokio::spawn(async move {
         let mut rx = stop_rx;
-        tollgate_gateway::listen::serve(listener, app, Some(front_door), limits, async move {
+        tollgate_gateway::listen::serve(listener, app, front_door, limits, async move {
             let _ = rx.wait_for(|s| *s).await;
         })
         .await

@@ -309,10 +309,7 @@ impl Guards {
             r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
         }
         r.headers_mut().insert("x-tollgate-cache", HeaderValue::from_static("hit"));
-        if let Ok(v) = HeaderValue::from_str(rid) {
-            r.headers_mut().insert("x-request-id", v);
-        }
-        r
+        crate::respond::with_request_id(r, rid)
     }
 
     /// The response-side work for this call, if any: redaction of the response, cache fill.

@@ -46,7 +46,7 @@ impl ClientLimits {
 #[derive(Clone)]
 struct Front {
     app: Router,
-    gateway: Option<Arc<GatewayState>>,
+    gateway: Arc<GatewayState>,
 }
 
 type FrontFuture = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
@@ -57,13 +57,11 @@ impl hyper::service::Service<http::Request<Incoming>> for Front {
     type Future = FrontFuture;
 
     fn call(&self, req: http::Request<Incoming>) -> FrontFuture {
-        if let Some(st) = &self.gateway {
-            if req.method() == http::Method::POST {
-                if let Some((endpoint, client)) = crate::metered_endpoint(req.uri().path()) {
-                    let st = st.clone();
-                    let req = req.map(Body::new);
-                    return Box::pin(async move { Ok(crate::metered(st, req, endpoint, client).await) });
-                }
+        if req.method() == http::Method::POST {
+            if let Some((endpoint, client)) = crate::metered_endpoint(req.uri().path()) {
+                let st = self.gateway.clone();
+                let req = req.map(Body::new);
+                return Box::pin(async move { Ok(crate::metered(st, req, endpoint, client).await) });
             }
         }
         Box::pin(hyper::service::Service::call(&TowerToHyperService::new(self.app.clone()), req))
@@ -72,11 +70,11 @@ impl hyper::service::Service<http::Request<Incoming>> for Front {
 
 /// Serves `app` on `listener` until `shutdown` resolves, then waits for open connections to finish
 /// their requests (the caller bounds that wait). `gateway`: the state behind `app`'s metered routes,
-/// whose calls then skip the router (see [`Front`]); `None` routes everything through `app`.
+/// whose calls then skip the router (see [`Front`]).
 pub async fn serve(
     listener: TcpListener,
     app: Router,
-    gateway: Option<Arc<GatewayState>>,
+    gateway: Arc<GatewayState>,
     limits: ClientLimits,
     shutdown: impl Future<Output = ()>,
 ) {

@@ -71,7 +71,7 @@ async fn stored_response(st: &GatewayState, method: Method, id: &str, req: Reque
         Ok(u) => u,
         Err(e) => return respond::fail(&mut g, e, &rid),
     };
-    let builder = http::Request::builder().method(method.clone()).uri(uri).header("x-request-id", &rid);
+    let builder = http::Request::builder().method(method.clone()).uri(uri).header(crate::respond::X_REQUEST_ID, &rid);
     let builder = up.headers(builder, ClientApi::Openai, &parts.headers);
     let Ok(up_req) = builder.body(Full::new(Bytes::new())) else {
         return respond::fail(&mut g, GatewayError::InvalidBody("request could not be forwarded".into()), &rid);

@@ -145,9 +145,7 @@ impl Admission {
         }
         self.sys.announce(crossings);
     }
-}
 
-impl Admission {
     /// Whether it reserved nothing (no budget or limit covers the call): settling it would do nothing.
     pub fn is_empty(&self) -> bool {
         self.budgets.is_empty() && self.limits.is_empty()

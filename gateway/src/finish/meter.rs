@@ -489,11 +489,10 @@ impl CallGuard {
 
     /// Keeps content text for output estimation, up to [`MAX_OUTPUT_TEXT`] bytes.
     pub fn push_output(&mut self, text: &str) {
-        if self.have_input_usage && self.have_output_usage {
-            // The provider reported usage: nothing will be estimated from the text, only its length
-            // (time to first content) matters, so it is counted, not kept.
-            self.output_extra_bytes = self.output_extra_bytes.saturating_add(text.len() as u64);
-        } else if self.output_text.len() + text.len() <= MAX_OUTPUT_TEXT {
+        // Once the provider reported usage nothing will be estimated from the text: only its length
+        // (time to first content) matters, so it is counted, not kept.
+        let usage_reported = self.have_input_usage && self.have_output_usage;
+        if !usage_reported && self.output_text.len() + text.len() <= MAX_OUTPUT_TEXT {
             if self.output_text.capacity() == 0 && !text.is_empty() {
                 // Streams add a few bytes per chunk: room for a short answer at once, not a regrowth on
                 // each of the first chunks.

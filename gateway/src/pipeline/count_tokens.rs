@@ -21,7 +21,7 @@ pub async fn count_tokens(ctx: CallCtx) -> Response {
     let up = &target.upstream;
     guard.event.provider = up.provider.kind().to_string();
     guard.event.upstream.clone_from(&up.cfg.name);
-    let mut resp = if up.wire() == Wire::Anthropic {
+    let resp = if up.wire() == Wire::Anthropic {
         let uri = match up.target_uri(&target.model, "/messages/count_tokens") {
             Ok(u) => u,
             Err(e) => return respond::fail(&mut guard, e, &rid),
@@ -108,8 +108,5 @@ pub async fn count_tokens(ctx: CallCtx) -> Response {
         r
     };
     guard.finish(Outcome::Ok, StatusCode::OK.as_u16());
-    if let Ok(v) = HeaderValue::from_str(&rid) {
-        resp.headers_mut().insert("x-request-id", v);
-    }
-    resp
+    respond::with_request_id(resp, &rid)
 }

@@ -26,7 +26,7 @@ const X_TOLLGATE_CACHE: http::HeaderName = http::HeaderName::from_static("x-toll
 
 pub fn with_request_id(mut resp: Response, rid: &str) -> Response {
     if let Ok(v) = HeaderValue::from_str(rid) {
-        resp.headers_mut().insert("x-request-id", v);
+        resp.headers_mut().insert(X_REQUEST_ID, v);
     }
     resp
 }
