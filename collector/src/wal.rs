@@ -24,7 +24,7 @@ use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
-use tollgate_events::CallEvent;
+use tollgate_events::{event_from_json, CallEvent, Positional};
 use tracing::warn;
 
 const MAGIC: &[u8; 4] = b"TGW1";
@@ -62,10 +62,13 @@ fn id_key(id: &str) -> Option<u128> {
     Some(h)
 }
 
+type IdSet = std::collections::HashSet<u128, foldhash::fast::RandomState>;
+
 /// The ids of recently appended events, bounded, oldest first.
 #[derive(Default)]
 struct Seen {
-    set: std::collections::HashSet<u128>,
+    /// Keyed by ids that are random in their low bits already: a fast hash, not SipHash.
+    set: IdSet,
     order: std::collections::VecDeque<u128>,
     window: usize,
 }
@@ -252,12 +255,18 @@ fn read_record<R: Read + Seek>(r: &mut R, want: Want) -> Result<Option<Rec>, Str
                 event_id: String,
             }
             for line in lines {
-                ids.push(serde_json::from_slice::<Id>(line).map_err(|e| format!("bad event: {e}"))?.event_id);
+                // A positional line (the current form) has no key to pick out: it is read whole.
+                let id = if line.first() == Some(&b'[') {
+                    event_from_json(line).map(|e| e.event_id)
+                } else {
+                    serde_json::from_slice::<Id>(line).map(|i| i.event_id)
+                };
+                ids.push(id.map_err(|e| format!("bad event: {e}"))?);
             }
         }
         Want::EventsFrom(_) => {
             for line in lines {
-                events.push(serde_json::from_slice(line).map_err(|e| format!("bad event: {e}"))?);
+                events.push(event_from_json(line).map_err(|e| format!("bad event: {e}"))?);
             }
             if events.len() != count as usize {
                 return Err("event count mismatch".into());
@@ -269,18 +278,40 @@ fn read_record<R: Read + Seek>(r: &mut R, want: Want) -> Result<Option<Rec>, Str
 }
 
 fn encode(magic: &[u8; 4], first: u64, count: u32, source: &str, payload: &[u8]) -> Vec<u8> {
-    let mut body = Vec::with_capacity(source.len() + payload.len());
-    body.extend_from_slice(source.as_bytes());
-    body.extend_from_slice(payload);
-    let mut rec = Vec::with_capacity(HEADER + body.len());
-    rec.extend_from_slice(magic);
-    rec.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    rec.extend_from_slice(&crc32(&body).to_le_bytes());
-    rec.extend_from_slice(&first.to_le_bytes());
-    rec.extend_from_slice(&count.to_le_bytes());
-    rec.extend_from_slice(&(source.len() as u16).to_le_bytes());
-    rec.extend_from_slice(&body);
+    let fill = |rec: &mut Vec<u8>| -> Result<(), std::convert::Infallible> {
+        rec.extend_from_slice(payload);
+        Ok(())
+    };
+    let Ok(rec) = record(magic, first, count, source, payload.len(), fill);
     rec
+}
+
+/// A record whose payload `fill` writes in place, after the header and the source (no copy of either); the
+/// header's length and checksum are filled in once the payload is known. `size_hint`: the payload's
+/// expected length.
+fn record<E>(
+    magic: &[u8; 4],
+    first: u64,
+    count: u32,
+    source: &str,
+    size_hint: usize,
+    fill: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
+) -> Result<Vec<u8>, E> {
+    let mut rec = Vec::with_capacity(HEADER + source.len() + size_hint);
+    rec.extend_from_slice(&[0; HEADER]);
+    rec.extend_from_slice(source.as_bytes());
+    fill(&mut rec)?;
+    let len = (rec.len() - HEADER - source.len()) as u32;
+    let crc = crc32(&rec[HEADER..]);
+    let mut h = [0u8; HEADER];
+    h[0..4].copy_from_slice(magic);
+    h[4..8].copy_from_slice(&len.to_le_bytes());
+    h[8..12].copy_from_slice(&crc.to_le_bytes());
+    h[12..20].copy_from_slice(&first.to_le_bytes());
+    h[20..24].copy_from_slice(&count.to_le_bytes());
+    h[24..26].copy_from_slice(&(source.len() as u16).to_le_bytes());
+    rec[..HEADER].copy_from_slice(&h);
+    Ok(rec)
 }
 
 /// `gateway:seq` → (gateway, seq).
@@ -427,7 +458,7 @@ impl Wal {
             }
         }
         let keys: Vec<Option<u128>> = events.iter().map(|e| id_key(&e.event_id)).collect();
-        let mut fresh = std::collections::HashSet::with_capacity(keys.len());
+        let mut fresh = IdSet::with_capacity_and_hasher(keys.len(), Default::default());
         let keep: Vec<bool> = keys
             .iter()
             .map(|k| match k {
@@ -446,15 +477,22 @@ impl Wal {
                 return Ok(None);
             }
         }
-        let mut payload = Vec::with_capacity(events.len() * 600);
-        let mut count = 0u32;
-        for (e, _) in events.iter().zip(&keep).filter(|(_, k)| **k) {
-            serde_json::to_writer(&mut payload, e).map_err(|e| WalError::Corrupt(0, e.to_string()))?;
-            payload.push(b'\n');
-            count += 1;
-        }
+        // The roll to a new segment below keeps `w.next`, so the record can be made first.
+        let first = w.next;
+        let src = source.map(|(g, seq)| format!("{g}:{seq}")).unwrap_or_default();
+        let fresh_events = events.iter().zip(&keep).filter(|(_, k)| **k).map(|(e, _)| e);
+        let count =
+            u32::try_from(events.len() - dropped).map_err(|_| WalError::Corrupt(first, "batch too large".into()))?;
+        // Positional JSON lines: the events without their field names (see `Positional`).
+        let rec = record(MAGIC, first, count, &src, events.len() * 400, |rec| {
+            for e in fresh_events {
+                serde_json::to_writer(&mut *rec, &Positional(e)).map_err(|e| WalError::Corrupt(0, e.to_string()))?;
+                rec.push(b'\n');
+            }
+            Ok(())
+        })?;
         let bytes = self.bytes();
-        if self.max_bytes > 0 && bytes + payload.len() as u64 > self.max_bytes {
+        if self.max_bytes > 0 && bytes + rec.len() as u64 > self.max_bytes {
             return Err(WalError::Full { bytes, cap: self.max_bytes });
         }
         if events.is_empty() && source.is_none() {
@@ -474,9 +512,6 @@ impl Wal {
             let seen = std::mem::take(&mut w.seen);
             *w = Writer { file, path, seg_start: w.next, seg_len: cp.len() as u64, next: w.next, sources, seen };
         }
-        let first = w.next;
-        let src = source.map(|(g, seq)| format!("{g}:{seq}")).unwrap_or_default();
-        let rec = encode(MAGIC, first, count, &src, &payload);
         let path = w.path.clone();
         w.file.write_all(&rec).map_err(io(&path))?;
         w.file.sync_data().map_err(io(&path))?;
@@ -623,6 +658,39 @@ mod tests {
 
     fn ev(i: u64) -> CallEvent {
         CallEvent { event_id: format!("e{i}"), cost_nanousd: i, ..Default::default() }
+    }
+
+    #[test]
+    fn records_of_the_earlier_object_form_are_read_and_remembered_after_an_upgrade() {
+        let dir = tempfile::tempdir().unwrap();
+        // A segment as the release before positional records wrote it: one event per line, as a JSON object.
+        let old: Vec<CallEvent> = (0..3).map(ev).collect();
+        let mut payload = Vec::new();
+        for e in &old {
+            serde_json::to_writer(&mut payload, e).unwrap();
+            payload.push(b'\n');
+        }
+        let path = seg_path(dir.path(), 0);
+        let doc = serde_json::to_vec(&CheckpointDoc { sources: Sources::new(), ids: String::new() }).unwrap();
+        let mut bytes = encode(CHECKPOINT, 0, 0, "", &doc);
+        bytes.extend(encode(MAGIC, 0, 3, "", &payload));
+        std::fs::write(&path, bytes).unwrap();
+
+        let wal = Wal::open(dir.path(), 1 << 20, 0).unwrap();
+        assert_eq!(wal.end(), 3);
+        // New records are positional lines; old and new read back alike.
+        assert_eq!(wal.append(&[ev(3), ev(4)], None).unwrap(), Some((3, 5)));
+        let got: Vec<CallEvent> = wal.read_from(0, 100).unwrap().into_iter().map(|(_, e)| e).collect();
+        assert_eq!(got, (0..5).map(ev).collect::<Vec<_>>());
+        let raw = std::fs::read(&path).unwrap();
+        let text = String::from_utf8_lossy(&raw);
+        assert!(text.contains("[0,\"e3\","), "a positional line for e3 in {text}");
+        drop(wal);
+        // After a restart the window knows the ids of both forms: a resent event is left out.
+        let wal = Wal::open(dir.path(), 1 << 20, 0).unwrap();
+        assert_eq!(wal.append(&[ev(1)], None).unwrap(), None);
+        assert_eq!(wal.append(&[ev(4), ev(5)], None).unwrap(), Some((5, 6)));
+        assert_eq!(wal.duplicates.load(std::sync::atomic::Ordering::Relaxed), 2);
     }
 
     #[test]

@@ -228,6 +228,136 @@ pub struct CallEvent {
     pub predicted_cost_nanousd: u64,
 }
 
+/// Fields of a [`CallEvent`], which is also the length of its [`Positional`] form.
+pub const CALL_EVENT_FIELDS: usize = 45;
+
+/// A call event as a JSON array of its fields in declaration order (`[2,"0190…","req-1",…]`): the same
+/// values as the object form without the keys, which are most of an object's bytes and of the time it takes
+/// to write. For records a tollgate process writes and reads back itself (the collector's write-ahead log);
+/// anything another process reads keeps the object form. [`event_from_json`] reads both, and `CallEvent`'s
+/// deserializer fills the fields an older, shorter array lacks with their defaults (fields are only ever
+/// appended, see [`SCHEMA_VERSION`]).
+pub struct Positional<'a>(pub &'a CallEvent);
+
+impl Serialize for Positional<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTuple;
+        // Every field named, so a field added to `CallEvent` does not compile here until it is written too
+        // (in its place: the array's order is the struct's).
+        let CallEvent {
+            schema_version,
+            event_id,
+            request_id,
+            ts_start_us,
+            ts_end_us,
+            tenant,
+            department,
+            team,
+            project,
+            user,
+            api_key_id,
+            tags,
+            endpoint,
+            client_api,
+            stream,
+            provider,
+            upstream,
+            requested_model,
+            served_model,
+            route,
+            routing_strategy,
+            attempt,
+            fallback_from,
+            status_code,
+            outcome,
+            error_type,
+            finish_reason,
+            input_tokens,
+            output_tokens,
+            cached_input_tokens,
+            cache_write_tokens,
+            reasoning_tokens,
+            usage_source,
+            cost_nanousd,
+            price_id,
+            latency_ms,
+            ttft_ms,
+            upstream_latency_ms,
+            gateway_overhead_us,
+            request_bytes,
+            response_bytes,
+            cache_hit,
+            saved_nanousd,
+            guard,
+            predicted_cost_nanousd,
+        } = self.0;
+        let mut t = s.serialize_tuple(CALL_EVENT_FIELDS)?;
+        t.serialize_element(schema_version)?;
+        t.serialize_element(event_id)?;
+        t.serialize_element(request_id)?;
+        t.serialize_element(ts_start_us)?;
+        t.serialize_element(ts_end_us)?;
+        t.serialize_element(tenant)?;
+        t.serialize_element(department)?;
+        t.serialize_element(team)?;
+        t.serialize_element(project)?;
+        t.serialize_element(user)?;
+        t.serialize_element(api_key_id)?;
+        t.serialize_element(tags)?;
+        t.serialize_element(endpoint)?;
+        t.serialize_element(client_api)?;
+        t.serialize_element(stream)?;
+        t.serialize_element(provider)?;
+        t.serialize_element(upstream)?;
+        t.serialize_element(requested_model)?;
+        t.serialize_element(served_model)?;
+        t.serialize_element(route)?;
+        t.serialize_element(routing_strategy)?;
+        t.serialize_element(attempt)?;
+        t.serialize_element(fallback_from)?;
+        t.serialize_element(status_code)?;
+        t.serialize_element(outcome)?;
+        t.serialize_element(error_type)?;
+        t.serialize_element(finish_reason)?;
+        t.serialize_element(input_tokens)?;
+        t.serialize_element(output_tokens)?;
+        t.serialize_element(cached_input_tokens)?;
+        t.serialize_element(cache_write_tokens)?;
+        t.serialize_element(reasoning_tokens)?;
+        t.serialize_element(usage_source)?;
+        t.serialize_element(cost_nanousd)?;
+        t.serialize_element(price_id)?;
+        t.serialize_element(latency_ms)?;
+        t.serialize_element(ttft_ms)?;
+        t.serialize_element(upstream_latency_ms)?;
+        t.serialize_element(gateway_overhead_us)?;
+        t.serialize_element(request_bytes)?;
+        t.serialize_element(response_bytes)?;
+        t.serialize_element(cache_hit)?;
+        t.serialize_element(saved_nanousd)?;
+        t.serialize_element(guard)?;
+        t.serialize_element(predicted_cost_nanousd)?;
+        t.end()
+    }
+}
+
+/// Reads one event in either JSON form: an object, or a [`Positional`] array. An array longer than this
+/// build's `CallEvent` (written by a later release, which may only have appended fields) is read up to the
+/// fields this build knows.
+pub fn event_from_json(line: &[u8]) -> serde_json::Result<CallEvent> {
+    match serde_json::from_slice(line) {
+        Err(e) if line.first() == Some(&b'[') => {
+            let serde_json::Value::Array(mut values) = serde_json::from_slice(line)? else { return Err(e) };
+            if values.len() <= CALL_EVENT_FIELDS {
+                return Err(e);
+            }
+            values.truncate(CALL_EVENT_FIELDS);
+            serde_json::from_value(serde_json::Value::Array(values))
+        }
+        r => r,
+    }
+}
+
 impl CallEvent {
     /// The UTC calendar date of `ts_start`, `YYYY-MM-DD`: the Parquet partition the event lands in.
     pub fn date(&self) -> String {
@@ -248,6 +378,150 @@ pub fn date_of_day(day: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every field a value of its own, none the default: a field written out of place cannot read back equal.
+    fn distinct_event() -> CallEvent {
+        let mut e = CallEvent {
+            schema_version: SCHEMA_VERSION,
+            event_id: "ev-1".into(),
+            request_id: "req-2".into(),
+            ts_start_us: 3,
+            ts_end_us: 4,
+            tenant: "tenant-5".into(),
+            department: "dept-6".into(),
+            team: "team-7".into(),
+            project: "proj-8".into(),
+            user: "user-9".into(),
+            api_key_id: "key-10".into(),
+            tags: BTreeMap::new(),
+            endpoint: Endpoint::Messages,
+            client_api: ClientApi::Anthropic,
+            stream: true,
+            provider: "prov-15".into(),
+            upstream: "up-16".into(),
+            requested_model: "req-model-17".into(),
+            served_model: "served-model-18".into(),
+            route: "route-19".into(),
+            routing_strategy: "strategy-20".into(),
+            attempt: 21,
+            fallback_from: "from-22".into(),
+            status_code: 23,
+            outcome: Outcome::Timeout,
+            error_type: "err-25 \"quoted\"\n".into(),
+            finish_reason: "fin-26".into(),
+            input_tokens: 27,
+            output_tokens: 28,
+            cached_input_tokens: 29,
+            cache_write_tokens: 30,
+            reasoning_tokens: 31,
+            usage_source: UsageSource::EstimatedApprox,
+            cost_nanousd: u64::MAX - 33,
+            price_id: "price-34".into(),
+            latency_ms: 35,
+            ttft_ms: 36,
+            upstream_latency_ms: 37,
+            gateway_overhead_us: 38,
+            request_bytes: 39,
+            response_bytes: 40,
+            cache_hit: true,
+            saved_nanousd: 42,
+            guard: "guard-43".into(),
+            predicted_cost_nanousd: 44,
+        };
+        e.tags.insert("env".into(), "prod".into());
+        e.tags.insert("ü".into(), "ä".into());
+        e
+    }
+
+    #[test]
+    fn positional_form_reads_back_field_for_field() {
+        let e = distinct_event();
+        let json = serde_json::to_vec(&Positional(&e)).unwrap();
+        let values: Vec<serde_json::Value> = serde_json::from_slice(&json).unwrap();
+        assert_eq!(values.len(), CALL_EVENT_FIELDS);
+        // As many fields as the object form has keys.
+        let object: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_value(serde_json::to_value(&e).unwrap()).unwrap();
+        assert_eq!(object.len(), CALL_EVENT_FIELDS);
+        assert_eq!(event_from_json(&json).unwrap(), e);
+        // The object form is read the same way.
+        assert_eq!(event_from_json(&serde_json::to_vec(&e).unwrap()).unwrap(), e);
+        // Each element is the object form's value of the field in that place.
+        let order: Vec<&str> = DECLARED.to_vec();
+        for (i, name) in order.iter().enumerate() {
+            assert_eq!(values[i], object[*name], "field {name} at {i}");
+        }
+    }
+
+    /// The fields in declaration order, as written in the struct above.
+    const DECLARED: [&str; CALL_EVENT_FIELDS] = [
+        "schema_version",
+        "event_id",
+        "request_id",
+        "ts_start_us",
+        "ts_end_us",
+        "tenant",
+        "department",
+        "team",
+        "project",
+        "user",
+        "api_key_id",
+        "tags",
+        "endpoint",
+        "client_api",
+        "stream",
+        "provider",
+        "upstream",
+        "requested_model",
+        "served_model",
+        "route",
+        "routing_strategy",
+        "attempt",
+        "fallback_from",
+        "status_code",
+        "outcome",
+        "error_type",
+        "finish_reason",
+        "input_tokens",
+        "output_tokens",
+        "cached_input_tokens",
+        "cache_write_tokens",
+        "reasoning_tokens",
+        "usage_source",
+        "cost_nanousd",
+        "price_id",
+        "latency_ms",
+        "ttft_ms",
+        "upstream_latency_ms",
+        "gateway_overhead_us",
+        "request_bytes",
+        "response_bytes",
+        "cache_hit",
+        "saved_nanousd",
+        "guard",
+        "predicted_cost_nanousd",
+    ];
+
+    #[test]
+    fn shorter_and_longer_arrays_from_other_releases() {
+        let e = distinct_event();
+        let mut values: Vec<serde_json::Value> =
+            serde_json::to_value(Positional(&e)).unwrap().as_array().unwrap().clone();
+        // A later release appended two fields: they are left out.
+        values.push(serde_json::json!(7));
+        values.push(serde_json::json!("x"));
+        assert_eq!(event_from_json(&serde_json::to_vec(&values).unwrap()).unwrap(), e);
+        // An earlier release had fewer fields: the missing ones are defaults.
+        values.truncate(CALL_EVENT_FIELDS - 4);
+        let back = event_from_json(&serde_json::to_vec(&values).unwrap()).unwrap();
+        let expected =
+            CallEvent { saved_nanousd: 0, guard: String::new(), predicted_cost_nanousd: 0, cache_hit: false, ..e };
+        assert_eq!(back, expected);
+        // Not an event at all.
+        assert!(event_from_json(b"[1,2,3,").is_err());
+        assert!(event_from_json(b"[\"a\"]").is_err());
+        assert!(event_from_json(b"7").is_err());
+    }
 
     #[test]
     fn json_round_trip_keeps_every_field() {

@@ -12,7 +12,10 @@ mod unit_price;
 mod wire;
 
 pub use arrow_schema::{call_event_schema, to_record_batch, CallEventBatchBuilder};
-pub use event::{date_of_day, CallEvent, ClientApi, Endpoint, Outcome, UsageSource, SCHEMA_VERSION};
+pub use event::{
+    date_of_day, event_from_json, CallEvent, ClientApi, Endpoint, Outcome, Positional, UsageSource, CALL_EVENT_FIELDS,
+    SCHEMA_VERSION,
+};
 pub use money::{format_usd, parse_usd_to_nano, MoneyError};
 pub use prices::{
     bound_usage, litellm_to_catalog, parse_catalog, parse_effective_from, strip_date_suffix, tier_of_price_id,

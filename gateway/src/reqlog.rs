@@ -122,11 +122,11 @@ impl<'a> Line<'a> {
     }
 
     fn key(&mut self, k: &str) {
-        if self.json {
-            let _ = write!(self.out, ",\"{k}\":");
-        } else {
-            let _ = write!(self.out, " {k}=");
-        }
+        // Keys are this file's literals: nothing to escape.
+        let (open, close) = if self.json { (",\"", "\":") } else { (" ", "=") };
+        self.out.push_str(open);
+        self.out.push_str(k);
+        self.out.push_str(close);
     }
 
     fn str(&mut self, k: &str, v: &str) {
@@ -144,7 +144,7 @@ impl<'a> Line<'a> {
 
     fn num(&mut self, k: &str, v: u64) {
         self.key(k);
-        let _ = write!(self.out, "{v}");
+        self.out.push_str(itoa::Buffer::new().format(v));
     }
 
     fn bool(&mut self, k: &str, v: bool) {
