@@ -9,6 +9,7 @@ use arrow::array::RecordBatch;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -140,13 +141,21 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), SinkError> {
 }
 
 /// How every file of the call log is written (sink files, compacted and merged days): zstd level 3,
-/// row groups of at most `row_group_rows` rows.
+/// row groups of at most `row_group_rows` rows. Columns whose every value is new (the ids) are not
+/// dictionary-encoded: a dictionary would only hash and store each value once more, overflow its page and
+/// fall back to plain encoding anyway.
 pub(super) fn writer_props(row_group_rows: usize) -> Result<WriterProperties, SinkError> {
-    Ok(WriterProperties::builder()
+    let mut b = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
-        .set_max_row_group_row_count(Some(row_group_rows.max(1)))
-        .build())
+        .set_max_row_group_row_count(Some(row_group_rows.max(1)));
+    for unique in UNIQUE_COLUMNS {
+        b = b.set_column_dictionary_enabled(ColumnPath::from(unique), false);
+    }
+    Ok(b.build())
 }
+
+/// Columns with a new value in (almost) every row.
+const UNIQUE_COLUMNS: [&str; 2] = ["event_id", "request_id"];
 
 fn write_files(
     cfg: &ParquetSinkConfig,
@@ -213,5 +222,52 @@ mod tests {
         let s2 = ParquetSink::open(ParquetSinkConfig::new(dir.clone())).unwrap();
         assert_eq!(s2.next_offset, 4);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn ids_are_written_without_a_dictionary_and_attribution_with_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = ParquetSink::open(ParquetSinkConfig::new(dir.path().to_path_buf())).unwrap();
+        let mut p = PendingBatch::default();
+        for i in 0..100u64 {
+            let mut e = ev(1_700_000_000_000_000 + i as i64, i);
+            e.event_id = format!("ev-{i}");
+            e.request_id = format!("req-{i}");
+            e.department = ["a", "b"][i as usize % 2].into();
+            s.append(&mut p, &e);
+        }
+        let sealed = s.seal(&mut p).unwrap();
+        s.write(sealed).await.unwrap();
+        let path = dir.path().join("calls/date=2023-11-14/part-00000000000000000000.parquet");
+        let reader = parquet::file::reader::SerializedFileReader::new(File::open(path).unwrap()).unwrap();
+        use parquet::file::reader::FileReader;
+        let rg = reader.metadata().row_group(0);
+        let dictionary = |name: &str| {
+            let c = rg.columns().iter().find(|c| c.column_path().string() == name).unwrap();
+            c.dictionary_page_offset().is_some()
+        };
+        assert!(!dictionary("event_id"));
+        assert!(!dictionary("request_id"));
+        assert!(dictionary("department"));
+        // The values are all there.
+        let rows: Vec<String> = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+            File::open(dir.path().join("calls/date=2023-11-14/part-00000000000000000000.parquet")).unwrap(),
+        )
+        .unwrap()
+        .build()
+        .unwrap()
+        .flat_map(|b| {
+            let b = b.unwrap();
+            let ids = b
+                .column_by_name("event_id")
+                .unwrap()
+                .as_any()
+                .downcast_ref::<arrow::array::StringArray>()
+                .unwrap()
+                .clone();
+            ids.iter().map(|v| v.unwrap_or_default().to_string()).collect::<Vec<_>>()
+        })
+        .collect();
+        assert_eq!(rows, (0..100).map(|i| format!("ev-{i}")).collect::<Vec<_>>());
     }
 }

@@ -312,8 +312,10 @@ pub async fn run_metering(mut r: MeterReceiver, out: mpsc::Sender<Vec<CallEvent>
     let mut idle_ticks = 0u32;
     loop {
         tick.tick().await;
-        inner.metrics.queue_depth.set(i64::try_from(r.rx.len()).unwrap_or(i64::MAX));
-        let mut batch = Vec::new();
+        let queued = r.rx.len();
+        inner.metrics.queue_depth.set(i64::try_from(queued).unwrap_or(i64::MAX));
+        // Events are large: a batch grown by doubling would copy them several times over.
+        let mut batch = Vec::with_capacity(queued.min(OUT_BATCH));
         let mut log = crate::reqlog::RequestLog::new();
         let closed = loop {
             match r.rx.try_recv() {
