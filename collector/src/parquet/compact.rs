@@ -16,9 +16,14 @@ use super::sink::{writer_props, SinkError};
 use arrow::array::{ArrayRef, AsArray, ListBuilder, RecordBatch, StringBuilder, UInt16Builder, UInt64Builder};
 use arrow::compute::{concat_batches, lexsort_to_indices, take_record_batch, SortColumn};
 use arrow::datatypes::{UInt32Type, UInt64Type};
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
+use parquet::arrow::arrow_writer::{compute_leaves, ArrowColumnWriter, ArrowRowGroupWriterFactory};
 use parquet::arrow::ArrowWriter;
+use parquet::column::writer::ColumnCloseResult;
+use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData};
+use parquet::file::page_index::column_index::ColumnIndexMetaData;
 use parquet::file::properties::WriterProperties;
+use parquet::file::writer::SerializedFileWriter;
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -383,15 +388,22 @@ fn close_day(
     Ok((sorted.num_rows() as u64, files, rollup.num_rows() as u64))
 }
 
-/// An open day's merge: the inputs (oldest first) copied batch by batch into one file, not sorted (the
-/// day's compaction sorts it once the day closes), so memory stays at about one batch plus one row group
-/// whatever the inputs hold. Inputs after the one that brings the file to `rows_per_file` rows are left
-/// for the next merge (`inputs` is cut to those taken). Returns the rows written.
+/// An open day's merge: the inputs (oldest first) go into one file, not sorted (the day's compaction
+/// sorts it once the day closes). A row group of at least [`COPY_ROW_GROUP_ROWS`] rows (a sink file's
+/// batch under load, or a row group an earlier merge copied) is copied as it is, its encoded column
+/// chunks spliced into the new file without being decoded: a merge under load then holds no more than
+/// a copy buffer and the footers, and spends no CPU on compression. Smaller row groups (a quiet
+/// gateway's flushes) are decoded and written again together, so a merged file does not keep many tiny
+/// row groups; their writer holds at most one row group of [`MERGE_ROW_GROUP_ROWS`]. Inputs after the
+/// one that brings the file to `rows_per_file` rows are left for the next merge (`inputs` is cut to
+/// those taken). Returns the rows written.
 fn merge_files(cfg: &CompactionConfig, day: &Path, inputs: &mut Vec<String>, out: &Path) -> Result<u64, SinkError> {
     let schema = tollgate_events::call_event_schema();
     let props = writer_props(cfg.row_group_rows.min(MERGE_ROW_GROUP_ROWS))?;
     let file = File::create(out).map_err(io(out))?;
-    let mut w = ArrowWriter::try_new(file, schema.clone(), Some(props))?;
+    // The Arrow writer puts the Arrow schema into the footer; its lower half writes the row groups.
+    let (mut w, columns) = ArrowWriter::try_new(file, schema.clone(), Some(props))?.into_serialized_writer()?;
+    let mut small = SmallRowGroups { columns: &columns, writers: Vec::new(), rows: 0 };
     let (mut rows, mut taken) = (0u64, 0);
     for name in inputs.iter() {
         if rows >= cfg.rows_per_file.max(1) as u64 {
@@ -399,21 +411,122 @@ fn merge_files(cfg: &CompactionConfig, day: &Path, inputs: &mut Vec<String>, out
         }
         let path = day.join(name);
         let f = File::open(&path).map_err(io(&path))?;
-        for b in ParquetRecordBatchReaderBuilder::try_new(f)?.with_batch_size(8 * 1024).build()? {
-            let b = b?.with_schema(schema.clone())?;
-            rows += b.num_rows() as u64;
-            w.write(&b)?;
+        let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Optional);
+        let meta = ArrowReaderMetadata::load(&f, options)?;
+        // Copied only when the file's Parquet schema is the one written now (a file of an older schema
+        // is decoded and converted, as a closed day's compaction does).
+        let same_schema = meta.metadata().file_metadata().schema() == w.schema_descr().root_schema();
+        for (i, rg) in meta.metadata().row_groups().iter().enumerate() {
+            rows += rg.num_rows().max(0) as u64;
+            if same_schema && rg.num_rows() >= COPY_ROW_GROUP_ROWS as i64 {
+                copy_row_group(&mut w, &f, meta.metadata(), i)?;
+                continue;
+            }
+            let reader =
+                ParquetRecordBatchReaderBuilder::new_with_metadata(f.try_clone().map_err(io(&path))?, meta.clone())
+                    .with_row_groups(vec![i])
+                    .with_batch_size(8 * 1024)
+                    .build()?;
+            for b in reader {
+                small.write(&mut w, &b?.with_schema(schema.clone())?)?;
+            }
         }
         taken += 1;
     }
+    small.flush(&mut w)?;
     inputs.truncate(taken);
     let file = w.into_inner()?;
     file.sync_all().map_err(io(out))?;
     Ok(rows)
 }
 
-/// Row groups of a merged file: small, so the writer's buffered row group stays a few MiB.
+/// Row groups of a merged file written from small ones: small, so the writer's buffered row group stays
+/// a few MiB.
 const MERGE_ROW_GROUP_ROWS: usize = 32 * 1024;
+
+/// A row group of at least this many rows is copied into a merged file as it is (not decoded).
+const COPY_ROW_GROUP_ROWS: usize = 8 * 1024;
+
+/// Splices row group `i` of `meta` (read from `f`) into `w` as a row group of its own, with its
+/// statistics and page index.
+fn copy_row_group(
+    w: &mut SerializedFileWriter<File>,
+    f: &File,
+    meta: &ParquetMetaData,
+    i: usize,
+) -> Result<(), SinkError> {
+    let rg = meta.row_group(i);
+    let mut out = w.next_row_group()?;
+    for (j, column) in rg.columns().iter().enumerate() {
+        let column_index = meta.column_index().and_then(|c| c.get(i)?.get(j).cloned());
+        let offset_index = meta.offset_index().and_then(|o| o.get(i)?.get(j).cloned());
+        // Without page locations the page index says nothing; keep neither half without the other.
+        let (column_index, offset_index) = match (column_index, offset_index) {
+            (Some(c), Some(o)) if !matches!(c, ColumnIndexMetaData::NONE) => (Some(c), Some(o)),
+            (_, o) => (None, o),
+        };
+        let chunk = ColumnCloseResult {
+            bytes_written: column.compressed_size().max(0) as u64,
+            rows_written: rg.num_rows().max(0) as u64,
+            metadata: column.clone(),
+            bloom_filter: None,
+            column_index,
+            offset_index,
+        };
+        out.append_column(f, chunk)?;
+    }
+    out.close()?;
+    Ok(())
+}
+
+/// The rows of a merge's small row groups, encoded into one row group until it holds
+/// [`MERGE_ROW_GROUP_ROWS`] rows.
+struct SmallRowGroups<'a> {
+    columns: &'a ArrowRowGroupWriterFactory,
+    writers: Vec<ArrowColumnWriter>,
+    rows: usize,
+}
+
+impl SmallRowGroups<'_> {
+    fn write(&mut self, w: &mut SerializedFileWriter<File>, b: &RecordBatch) -> Result<(), SinkError> {
+        let mut at = 0;
+        while at < b.num_rows() {
+            if self.writers.is_empty() {
+                self.writers = self.columns.create_column_writers(w.flushed_row_groups().len())?;
+            }
+            let n = (MERGE_ROW_GROUP_ROWS - self.rows).min(b.num_rows() - at);
+            let part = b.slice(at, n);
+            let mut writers = self.writers.iter_mut();
+            for (field, column) in part.schema().fields().iter().zip(part.columns()) {
+                for leaf in compute_leaves(field, column)? {
+                    let writer = writers
+                        .next()
+                        .ok_or_else(|| SinkError::Join("a merged file has more leaf columns than writers".into()))?;
+                    writer.write(&leaf)?;
+                }
+            }
+            self.rows += n;
+            at += n;
+            if self.rows >= MERGE_ROW_GROUP_ROWS {
+                self.flush(w)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self, w: &mut SerializedFileWriter<File>) -> Result<(), SinkError> {
+        if self.rows == 0 {
+            return Ok(());
+        }
+        let mut out = w.next_row_group()?;
+        for writer in std::mem::take(&mut self.writers) {
+            writer.close()?.append_to_row_group(&mut out)?;
+        }
+        out.close()?;
+        self.rows = 0;
+        Ok(())
+    }
+}
 
 fn write_parquet(path: &Path, batch: &RecordBatch, props: &WriterProperties) -> Result<(), SinkError> {
     let file = File::create(path).map_err(io(path))?;
@@ -598,3 +711,108 @@ pub async fn run_compaction(cfg: CompactionConfig, interval: std::time::Duration
 
 /// How often open days are checked for sink files to merge.
 pub const MERGE_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tollgate_events::{CallEvent, CallEventBatchBuilder};
+
+    /// 2026-11-03 00:00 UTC.
+    const NOV3: i64 = 1_793_664_000_000_000;
+    const DATE: &str = "2026-11-03";
+
+    /// A sink file of events `from..from + n` (one row group, as the sink writes a batch).
+    fn part(day: &Path, from: u64, n: u64) {
+        let mut b = CallEventBatchBuilder::new();
+        for i in from..from + n {
+            b.append(&CallEvent {
+                event_id: format!("ev-{i:08}"),
+                ts_start_us: NOV3 + i as i64,
+                cost_nanousd: i,
+                ..Default::default()
+            });
+        }
+        let batch = b.finish().unwrap();
+        write_parquet(&day.join(format!("part-{from:020}.parquet")), &batch, &writer_props(128 * 1024).unwrap())
+            .unwrap();
+    }
+
+    /// Every event id in the day's Parquet files, and the row groups of its merged files.
+    fn read_day(day: &Path) -> (Vec<String>, Vec<i64>) {
+        let (mut ids, mut groups) = (Vec::new(), Vec::new());
+        for name in list(day).unwrap() {
+            let f = File::open(day.join(&name)).unwrap();
+            // The page index of every row group, copied or written, is readable.
+            let options = ArrowReaderOptions::new().with_page_index_policy(PageIndexPolicy::Required);
+            let meta = ArrowReaderMetadata::load(&f, options).unwrap();
+            if name.starts_with("compact-") {
+                groups.extend(meta.metadata().row_groups().iter().map(|rg| rg.num_rows()));
+            }
+            for b in ParquetRecordBatchReaderBuilder::new_with_metadata(f, meta).build().unwrap() {
+                let b = b.unwrap();
+                ids.extend(column(&b, "event_id").unwrap().as_string::<i32>().iter().map(|s| s.unwrap().to_string()));
+            }
+        }
+        ids.sort();
+        (ids, groups)
+    }
+
+    fn expected(n: u64) -> Vec<String> {
+        (0..n).map(|i| format!("ev-{i:08}")).collect()
+    }
+
+    #[test]
+    fn merge_copies_large_row_groups_and_rewrites_small_ones_every_row_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let day = dir.path().join("calls").join(format!("date={DATE}"));
+        std::fs::create_dir_all(&day).unwrap();
+        // Two batches of a loaded gateway and two of a quiet one, interleaved.
+        let sizes = [10_000, 100, 9_000, 50];
+        let mut at = 0;
+        for n in sizes {
+            part(&day, at, n);
+            at += n;
+        }
+        let lock = CallsLock::open(dir.path()).unwrap();
+        let cfg = CompactionConfig { merge_parts: 2, ..CompactionConfig::new(dir.path().to_path_buf()) };
+        let done = merge_open_days(&cfg, &lock, u64::MAX, DATE).unwrap();
+        assert_eq!(done.len(), 1);
+        assert_eq!(done[0].rows, at);
+        let names = list(&day).unwrap();
+        assert!(names.len() == 1 && names[0].starts_with("compact-"), "{names:?}");
+        let (ids, groups) = read_day(&day);
+        assert_eq!(ids, expected(at), "every row exactly once");
+        // The large row groups as they were, the small ones written again as one.
+        assert_eq!(groups, [10_000, 9_000, 150]);
+    }
+
+    #[test]
+    fn merge_that_stops_at_its_row_cap_leaves_every_row_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let day = dir.path().join("calls").join(format!("date={DATE}"));
+        std::fs::create_dir_all(&day).unwrap();
+        let sizes = [10_000, 100, 9_000, 50, 8_192];
+        let mut at = 0;
+        for n in sizes {
+            part(&day, at, n);
+            at += n;
+        }
+        let lock = CallsLock::open(dir.path()).unwrap();
+        let cfg = CompactionConfig {
+            merge_parts: 2,
+            rows_per_file: 15_000,
+            ..CompactionConfig::new(dir.path().to_path_buf())
+        };
+        // The merge takes files until it holds 15,000 rows (the third file passes that) and leaves the
+        // rest for the next merge.
+        let done = merge_open_days(&cfg, &lock, u64::MAX, DATE).unwrap();
+        assert_eq!(done[0].rows, 19_100);
+        let names = list(&day).unwrap();
+        assert_eq!(names.len(), 3, "{names:?}");
+        assert_eq!(read_day(&day).0, expected(at), "every row exactly once after the capped merge");
+        // The next merge takes what was left, the merged file being small (under a quarter of the cap)
+        // only once there are enough small ones; here the two sink files are enough.
+        merge_open_days(&cfg, &lock, u64::MAX, DATE).unwrap();
+        assert_eq!(read_day(&day).0, expected(at), "every row exactly once after the second merge");
+    }
+}
