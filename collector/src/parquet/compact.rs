@@ -12,7 +12,7 @@
 //! carried over into the new day by hard link, under the lock the sink takes to add files; the day then
 //! has no summary (the summary would not cover that file) until the next compaction.
 
-use super::sink::{writer_props, SinkError};
+use super::sink::{writer_props, SinkError, Zstd};
 use arrow::array::{ArrayRef, AsArray, ListBuilder, RecordBatch, StringBuilder, UInt16Builder, UInt64Builder};
 use arrow::compute::{concat_batches, lexsort_to_indices, take_record_batch, SortColumn};
 use arrow::datatypes::{UInt32Type, UInt64Type};
@@ -360,7 +360,7 @@ fn close_day(
     out: impl Fn(usize) -> PathBuf,
     summary: &Path,
 ) -> Result<(u64, usize, u64), SinkError> {
-    let props = &writer_props(cfg.row_group_rows)?;
+    let props = &writer_props(cfg.row_group_rows, Zstd::Compact)?;
     let mut batches = Vec::new();
     for name in inputs {
         let path = day.join(name);
@@ -399,7 +399,7 @@ fn close_day(
 /// those taken). Returns the rows written.
 fn merge_files(cfg: &CompactionConfig, day: &Path, inputs: &mut Vec<String>, out: &Path) -> Result<u64, SinkError> {
     let schema = tollgate_events::call_event_schema();
-    let props = writer_props(cfg.row_group_rows.min(MERGE_ROW_GROUP_ROWS))?;
+    let props = writer_props(cfg.row_group_rows.min(MERGE_ROW_GROUP_ROWS), Zstd::Fast)?;
     let file = File::create(out).map_err(io(out))?;
     // The Arrow writer puts the Arrow schema into the footer; its lower half writes the row groups.
     let (mut w, columns) = ArrowWriter::try_new(file, schema.clone(), Some(props))?.into_serialized_writer()?;
@@ -733,8 +733,12 @@ mod tests {
             });
         }
         let batch = b.finish().unwrap();
-        write_parquet(&day.join(format!("part-{from:020}.parquet")), &batch, &writer_props(128 * 1024).unwrap())
-            .unwrap();
+        write_parquet(
+            &day.join(format!("part-{from:020}.parquet")),
+            &batch,
+            &writer_props(128 * 1024, Zstd::Fast).unwrap(),
+        )
+        .unwrap();
     }
 
     /// Every event id in the day's Parquet files, and the row groups of its merged files.

@@ -140,18 +140,28 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), SinkError> {
     crate::wal::write_atomically(path, bytes).map_err(io(path))
 }
 
-/// How every file of the call log is written (sink files, compacted and merged days): zstd level 3,
-/// row groups of at most `row_group_rows` rows. Columns whose every value is new (the ids) are not
-/// dictionary-encoded: a dictionary would only hash and store each value once more, overflow its page and
-/// fall back to plain encoding anyway.
-pub(super) fn writer_props(row_group_rows: usize) -> Result<WriterProperties, SinkError> {
+/// How the files of the call log are written: zstd, row groups of at most `row_group_rows` rows.
+/// Columns whose every value is new (the ids) are not dictionary-encoded: a dictionary would only hash and
+/// store each value once more, overflow its page and fall back to plain encoding anyway.
+pub(super) fn writer_props(row_group_rows: usize, level: Zstd) -> Result<WriterProperties, SinkError> {
     let mut b = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(level as i32)?))
         .set_max_row_group_row_count(Some(row_group_rows.max(1)));
     for unique in UNIQUE_COLUMNS {
         b = b.set_column_dictionary_enabled(ColumnPath::from(unique), false);
     }
     Ok(b.build())
+}
+
+/// zstd levels. A writer holds one compression context per column (the call log has about fifty), and a
+/// level-3 context's tables are about 768 KiB where a level-1 context's are under 64 KiB.
+#[derive(Clone, Copy)]
+pub(super) enum Zstd {
+    /// An open day's files (sink flushes and their merges): written often, read back soon, and rewritten
+    /// when the day is compacted.
+    Fast = 1,
+    /// A closed day's compacted files, which stay.
+    Compact = 3,
 }
 
 /// Columns with a new value in (almost) every row.
@@ -162,7 +172,7 @@ fn write_files(
     lock: &CallsLock,
     files: &[(String, u64, RecordBatch)],
 ) -> Result<(), SinkError> {
-    let props = writer_props(cfg.row_group_rows)?;
+    let props = writer_props(cfg.row_group_rows, Zstd::Fast)?;
     for (date, offset, batch) in files {
         let dir = cfg.data_dir.join("calls").join(format!("date={date}"));
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
