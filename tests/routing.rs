@@ -380,7 +380,15 @@ async fn check_count_once(f: &common::routes::Fleet) {
         let v: serde_json::Value = r.json().await.unwrap();
         v
     };
-    let by_dept = show("department").await;
+    // On ClickHouse a whole-day showback reads the daily rollup, which a materialized view fills as part of
+    // each insert but makes visible a moment after the raw rows `wait_events` counted: wait for the calls to
+    // show there (the figures are then checked exactly).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let mut by_dept = show("department").await;
+    while u(&by_dept["total"], "calls") < 4 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        by_dept = show("department").await;
+    }
     let total = &by_dept["total"];
     assert_eq!((u(total, "calls"), u(total, "attempts"), u(total, "cost_nanousd")), (4, 7, money), "{by_dept}");
     let row = |v: &serde_json::Value, k: &str, val: &str| {
