@@ -250,18 +250,9 @@ fn read_record<R: Read + Seek>(r: &mut R, want: Want) -> Result<Option<Rec>, Str
     match want {
         Want::Nothing => {}
         Want::Ids => {
-            #[derive(serde::Deserialize)]
-            struct Id {
-                event_id: String,
-            }
+            // Lines are read whole, in either form: a positional line has no key to pick the id out by.
             for line in lines {
-                // A positional line (the current form) has no key to pick out: it is read whole.
-                let id = if line.first() == Some(&b'[') {
-                    event_from_json(line).map(|e| e.event_id)
-                } else {
-                    serde_json::from_slice::<Id>(line).map(|i| i.event_id)
-                };
-                ids.push(id.map_err(|e| format!("bad event: {e}"))?);
+                ids.push(event_from_json(line).map_err(|e| format!("bad event: {e}"))?.event_id);
             }
         }
         Want::EventsFrom(_) => {

@@ -499,9 +499,11 @@ impl SmallRowGroups<'_> {
             let mut writers = self.writers.iter_mut();
             for (field, column) in part.schema().fields().iter().zip(part.columns()) {
                 for leaf in compute_leaves(field, column)? {
-                    let writer = writers
-                        .next()
-                        .ok_or_else(|| SinkError::Join("a merged file has more leaf columns than writers".into()))?;
+                    let writer = writers.next().ok_or_else(|| {
+                        parquet::errors::ParquetError::General(
+                            "a merged file has more leaf columns than writers".into(),
+                        )
+                    })?;
                     writer.write(&leaf)?;
                 }
             }

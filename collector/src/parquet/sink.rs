@@ -249,7 +249,7 @@ mod tests {
         let sealed = s.seal(&mut p).unwrap();
         s.write(sealed).await.unwrap();
         let path = dir.path().join("calls/date=2023-11-14/part-00000000000000000000.parquet");
-        let reader = parquet::file::reader::SerializedFileReader::new(File::open(path).unwrap()).unwrap();
+        let reader = parquet::file::reader::SerializedFileReader::new(File::open(&path).unwrap()).unwrap();
         use parquet::file::reader::FileReader;
         let rg = reader.metadata().row_group(0);
         let dictionary = |name: &str| {
@@ -260,24 +260,23 @@ mod tests {
         assert!(!dictionary("request_id"));
         assert!(dictionary("department"));
         // The values are all there.
-        let rows: Vec<String> = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
-            File::open(dir.path().join("calls/date=2023-11-14/part-00000000000000000000.parquet")).unwrap(),
-        )
-        .unwrap()
-        .build()
-        .unwrap()
-        .flat_map(|b| {
-            let b = b.unwrap();
-            let ids = b
-                .column_by_name("event_id")
+        let rows: Vec<String> =
+            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(File::open(&path).unwrap())
                 .unwrap()
-                .as_any()
-                .downcast_ref::<arrow::array::StringArray>()
+                .build()
                 .unwrap()
-                .clone();
-            ids.iter().map(|v| v.unwrap_or_default().to_string()).collect::<Vec<_>>()
-        })
-        .collect();
+                .flat_map(|b| {
+                    let b = b.unwrap();
+                    let ids = b
+                        .column_by_name("event_id")
+                        .unwrap()
+                        .as_any()
+                        .downcast_ref::<arrow::array::StringArray>()
+                        .unwrap()
+                        .clone();
+                    ids.iter().map(|v| v.unwrap_or_default().to_string()).collect::<Vec<_>>()
+                })
+                .collect();
         assert_eq!(rows, (0..100).map(|i| format!("ev-{i}")).collect::<Vec<_>>());
     }
 }
