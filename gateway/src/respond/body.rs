@@ -28,6 +28,8 @@ use tokio::time::{Instant, Sleep};
 use tollgate_events::{Outcome, ReportedTokens, ServiceTier};
 use tracing::warn;
 
+mod fast;
+
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// How the body is framed.
@@ -403,7 +405,7 @@ impl<B> MeteredBody<B> {
                         let status = self.guard.event.status_code;
                         self.guard.finish(Outcome::Ok, status);
                         p.understood = true;
-                    } else if let Ok(chunk) = serde_json::from_slice::<ChunkMeta>(payload) {
+                    } else if let Some(chunk) = read_chunk(payload) {
                         p.usage_only = chunk.choices.is_empty() && chunk.usage.is_some();
                         absorb_openai(&mut self.guard, chunk);
                         p.understood = true;
@@ -437,9 +439,7 @@ impl<B> MeteredBody<B> {
         };
         let whole = match (&mut self.reader, self.wire) {
             (Some(r), _) => r.on_whole(&bytes, &mut self.guard),
-            (None, Wire::OpenAi) => {
-                serde_json::from_slice::<ChunkMeta>(&bytes).map(|c| absorb_openai(&mut self.guard, c)).is_ok()
-            }
+            (None, Wire::OpenAi) => read_chunk(&bytes).map(|c| absorb_openai(&mut self.guard, c)).is_some(),
             (None, Wire::Anthropic) => serde_json::from_slice::<AnthropicMeta>(&bytes)
                 .map(|m| absorb_anthropic(&mut self.guard, m, true))
                 .is_ok(),
@@ -504,6 +504,12 @@ impl<B> MeteredBody<B> {
 }
 
 /// Takes usage, model, finish reason and content text from an OpenAI chunk or whole response.
+/// An OpenAI chunk or whole response as metering reads it: the direct reader's answer, or serde's when
+/// that one declines (it answers only where serde would answer the same).
+fn read_chunk(payload: &[u8]) -> Option<ChunkMeta<'_>> {
+    fast::chunk_meta(payload).or_else(|| serde_json::from_slice::<ChunkMeta>(payload).ok())
+}
+
 fn absorb_openai(g: &mut CallGuard, chunk: ChunkMeta<'_>) {
     if let Some(m) = chunk.model.filter(|m| !m.is_empty()) {
         set_text(&mut g.event.served_model, &m);
@@ -749,6 +755,7 @@ where
 
 /// A JSON string as metering reads it: borrowed from the payload unless it had escapes, so reading a
 /// chunk allocates only for text that is kept.
+#[cfg_attr(test, derive(Debug))]
 struct Text<'a>(Cow<'a, str>);
 
 impl<'de: 'a, 'a> Deserialize<'de> for Text<'a> {
@@ -795,6 +802,7 @@ fn set_text(to: &mut String, text: &str) {
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(test, derive(Debug))]
 struct ChunkMeta<'a> {
     #[serde(default, borrow)]
     model: Option<Text<'a>>,
@@ -809,6 +817,7 @@ struct ChunkMeta<'a> {
 
 /// A chunk's `choices`: nearly always one, held without a `Vec` until there is a second.
 #[derive(Default)]
+#[cfg_attr(test, derive(Debug))]
 struct Choices<'a> {
     first: Option<ChoiceMeta<'a>>,
     rest: Vec<ChoiceMeta<'a>>,
@@ -849,6 +858,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Choices<'a> {
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(test, derive(Debug))]
 struct ChoiceMeta<'a> {
     #[serde(default, borrow)]
     delta: Option<MessageMeta<'a>>,
@@ -862,6 +872,7 @@ struct ChoiceMeta<'a> {
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(test, derive(Debug))]
 struct MessageMeta<'a> {
     #[serde(default, borrow)]
     content: Option<Text<'a>>,
@@ -874,12 +885,14 @@ struct MessageMeta<'a> {
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(test, derive(Debug))]
 struct ToolCallMeta<'a> {
     #[serde(default, borrow)]
     function: Option<FunctionMeta<'a>>,
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(test, derive(Debug))]
 struct FunctionMeta<'a> {
     #[serde(default, borrow)]
     name: Option<Text<'a>>,
@@ -889,6 +902,7 @@ struct FunctionMeta<'a> {
 
 /// OpenAI's usage object (chat, completions, embeddings).
 #[derive(Deserialize)]
+#[cfg_attr(test, derive(Debug))]
 pub(crate) struct UsageJson {
     #[serde(default)]
     prompt_tokens: ReportedTokens,
@@ -901,12 +915,14 @@ pub(crate) struct UsageJson {
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(test, derive(Debug))]
 struct PromptDetails {
     #[serde(default)]
     cached_tokens: Option<ReportedTokens>,
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(test, derive(Debug))]
 struct CompletionDetails {
     #[serde(default)]
     reasoning_tokens: Option<ReportedTokens>,

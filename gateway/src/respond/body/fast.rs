@@ -1,0 +1,641 @@
+//! A direct reader of OpenAI chunks and bodies for what metering takes from them ([`ChunkMeta`]), in
+//! place of serde's derived deserializer on the stream's hot path: every chunk of every stream goes
+//! through here, and serde's generic machinery (visitors per field, a `Text` per string, each skipped
+//! value walked through `IgnoredAny`) was the largest single cost of a metered stream.
+//!
+//! The rule that keeps it honest: it answers only when serde would give the same answer. It walks the
+//! top-level object, `choices`, and each choice's `delta`/`message` itself, validating every value it
+//! skips at least as strictly as serde_json does (string escapes and control characters, number
+//! grammar, literals, nesting depth, trailing bytes; UTF-8 in every key and every string it keeps), and
+//! hands anything unusual back: a duplicated field, a key with an escape or outside ASCII, a value of an
+//! unexpected type, a struct written as an array.
+//! `None` means "ask serde", never "not a chunk". Nested values that are rare or small (`usage`,
+//! `tool_calls`) and strings with escapes are cut out by extent and given to serde as they are, so their
+//! meaning is serde's by construction.
+
+use super::{ChoiceMeta, Choices, ChunkMeta, MessageMeta, Text, ToolCallMeta, UsageJson};
+use serde::Deserialize;
+use std::borrow::Cow;
+
+/// Deeper than this, the payload goes to serde (whose own limit is 128 levels).
+const MAX_DEPTH: u32 = 64;
+
+/// Reads an OpenAI chunk or whole response as serde would, or `None` to let serde decide.
+pub(super) fn chunk_meta(payload: &[u8]) -> Option<ChunkMeta<'_>> {
+    let mut s = Scan { b: payload, i: 0, depth: 0 };
+    s.ws();
+    let mut meta = ChunkMeta { model: None, choices: Choices::default(), usage: None, service_tier: None };
+    let mut seen = Seen::default();
+    s.object(|s, key| {
+        match key {
+            b"model" => {
+                seen.once(0)?;
+                meta.model = s.opt_text()?;
+            }
+            b"choices" => {
+                seen.once(1)?;
+                meta.choices = s.choices()?;
+            }
+            b"usage" => {
+                seen.once(2)?;
+                meta.usage = s.opt_serde::<UsageJson>()?;
+            }
+            b"service_tier" => {
+                seen.once(3)?;
+                meta.service_tier = s.opt_text()?;
+            }
+            _ => s.skip()?,
+        }
+        Some(())
+    })?;
+    s.ws();
+    (s.i == payload.len()).then_some(meta)
+}
+
+/// Fields already read: serde's derived deserializer rejects a struct field given twice.
+#[derive(Default)]
+struct Seen(u8);
+
+impl Seen {
+    fn once(&mut self, bit: u8) -> Option<()> {
+        let m = 1 << bit;
+        if self.0 & m != 0 {
+            return None;
+        }
+        self.0 |= m;
+        Some(())
+    }
+}
+
+struct Scan<'a> {
+    b: &'a [u8],
+    i: usize,
+    depth: u32,
+}
+
+impl<'a> Scan<'a> {
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.i).copied()
+    }
+
+    fn ws(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
+            self.i += 1;
+        }
+    }
+
+    fn eat(&mut self, c: u8) -> Option<()> {
+        (self.peek()? == c).then(|| self.i += 1)
+    }
+
+    /// An object at the cursor: `field` is called with the cursor on each value (after the colon and
+    /// any whitespace) and must leave it just past the value.
+    fn object(&mut self, mut field: impl FnMut(&mut Scan<'a>, &'a [u8]) -> Option<()>) -> Option<()> {
+        self.eat(b'{')?;
+        self.enter()?;
+        self.ws();
+        if self.eat(b'}').is_none() {
+            loop {
+                let key = self.key()?;
+                self.ws();
+                self.eat(b':')?;
+                self.ws();
+                field(self, key)?;
+                self.ws();
+                match self.peek()? {
+                    b',' => {
+                        self.i += 1;
+                        self.ws();
+                    }
+                    b'}' => {
+                        self.i += 1;
+                        break;
+                    }
+                    _ => return None,
+                }
+            }
+        }
+        self.depth -= 1;
+        Some(())
+    }
+
+    fn enter(&mut self) -> Option<()> {
+        self.depth += 1;
+        (self.depth <= MAX_DEPTH).then_some(())
+    }
+
+    /// A key without escapes, in ASCII (serde unescapes a key before matching it, and rejects one that
+    /// is not UTF-8 even when the field is unknown; the fields read here are ASCII).
+    fn key(&mut self) -> Option<&'a [u8]> {
+        let (start, end, escaped) = self.string()?;
+        let key = &self.b[start..end];
+        (!escaped && key.is_ascii()).then_some(key)
+    }
+
+    /// A string at the cursor: its content's range and whether it has escapes. Rejects what serde_json
+    /// rejects in any string: a control character, an unknown escape, `\u` without four hex digits (it
+    /// does not check UTF-8 in a string it skips, nor does this; strings that are kept are checked).
+    fn string(&mut self) -> Option<(usize, usize, bool)> {
+        self.eat(b'"')?;
+        let start = self.i;
+        let mut escaped = false;
+        loop {
+            let at = self.i + memchr::memchr2(b'"', b'\\', &self.b[self.i..])?;
+            if self.b[self.i..at].iter().any(|&c| c < 0x20) {
+                return None;
+            }
+            self.i = at + 1;
+            if self.b[at] == b'"' {
+                return Some((start, at, escaped));
+            }
+            escaped = true;
+            match *self.b.get(self.i)? {
+                b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => self.i += 1,
+                b'u' => {
+                    let hex = self.b.get(self.i + 1..self.i + 5)?;
+                    if !hex.iter().all(u8::is_ascii_hexdigit) {
+                        return None;
+                    }
+                    self.i += 5;
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    /// `null` or a string, as serde reads an `Option<Text>`; a string with escapes is unescaped by serde.
+    fn opt_text(&mut self) -> Option<Option<Text<'a>>> {
+        if self.peek()? == b'n' {
+            return self.literal(b"null").map(|()| None);
+        }
+        let from = self.i;
+        let (start, end, escaped) = self.string()?;
+        if escaped {
+            return serde_json::from_slice::<Text<'a>>(&self.b[from..self.i]).ok().map(Some);
+        }
+        let text = std::str::from_utf8(&self.b[start..end]).ok()?;
+        Some(Some(Text(Cow::Borrowed(text))))
+    }
+
+    /// `null` or a value serde reads from its own bytes (cut out by extent, validated while skipping).
+    fn opt_serde<T: Deserialize<'a>>(&mut self) -> Option<Option<T>> {
+        let from = self.i;
+        self.skip()?;
+        let raw = &self.b[from..self.i];
+        if raw == b"null" {
+            return Some(None);
+        }
+        serde_json::from_slice::<T>(raw).ok().map(Some)
+    }
+
+    /// `choices`: an array of objects (serde accepts no `null` here; a choice written as an array is
+    /// left to serde).
+    fn choices(&mut self) -> Option<Choices<'a>> {
+        self.eat(b'[')?;
+        self.enter()?;
+        let mut choices = Choices::default();
+        self.ws();
+        if self.eat(b']').is_none() {
+            loop {
+                let c = self.choice()?;
+                if choices.first.is_none() {
+                    choices.first = Some(c);
+                } else {
+                    choices.rest.push(c);
+                }
+                self.ws();
+                match self.peek()? {
+                    b',' => {
+                        self.i += 1;
+                        self.ws();
+                    }
+                    b']' => {
+                        self.i += 1;
+                        break;
+                    }
+                    _ => return None,
+                }
+            }
+        }
+        self.depth -= 1;
+        Some(choices)
+    }
+
+    fn choice(&mut self) -> Option<ChoiceMeta<'a>> {
+        let mut c = ChoiceMeta { delta: None, message: None, text: None, finish_reason: None };
+        let mut seen = Seen::default();
+        self.object(|s, key| {
+            match key {
+                b"delta" => {
+                    seen.once(0)?;
+                    c.delta = s.opt_message()?;
+                }
+                b"message" => {
+                    seen.once(1)?;
+                    c.message = s.opt_message()?;
+                }
+                b"text" => {
+                    seen.once(2)?;
+                    c.text = s.opt_text()?;
+                }
+                b"finish_reason" => {
+                    seen.once(3)?;
+                    c.finish_reason = s.opt_text()?;
+                }
+                _ => s.skip()?,
+            }
+            Some(())
+        })?;
+        Some(c)
+    }
+
+    fn opt_message(&mut self) -> Option<Option<MessageMeta<'a>>> {
+        if self.peek()? == b'n' {
+            return self.literal(b"null").map(|()| None);
+        }
+        let mut m = MessageMeta { content: None, reasoning_content: None, refusal: None, tool_calls: None };
+        let mut seen = Seen::default();
+        self.object(|s, key| {
+            match key {
+                b"content" => {
+                    seen.once(0)?;
+                    m.content = s.opt_text()?;
+                }
+                b"reasoning_content" => {
+                    seen.once(1)?;
+                    m.reasoning_content = s.opt_text()?;
+                }
+                b"refusal" => {
+                    seen.once(2)?;
+                    m.refusal = s.opt_text()?;
+                }
+                b"tool_calls" => {
+                    seen.once(3)?;
+                    m.tool_calls = s.opt_serde::<Vec<ToolCallMeta<'a>>>()?;
+                }
+                _ => s.skip()?,
+            }
+            Some(())
+        })?;
+        Some(Some(m))
+    }
+
+    fn literal(&mut self, word: &[u8]) -> Option<()> {
+        let end = self.i.checked_add(word.len())?;
+        (self.b.get(self.i..end)? == word).then(|| self.i = end)
+    }
+
+    /// Skips one value, validating it as serde_json's `IgnoredAny` does (or more strictly).
+    fn skip(&mut self) -> Option<()> {
+        match self.peek()? {
+            b'"' => self.string().map(drop),
+            b'{' => self.object(|s, _| s.skip()),
+            b'[' => {
+                self.i += 1;
+                self.enter()?;
+                self.ws();
+                if self.eat(b']').is_none() {
+                    loop {
+                        self.skip()?;
+                        self.ws();
+                        match self.peek()? {
+                            b',' => {
+                                self.i += 1;
+                                self.ws();
+                            }
+                            b']' => {
+                                self.i += 1;
+                                break;
+                            }
+                            _ => return None,
+                        }
+                    }
+                }
+                self.depth -= 1;
+                Some(())
+            }
+            b't' => self.literal(b"true"),
+            b'f' => self.literal(b"false"),
+            b'n' => self.literal(b"null"),
+            b'-' | b'0'..=b'9' => self.number(),
+            _ => None,
+        }
+    }
+
+    /// JSON's number grammar: `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`.
+    fn number(&mut self) -> Option<()> {
+        let _ = self.eat(b'-');
+        match self.peek()? {
+            b'0' => self.i += 1,
+            b'1'..=b'9' => self.digits(),
+            _ => return None,
+        }
+        if self.eat(b'.').is_some() {
+            self.peek().filter(u8::is_ascii_digit)?;
+            self.digits();
+        }
+        if let Some(b'e' | b'E') = self.peek() {
+            self.i += 1;
+            if let Some(b'+' | b'-') = self.peek() {
+                self.i += 1;
+            }
+            self.peek().filter(u8::is_ascii_digit)?;
+            self.digits();
+        }
+        Some(())
+    }
+
+    fn digits(&mut self) {
+        while self.peek().is_some_and(|c| c.is_ascii_digit()) {
+            self.i += 1;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The direct reader against serde's derived deserializer, which is the definition of the answer:
+    //! on generated chunks and bodies (every field of interest in every type, unknown fields with any
+    //! JSON, repeated fields, escapes, any whitespace) and on byte-level corruptions of them, whenever the
+    //! reader answers serde answers the same; and on chunks in the forms providers send, it answers.
+    use super::super::ChunkMeta;
+    use super::chunk_meta;
+    use proptest::prelude::*;
+
+    fn serde(payload: &[u8]) -> Option<String> {
+        serde_json::from_slice::<ChunkMeta>(payload).ok().map(|c| format!("{c:?}"))
+    }
+
+    fn fast(payload: &[u8]) -> Option<String> {
+        chunk_meta(payload).map(|c| format!("{c:?}"))
+    }
+
+    /// A JSON string literal of `s` as a serializer writes it (escapes where needed).
+    fn lit(s: &str) -> String {
+        serde_json::to_string(s).unwrap_or_default()
+    }
+
+    fn text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[a-z ]{0,12}",
+            any::<String>(),
+            Just("line\nbreak \"quoted\" back\\slash \u{1F600} \u{7}".to_string()),
+        ]
+    }
+
+    /// Any JSON value, as text, with optional whitespace; depth-limited.
+    fn any_json() -> impl Strategy<Value = String> {
+        let leaf = prop_oneof![
+            Just("null".to_string()),
+            Just("true".to_string()),
+            Just("false".to_string()),
+            any::<i64>().prop_map(|n| n.to_string()),
+            any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(|f| format!("{f:e}")),
+            Just("-0.5E+3".to_string()),
+            text().prop_map(|s| lit(&s)),
+        ];
+        leaf.prop_recursive(4, 24, 5, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(|v| format!("[{}]", v.join(" , "))),
+                prop::collection::vec(("[a-z_]{1,8}", inner), 0..4).prop_map(|kv| {
+                    let parts: Vec<String> = kv.iter().map(|(k, v)| format!("{}:{v}", lit(k))).collect();
+                    format!("{{ {} }}", parts.join(","))
+                }),
+            ]
+        })
+    }
+
+    /// A value for a field metering reads: mostly the type serde expects, sometimes anything.
+    fn text_or_any() -> impl Strategy<Value = String> {
+        prop_oneof![6 => text().prop_map(|s| lit(&s)), 2 => Just("null".to_string()), 1 => any_json()]
+    }
+
+    fn object(fields: Vec<(String, String)>, ws: &str) -> String {
+        let parts: Vec<String> = fields.iter().map(|(k, v)| format!("{}{ws}:{ws}{v}", lit(k))).collect();
+        format!("{{{ws}{}{ws}}}", parts.join(&format!("{ws},{ws}")))
+    }
+
+    /// Fields of one object: each named one maybe present (rarely twice), plus unknown ones; shuffled.
+    fn fields(named: Vec<(&'static str, BoxedStrategy<String>)>, ws: &'static str) -> impl Strategy<Value = String> {
+        let picks: Vec<BoxedStrategy<Vec<(String, String)>>> = named
+            .into_iter()
+            .map(|(k, v)| {
+                prop::collection::vec(v, 0..=2)
+                    .prop_map(move |vs| {
+                        // Twice only now and then: serde rejects a repeated field.
+                        let n = if vs.len() == 2 && vs[0].len() % 5 != 0 { 1 } else { vs.len() };
+                        vs.into_iter().take(n).map(|v| (k.to_string(), v)).collect()
+                    })
+                    .boxed()
+            })
+            .collect();
+        let extra = prop::collection::vec(("[a-z_]{1,10}", any_json()), 0..3);
+        (picks, extra, any::<prop::sample::Index>()).prop_map(move |(picks, extra, rot)| {
+            let mut all: Vec<(String, String)> = picks.into_iter().flatten().collect();
+            all.extend(extra);
+            if !all.is_empty() {
+                let n = rot.index(all.len());
+                all.rotate_left(n);
+            }
+            object(all, ws)
+        })
+    }
+
+    fn usage() -> BoxedStrategy<String> {
+        let count = prop_oneof![
+            any::<u32>().prop_map(|n| n.to_string()),
+            Just("-3".to_string()),
+            Just("2.5".to_string()),
+            Just("\"7\"".to_string())
+        ];
+        prop_oneof![
+            Just("null".to_string()),
+            (count.clone(), count.clone(), count).prop_map(|(p, c, k)| format!(
+                r#"{{"prompt_tokens":{p},"completion_tokens":{c},"total_tokens":1,"prompt_tokens_details":{{"cached_tokens":{k}}},"completion_tokens_details":{{"reasoning_tokens":0}}}}"#
+            )),
+            any_json(),
+        ]
+        .boxed()
+    }
+
+    fn message(ws: &'static str) -> BoxedStrategy<String> {
+        let tool = (text(), text()).prop_map(|(n, a)| {
+            format!(
+                r#"[{{"index":0,"id":"c1","type":"function","function":{{"name":{},"arguments":{}}}}}]"#,
+                lit(&n),
+                lit(&a)
+            )
+        });
+        prop_oneof![
+            1 => Just("null".to_string()),
+            8 => fields(
+                vec![
+                    ("content", text_or_any().boxed()),
+                    ("reasoning_content", text_or_any().boxed()),
+                    ("refusal", text_or_any().boxed()),
+                    ("tool_calls", prop_oneof![3 => tool, 1 => any_json()].boxed()),
+                    ("role", Just("\"assistant\"".to_string()).boxed()),
+                ],
+                ws,
+            ),
+            1 => any_json(),
+        ]
+        .boxed()
+    }
+
+    fn choices(ws: &'static str) -> BoxedStrategy<String> {
+        let choice = fields(
+            vec![
+                ("index", Just("0".to_string()).boxed()),
+                ("delta", message(ws)),
+                ("message", message(ws)),
+                ("text", text_or_any().boxed()),
+                ("finish_reason", text_or_any().boxed()),
+                ("logprobs", any_json().boxed()),
+            ],
+            ws,
+        );
+        prop_oneof![
+            8 => prop::collection::vec(choice, 0..3).prop_map(move |c| format!("[{ws}{}{ws}]", c.join(","))),
+            1 => any_json(),
+        ]
+        .boxed()
+    }
+
+    fn chunk_in(ws: &'static str) -> BoxedStrategy<String> {
+        fields(
+            vec![
+                ("id", Just("\"chatcmpl-1\"".to_string()).boxed()),
+                ("object", Just("\"chat.completion.chunk\"".to_string()).boxed()),
+                ("created", Just("1700000000".to_string()).boxed()),
+                ("model", text_or_any().boxed()),
+                ("choices", choices(ws)),
+                ("usage", usage()),
+                ("service_tier", text_or_any().boxed()),
+            ],
+            ws,
+        )
+        .boxed()
+    }
+
+    fn chunk() -> impl Strategy<Value = String> {
+        prop_oneof![chunk_in(""), chunk_in(" "), chunk_in("\n\t ")]
+    }
+
+    /// A choice, delta or message written as an array (serde reads a struct from its fields in order;
+    /// the reader leaves that to serde).
+    fn struct_as_array(c: &str) -> bool {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(c) else { return false };
+        let Some(choices) = v.get("choices").and_then(|c| c.as_array()) else { return false };
+        choices.iter().any(|c| {
+            c.is_array() || ["delta", "message"].iter().any(|k| c.get(k).is_some_and(serde_json::Value::is_array))
+        })
+    }
+
+    /// One byte edit: replaced by a byte that matters to JSON, deleted, or the text cut short.
+    fn corrupt(text: &str, at: prop::sample::Index, how: u8, byte: u8) -> Vec<u8> {
+        let mut b = text.as_bytes().to_vec();
+        if b.is_empty() {
+            return b;
+        }
+        let i = at.index(b.len());
+        const MEANINGFUL: &[u8] = b"\"\\{}[],:0-1eE.+ntfu\x01\x7f\xff\xc3";
+        match how % 4 {
+            0 => b[i] = MEANINGFUL[usize::from(byte) % MEANINGFUL.len()],
+            1 => {
+                b.remove(i);
+            }
+            2 => b.truncate(i),
+            _ => b.insert(i, MEANINGFUL[usize::from(byte) % MEANINGFUL.len()]),
+        }
+        b
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+
+        /// On well-formed chunks the reader and serde agree exactly: both read it the same, or both
+        /// decline (a repeated field, a value of the wrong type).
+        #[test]
+        fn reads_what_serde_reads(c in chunk()) {
+            let (f, s) = (fast(c.as_bytes()), serde(c.as_bytes()));
+            if let Some(f) = &f {
+                prop_assert_eq!(Some(f), s.as_ref(), "{}", c);
+            }
+            // Declining is allowed only where serde fails too or for what the reader leaves to serde.
+            if f.is_none() && s.is_some() && !struct_as_array(&c) {
+                prop_assert!(false, "declined a chunk serde reads: {}", c);
+            }
+        }
+
+        /// Corrupted chunks: whenever the reader answers, serde answers the same.
+        #[test]
+        fn never_answers_where_serde_differs(
+            c in chunk(),
+            at in any::<prop::sample::Index>(),
+            how in any::<u8>(),
+            byte in any::<u8>(),
+        ) {
+            let b = corrupt(&c, at, how, byte);
+            if let Some(f) = fast(&b) {
+                prop_assert_eq!(Some(f), serde(&b), "{}", String::from_utf8_lossy(&b));
+            }
+        }
+    }
+
+    /// The forms providers send are read directly (not left to serde), with serde's answer.
+    #[test]
+    fn reads_provider_chunks_directly() {
+        let chunks: &[&str] = &[
+            r#"{"id":"chatcmpl-B","object":"chat.completion.chunk","created":1,"model":"gpt-4o-mini","system_fingerprint":"fp_1","choices":[{"index":0,"delta":{"role":"assistant","content":"","refusal":null},"logprobs":null,"finish_reason":null}],"usage":null,"obfuscation":"x1"}"#,
+            r#"{"id":"chatcmpl-B","object":"chat.completion.chunk","created":1,"model":"gpt-4o-mini","choices":[{"index":0,"delta":{"content":"Hel\"lo\n"},"logprobs":null,"finish_reason":null}]}"#,
+            r#"{"id":"chatcmpl-B","object":"chat.completion.chunk","created":1,"model":"gpt-4o-mini","choices":[{"index":0,"delta":{},"logprobs":null,"finish_reason":"stop"}]}"#,
+            r#"{"id":"chatcmpl-B","object":"chat.completion.chunk","created":1,"model":"gpt-4o-mini","choices":[],"usage":{"prompt_tokens":9,"completion_tokens":5,"total_tokens":14,"prompt_tokens_details":{"cached_tokens":0,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":0,"audio_tokens":0,"accepted_prediction_tokens":0,"rejected_prediction_tokens":0}},"service_tier":"default"}"#,
+            r#"{"id":"chatcmpl-C","object":"chat.completion","created":1,"model":"gpt-4o-mini","choices":[{"index":0,"message":{"role":"assistant","content":"Hello there.\nHow can I help?","refusal":null,"annotations":[]},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":5,"total_tokens":14},"service_tier":"default"}"#,
+            r#"{"id":"cmpl-1","object":"text_completion","created":1,"model":"m","choices":[{"text":"abc","index":0,"logprobs":null,"finish_reason":"length"}]}"#,
+            "{\n  \"model\": \"m\",\n  \"choices\": [ { \"delta\": { \"tool_calls\": [ { \"index\": 0, \"function\": { \"arguments\": \"{\\\"a\\\":1}\" } } ] } } ]\n}",
+            r#"{"model":"m","choices":[{"delta":{"reasoning_content":"think"}}],"usage":{"prompt_tokens":1.5e1,"completion_tokens":-2}}"#,
+        ];
+        for c in chunks {
+            let f = fast(c.as_bytes());
+            assert!(f.is_some(), "not read directly: {c}");
+            assert_eq!(f, serde(c.as_bytes()), "{c}");
+        }
+    }
+
+    /// What the reader leaves to serde: a repeated field, a key with an escape, a choice written as an
+    /// array, a `null` list of choices, trailing bytes, nesting deeper than its limit.
+    #[test]
+    fn leaves_the_unusual_to_serde() {
+        let deep = format!(r#"{{"model":"m","x":{}1{}}}"#, "[".repeat(70), "]".repeat(70));
+        let cases: Vec<String> = vec![
+            r#"{"model":"a","model":"b"}"#.into(),
+            r#"{"mod\u0065l":"a"}"#.into(),
+            r#"{"choices":[[null]]}"#.into(),
+            r#"{"choices":null}"#.into(),
+            r#"{"model":"m"} x"#.into(),
+            r#"{"model":"m",}"#.into(),
+            r#"{"model":"m","n":01}"#.into(),
+            "{\"model\":\"a\tb\"}".into(),
+            deep,
+        ];
+        for c in &cases {
+            assert_eq!(fast(c.as_bytes()), None, "{c}");
+        }
+        // serde itself: reads the escaped key and the array-shaped choice; rejects the rest.
+        assert!(serde(cases[1].as_bytes()).is_some_and(|s| s.contains("\"a\"")));
+        assert!(serde(cases[2].as_bytes()).is_some());
+        for c in [&cases[0], &cases[3], &cases[4], &cases[5], &cases[6], &cases[7]] {
+            assert_eq!(serde(c.as_bytes()), None, "{c}");
+        }
+        // Numbers outside JSON's grammar in a skipped field: serde rejects them, so must the reader.
+        for n in ["-+1", "+1", "1.", "1e", "1e+", ".5", "-", "1.e3", "0x1", "--1", "Infinity", "1_0"] {
+            let c = format!(r#"{{"model":"m","n":{n}}}"#);
+            assert_eq!((fast(c.as_bytes()), serde(c.as_bytes())), (None, None), "{c}");
+        }
+        for n in ["-0", "0.5", "1e3", "1E-3", "-12.5e+10", "123456789012345678901234567890"] {
+            let c = format!(r#"{{"model":"m","n":{n}}}"#);
+            assert!(fast(c.as_bytes()).is_some() && fast(c.as_bytes()) == serde(c.as_bytes()), "{c}");
+        }
+    }
+}
