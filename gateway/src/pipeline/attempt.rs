@@ -150,7 +150,7 @@ pub async fn attempt(
         Ok(p) => p,
         Err(e) => return gateway_failure(guard, e, Source::Client, target),
     };
-    let uri = match up.target_uri(&target.model, path) {
+    let (uri, host) = match up.target_uri(&target.model, path) {
         Ok(u) => u,
         Err(e) => return gateway_failure(guard, e, Source::Client, target),
     };
@@ -162,6 +162,7 @@ pub async fn attempt(
     let mut builder = http::Request::builder()
         .method(Method::POST)
         .uri(uri)
+        .header(header::HOST, host)
         .header(header::CONTENT_TYPE, content_type)
         .header(respond::X_REQUEST_ID, input.request_id);
     if input.stream {

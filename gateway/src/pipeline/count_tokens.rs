@@ -22,13 +22,14 @@ pub async fn count_tokens(ctx: CallCtx) -> Response {
     guard.event.provider = up.provider.kind().to_string();
     guard.event.upstream.clone_from(&up.cfg.name);
     let resp = if up.wire() == Wire::Anthropic {
-        let uri = match up.target_uri(&target.model, "/messages/count_tokens") {
+        let (uri, host) = match up.target_uri(&target.model, "/messages/count_tokens") {
             Ok(u) => u,
             Err(e) => return respond::fail(&mut guard, e, &rid),
         };
         let builder = http::Request::builder()
             .method(Method::POST)
             .uri(uri)
+            .header(header::HOST, host)
             .header(header::CONTENT_TYPE, "application/json")
             .header(crate::respond::X_REQUEST_ID, &rid);
         let builder = up.headers(builder, ClientApi::Anthropic, &headers);

@@ -78,7 +78,25 @@ pub struct Upstream {
     pub client: HttpClient,
     /// The upstream URI per (endpoint path, model), made once: models come from the route table, so the
     /// set is bounded by the config; a `Uri` clone shares its bytes.
-    uris: std::sync::RwLock<std::collections::HashMap<&'static str, std::collections::HashMap<String, Uri>>>,
+    /// Each with its `Host` header, which the HTTP client would otherwise format for every request.
+    uris: std::sync::RwLock<
+        std::collections::HashMap<&'static str, std::collections::HashMap<String, (Uri, HeaderValue)>>,
+    >,
+}
+
+/// The `Host` header for `uri`, as the HTTP client writes it: the host, and the port unless it is the
+/// scheme's default.
+fn host_header(uri: &Uri) -> Option<HeaderValue> {
+    let host = uri.host()?;
+    let default_port = match uri.scheme_str() {
+        Some("https") => Some(443),
+        Some("http") => Some(80),
+        _ => None,
+    };
+    match uri.port_u16() {
+        Some(port) if Some(port) != default_port => HeaderValue::from_str(&format!("{host}:{port}")).ok(),
+        _ => HeaderValue::from_str(host).ok(),
+    }
 }
 
 impl Upstream {
@@ -120,16 +138,18 @@ impl Upstream {
             .map_err(|_| GatewayError::UnknownModel(model.to_string()))
     }
 
-    /// [`Upstream::uri`] for a route target's model and a fixed endpoint path, made once per pair.
-    pub fn target_uri(&self, model: &str, path: &'static str) -> Result<Uri, GatewayError> {
+    /// [`Upstream::uri`] for a route target's model and a fixed endpoint path, and its `Host` header,
+    /// made once per pair.
+    pub fn target_uri(&self, model: &str, path: &'static str) -> Result<(Uri, HeaderValue), GatewayError> {
         let known = self.uris.read().unwrap_or_else(|p| p.into_inner()).get(path).and_then(|m| m.get(model)).cloned();
-        if let Some(uri) = known {
-            return Ok(uri);
+        if let Some(known) = known {
+            return Ok(known);
         }
         let uri = self.uri(model, path)?;
+        let host = host_header(&uri).ok_or_else(|| GatewayError::UnknownModel(model.to_string()))?;
         let mut all = self.uris.write().unwrap_or_else(|p| p.into_inner());
-        all.entry(path).or_default().insert(model.to_string(), uri.clone());
-        Ok(uri)
+        all.entry(path).or_default().insert(model.to_string(), (uri.clone(), host.clone()));
+        Ok((uri, host))
     }
 
     /// The upstream path for an endpoint, or why this upstream cannot serve it.
@@ -324,6 +344,24 @@ mod tests {
             assert!(p.retryable_status(StatusCode::SERVICE_UNAVAILABLE));
             assert!(!p.retryable_status(StatusCode::BAD_REQUEST));
             assert!(!p.retryable_status(StatusCode::NOT_FOUND));
+        }
+    }
+
+    /// The `Host` header sent upstream names the host, and the port only when it is not the scheme's
+    /// default (RFC 9110 7.2), as HTTP clients write it.
+    #[test]
+    fn host_header_has_the_port_only_when_not_the_default() {
+        for (uri, host) in [
+            ("http://127.0.0.1:8080/v1/chat/completions", "127.0.0.1:8080"),
+            ("https://api.openai.com/v1/chat/completions", "api.openai.com"),
+            ("https://api.anthropic.com:443/v1/messages", "api.anthropic.com"),
+            ("http://vllm.internal:80/v1/completions", "vllm.internal"),
+            ("http://vllm.internal:443/v1/completions", "vllm.internal:443"),
+            ("https://h.example:8443/x", "h.example:8443"),
+            ("http://[::1]:9000/v1", "[::1]:9000"),
+        ] {
+            let uri: Uri = uri.parse().unwrap_or_else(|e| panic!("{uri}: {e}"));
+            assert_eq!(host_header(&uri).as_ref().and_then(|h| h.to_str().ok()), Some(host), "{uri}");
         }
     }
 }
