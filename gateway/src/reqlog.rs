@@ -133,7 +133,10 @@ impl<'a> Line<'a> {
         self.key(k);
         if self.json {
             json_string(self.out, v);
-        } else if !v.is_empty() && v.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'=' && b != b'\\') {
+        } else if v.is_empty() {
+            // What `{v:?}` writes for it, without the formatter (most calls have several empty fields).
+            self.out.push_str("\"\"");
+        } else if v.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'=' && b != b'\\') {
             self.out.push_str(v);
         } else {
             // Quoted and escaped like `tracing` does for strings (Debug): a client-chosen value can neither
@@ -310,6 +313,8 @@ mod tests {
             fields.contains(" key_id=key-1 ") && fields.contains(" status=200 ") && fields.contains(" stream=false ")
         );
         assert_eq!(fields.matches(" status=").count(), 1);
+        // An empty value is an empty quoted string, as `tracing` writes one.
+        assert!(fields.contains(r#" model="" "#) && fields.contains(r#" upstream="" "#), "{fields}");
     }
 
     #[test]
