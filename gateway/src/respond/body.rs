@@ -412,7 +412,7 @@ impl<B> MeteredBody<B> {
                     }
                 }
                 Wire::Anthropic => {
-                    if let Ok(ev) = serde_json::from_slice::<AnthropicMeta>(payload) {
+                    if let Some(ev) = read_anthropic(payload) {
                         absorb_anthropic(&mut self.guard, ev, false);
                         p.understood = true;
                     }
@@ -440,9 +440,9 @@ impl<B> MeteredBody<B> {
         let whole = match (&mut self.reader, self.wire) {
             (Some(r), _) => r.on_whole(&bytes, &mut self.guard),
             (None, Wire::OpenAi) => read_chunk(&bytes).map(|c| absorb_openai(&mut self.guard, c)).is_some(),
-            (None, Wire::Anthropic) => serde_json::from_slice::<AnthropicMeta>(&bytes)
-                .map(|m| absorb_anthropic(&mut self.guard, m, true))
-                .is_ok(),
+            (None, Wire::Anthropic) => {
+                read_anthropic(&bytes).map(|m| absorb_anthropic(&mut self.guard, m, true)).is_some()
+            }
         };
         let translated = match &self.translation {
             Translation::None | Translation::Stream(_) => None,
@@ -508,6 +508,11 @@ impl<B> MeteredBody<B> {
 /// that one declines (it answers only where serde would answer the same).
 fn read_chunk(payload: &[u8]) -> Option<ChunkMeta<'_>> {
     fast::chunk_meta(payload).or_else(|| serde_json::from_slice::<ChunkMeta>(payload).ok())
+}
+
+/// An Anthropic stream event or whole message, read the same way.
+fn read_anthropic(payload: &[u8]) -> Option<AnthropicMeta<'_>> {
+    fast::anthropic_meta(payload).or_else(|| serde_json::from_slice::<AnthropicMeta>(payload).ok())
 }
 
 fn absorb_openai(g: &mut CallGuard, chunk: ChunkMeta<'_>) {
@@ -859,6 +864,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Choices<'a> {
 
 #[derive(Deserialize)]
 #[cfg_attr(test, derive(Debug))]
+#[derive(Default)]
 struct ChoiceMeta<'a> {
     #[serde(default, borrow)]
     delta: Option<MessageMeta<'a>>,
@@ -873,6 +879,7 @@ struct ChoiceMeta<'a> {
 
 #[derive(Deserialize)]
 #[cfg_attr(test, derive(Debug))]
+#[derive(Default)]
 struct MessageMeta<'a> {
     #[serde(default, borrow)]
     content: Option<Text<'a>>,
@@ -930,6 +937,7 @@ struct CompletionDetails {
 
 /// What metering reads from an Anthropic stream event or whole message.
 #[derive(Deserialize)]
+#[cfg_attr(test, derive(Debug))]
 struct AnthropicMeta<'a> {
     #[serde(rename = "type", default, borrow)]
     kind: Text<'a>,
@@ -957,6 +965,7 @@ struct AnthropicMeta<'a> {
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(test, derive(Debug))]
 struct AnthropicMessageMeta<'a> {
     #[serde(default, borrow)]
     model: Option<Text<'a>>,
@@ -965,6 +974,7 @@ struct AnthropicMessageMeta<'a> {
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(test, derive(Debug))]
 struct AnthropicBlockMeta<'a> {
     #[serde(default, borrow)]
     text: Option<Text<'a>>,
@@ -977,6 +987,7 @@ struct AnthropicBlockMeta<'a> {
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(test, derive(Debug))]
 struct AnthropicDeltaMeta<'a> {
     #[serde(default, borrow)]
     text: Option<Text<'a>>,
@@ -990,6 +1001,7 @@ struct AnthropicDeltaMeta<'a> {
 
 /// Anthropic's usage object; every field may be absent from a given event.
 #[derive(Deserialize)]
+#[cfg_attr(test, derive(Debug))]
 struct AnthropicUsage<'a> {
     #[serde(default)]
     input_tokens: Option<ReportedTokens>,
@@ -1008,12 +1020,14 @@ struct AnthropicUsage<'a> {
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(test, derive(Debug))]
 struct AnthropicCacheCreation {
     #[serde(default)]
     ephemeral_1h_input_tokens: Option<ReportedTokens>,
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(test, derive(Debug))]
 struct AnthropicErrorMeta<'a> {
     #[serde(rename = "type", default, borrow)]
     kind: Option<Text<'a>>,

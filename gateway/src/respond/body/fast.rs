@@ -13,12 +13,28 @@
 //! `tool_calls`) and strings with escapes are cut out by extent and given to serde as they are, so their
 //! meaning is serde's by construction.
 
-use super::{ChoiceMeta, Choices, ChunkMeta, MessageMeta, Text, ToolCallMeta, UsageJson};
+use super::{
+    AnthropicBlockMeta, AnthropicDeltaMeta, AnthropicErrorMeta, AnthropicMessageMeta, AnthropicMeta, AnthropicUsage,
+    ChoiceMeta, Choices, ChunkMeta, MessageMeta, Text, ToolCallMeta, UsageJson,
+};
 use serde::Deserialize;
 use std::borrow::Cow;
 
 /// Deeper than this, the payload goes to serde (whose own limit is 128 levels).
 const MAX_DEPTH: u32 = 64;
+
+/// The bytes that end a run of plain string content: the closing quote, an escape, a control character.
+const SPECIAL: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 0x20 {
+        t[c] = true;
+        c += 1;
+    }
+    t[b'"' as usize] = true;
+    t[b'\\' as usize] = true;
+    t
+};
 
 /// Reads an OpenAI chunk or whole response as serde would, or `None` to let serde decide.
 pub(super) fn chunk_meta(payload: &[u8]) -> Option<ChunkMeta<'_>> {
@@ -34,7 +50,7 @@ pub(super) fn chunk_meta(payload: &[u8]) -> Option<ChunkMeta<'_>> {
             }
             b"choices" => {
                 seen.once(1)?;
-                meta.choices = s.choices()?;
+                s.choices(&mut meta.choices)?;
             }
             b"usage" => {
                 seen.once(2)?;
@@ -52,12 +68,78 @@ pub(super) fn chunk_meta(payload: &[u8]) -> Option<ChunkMeta<'_>> {
     (s.i == payload.len()).then_some(meta)
 }
 
+/// Reads an Anthropic stream event or whole message as serde would, or `None` to let serde decide. The
+/// event's own fields and `delta` (every `content_block_delta`) are read here; the nested objects that
+/// come once per stream (`message`, `content_block`, `usage`, `content`, `error`) are cut out and read
+/// by serde.
+pub(super) fn anthropic_meta<'a>(payload: &'a [u8]) -> Option<AnthropicMeta<'a>> {
+    let mut s = Scan { b: payload, i: 0, depth: 0 };
+    s.ws();
+    let mut meta = AnthropicMeta {
+        kind: Text::default(),
+        model: None,
+        content: Vec::new(),
+        stop_reason: None,
+        message: None,
+        content_block: None,
+        delta: None,
+        usage: None,
+        error: None,
+    };
+    let mut seen = Seen::default();
+    s.object(|s, key| {
+        match key {
+            b"type" => {
+                seen.once(0)?;
+                // Not an `Option`: `null` is an error to serde.
+                meta.kind = s.opt_text()??;
+            }
+            b"model" => {
+                seen.once(1)?;
+                meta.model = s.opt_text()?;
+            }
+            b"content" => {
+                seen.once(2)?;
+                meta.content = s.serde::<Vec<AnthropicBlockMeta<'a>>>()?;
+            }
+            b"stop_reason" => {
+                seen.once(3)?;
+                meta.stop_reason = s.opt_text()?;
+            }
+            b"message" => {
+                seen.once(4)?;
+                meta.message = s.opt_serde::<AnthropicMessageMeta<'a>>()?;
+            }
+            b"content_block" => {
+                seen.once(5)?;
+                meta.content_block = s.opt_serde::<AnthropicBlockMeta<'a>>()?;
+            }
+            b"delta" => {
+                seen.once(6)?;
+                meta.delta = s.opt_anthropic_delta()?;
+            }
+            b"usage" => {
+                seen.once(7)?;
+                meta.usage = s.opt_serde::<AnthropicUsage<'a>>()?;
+            }
+            b"error" => {
+                seen.once(8)?;
+                meta.error = s.opt_serde::<AnthropicErrorMeta<'a>>()?;
+            }
+            _ => s.skip()?,
+        }
+        Some(())
+    })?;
+    s.ws();
+    (s.i == payload.len()).then_some(meta)
+}
+
 /// Fields already read: serde's derived deserializer rejects a struct field given twice.
 #[derive(Default)]
-struct Seen(u8);
+struct Seen(u16);
 
 impl Seen {
-    fn once(&mut self, bit: u8) -> Option<()> {
+    fn once(&mut self, bit: u16) -> Option<()> {
         let m = 1 << bit;
         if self.0 & m != 0 {
             return None;
@@ -139,25 +221,31 @@ impl<'a> Scan<'a> {
         self.eat(b'"')?;
         let start = self.i;
         let mut escaped = false;
+        // A byte loop with a table: the strings of a chunk are short (keys, ids, a token or two of
+        // text), where a vectorised search costs more to set up than it saves.
         loop {
-            let at = self.i + memchr::memchr2(b'"', b'\\', &self.b[self.i..])?;
-            if self.b[self.i..at].iter().any(|&c| c < 0x20) {
-                return None;
+            let c = *self.b.get(self.i)?;
+            self.i += 1;
+            if !SPECIAL[usize::from(c)] {
+                continue;
             }
-            self.i = at + 1;
-            if self.b[at] == b'"' {
-                return Some((start, at, escaped));
-            }
-            escaped = true;
-            match *self.b.get(self.i)? {
-                b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => self.i += 1,
-                b'u' => {
-                    let hex = self.b.get(self.i + 1..self.i + 5)?;
-                    if !hex.iter().all(u8::is_ascii_hexdigit) {
-                        return None;
+            match c {
+                b'"' => return Some((start, self.i - 1, escaped)),
+                b'\\' => {
+                    escaped = true;
+                    match *self.b.get(self.i)? {
+                        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => self.i += 1,
+                        b'u' => {
+                            let hex = self.b.get(self.i + 1..self.i + 5)?;
+                            if !hex.iter().all(u8::is_ascii_hexdigit) {
+                                return None;
+                            }
+                            self.i += 5;
+                        }
+                        _ => return None,
                     }
-                    self.i += 5;
                 }
+                // A control character.
                 _ => return None,
             }
         }
@@ -188,21 +276,61 @@ impl<'a> Scan<'a> {
         serde_json::from_slice::<T>(raw).ok().map(Some)
     }
 
+    /// A value serde reads from its own bytes (`null` included, which most types refuse).
+    fn serde<T: Deserialize<'a>>(&mut self) -> Option<T> {
+        let from = self.i;
+        self.skip()?;
+        serde_json::from_slice::<T>(&self.b[from..self.i]).ok()
+    }
+
+    /// An Anthropic event's `delta`: text, JSON or thinking as it streams, or the stop reason.
+    fn opt_anthropic_delta(&mut self) -> Option<Option<AnthropicDeltaMeta<'a>>> {
+        if self.peek()? == b'n' {
+            return self.literal(b"null").map(|()| None);
+        }
+        let mut d = AnthropicDeltaMeta { text: None, partial_json: None, thinking: None, stop_reason: None };
+        let mut seen = Seen::default();
+        self.object(|s, key| {
+            match key {
+                b"text" => {
+                    seen.once(0)?;
+                    d.text = s.opt_text()?;
+                }
+                b"partial_json" => {
+                    seen.once(1)?;
+                    d.partial_json = s.opt_text()?;
+                }
+                b"thinking" => {
+                    seen.once(2)?;
+                    d.thinking = s.opt_text()?;
+                }
+                b"stop_reason" => {
+                    seen.once(3)?;
+                    d.stop_reason = s.opt_text()?;
+                }
+                _ => s.skip()?,
+            }
+            Some(())
+        })?;
+        Some(Some(d))
+    }
+
     /// `choices`: an array of objects (serde accepts no `null` here; a choice written as an array is
-    /// left to serde).
-    fn choices(&mut self) -> Option<Choices<'a>> {
+    /// left to serde). Filled in place: these structs are a few hundred bytes, and returning them by
+    /// value through each level copied them every time.
+    fn choices(&mut self, choices: &mut Choices<'a>) -> Option<()> {
         self.eat(b'[')?;
         self.enter()?;
-        let mut choices = Choices::default();
         self.ws();
         if self.eat(b']').is_none() {
             loop {
-                let c = self.choice()?;
-                if choices.first.is_none() {
-                    choices.first = Some(c);
+                let c = if choices.first.is_none() {
+                    choices.first.insert(ChoiceMeta::default())
                 } else {
-                    choices.rest.push(c);
-                }
+                    choices.rest.push(ChoiceMeta::default());
+                    choices.rest.last_mut()?
+                };
+                self.choice(c)?;
                 self.ws();
                 match self.peek()? {
                     b',' => {
@@ -218,21 +346,20 @@ impl<'a> Scan<'a> {
             }
         }
         self.depth -= 1;
-        Some(choices)
+        Some(())
     }
 
-    fn choice(&mut self) -> Option<ChoiceMeta<'a>> {
-        let mut c = ChoiceMeta { delta: None, message: None, text: None, finish_reason: None };
+    fn choice(&mut self, c: &mut ChoiceMeta<'a>) -> Option<()> {
         let mut seen = Seen::default();
         self.object(|s, key| {
             match key {
                 b"delta" => {
                     seen.once(0)?;
-                    c.delta = s.opt_message()?;
+                    s.opt_message(&mut c.delta)?;
                 }
                 b"message" => {
                     seen.once(1)?;
-                    c.message = s.opt_message()?;
+                    s.opt_message(&mut c.message)?;
                 }
                 b"text" => {
                     seen.once(2)?;
@@ -245,15 +372,15 @@ impl<'a> Scan<'a> {
                 _ => s.skip()?,
             }
             Some(())
-        })?;
-        Some(c)
+        })
     }
 
-    fn opt_message(&mut self) -> Option<Option<MessageMeta<'a>>> {
+    /// `null` (`to` stays `None`) or a message object, read into `to`.
+    fn opt_message(&mut self, to: &mut Option<MessageMeta<'a>>) -> Option<()> {
         if self.peek()? == b'n' {
-            return self.literal(b"null").map(|()| None);
+            return self.literal(b"null");
         }
-        let mut m = MessageMeta { content: None, reasoning_content: None, refusal: None, tool_calls: None };
+        let m = to.insert(MessageMeta::default());
         let mut seen = Seen::default();
         self.object(|s, key| {
             match key {
@@ -276,8 +403,7 @@ impl<'a> Scan<'a> {
                 _ => s.skip()?,
             }
             Some(())
-        })?;
-        Some(Some(m))
+        })
     }
 
     fn literal(&mut self, word: &[u8]) -> Option<()> {
@@ -358,8 +484,8 @@ mod tests {
     //! on generated chunks and bodies (every field of interest in every type, unknown fields with any
     //! JSON, repeated fields, escapes, any whitespace) and on byte-level corruptions of them, whenever the
     //! reader answers serde answers the same; and on chunks in the forms providers send, it answers.
-    use super::super::ChunkMeta;
-    use super::chunk_meta;
+    use super::super::{AnthropicMeta, ChunkMeta};
+    use super::{anthropic_meta, chunk_meta};
     use proptest::prelude::*;
 
     fn serde(payload: &[u8]) -> Option<String> {
@@ -368,6 +494,14 @@ mod tests {
 
     fn fast(payload: &[u8]) -> Option<String> {
         chunk_meta(payload).map(|c| format!("{c:?}"))
+    }
+
+    fn serde_anthropic(payload: &[u8]) -> Option<String> {
+        serde_json::from_slice::<AnthropicMeta>(payload).ok().map(|c| format!("{c:?}"))
+    }
+
+    fn fast_anthropic(payload: &[u8]) -> Option<String> {
+        anthropic_meta(payload).map(|c| format!("{c:?}"))
     }
 
     /// A JSON string literal of `s` as a serializer writes it (escapes where needed).
@@ -532,6 +666,99 @@ mod tests {
         })
     }
 
+    fn anthropic_usage() -> BoxedStrategy<String> {
+        let count =
+            prop_oneof![any::<u32>().prop_map(|n| n.to_string()), Just("-1".to_string()), Just("3.5".to_string())];
+        prop_oneof![
+            1 => Just("null".to_string()),
+            4 => (count.clone(), count.clone(), count).prop_map(|(i, o, c)| format!(
+                r#"{{"input_tokens":{i},"output_tokens":{o},"cache_read_input_tokens":{c},"cache_creation_input_tokens":0,"cache_creation":{{"ephemeral_5m_input_tokens":0,"ephemeral_1h_input_tokens":{c}}},"service_tier":"standard"}}"#
+            )),
+            1 => any_json(),
+        ]
+        .boxed()
+    }
+
+    fn anthropic_block(ws: &'static str) -> BoxedStrategy<String> {
+        prop_oneof![
+            4 => fields(
+                vec![
+                    ("type", Just("\"text\"".to_string()).boxed()),
+                    ("text", text_or_any().boxed()),
+                    ("thinking", text_or_any().boxed()),
+                    ("name", text_or_any().boxed()),
+                    ("input", any_json().boxed()),
+                ],
+                ws,
+            ),
+            1 => any_json(),
+        ]
+        .boxed()
+    }
+
+    fn anthropic_in(ws: &'static str) -> BoxedStrategy<String> {
+        let kind = prop_oneof![
+            Just("\"content_block_delta\"".to_string()),
+            Just("\"message_delta\"".to_string()),
+            Just("\"message_stop\"".to_string()),
+            Just("\"error\"".to_string()),
+            text_or_any(),
+        ];
+        let message = prop_oneof![
+            3 => (text_or_any(), anthropic_usage()).prop_map(|(m, u)| format!(
+                r#"{{"id":"msg_1","type":"message","role":"assistant","model":{m},"content":[],"stop_reason":null,"usage":{u}}}"#
+            )),
+            1 => any_json(),
+        ];
+        let delta = prop_oneof![
+            6 => fields(
+                vec![
+                    ("type", Just("\"text_delta\"".to_string()).boxed()),
+                    ("text", text_or_any().boxed()),
+                    ("partial_json", text_or_any().boxed()),
+                    ("thinking", text_or_any().boxed()),
+                    ("stop_reason", text_or_any().boxed()),
+                ],
+                ws,
+            ),
+            1 => any_json(),
+        ];
+        fields(
+            vec![
+                ("type", kind.boxed()),
+                ("index", Just("0".to_string()).boxed()),
+                ("model", text_or_any().boxed()),
+                ("content", prop_oneof![
+                    4 => prop::collection::vec(anthropic_block(ws), 0..3).prop_map(|b| format!("[{}]", b.join(","))),
+                    1 => any_json(),
+                ].boxed()),
+                ("stop_reason", text_or_any().boxed()),
+                ("message", message.boxed()),
+                ("content_block", anthropic_block(ws)),
+                ("delta", delta.boxed()),
+                ("usage", anthropic_usage()),
+                ("error", prop_oneof![
+                    Just(r#"{"type":"overloaded_error","message":"Overloaded"}"#.to_string()),
+                    any_json(),
+                ].boxed()),
+            ],
+            ws,
+        )
+        .boxed()
+    }
+
+    fn anthropic() -> impl Strategy<Value = String> {
+        prop_oneof![anthropic_in(""), anthropic_in(" "), anthropic_in("\n\t ")]
+    }
+
+    /// An Anthropic event whose `delta` is written as an array (a struct serde reads from its fields in
+    /// order; the reader leaves that to serde).
+    fn delta_as_array(c: &str) -> bool {
+        serde_json::from_str::<serde_json::Value>(c)
+            .ok()
+            .is_some_and(|v| v.get("delta").is_some_and(serde_json::Value::is_array))
+    }
+
     /// One byte edit: replaced by a byte that matters to JSON, deleted, or the text cut short.
     fn corrupt(text: &str, at: prop::sample::Index, how: u8, byte: u8) -> Vec<u8> {
         let mut b = text.as_bytes().to_vec();
@@ -581,6 +808,62 @@ mod tests {
                 prop_assert_eq!(Some(f), serde(&b), "{}", String::from_utf8_lossy(&b));
             }
         }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+
+        /// Anthropic events and messages: the reader and serde agree exactly on well-formed ones.
+        #[test]
+        fn reads_anthropic_events_as_serde_does(c in anthropic()) {
+            let (f, s) = (fast_anthropic(c.as_bytes()), serde_anthropic(c.as_bytes()));
+            if let Some(f) = &f {
+                prop_assert_eq!(Some(f), s.as_ref(), "{}", c);
+            }
+            if f.is_none() && s.is_some() && !delta_as_array(&c) {
+                prop_assert!(false, "declined an event serde reads: {}", c);
+            }
+        }
+
+        /// Corrupted Anthropic events: whenever the reader answers, serde answers the same.
+        #[test]
+        fn never_answers_an_anthropic_event_where_serde_differs(
+            c in anthropic(),
+            at in any::<prop::sample::Index>(),
+            how in any::<u8>(),
+            byte in any::<u8>(),
+        ) {
+            let b = corrupt(&c, at, how, byte);
+            if let Some(f) = fast_anthropic(&b) {
+                prop_assert_eq!(Some(f), serde_anthropic(&b), "{}", String::from_utf8_lossy(&b));
+            }
+        }
+    }
+
+    /// Anthropic's stream events and whole message, as the API sends them, are read directly.
+    #[test]
+    fn reads_anthropic_events_directly() {
+        let events: &[&str] = &[
+            r#"{"type":"message_start","message":{"id":"msg_1","type":"message","role":"assistant","model":"claude-sonnet-4-5","content":[],"stop_reason":null,"stop_sequence":null,"usage":{"input_tokens":25,"cache_creation_input_tokens":0,"cache_read_input_tokens":0,"output_tokens":1,"service_tier":"standard"}}}"#,
+            r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#,
+            r#"{"type":"ping"}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hello \"there\"\n"}}"#,
+            r#"{"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"{\"city\": \"Par"}}"#,
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"thinking_delta","thinking":"Let me see"}}"#,
+            r#"{"type":"content_block_stop","index":0}"#,
+            r#"{"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":15}}"#,
+            r#"{"type":"message_stop"}"#,
+            r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,
+            r#"{"id":"msg_2","type":"message","role":"assistant","model":"claude-haiku-4-5","content":[{"type":"text","text":"Hi!"},{"type":"tool_use","id":"t1","name":"get_weather","input":{"city":"Paris"}}],"stop_reason":"tool_use","stop_sequence":null,"usage":{"input_tokens":10,"output_tokens":7,"cache_creation":{"ephemeral_5m_input_tokens":0,"ephemeral_1h_input_tokens":3}}}"#,
+        ];
+        for e in events {
+            let f = fast_anthropic(e.as_bytes());
+            assert!(f.is_some(), "not read directly: {e}");
+            assert_eq!(f, serde_anthropic(e.as_bytes()), "{e}");
+        }
+        // `type` is not optional to serde: `null` there fails the whole event, and so declines here.
+        let null_type = br#"{"type":null,"delta":{"text":"a"}}"#;
+        assert_eq!((fast_anthropic(null_type), serde_anthropic(null_type)), (None, None));
     }
 
     /// The forms providers send are read directly (not left to serde), with serde's answer.
