@@ -1,17 +1,18 @@
-//! A direct reader of OpenAI chunks and bodies for what metering takes from them ([`ChunkMeta`]), in
-//! place of serde's derived deserializer on the stream's hot path: every chunk of every stream goes
-//! through here, and serde's generic machinery (visitors per field, a `Text` per string, each skipped
-//! value walked through `IgnoredAny`) was the largest single cost of a metered stream.
+//! A direct reader of OpenAI chunks and bodies ([`ChunkMeta`]) and Anthropic events and messages
+//! ([`AnthropicMeta`]) for what metering takes from them, in place of serde's derived deserializer on the
+//! stream's hot path: every chunk of every stream goes through here, and serde's generic machinery
+//! (visitors per field, a `Text` per string, each skipped value walked through `IgnoredAny`) was the
+//! largest single cost of a metered stream.
 //!
 //! The rule that keeps it honest: it answers only when serde would give the same answer. It walks the
 //! top-level object, `choices`, and each choice's `delta`/`message` itself, validating every value it
 //! skips at least as strictly as serde_json does (string escapes and control characters, number
 //! grammar, literals, nesting depth, trailing bytes; UTF-8 in every key and every string it keeps), and
 //! hands anything unusual back: a duplicated field, a key with an escape or outside ASCII, a value of an
-//! unexpected type, a struct written as an array.
-//! `None` means "ask serde", never "not a chunk". Nested values that are rare or small (`usage`,
-//! `tool_calls`) and strings with escapes are cut out by extent and given to serde as they are, so their
-//! meaning is serde's by construction.
+//! unexpected type, a struct written as an array. `None` means "ask serde", never "not a chunk". Nested
+//! values that are rare or small (`usage`, `tool_calls`, Anthropic's `message`, `content_block`,
+//! `content`, `error`) and strings with escapes are cut out by extent and given to serde as they are, so
+//! their meaning is serde's by construction.
 
 use super::{
     AnthropicBlockMeta, AnthropicDeltaMeta, AnthropicErrorMeta, AnthropicMessageMeta, AnthropicMeta, AnthropicUsage,
