@@ -77,12 +77,13 @@ pub struct Upstream {
     auth: Option<(HeaderName, HeaderValue)>,
     pub client: HttpClient,
     /// The upstream URI per (endpoint path, model), made once: models come from the route table, so the
-    /// set is bounded by the config; a `Uri` clone shares its bytes.
-    /// Each with its `Host` header, which the HTTP client would otherwise format for every request.
-    uris: std::sync::RwLock<
-        std::collections::HashMap<&'static str, std::collections::HashMap<String, (Uri, HeaderValue)>>,
-    >,
+    /// set is bounded by the config; a `Uri` clone shares its bytes. Each with its `Host` header, which
+    /// the HTTP client would otherwise format for every request.
+    uris: std::sync::RwLock<TargetUris>,
 }
+
+/// Per endpoint path, per model: the upstream URI and its `Host` header.
+type TargetUris = std::collections::HashMap<&'static str, std::collections::HashMap<String, (Uri, HeaderValue)>>;
 
 /// The `Host` header for `uri`, as the HTTP client writes it: the host, and the port unless it is the
 /// scheme's default.

@@ -14,10 +14,7 @@
 //! `content`, `error`) and strings with escapes are cut out by extent and given to serde as they are, so
 //! their meaning is serde's by construction.
 
-use super::{
-    AnthropicBlockMeta, AnthropicDeltaMeta, AnthropicErrorMeta, AnthropicMessageMeta, AnthropicMeta, AnthropicUsage,
-    ChoiceMeta, Choices, ChunkMeta, MessageMeta, Text, ToolCallMeta, UsageJson,
-};
+use super::{AnthropicBlockMeta, AnthropicDeltaMeta, AnthropicMeta, ChoiceMeta, Choices, ChunkMeta, MessageMeta, Text};
 use serde::Deserialize;
 use std::borrow::Cow;
 
@@ -45,22 +42,13 @@ pub(super) fn chunk_meta(payload: &[u8]) -> Option<ChunkMeta<'_>> {
     let mut seen = Seen::default();
     s.object(|s, key| {
         match key {
-            b"model" => {
-                seen.once(0)?;
-                meta.model = s.opt_text()?;
-            }
+            b"model" => s.text_field(&mut seen, 0, &mut meta.model)?,
             b"choices" => {
                 seen.once(1)?;
                 s.choices(&mut meta.choices)?;
             }
-            b"usage" => {
-                seen.once(2)?;
-                meta.usage = s.opt_serde::<UsageJson>()?;
-            }
-            b"service_tier" => {
-                seen.once(3)?;
-                meta.service_tier = s.opt_text()?;
-            }
+            b"usage" => s.serde_field(&mut seen, 2, &mut meta.usage)?,
+            b"service_tier" => s.text_field(&mut seen, 3, &mut meta.service_tier)?,
             _ => s.skip()?,
         }
         Some(())
@@ -95,38 +83,20 @@ pub(super) fn anthropic_meta<'a>(payload: &'a [u8]) -> Option<AnthropicMeta<'a>>
                 // Not an `Option`: `null` is an error to serde.
                 meta.kind = s.opt_text()??;
             }
-            b"model" => {
-                seen.once(1)?;
-                meta.model = s.opt_text()?;
-            }
+            b"model" => s.text_field(&mut seen, 1, &mut meta.model)?,
             b"content" => {
                 seen.once(2)?;
                 meta.content = s.serde::<Vec<AnthropicBlockMeta<'a>>>()?;
             }
-            b"stop_reason" => {
-                seen.once(3)?;
-                meta.stop_reason = s.opt_text()?;
-            }
-            b"message" => {
-                seen.once(4)?;
-                meta.message = s.opt_serde::<AnthropicMessageMeta<'a>>()?;
-            }
-            b"content_block" => {
-                seen.once(5)?;
-                meta.content_block = s.opt_serde::<AnthropicBlockMeta<'a>>()?;
-            }
+            b"stop_reason" => s.text_field(&mut seen, 3, &mut meta.stop_reason)?,
+            b"message" => s.serde_field(&mut seen, 4, &mut meta.message)?,
+            b"content_block" => s.serde_field(&mut seen, 5, &mut meta.content_block)?,
             b"delta" => {
                 seen.once(6)?;
                 meta.delta = s.opt_anthropic_delta()?;
             }
-            b"usage" => {
-                seen.once(7)?;
-                meta.usage = s.opt_serde::<AnthropicUsage<'a>>()?;
-            }
-            b"error" => {
-                seen.once(8)?;
-                meta.error = s.opt_serde::<AnthropicErrorMeta<'a>>()?;
-            }
+            b"usage" => s.serde_field(&mut seen, 7, &mut meta.usage)?,
+            b"error" => s.serde_field(&mut seen, 8, &mut meta.error)?,
             _ => s.skip()?,
         }
         Some(())
@@ -266,6 +236,20 @@ impl<'a> Scan<'a> {
         Some(Some(Text(Cow::Borrowed(text))))
     }
 
+    /// A text field of a struct: once only, `null` or a string.
+    fn text_field(&mut self, seen: &mut Seen, bit: u16, to: &mut Option<Text<'a>>) -> Option<()> {
+        seen.once(bit)?;
+        *to = self.opt_text()?;
+        Some(())
+    }
+
+    /// A field of a struct that serde reads: once only, `null` or the value.
+    fn serde_field<T: Deserialize<'a>>(&mut self, seen: &mut Seen, bit: u16, to: &mut Option<T>) -> Option<()> {
+        seen.once(bit)?;
+        *to = self.opt_serde()?;
+        Some(())
+    }
+
     /// `null` or a value serde reads from its own bytes (cut out by extent, validated while skipping).
     fn opt_serde<T: Deserialize<'a>>(&mut self) -> Option<Option<T>> {
         let from = self.i;
@@ -293,22 +277,10 @@ impl<'a> Scan<'a> {
         let mut seen = Seen::default();
         self.object(|s, key| {
             match key {
-                b"text" => {
-                    seen.once(0)?;
-                    d.text = s.opt_text()?;
-                }
-                b"partial_json" => {
-                    seen.once(1)?;
-                    d.partial_json = s.opt_text()?;
-                }
-                b"thinking" => {
-                    seen.once(2)?;
-                    d.thinking = s.opt_text()?;
-                }
-                b"stop_reason" => {
-                    seen.once(3)?;
-                    d.stop_reason = s.opt_text()?;
-                }
+                b"text" => s.text_field(&mut seen, 0, &mut d.text)?,
+                b"partial_json" => s.text_field(&mut seen, 1, &mut d.partial_json)?,
+                b"thinking" => s.text_field(&mut seen, 2, &mut d.thinking)?,
+                b"stop_reason" => s.text_field(&mut seen, 3, &mut d.stop_reason)?,
                 _ => s.skip()?,
             }
             Some(())
@@ -362,14 +334,8 @@ impl<'a> Scan<'a> {
                     seen.once(1)?;
                     s.opt_message(&mut c.message)?;
                 }
-                b"text" => {
-                    seen.once(2)?;
-                    c.text = s.opt_text()?;
-                }
-                b"finish_reason" => {
-                    seen.once(3)?;
-                    c.finish_reason = s.opt_text()?;
-                }
+                b"text" => s.text_field(&mut seen, 2, &mut c.text)?,
+                b"finish_reason" => s.text_field(&mut seen, 3, &mut c.finish_reason)?,
                 _ => s.skip()?,
             }
             Some(())
@@ -385,22 +351,10 @@ impl<'a> Scan<'a> {
         let mut seen = Seen::default();
         self.object(|s, key| {
             match key {
-                b"content" => {
-                    seen.once(0)?;
-                    m.content = s.opt_text()?;
-                }
-                b"reasoning_content" => {
-                    seen.once(1)?;
-                    m.reasoning_content = s.opt_text()?;
-                }
-                b"refusal" => {
-                    seen.once(2)?;
-                    m.refusal = s.opt_text()?;
-                }
-                b"tool_calls" => {
-                    seen.once(3)?;
-                    m.tool_calls = s.opt_serde::<Vec<ToolCallMeta<'a>>>()?;
-                }
+                b"content" => s.text_field(&mut seen, 0, &mut m.content)?,
+                b"reasoning_content" => s.text_field(&mut seen, 1, &mut m.reasoning_content)?,
+                b"refusal" => s.text_field(&mut seen, 2, &mut m.refusal)?,
+                b"tool_calls" => s.serde_field(&mut seen, 3, &mut m.tool_calls)?,
                 _ => s.skip()?,
             }
             Some(())
@@ -779,6 +733,28 @@ mod tests {
         b
     }
 
+    /// The reader and serde on a well-formed payload: the same answer, or the reader declines only where
+    /// serde fails too or for what it leaves to serde (`exempt`).
+    fn agree(f: Option<String>, s: Option<String>, exempt: bool, c: &str) -> Result<(), TestCaseError> {
+        if let Some(f) = &f {
+            prop_assert_eq!(Some(f), s.as_ref(), "{}", c);
+        }
+        prop_assert!(f.is_some() || s.is_none() || exempt, "declined what serde reads: {}", c);
+        Ok(())
+    }
+
+    /// The reader on a corrupted payload: whenever it answers, serde answers the same.
+    fn never_differs(
+        read: fn(&[u8]) -> Option<String>,
+        reference: fn(&[u8]) -> Option<String>,
+        b: &[u8],
+    ) -> Result<(), TestCaseError> {
+        if let Some(f) = read(b) {
+            prop_assert_eq!(Some(f), reference(b), "{}", String::from_utf8_lossy(b));
+        }
+        Ok(())
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
 
@@ -786,14 +762,7 @@ mod tests {
         /// decline (a repeated field, a value of the wrong type).
         #[test]
         fn reads_what_serde_reads(c in chunk()) {
-            let (f, s) = (fast(c.as_bytes()), serde(c.as_bytes()));
-            if let Some(f) = &f {
-                prop_assert_eq!(Some(f), s.as_ref(), "{}", c);
-            }
-            // Declining is allowed only where serde fails too or for what the reader leaves to serde.
-            if f.is_none() && s.is_some() && !struct_as_array(&c) {
-                prop_assert!(false, "declined a chunk serde reads: {}", c);
-            }
+            agree(fast(c.as_bytes()), serde(c.as_bytes()), struct_as_array(&c), &c)?;
         }
 
         /// Corrupted chunks: whenever the reader answers, serde answers the same.
@@ -804,26 +773,13 @@ mod tests {
             how in any::<u8>(),
             byte in any::<u8>(),
         ) {
-            let b = corrupt(&c, at, how, byte);
-            if let Some(f) = fast(&b) {
-                prop_assert_eq!(Some(f), serde(&b), "{}", String::from_utf8_lossy(&b));
-            }
+            never_differs(fast, serde, &corrupt(&c, at, how, byte))?;
         }
-    }
-
-    proptest! {
-        #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
 
         /// Anthropic events and messages: the reader and serde agree exactly on well-formed ones.
         #[test]
         fn reads_anthropic_events_as_serde_does(c in anthropic()) {
-            let (f, s) = (fast_anthropic(c.as_bytes()), serde_anthropic(c.as_bytes()));
-            if let Some(f) = &f {
-                prop_assert_eq!(Some(f), s.as_ref(), "{}", c);
-            }
-            if f.is_none() && s.is_some() && !delta_as_array(&c) {
-                prop_assert!(false, "declined an event serde reads: {}", c);
-            }
+            agree(fast_anthropic(c.as_bytes()), serde_anthropic(c.as_bytes()), delta_as_array(&c), &c)?;
         }
 
         /// Corrupted Anthropic events: whenever the reader answers, serde answers the same.
@@ -834,10 +790,7 @@ mod tests {
             how in any::<u8>(),
             byte in any::<u8>(),
         ) {
-            let b = corrupt(&c, at, how, byte);
-            if let Some(f) = fast_anthropic(&b) {
-                prop_assert_eq!(Some(f), serde_anthropic(&b), "{}", String::from_utf8_lossy(&b));
-            }
+            never_differs(fast_anthropic, serde_anthropic, &corrupt(&c, at, how, byte))?;
         }
     }
 
