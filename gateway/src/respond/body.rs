@@ -503,7 +503,6 @@ impl<B> MeteredBody<B> {
     }
 }
 
-/// Takes usage, model, finish reason and content text from an OpenAI chunk or whole response.
 /// An OpenAI chunk or whole response as metering reads it: the direct reader's answer, or serde's when
 /// that one declines (it answers only where serde would answer the same).
 fn read_chunk(payload: &[u8]) -> Option<ChunkMeta<'_>> {
@@ -515,6 +514,7 @@ fn read_anthropic(payload: &[u8]) -> Option<AnthropicMeta<'_>> {
     fast::anthropic_meta(payload).or_else(|| serde_json::from_slice::<AnthropicMeta>(payload).ok())
 }
 
+/// Takes usage, model, finish reason and content text from an OpenAI chunk or whole response.
 fn absorb_openai(g: &mut CallGuard, chunk: ChunkMeta<'_>) {
     if let Some(m) = chunk.model.filter(|m| !m.is_empty()) {
         set_text(&mut g.event.served_model, &m);
@@ -862,9 +862,8 @@ impl<'de: 'a, 'a> Deserialize<'de> for Choices<'a> {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 #[cfg_attr(test, derive(Debug))]
-#[derive(Default)]
 struct ChoiceMeta<'a> {
     #[serde(default, borrow)]
     delta: Option<MessageMeta<'a>>,
@@ -877,9 +876,8 @@ struct ChoiceMeta<'a> {
     finish_reason: Option<Text<'a>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 #[cfg_attr(test, derive(Debug))]
-#[derive(Default)]
 struct MessageMeta<'a> {
     #[serde(default, borrow)]
     content: Option<Text<'a>>,

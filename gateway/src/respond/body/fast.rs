@@ -172,6 +172,33 @@ impl<'a> Scan<'a> {
         Some(())
     }
 
+    /// An array at the cursor: `element` is called with the cursor on each element and must leave it
+    /// just past it.
+    fn array(&mut self, mut element: impl FnMut(&mut Scan<'a>) -> Option<()>) -> Option<()> {
+        self.eat(b'[')?;
+        self.enter()?;
+        self.ws();
+        if self.eat(b']').is_none() {
+            loop {
+                element(self)?;
+                self.ws();
+                match self.peek()? {
+                    b',' => {
+                        self.i += 1;
+                        self.ws();
+                    }
+                    b']' => {
+                        self.i += 1;
+                        break;
+                    }
+                    _ => return None,
+                }
+            }
+        }
+        self.depth -= 1;
+        Some(())
+    }
+
     fn enter(&mut self) -> Option<()> {
         self.depth += 1;
         (self.depth <= MAX_DEPTH).then_some(())
@@ -252,9 +279,7 @@ impl<'a> Scan<'a> {
 
     /// `null` or a value serde reads from its own bytes (cut out by extent, validated while skipping).
     fn opt_serde<T: Deserialize<'a>>(&mut self) -> Option<Option<T>> {
-        let from = self.i;
-        self.skip()?;
-        let raw = &self.b[from..self.i];
+        let raw = self.raw()?;
         if raw == b"null" {
             return Some(None);
         }
@@ -263,9 +288,14 @@ impl<'a> Scan<'a> {
 
     /// A value serde reads from its own bytes (`null` included, which most types refuse).
     fn serde<T: Deserialize<'a>>(&mut self) -> Option<T> {
+        serde_json::from_slice::<T>(self.raw()?).ok()
+    }
+
+    /// The bytes of the value at the cursor, skipped (and so validated).
+    fn raw(&mut self) -> Option<&'a [u8]> {
         let from = self.i;
         self.skip()?;
-        serde_json::from_slice::<T>(&self.b[from..self.i]).ok()
+        Some(&self.b[from..self.i])
     }
 
     /// An Anthropic event's `delta`: text, JSON or thinking as it streams, or the stop reason.
@@ -292,34 +322,15 @@ impl<'a> Scan<'a> {
     /// left to serde). Filled in place: these structs are a few hundred bytes, and returning them by
     /// value through each level copied them every time.
     fn choices(&mut self, choices: &mut Choices<'a>) -> Option<()> {
-        self.eat(b'[')?;
-        self.enter()?;
-        self.ws();
-        if self.eat(b']').is_none() {
-            loop {
-                let c = if choices.first.is_none() {
-                    choices.first.insert(ChoiceMeta::default())
-                } else {
-                    choices.rest.push(ChoiceMeta::default());
-                    choices.rest.last_mut()?
-                };
-                self.choice(c)?;
-                self.ws();
-                match self.peek()? {
-                    b',' => {
-                        self.i += 1;
-                        self.ws();
-                    }
-                    b']' => {
-                        self.i += 1;
-                        break;
-                    }
-                    _ => return None,
-                }
-            }
-        }
-        self.depth -= 1;
-        Some(())
+        self.array(|s| {
+            let c = if choices.first.is_none() {
+                choices.first.insert(ChoiceMeta::default())
+            } else {
+                choices.rest.push(ChoiceMeta::default());
+                choices.rest.last_mut()?
+            };
+            s.choice(c)
+        })
     }
 
     fn choice(&mut self, c: &mut ChoiceMeta<'a>) -> Option<()> {
@@ -371,30 +382,7 @@ impl<'a> Scan<'a> {
         match self.peek()? {
             b'"' => self.string().map(drop),
             b'{' => self.object(|s, _| s.skip()),
-            b'[' => {
-                self.i += 1;
-                self.enter()?;
-                self.ws();
-                if self.eat(b']').is_none() {
-                    loop {
-                        self.skip()?;
-                        self.ws();
-                        match self.peek()? {
-                            b',' => {
-                                self.i += 1;
-                                self.ws();
-                            }
-                            b']' => {
-                                self.i += 1;
-                                break;
-                            }
-                            _ => return None,
-                        }
-                    }
-                }
-                self.depth -= 1;
-                Some(())
-            }
+            b'[' => self.array(|s| s.skip()),
             b't' => self.literal(b"true"),
             b'f' => self.literal(b"false"),
             b'n' => self.literal(b"null"),
