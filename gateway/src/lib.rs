@@ -16,6 +16,7 @@ pub mod finish;
 pub mod guards;
 pub mod http_client;
 pub mod ids;
+pub mod inline_client;
 mod keys;
 pub mod listen;
 pub mod metrics;

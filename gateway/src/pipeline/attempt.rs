@@ -179,7 +179,7 @@ pub async fn attempt(
     guard.t_sent = Some(sent);
     guard.overhead = sent - guard.started();
     let timeout = Duration::from_millis(up.cfg.request_timeout_ms);
-    let resp = match tokio::time::timeout(timeout, up.client.request(up_req)).await {
+    let (resp, lease) = match tokio::time::timeout(timeout, up.calls.request(up_req)).await {
         Ok(Ok(r)) => r,
         Ok(Err(error)) => {
             warn!(upstream = %up.cfg.name, %error, "upstream request failed");
@@ -189,6 +189,7 @@ pub async fn attempt(
     };
     let got_headers = Instant::now();
     let (parts, body) = resp.into_parts();
+    let mut body = UpstreamBody::new(None, body, Some(lease));
     let status = parts.status;
     guard.event.status_code = status.as_u16();
     let idle = Duration::from_millis(up.cfg.idle_timeout_ms);
@@ -215,11 +216,10 @@ pub async fn attempt(
         }));
     }
 
-    let body = if hold_first_frame {
-        let mut body = body;
+    if hold_first_frame {
         match tokio::time::timeout(idle, body.frame()).await {
-            Ok(Some(Ok(first))) => UpstreamBody::new(Some(first), body),
-            Ok(None) => UpstreamBody::new(None, body),
+            Ok(Some(Ok(first))) => body.hold(first),
+            Ok(None) => {}
             Ok(Some(Err(error))) => {
                 warn!(upstream = %up.cfg.name, %error, "upstream answer broke off before its first byte");
                 guard.event.error_type = "upstream_stream_cut".into();
@@ -230,9 +230,7 @@ pub async fn attempt(
                 return gateway_failure_kept(guard, GatewayError::UpstreamTimeout, target);
             }
         }
-    } else {
-        UpstreamBody::new(None, body)
-    };
+    }
     let wire = up.wire();
     let answer = Answer {
         guard,

@@ -11,11 +11,13 @@ pub mod openai_compatible;
 
 use crate::config::{UpstreamConfig, Wire};
 use crate::error::GatewayError;
-use crate::http_client::{http_client, HttpClient};
+use crate::http_client::{http_client, HttpClient, IDLE_TIMEOUT, MAX_IDLE_PER_HOST};
+use crate::inline_client::InlineClient;
 use crate::respond::body::BodyKind;
 use crate::translate::{request, StreamTranslator, Translation};
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
+use std::sync::Arc;
 use std::time::Duration;
 use tollgate_events::{ClientApi, Endpoint};
 use tracing::warn;
@@ -75,7 +77,10 @@ pub struct Upstream {
     pub provider: &'static dyn Provider,
     base: String,
     auth: Option<(HeaderName, HeaderValue)>,
+    /// For side calls (token counting, media endpoints, engine metrics): connections on tasks of their own.
     pub client: HttpClient,
+    /// For the request path's calls: connections driven by the call's own task.
+    pub calls: Arc<InlineClient>,
     /// The upstream URI per (endpoint path, model), made once: models come from the route table, so the
     /// set is bounded by the config; a `Uri` clone shares its bytes. Each with its `Host` header, which
     /// the HTTP client would otherwise format for every request.
@@ -104,7 +109,9 @@ impl Upstream {
     /// `cfg.kind` must name a registered provider (the crate's `validate` checks it).
     pub fn new(cfg: UpstreamConfig) -> Option<Upstream> {
         let provider = by_kind(&cfg.kind)?;
-        let client = http_client(Duration::from_millis(cfg.connect_timeout_ms));
+        let connect_timeout = Duration::from_millis(cfg.connect_timeout_ms);
+        let client = http_client(connect_timeout);
+        let calls = InlineClient::new(connect_timeout, IDLE_TIMEOUT, MAX_IDLE_PER_HOST);
         let key = cfg.api_key_env.as_ref().and_then(|var| match std::env::var(var) {
             Ok(v) if !v.is_empty() => Some(v),
             _ => {
@@ -119,7 +126,7 @@ impl Upstream {
             Some((name, v))
         });
         let base = cfg.base_url.trim_end_matches('/').to_string();
-        Some(Upstream { cfg, provider, base, auth, client, uris: Default::default() })
+        Some(Upstream { cfg, provider, base, auth, client, calls, uris: Default::default() })
     }
 
     pub fn wire(&self) -> Wire {
