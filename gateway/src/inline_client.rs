@@ -271,6 +271,22 @@ mod tests {
         assert_eq!(client.opened(), 1);
     }
 
+    /// hyper's server stops polling a body of known length once `is_end_stream` says so: the connection
+    /// must come back all the same.
+    #[tokio::test]
+    async fn reuses_the_connection_of_a_body_read_up_to_its_length() {
+        let (base, accepted) = server().await;
+        let client = InlineClient::new(Duration::from_secs(1), Duration::from_secs(90), 8);
+        for i in 0..3 {
+            let (resp, lease) = client.request(request(&base, &format!("/len{i}"))).await.unwrap();
+            let mut body = crate::respond::UpstreamBody::new(None, resp.into_body(), Some(lease));
+            let frame = body.frame().await.unwrap().unwrap();
+            assert_eq!(frame.into_data().unwrap(), format!("/len{i}"));
+            assert!(http_body::Body::is_end_stream(&body));
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
     #[tokio::test]
     async fn reuses_connections_after_chunked_bodies() {
         let (base, accepted) = server().await;
