@@ -134,9 +134,10 @@ impl InlineClient {
 
     /// The most recently used idle connection to `key` that is still open.
     fn checkout(self: &Arc<Self>, key: &Key) -> Option<Lease> {
+        let now = Instant::now();
         loop {
             let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).get_mut(key)?.pop()?;
-            if idle.since.elapsed() > self.idle_timeout {
+            if now.saturating_duration_since(idle.since) > self.idle_timeout {
                 // The rest of the list is older still.
                 self.idle.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
                 return None;
@@ -152,8 +153,9 @@ impl InlineClient {
     fn put(&self, key: Key, idle: Idle) {
         let mut all = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         let list = all.entry(key).or_default();
-        let timeout = self.idle_timeout;
-        list.retain(|i| i.since.elapsed() <= timeout);
+        // Oldest first (each was pushed when it came back): those past the timeout are a prefix.
+        let expired = list.partition_point(|i| idle.since.saturating_duration_since(i.since) > self.idle_timeout);
+        list.drain(..expired);
         if list.len() < self.max_idle_per_host {
             list.push(idle);
         }
