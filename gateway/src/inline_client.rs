@@ -99,7 +99,10 @@ impl InlineClient {
 
     /// Sends `req` (absolute URI, `Host` header set by the caller) and waits for the answer's head. The
     /// returned lease must be polled to read the body (`UpstreamBody` does).
-    pub async fn request(self: &Arc<Self>, mut req: Request<Full<Bytes>>) -> Result<(Response<Incoming>, Lease), ClientError> {
+    pub async fn request(
+        self: &Arc<Self>,
+        mut req: Request<Full<Bytes>>,
+    ) -> Result<(Response<Incoming>, Lease), ClientError> {
         let target = req.uri().clone();
         let key = match (target.scheme(), target.authority()) {
             (Some(s), Some(a)) => Key { scheme: s.clone(), authority: a.clone() },
@@ -142,7 +145,8 @@ impl InlineClient {
                 self.idle.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
                 return None;
             }
-            let mut lease = Lease { sender: idle.sender, conn: idle.conn, key: key.clone(), pool: self.clone(), closed: false };
+            let mut lease =
+                Lease { sender: idle.sender, conn: idle.conn, key: key.clone(), pool: self.clone(), closed: false };
             lease.poll_conn(&mut Context::from_waker(Waker::noop()));
             if !lease.closed && lease.sender.is_ready() {
                 return Some(lease);
@@ -236,7 +240,8 @@ mod tests {
                         };
                         let mut resp = Response::new(body);
                         if close {
-                            resp.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+                            resp.headers_mut()
+                                .insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
                         }
                         Ok::<_, std::convert::Infallible>(resp)
                     });
