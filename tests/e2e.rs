@@ -581,3 +581,57 @@ fn bad_config_exits_with_one_line_naming_the_key() {
         }
     }
 }
+
+/// The gateway keeps its upstream connections alive: calls one after another (non-stream, stream, an
+/// Anthropic-format call translated, an upstream error) go over the one connection the first call opened;
+/// a client that hangs up mid-stream costs that connection (HTTP/1 cannot drop half an answer) and one new
+/// connection, nothing more; and every call, the hung-up one included, has its event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_connections_are_reused_across_calls_and_a_hang_up_costs_one() {
+    let gw = Gateway::start().await;
+    let first = gw.post("/v1/chat/completions", Some(ENG_KEY), &chat_body("gpt-4o-mini", "hi", false)).await;
+    assert_eq!(first.status(), 200);
+    first.bytes().await.unwrap();
+    let opened = gw.mock.connections();
+    assert!(opened >= 1);
+
+    let mut calls = 1;
+    for i in 0..6 {
+        let stream = i % 2 == 1;
+        let r =
+            gw.post("/v1/chat/completions", Some(ENG_KEY), &chat_body("gpt-4o-mini", "MOCK[tokens=3]", stream)).await;
+        assert_eq!(r.status(), 200);
+        let text = String::from_utf8(r.bytes().await.unwrap().to_vec()).unwrap();
+        assert!(text.contains("tok2"), "{text}");
+        calls += 1;
+    }
+    let anthropic = serde_json::json!({"model": "gpt-4o-mini", "max_tokens": 50, "stream": true,
+        "messages": [{"role": "user", "content": "MOCK[tokens=2]"}]});
+    let r = gw.post("/v1/messages", Some(ENG_KEY), &anthropic.to_string()).await;
+    assert_eq!(r.status(), 200);
+    assert!(String::from_utf8(r.bytes().await.unwrap().to_vec()).unwrap().contains("message_stop"));
+    calls += 1;
+    let r = gw.post("/v1/chat/completions", Some(ENG_KEY), &chat_body("gpt-4o-mini", "MOCK[status=400]", false)).await;
+    assert_eq!(r.status(), 400);
+    r.bytes().await.unwrap();
+    calls += 1;
+    assert_eq!(gw.mock.connections(), opened, "calls one after another opened connections of their own");
+
+    // A client that hangs up after the first chunk of a slow stream.
+    let slow = chat_body("gpt-4o-mini", "MOCK[tokens=20,delay_ms=50]", true);
+    let r = gw.post("/v1/chat/completions", Some(ENG_KEY), &slow).await;
+    let mut body = r.bytes_stream();
+    body.next().await.unwrap().unwrap();
+    drop(body);
+    calls += 1;
+    for _ in 0..3 {
+        let r = gw.post("/v1/chat/completions", Some(ENG_KEY), &chat_body("gpt-4o-mini", "MOCK[tokens=2]", true)).await;
+        assert!(String::from_utf8(r.bytes().await.unwrap().to_vec()).unwrap().contains("[DONE]"));
+        calls += 1;
+    }
+    assert_eq!(gw.mock.connections(), opened + 1);
+    assert_eq!(gw.wait_events(calls).await, calls);
+    let rows = gw.sql("SELECT outcome, count(*) AS n FROM calls GROUP BY outcome ORDER BY outcome").await;
+    let n = |o: &str| rows.iter().find(|r| r["outcome"] == o).map_or(0, |r| u(r, "n"));
+    assert_eq!((n("ok"), n("upstream_error"), n("client_disconnect")), (calls - 2, 1, 1), "{rows:?}");
+}

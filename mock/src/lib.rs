@@ -100,6 +100,8 @@ pub(crate) struct Shared {
     /// The inference engine this instance plays, for `GET /metrics`.
     engine: Mutex<Option<engine::EngineMetrics>>,
     metrics_scrapes: AtomicU64,
+    /// TCP connections accepted.
+    connections: AtomicU64,
 }
 
 /// A running mock server; dropping it stops accepting connections.
@@ -145,11 +147,14 @@ impl MockUpstream {
             instance: Mutex::new(None),
             engine: Mutex::new(None),
             metrics_scrapes: AtomicU64::new(0),
+            connections: AtomicU64::new(0),
         });
         let app = Router::new().fallback(handle).with_state(Arc::clone(&shared));
         // Small SSE frames must not wait on Nagle + delayed ACK.
-        let listener = listener.tap_io(|tcp| {
+        let counted = Arc::clone(&shared);
+        let listener = listener.tap_io(move |tcp| {
             let _ = tcp.set_nodelay(true);
+            counted.connections.fetch_add(1, Ordering::Relaxed);
         });
         let task = tokio::spawn(async move {
             if let Err(error) = axum::serve(listener, app).await {
@@ -181,6 +186,11 @@ impl MockUpstream {
     /// Every request received, including those no longer kept by [`requests`](Self::requests).
     pub fn received(&self) -> u64 {
         self.shared.received.load(Ordering::Relaxed)
+    }
+
+    /// TCP connections accepted so far (a client that keeps its connections alive opens few).
+    pub fn connections(&self) -> u64 {
+        self.shared.connections.load(Ordering::Relaxed)
     }
 
     /// Requests answered with 2xx whose body was handed out in full (streams: `[DONE]` included).
