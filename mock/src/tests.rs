@@ -418,6 +418,7 @@ fn recording_is_capped() {
         instance: Mutex::new(None),
         engine: Mutex::new(None),
         metrics_scrapes: AtomicU64::new(0),
+        connections: AtomicU64::new(0),
         responses: responses::Store::default(),
     };
     let (parts, ()) = http::Request::post("/v1/x").body(()).unwrap().into_parts();
