@@ -29,24 +29,85 @@ pub enum WireEventError {
 }
 
 /// Parses one JSON event, refusing unknown schema versions and events that lack a required field.
+///
+/// Two passes over the line: one that only looks at the top-level keys (no key or value is built, except
+/// `schema_version`'s), then serde's derived parse of the event.
 pub fn parse_wire_event(line: &[u8]) -> Result<CallEvent, WireEventError> {
-    // Only the top-level keys are looked at; values are skipped without being built.
-    #[derive(Deserialize)]
-    struct Keys(std::collections::HashMap<String, serde::de::IgnoredAny>);
-    #[derive(Deserialize)]
-    struct Version {
-        schema_version: Option<serde_json::Value>,
+    let found: Presence = serde_json::from_slice(line).map_err(|e| WireEventError::Json(e.to_string()))?;
+    if let Some(missing) = REQUIRED.iter().enumerate().find(|(i, _)| found.seen & (1 << i) == 0) {
+        return Err(WireEventError::Missing(missing.1));
     }
-    let keys: Keys = serde_json::from_slice(line).map_err(|e| WireEventError::Json(e.to_string()))?;
-    if let Some(missing) = REQUIRED.iter().find(|k| !keys.0.contains_key(**k)) {
-        return Err(WireEventError::Missing(missing));
-    }
-    let v: Version = serde_json::from_slice(line).map_err(|e| WireEventError::Json(e.to_string()))?;
-    let found = v.schema_version.and_then(|v| v.as_u64()).unwrap_or(0);
-    if found == 0 || found > u64::from(SCHEMA_VERSION) {
-        return Err(WireEventError::Version { found });
+    let version = found.version.unwrap_or(0);
+    if version == 0 || version > u64::from(SCHEMA_VERSION) {
+        return Err(WireEventError::Version { found: version });
     }
     serde_json::from_slice(line).map_err(|e| WireEventError::Json(e.to_string()))
+}
+
+/// The first pass's answer: which of [`REQUIRED`] are there (bit `i` for `REQUIRED[i]`), and the schema
+/// version when it is an unsigned integer.
+struct Presence {
+    seen: u32,
+    version: Option<u64>,
+}
+
+impl<'de> Deserialize<'de> for Presence {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Presence, D::Error> {
+        d.deserialize_map(PresenceVisitor)
+    }
+}
+
+struct PresenceVisitor;
+
+impl<'de> serde::de::Visitor<'de> for PresenceVisitor {
+    type Value = Presence;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Presence, A::Error> {
+        let mut p = Presence { seen: 0, version: None };
+        while let Some(key) = map.next_key_seed(RequiredKey)? {
+            match key {
+                Some(0) => {
+                    p.seen |= 1;
+                    p.version = map.next_value::<serde_json::Value>()?.as_u64();
+                }
+                Some(i) => {
+                    p.seen |= 1 << i;
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+                None => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(p)
+    }
+}
+
+/// A key read as its index in [`REQUIRED`], without building it.
+struct RequiredKey;
+
+impl<'de> serde::de::DeserializeSeed<'de> for RequiredKey {
+    type Value = Option<usize>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Option<usize>, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for RequiredKey {
+    type Value = Option<usize>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a field name")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Option<usize>, E> {
+        Ok(REQUIRED.iter().position(|k| *k == v))
+    }
 }
 
 #[cfg(test)]
@@ -69,5 +130,72 @@ mod tests {
         v["schema_version"] = 0.into();
         assert_eq!(parse_wire_event(v.to_string().as_bytes()).unwrap_err(), WireEventError::Version { found: 0 });
         assert!(matches!(parse_wire_event(b"{\"event_id\":"), Err(WireEventError::Json(_))));
+    }
+
+    /// The three-pass form this replaced (every key into a map, the version, then the event), kept as the
+    /// reference the one-pass key scan must agree with.
+    fn reference(line: &[u8]) -> Result<CallEvent, WireEventError> {
+        #[derive(Deserialize)]
+        struct Keys(std::collections::HashMap<String, serde::de::IgnoredAny>);
+        #[derive(Deserialize)]
+        struct Version {
+            schema_version: Option<serde_json::Value>,
+        }
+        let keys: Keys = serde_json::from_slice(line).map_err(|e| WireEventError::Json(e.to_string()))?;
+        if let Some(missing) = REQUIRED.iter().find(|k| !keys.0.contains_key(**k)) {
+            return Err(WireEventError::Missing(missing));
+        }
+        let v: Version = serde_json::from_slice(line).map_err(|e| WireEventError::Json(e.to_string()))?;
+        let found = v.schema_version.and_then(|v| v.as_u64()).unwrap_or(0);
+        if found == 0 || found > u64::from(SCHEMA_VERSION) {
+            return Err(WireEventError::Version { found });
+        }
+        serde_json::from_slice(line).map_err(|e| WireEventError::Json(e.to_string()))
+    }
+
+    fn same(line: &str) {
+        let (got, want) = (parse_wire_event(line.as_bytes()), reference(line.as_bytes()));
+        match (&got, &want) {
+            (Ok(a), Ok(b)) => assert_eq!(serde_json::to_value(a).unwrap(), serde_json::to_value(b).unwrap(), "{line}"),
+            // Error texts from serde may word the first pass's complaint differently; the kind must agree.
+            (Err(WireEventError::Json(_)), Err(WireEventError::Json(_))) => {}
+            _ => assert_eq!(got, want, "{line}"),
+        }
+    }
+
+    #[test]
+    fn agrees_with_the_three_pass_reference() {
+        let full =
+            CallEvent { schema_version: SCHEMA_VERSION, cost_nanousd: 42, event_id: "e1".into(), ..Default::default() };
+        let base: serde_json::Value = serde_json::to_value(&full).unwrap();
+        same(&base.to_string());
+        // Each field removed in turn, required or not.
+        for k in base.as_object().unwrap().keys() {
+            let mut v = base.clone();
+            v.as_object_mut().unwrap().remove(k);
+            same(&v.to_string());
+        }
+        // Versions of every shape.
+        for version in ["null", "0", "1", "99", "-1", "1.5", "\"1\"", "[]", "{}"] {
+            let line = base.to_string().replacen(
+                &format!("\"schema_version\":{SCHEMA_VERSION}"),
+                &format!("\"schema_version\":{version}"),
+                1,
+            );
+            assert_ne!(line, base.to_string());
+            same(&line);
+        }
+        // An escaped key is the same key; an unknown field is ignored; a repeated one is refused by the event.
+        let text = base.to_string();
+        let escaped = text.replacen("\"cost_nanousd\"", "\"cost\\u005fnanousd\"", 1);
+        assert_ne!(escaped, text);
+        assert_eq!(parse_wire_event(escaped.as_bytes()).unwrap().cost_nanousd, 42);
+        same(&escaped);
+        same(&text.replacen('{', "{\"not_a_field\":[1,{\"a\":null}],", 1));
+        same(&text.replacen('{', "{\"cost_nanousd\":7,", 1));
+        // Not an object, broken, trailing bytes.
+        for line in ["[]", "null", "1", "\"x\"", "{", "{}", &format!("{text} x"), &text[..text.len() - 1]] {
+            same(line);
+        }
     }
 }
