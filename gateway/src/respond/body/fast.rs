@@ -144,50 +144,37 @@ impl<'a> Scan<'a> {
     /// An object at the cursor: `field` is called with the cursor on each value (after the colon and
     /// any whitespace) and must leave it just past the value.
     fn object(&mut self, mut field: impl FnMut(&mut Scan<'a>, &'a [u8]) -> Option<()>) -> Option<()> {
-        self.eat(b'{')?;
-        self.enter()?;
-        self.ws();
-        if self.eat(b'}').is_none() {
-            loop {
-                let key = self.key()?;
-                self.ws();
-                self.eat(b':')?;
-                self.ws();
-                field(self, key)?;
-                self.ws();
-                match self.peek()? {
-                    b',' => {
-                        self.i += 1;
-                        self.ws();
-                    }
-                    b'}' => {
-                        self.i += 1;
-                        break;
-                    }
-                    _ => return None,
-                }
-            }
-        }
-        self.depth -= 1;
-        Some(())
+        self.container(b'{', b'}', |s| {
+            let key = s.key()?;
+            s.ws();
+            s.eat(b':')?;
+            s.ws();
+            field(s, key)
+        })
     }
 
     /// An array at the cursor: `element` is called with the cursor on each element and must leave it
     /// just past it.
-    fn array(&mut self, mut element: impl FnMut(&mut Scan<'a>) -> Option<()>) -> Option<()> {
-        self.eat(b'[')?;
+    fn array(&mut self, element: impl FnMut(&mut Scan<'a>) -> Option<()>) -> Option<()> {
+        self.container(b'[', b']', element)
+    }
+
+    /// `open`, items separated by commas (each read by `item`, which must leave the cursor just past
+    /// it), `close`; whitespace anywhere between; one level deeper while inside.
+    fn container(&mut self, open: u8, close: u8, mut item: impl FnMut(&mut Scan<'a>) -> Option<()>) -> Option<()> {
+        self.eat(open)?;
         self.enter()?;
         self.ws();
-        if self.eat(b']').is_none() {
+        if self.eat(close).is_none() {
             loop {
-                element(self)?;
+                item(self)?;
                 self.ws();
                 match self.peek()? {
                     b',' => {
                         self.i += 1;
                         self.ws();
                     }
-                    b']' => {
+                    c if c == close => {
                         self.i += 1;
                         break;
                     }
