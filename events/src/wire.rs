@@ -70,8 +70,8 @@ impl<'de> serde::de::Visitor<'de> for PresenceVisitor {
         let mut p = Presence { seen: 0, version: None };
         while let Some(key) = map.next_key_seed(RequiredKey)? {
             match key {
-                Some(0) => {
-                    p.seen |= 1;
+                Some(i) if REQUIRED[i] == "schema_version" => {
+                    p.seen |= 1 << i;
                     p.version = map.next_value::<serde_json::Value>()?.as_u64();
                 }
                 Some(i) => {
