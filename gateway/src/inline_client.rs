@@ -200,11 +200,6 @@ impl Lease {
         let Lease { sender, conn, key, pool, .. } = self;
         pool.put(key, Idle { sender, conn, since: Instant::now() });
     }
-
-    /// [`Lease::release`] outside of a poll (the body was dropped after its end).
-    pub fn release_now(self) {
-        self.release(&mut Context::from_waker(Waker::noop()));
-    }
 }
 
 #[cfg(test)]
@@ -261,7 +256,7 @@ mod tests {
 
     /// Reads the whole body the way `UpstreamBody` does: the lease polled beside it, released at the end.
     async fn read(resp: Response<Incoming>, lease: Lease) -> Bytes {
-        let body = crate::respond::UpstreamBody::new(None, resp.into_body(), Some(lease));
+        let body = crate::respond::UpstreamBody::new(resp.into_body(), lease);
         body.collect().await.unwrap().to_bytes()
     }
 
@@ -286,7 +281,7 @@ mod tests {
         let client = InlineClient::new(Duration::from_secs(1), Duration::from_secs(90), 8);
         for i in 0..3 {
             let (resp, lease) = client.request(request(&base, &format!("/len{i}"))).await.unwrap();
-            let mut body = crate::respond::UpstreamBody::new(None, resp.into_body(), Some(lease));
+            let mut body = crate::respond::UpstreamBody::new(resp.into_body(), lease);
             let frame = body.frame().await.unwrap().unwrap();
             assert_eq!(frame.into_data().unwrap(), format!("/len{i}"));
             assert!(http_body::Body::is_end_stream(&body));

@@ -189,7 +189,7 @@ pub async fn attempt(
     };
     let got_headers = Instant::now();
     let (parts, body) = resp.into_parts();
-    let mut body = UpstreamBody::new(None, body, Some(lease));
+    let mut body = UpstreamBody::new(body, lease);
     let status = parts.status;
     guard.event.status_code = status.as_u16();
     let idle = Duration::from_millis(up.cfg.idle_timeout_ms);

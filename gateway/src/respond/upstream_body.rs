@@ -17,8 +17,8 @@ pub struct UpstreamBody {
 }
 
 impl UpstreamBody {
-    pub fn new(first: Option<Frame<Bytes>>, rest: Incoming, lease: Option<Lease>) -> UpstreamBody {
-        UpstreamBody { first, rest, lease }
+    pub fn new(rest: Incoming, lease: Lease) -> UpstreamBody {
+        UpstreamBody { first: None, rest, lease: Some(lease) }
     }
 
     /// Puts back a frame read ahead, to be the next one read.
@@ -93,10 +93,8 @@ impl Drop for UpstreamBody {
     /// A body read to its end whose last poll did not see the end (the reader stopped at
     /// `is_end_stream`) still hands its connection back.
     fn drop(&mut self) {
-        if self.first.is_none() && self.rest.is_end_stream() {
-            if let Some(lease) = self.lease.take() {
-                lease.release_now();
-            }
+        if self.first.is_none() {
+            self.release_if_ended(&mut Context::from_waker(std::task::Waker::noop()));
         }
     }
 }
