@@ -27,6 +27,7 @@ pub mod providers;
 pub mod reqlog;
 pub mod respond;
 pub mod routing;
+mod self_wake;
 pub mod ship;
 pub mod sse;
 pub mod translate;

@@ -105,11 +105,13 @@ pub async fn serve(
         }
         let conn = http.serve_connection(TokioIo::new(tcp), front.clone());
         let conn = graceful.watch(conn);
-        tokio::spawn(async move {
+        // Everything of the connection's calls runs in this task; see `self_wake` for why its own wakes
+        // are polled in place.
+        tokio::spawn(crate::self_wake::PollInPlace::new(async move {
             if let Err(error) = conn.await {
                 debug!(%error, "client connection ended with an error");
             }
-        });
+        }));
     }
     drop(listener);
     graceful.shutdown().await;
