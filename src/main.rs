@@ -577,6 +577,38 @@ fn tune_malloc() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn tune_malloc() {}
 
+/// How often the background thread hands glibc's free pages back to the system.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const TRIM_EVERY: Duration = Duration::from_secs(5);
+
+/// glibc returns memory to the system only from the top of each arena: pages freed in the middle (a
+/// metering batch, a Parquet batch, a burst of connections) stay resident until reused. `malloc_trim`
+/// releases every whole free page of every arena; run every [`TRIM_EVERY`] on the background thread it
+/// kept `serve` after a c=32 load at about its working set (bench/RESULTS.md, eleventh round) for a
+/// fraction of a millisecond per run and the page faults of refilling what the load reuses.
+/// Off when `MALLOC_TRIM_THRESHOLD_` is set (the operator tuned glibc themselves).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn spawn_malloc_trim(handle: &tokio::runtime::Handle) {
+    if std::env::var_os("MALLOC_TRIM_THRESHOLD_").is_some() {
+        return;
+    }
+    handle.spawn(async {
+        let mut tick = tokio::time::interval(TRIM_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            // SAFETY: `malloc_trim` only releases free memory of the allocator's own arenas.
+            unsafe {
+                libc::malloc_trim(0);
+            }
+        }
+    });
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn spawn_malloc_trim(_handle: &tokio::runtime::Handle) {}
+
 fn main() -> anyhow::Result<()> {
     tune_malloc();
     let cli = Cli::parse();
@@ -919,6 +951,7 @@ async fn serve(cfg: Config, validated: ValidatedConfig, mode: Mode, config_path:
     // own thread: their batches every 20 ms then never hold up a worker that client connections wait on.
     let background = Background::start()?;
     let metering = background.handle.spawn(tollgate_gateway::run_metering(meter_rx, coll_tx));
+    spawn_malloc_trim(&background.handle);
     let grace = Duration::from_millis(cfg.server.shutdown_grace_ms);
     let entered = background.handle.enter();
     let collector = match (mode, cfg.shipping.clone()) {
