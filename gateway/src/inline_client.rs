@@ -44,7 +44,7 @@ struct Key {
 
 struct Idle {
     sender: Sender,
-    conn: Conn,
+    conn: Box<Conn>,
     since: Instant,
 }
 
@@ -72,7 +72,10 @@ pub enum ClientError {
 /// the connection (HTTP/1 cannot abandon an answer half read).
 pub struct Lease {
     sender: Sender,
-    conn: Conn,
+    /// Boxed: hyper's connection state with its buffers is a few KiB, and a lease moves by value from
+    /// the idle list into the call's futures, into `UpstreamBody` and back at every call; boxed, those
+    /// moves copy a pointer and the call's future shrinks by as much (one allocation per connection).
+    conn: Box<Conn>,
     key: Key,
     pool: Arc<InlineClient>,
     /// The connection's future has completed (closed or failed): it must not be polled again.
@@ -132,7 +135,7 @@ impl InlineClient {
         let io = self.connector.clone().call(target).await.map_err(ClientError::Connect)?;
         let (sender, conn) = http1::Builder::new().handshake(io).await?;
         self.opened.fetch_add(1, Ordering::Relaxed);
-        Ok(Lease { sender, conn, key, pool: self.clone(), closed: false })
+        Ok(Lease { sender, conn: Box::new(conn), key, pool: self.clone(), closed: false })
     }
 
     /// The most recently used idle connection to `key` that is still open.
@@ -171,7 +174,7 @@ impl Lease {
     /// or its body. Wakes `cx` when there is more to do.
     pub fn poll_conn(&mut self, cx: &mut Context<'_>) {
         if !self.closed {
-            if let Poll::Ready(r) = Pin::new(&mut self.conn).poll(cx) {
+            if let Poll::Ready(r) = Pin::new(&mut *self.conn).poll(cx) {
                 self.closed = true;
                 if let Err(error) = r {
                     tracing::debug!(%error, "upstream connection ended");
