@@ -117,7 +117,9 @@ impl InlineClient {
         loop {
             let (mut lease, reused) = match self.checkout(&key) {
                 Some(l) => (l, true),
-                None => (self.connect(key.clone(), target.clone()).await?, false),
+                // Boxed: connecting (DNS, TCP, TLS, handshake) is rare and its future is large; inline it
+                // would grow every call's future by as much.
+                None => (Box::pin(self.connect(key.clone(), target.clone())).await?, false),
             };
             let sent = lease.sender.try_send_request(req);
             match lease.drive(sent).await {
