@@ -584,8 +584,9 @@ const TRIM_EVERY: Duration = Duration::from_secs(5);
 /// glibc returns memory to the system only from the top of each arena: pages freed in the middle (a
 /// metering batch, a Parquet batch, a burst of connections) stay resident until reused. `malloc_trim`
 /// releases every whole free page of every arena; run every [`TRIM_EVERY`] on the background thread it
-/// kept `serve` after a c=32 load at about its working set (bench/RESULTS.md, eleventh round) for a
-/// fraction of a millisecond per run and the page faults of refilling what the load reuses.
+/// kept `serve` after a c=32 load at about its working set (bench/RESULTS.md, eleventh round), with CPU
+/// per call within the runs' noise (the trim itself was 1 of 2,195 samples of a 4-s c=32 profile; the
+/// pages the load reuses are faulted in again).
 /// Off when `MALLOC_TRIM_THRESHOLD_` is set (the operator tuned glibc themselves).
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn spawn_malloc_trim(handle: &tokio::runtime::Handle) {
