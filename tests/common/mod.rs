@@ -75,12 +75,12 @@ impl Gateway {
     pub async fn start_with(opts: Opts) -> Gateway {
         let mock = MockUpstream::start().await.expect("mock upstream");
         let dir = tempfile::tempdir().expect("tempdir");
-        let port = free_port();
         let config = dir.path().join("tollgate.toml");
-        let toml = format!(
+        // The port is filled in at each start (see below).
+        let template = format!(
             r#"
 [server]
-listen = "127.0.0.1:{port}"
+listen = "127.0.0.1:{{port}}"
 shutdown_grace_ms = 5000
 [storage]
 data_dir = "{data}"
@@ -138,22 +138,39 @@ allow_attribution_headers = true
                 .replace("{mock_base}", &mock.base_url())
                 .replace("{mock_root}", &format!("http://{}", mock.addr())),
         );
-        std::fs::write(&config, toml).expect("write config");
         let mut gw = Gateway {
             command: opts.command,
             child: None,
-            url: format!("http://127.0.0.1:{port}"),
+            url: String::new(),
             dir,
             config,
             mock,
             http: reqwest::Client::new(),
         };
-        gw.spawn();
+        // `free_port` only finds a port that was free a moment ago: another server of the suite may bind
+        // it before tollgate does. Such a start is tried again on another port.
+        for attempt in 1.. {
+            let port = free_port();
+            std::fs::write(&gw.config, template.replace("{port}", &port.to_string())).expect("write config");
+            gw.url = format!("http://127.0.0.1:{port}");
+            match gw.try_spawn() {
+                Ok(()) => break,
+                Err(log) if attempt < 5 && log.contains("Address already in use") => continue,
+                Err(log) => panic!("tollgate exited before listening; log:\n{log}"),
+            }
+        }
         gw
     }
 
     /// Starts the binary and waits for its `listening on` line.
     pub fn spawn(&mut self) {
+        if let Err(log) = self.try_spawn() {
+            panic!("tollgate exited before listening; log:\n{log}");
+        }
+    }
+
+    /// [`Gateway::spawn`], answering the log of a process that exited before listening.
+    fn try_spawn(&mut self) -> Result<(), String> {
         let log = std::fs::File::create(self.log_path()).expect("log file");
         let mut child = Command::new(bin())
             .args([self.command, "--config"])
@@ -170,11 +187,15 @@ allow_attribution_headers = true
             match lines.next() {
                 Some(Ok(l)) if l.starts_with("listening on") => break,
                 Some(Ok(_)) => continue,
-                _ => panic!("tollgate exited before listening; log:\n{}", self.log()),
+                _ => {
+                    let _ = child.wait();
+                    return Err(self.log());
+                }
             }
         }
         std::thread::spawn(move || for _ in lines {});
         self.child = Some(child);
+        Ok(())
     }
 
     pub fn log_path(&self) -> PathBuf {
