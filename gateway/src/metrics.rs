@@ -14,6 +14,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
+use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 use tollgate_events::prom::{self, Kind, LabelCap, MetricsConfig};
 use tollgate_events::{CallEvent, Endpoint, Outcome};
@@ -96,31 +97,41 @@ pub struct GatewayMetrics {
     /// The series one kind of call updates, found once: `observe` then touches atomics only, instead of
     /// hashing the labels and taking each family's lock about ten times per event. Bounded like the
     /// labels themselves (known models or `other`, capped response models, a closed set of outcomes).
-    handles: std::sync::Mutex<std::collections::HashMap<(GenAiLabels, &'static str), CallSeries>>,
+    handles: std::sync::Mutex<HashMap<(GenAiLabels, &'static str), CallSeries, foldhash::fast::RandomState>>,
 }
 
 /// The series of one (labels, outcome) pair. A series is made on first use, as `get_or_create` would:
 /// the exposition shows no series a call never touched.
-#[derive(Default)]
 struct CallSeries {
+    /// The labels of the key (the series' constructors need them after the key moved into the map).
+    call: GenAiLabels,
     requests: Option<Counter>,
     duration: Option<Histogram>,
     token_usage: [Option<Histogram>; 2],
     tokens: [Option<Counter>; 5],
     ttft: Option<Histogram>,
     tpot: Option<Histogram>,
+    /// The cost and saving counters of the last attribution seen with these labels: the raw values of
+    /// `metrics.cost_labels`' fields, compared (no lock, no allocation) before the labels are built again.
+    cost: Option<CostSeries>,
+}
+
+struct CostSeries {
+    attribution: Vec<String>,
+    cost: Option<Counter>,
+    saved: Option<Counter>,
 }
 
 /// A cached series, or the family's one for these labels (the handle shares its atomics).
-fn series<L, M: Clone, C: prometheus_client::metrics::family::MetricConstructor<M>>(
-    slot: &mut Option<M>,
+fn series<'a, L, M: Clone, C: prometheus_client::metrics::family::MetricConstructor<M>>(
+    slot: &'a mut Option<M>,
     family: &Family<L, M, C>,
     labels: impl FnOnce() -> L,
-) -> M
+) -> &'a M
 where
     L: Clone + std::hash::Hash + Eq,
 {
-    slot.get_or_insert_with(|| family.get_or_create(&labels()).clone()).clone()
+    slot.get_or_insert_with(|| family.get_or_create(&labels()).clone())
 }
 
 impl Default for GatewayMetrics {
@@ -279,68 +290,86 @@ impl GatewayMetrics {
 
     /// Called by the metering task for each finished event.
     pub fn observe(&self, ev: &CallEvent) {
-        let call = self.labels(ev);
         let ok = ev.outcome == Outcome::Ok;
         let error_type = if ok { "" } else { ev.outcome.as_str() };
-        let model = call.gen_ai_request_model.clone();
-        let provider = call.gen_ai_provider_name;
-        {
-            let mut all = self.handles.lock().unwrap_or_else(|p| p.into_inner());
-            let key = (call, ev.outcome.as_str());
-            if !all.contains_key(&key) {
-                all.insert(key.clone(), CallSeries::default());
+        let mut all = self.handles.lock().unwrap_or_else(|p| p.into_inner());
+        let h = all.entry((self.labels(ev), ev.outcome.as_str())).or_insert_with_key(|(call, _)| CallSeries {
+            call: call.clone(),
+            requests: None,
+            duration: None,
+            token_usage: Default::default(),
+            tokens: Default::default(),
+            ttft: None,
+            tpot: None,
+            cost: None,
+        });
+        let call = &h.call;
+        series(&mut h.requests, &self.requests, || RequestLabels {
+            gen_ai_operation_name: call.gen_ai_operation_name,
+            gen_ai_provider_name: call.gen_ai_provider_name,
+            gen_ai_request_model: call.gen_ai_request_model.clone(),
+            outcome: ev.outcome.as_str(),
+        })
+        .inc();
+        series(&mut h.duration, &self.duration, || DurationLabels { call: call.clone(), error_type })
+            .observe(f64::from(ev.latency_ms) / 1e3);
+        let kinds = [
+            ("input", ev.input_tokens),
+            ("output", ev.output_tokens),
+            ("cache_read", ev.cached_input_tokens),
+            ("cache_write", ev.cache_write_tokens),
+            ("reasoning", ev.reasoning_tokens),
+        ];
+        let any_usage = ev.input_tokens > 0 || ev.output_tokens > 0;
+        for (i, (kind, n)) in kinds.into_iter().enumerate() {
+            let labels = || TokenLabels { call: call.clone(), gen_ai_token_type: kind };
+            // The histogram is the convention's (input and output, for calls that used tokens).
+            if i < 2 && any_usage {
+                series(&mut h.token_usage[i], &self.token_usage, labels).observe(n as f64);
             }
-            let (call, _) = &key;
-            let Some(h) = all.get_mut(&key) else { return };
-            series(&mut h.requests, &self.requests, || RequestLabels {
-                gen_ai_operation_name: call.gen_ai_operation_name,
-                gen_ai_provider_name: call.gen_ai_provider_name,
-                gen_ai_request_model: call.gen_ai_request_model.clone(),
-                outcome: ev.outcome.as_str(),
-            })
-            .inc();
-            series(&mut h.duration, &self.duration, || DurationLabels { call: call.clone(), error_type })
-                .observe(f64::from(ev.latency_ms) / 1e3);
-            let kinds = [
-                ("input", ev.input_tokens),
-                ("output", ev.output_tokens),
-                ("cache_read", ev.cached_input_tokens),
-                ("cache_write", ev.cache_write_tokens),
-                ("reasoning", ev.reasoning_tokens),
-            ];
-            let any_usage = ev.input_tokens > 0 || ev.output_tokens > 0;
-            for (i, (kind, n)) in kinds.into_iter().enumerate() {
-                let labels = || TokenLabels { call: call.clone(), gen_ai_token_type: kind };
-                // The histogram is the convention's (input and output, for calls that used tokens).
-                if i < 2 && any_usage {
-                    series(&mut h.token_usage[i], &self.token_usage, labels).observe(n as f64);
-                }
-                if n > 0 {
-                    series(&mut h.tokens[i], &self.tokens, labels).inc_by(n);
-                }
-            }
-            if ok && ev.stream && ev.ttft_ms > 0 {
-                series(&mut h.ttft, &self.ttft, || call.clone()).observe(f64::from(ev.ttft_ms) / 1e3);
-                if ev.output_tokens > 1 && ev.latency_ms > ev.ttft_ms {
-                    let per = f64::from(ev.latency_ms - ev.ttft_ms) / 1e3 / (ev.output_tokens - 1) as f64;
-                    series(&mut h.tpot, &self.tpot, || call.clone()).observe(per);
-                }
+            if n > 0 {
+                series(&mut h.tokens[i], &self.tokens, labels).inc_by(n);
             }
         }
-        if ev.upstream_latency_ms > 0 {
-            self.overhead.observe(f64::from(ev.gateway_overhead_us) / 1e6);
+        if ok && ev.stream && ev.ttft_ms > 0 {
+            series(&mut h.ttft, &self.ttft, || call.clone()).observe(f64::from(ev.ttft_ms) / 1e3);
+            if ev.output_tokens > 1 && ev.latency_ms > ev.ttft_ms {
+                let per = f64::from(ev.latency_ms - ev.ttft_ms) / 1e3 / (ev.output_tokens - 1) as f64;
+                series(&mut h.tpot, &self.tpot, || call.clone()).observe(per);
+            }
         }
         if ev.cost_nanousd > 0 || ev.saved_nanousd > 0 {
-            let mut labels: CostLabels =
-                self.cost_fields.iter().map(|(field, cap)| (*field, cap.bound(attribution(ev, field)))).collect();
-            labels.push(("gen_ai_request_model", model));
-            labels.push(("gen_ai_provider_name", Arc::from(provider)));
-            if ev.cost_nanousd > 0 {
-                self.cost.get_or_create(&labels).inc_by(ev.cost_nanousd);
+            let same = |c: &CostSeries| {
+                c.attribution.iter().zip(&self.cost_fields).all(|(v, (field, _))| v == attribution(ev, field))
+            };
+            if !h.cost.as_ref().is_some_and(same) {
+                h.cost = Some(CostSeries {
+                    attribution: self.cost_fields.iter().map(|(field, _)| attribution(ev, field).to_owned()).collect(),
+                    cost: None,
+                    saved: None,
+                });
             }
-            if ev.saved_nanousd > 0 {
-                self.saved.get_or_create(&labels).inc_by(ev.saved_nanousd);
+            if let Some(c) = h.cost.as_mut() {
+                let labels = || {
+                    let mut labels = CostLabels::with_capacity(self.cost_fields.len() + 2);
+                    labels.extend(
+                        self.cost_fields.iter().map(|(field, cap)| (*field, cap.bound(attribution(ev, field)))),
+                    );
+                    labels.push(("gen_ai_request_model", call.gen_ai_request_model.clone()));
+                    labels.push(("gen_ai_provider_name", Arc::from(call.gen_ai_provider_name)));
+                    labels
+                };
+                if ev.cost_nanousd > 0 {
+                    series(&mut c.cost, &self.cost, labels).inc_by(ev.cost_nanousd);
+                }
+                if ev.saved_nanousd > 0 {
+                    series(&mut c.saved, &self.saved, labels).inc_by(ev.saved_nanousd);
+                }
             }
+        }
+        drop(all);
+        if ev.upstream_latency_ms > 0 {
+            self.overhead.observe(f64::from(ev.gateway_overhead_us) / 1e6);
         }
     }
 }
@@ -439,11 +468,17 @@ mod tests {
         m.observe(&ev("core", 3));
         m.observe(&ev("ml", 5));
         m.observe(&ev("web", 7));
+        // Back to an attribution seen before (the series remembers only the last one): the same counter.
+        m.observe(&ev("core", 11));
+        m.observe(&CallEvent { saved_nanousd: 13, ..ev("ml", 0) });
+        m.observe(&CallEvent { saved_nanousd: 17, ..ev("core", 0) });
         let text = scrape(&m);
         assert!(
-            text.contains("tollgate_cost_nanousd_total{team=\"core\",gen_ai_request_model=\"gpt-4o\",gen_ai_provider_name=\"openai\"} 1000000010"),
+            text.contains("tollgate_cost_nanousd_total{team=\"core\",gen_ai_request_model=\"gpt-4o\",gen_ai_provider_name=\"openai\"} 1000000021"),
             "{text}"
         );
+        assert!(text.contains("tollgate_cache_saved_nanousd_total{team=\"core\",gen_ai_request_model=\"gpt-4o\",gen_ai_provider_name=\"openai\"} 17"), "{text}");
+        assert!(text.contains("tollgate_cache_saved_nanousd_total{team=\"other\",gen_ai_request_model=\"gpt-4o\",gen_ai_provider_name=\"openai\"} 13"), "{text}");
         assert!(text.contains("tollgate_cost_nanousd_total{team=\"other\",gen_ai_request_model=\"gpt-4o\",gen_ai_provider_name=\"openai\"} 12"), "{text}");
     }
 }

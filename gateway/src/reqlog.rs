@@ -6,7 +6,7 @@
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
-use tollgate_events::{format_usd, CallEvent, Outcome};
+use tollgate_events::{CallEvent, Outcome};
 
 /// Whether request lines are written as JSON objects (`--log-format json`) rather than text.
 static JSON: AtomicBool = AtomicBool::new(false);
@@ -67,7 +67,7 @@ impl RequestLog {
         l.num("cached_input_tokens", ev.cached_input_tokens);
         l.str("usage_source", ev.usage_source.as_str());
         l.num("cost_nanousd", ev.cost_nanousd);
-        l.str("cost_usd", &format_usd(ev.cost_nanousd));
+        l.usd("cost_usd", ev.cost_nanousd);
         l.num("latency_ms", u64::from(ev.latency_ms));
         l.num("ttft_ms", u64::from(ev.ttft_ms));
         l.num("overhead_us", u64::from(ev.gateway_overhead_us));
@@ -148,6 +148,27 @@ impl<'a> Line<'a> {
     fn num(&mut self, k: &str, v: u64) {
         self.key(k);
         self.out.push_str(itoa::Buffer::new().format(v));
+    }
+
+    /// Nano-USD as exact dollars with nine places (what `format_usd` writes, without its allocation): bare in
+    /// text, a JSON string in JSON.
+    fn usd(&mut self, k: &str, nanos: u64) {
+        self.key(k);
+        if self.json {
+            self.out.push('"');
+        }
+        self.out.push_str(itoa::Buffer::new().format(nanos / 1_000_000_000));
+        self.out.push('.');
+        let frac = nanos % 1_000_000_000;
+        let mut b = itoa::Buffer::new();
+        let digits = b.format(frac);
+        for _ in digits.len()..9 {
+            self.out.push('0');
+        }
+        self.out.push_str(digits);
+        if self.json {
+            self.out.push('"');
+        }
     }
 
     fn bool(&mut self, k: &str, v: bool) {
@@ -293,6 +314,17 @@ mod tests {
         assert_eq!(v[0]["cost_usd"], "0.000257500");
         assert!(chrono::DateTime::parse_from_rfc3339(v[0]["timestamp"].as_str().unwrap()).is_ok());
         assert_eq!((v[1]["message"].as_str(), v[1]["level"].as_str()), (Some("upstream error"), Some("WARN")));
+    }
+
+    #[test]
+    fn dollars_are_written_with_nine_places_in_both_formats() {
+        for nanos in [0, 1, 9, 257_500, 999_999_999, 1_000_000_000, 12_345_678_901, u64::MAX] {
+            let ev = tollgate_events::CallEvent { cost_nanousd: nanos, ..Default::default() };
+            let want = tollgate_events::format_usd(nanos);
+            assert!(lines(false, &ev).contains(&format!(" cost_usd={want} ")), "{nanos}");
+            let v: serde_json::Value = serde_json::from_str(lines(true, &ev).lines().next().unwrap()).unwrap();
+            assert_eq!(v["cost_usd"], want.as_str(), "{nanos}");
+        }
     }
 
     #[test]

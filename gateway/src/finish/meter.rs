@@ -310,13 +310,15 @@ pub async fn run_metering(mut r: MeterReceiver, out: mpsc::Sender<Vec<CallEvent>
     let mut tick = tokio::time::interval(DRAIN_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut idle_ticks = 0u32;
+    // One request log for the task's life: its buffer keeps the capacity of the busiest drain.
+    let mut log = crate::reqlog::RequestLog::new();
     loop {
         tick.tick().await;
         let queued = r.rx.len();
         inner.metrics.queue_depth.set(i64::try_from(queued).unwrap_or(i64::MAX));
-        // Events are large: a batch grown by doubling would copy them several times over.
-        let mut batch = Vec::with_capacity(queued.min(OUT_BATCH));
-        let mut log = crate::reqlog::RequestLog::new();
+        // Events are large: a batch grown by doubling would copy them several times over. Calls keep
+        // ending while the drain runs, hence the margin.
+        let mut batch = Vec::with_capacity((queued + queued / 8 + 8).min(OUT_BATCH));
         let closed = loop {
             match r.rx.try_recv() {
                 Ok(p) => {
