@@ -345,16 +345,58 @@ impl Serialize for Positional<'_> {
 /// build's `CallEvent` (written by a later release, which may only have appended fields) is read up to the
 /// fields this build knows.
 pub fn event_from_json(line: &[u8]) -> serde_json::Result<CallEvent> {
-    match serde_json::from_slice(line) {
-        Err(e) if line.first() == Some(&b'[') => {
-            let serde_json::Value::Array(mut values) = serde_json::from_slice(line)? else { return Err(e) };
-            if values.len() <= CALL_EVENT_FIELDS {
-                return Err(e);
+    serde_json::from_slice::<EitherForm>(line).map(|e| e.0)
+}
+
+/// A call event in either JSON form (see [`event_from_json`]), for reading it inside a larger document.
+pub struct EitherForm(pub CallEvent);
+
+impl<'de> Deserialize<'de> for EitherForm {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<EitherForm, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = EitherForm;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a call event (a JSON object or array)")
             }
-            values.truncate(CALL_EVENT_FIELDS);
-            serde_json::from_value(serde_json::Value::Array(values))
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<EitherForm, A::Error> {
+                CallEvent::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(EitherForm)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<EitherForm, A::Error> {
+                positional_seq(seq).map(|(e, _)| EitherForm(e))
+            }
         }
-        r => r,
+        d.deserialize_any(V)
+    }
+}
+
+/// Reads a [`Positional`] array's elements in one pass: the event and how many elements the array had.
+/// Fields past its end keep their defaults; elements past this build's fields are skipped.
+pub fn positional_seq<'de, A: serde::de::SeqAccess<'de>>(seq: A) -> Result<(CallEvent, usize), A::Error> {
+    let mut counted = Counted { seq, n: 0 };
+    // `CallEvent`'s derived reader takes the elements in declaration order (the order `Positional` writes).
+    let ev = CallEvent::deserialize(serde::de::value::SeqAccessDeserializer::new(&mut counted))?;
+    while serde::de::SeqAccess::next_element::<serde::de::IgnoredAny>(&mut counted)?.is_some() {}
+    Ok((ev, counted.n))
+}
+
+/// A sequence that counts the elements taken from it.
+struct Counted<A> {
+    seq: A,
+    n: usize,
+}
+
+impl<'de, A: serde::de::SeqAccess<'de>> serde::de::SeqAccess<'de> for Counted<A> {
+    type Error = A::Error;
+
+    fn next_element_seed<T: serde::de::DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>, A::Error> {
+        let next = self.seq.next_element_seed(seed)?;
+        self.n += usize::from(next.is_some());
+        Ok(next)
+    }
+
+    fn size_hint(&self) -> Option<usize> {
+        self.seq.size_hint()
     }
 }
 

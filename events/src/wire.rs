@@ -18,6 +18,10 @@ const REQUIRED: &[&str] = &[
     "price_id",
 ];
 
+/// Where each of [`REQUIRED`] stands in the [`Positional`](crate::Positional) array (declaration order):
+/// an array that ends before one of them lacks it.
+const REQUIRED_AT: [usize; 9] = [0, 1, 3, 24, 27, 28, 32, 33, 34];
+
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum WireEventError {
     #[error("not a call event: {0}")]
@@ -30,9 +34,13 @@ pub enum WireEventError {
 
 /// Parses one JSON event, refusing unknown schema versions and events that lack a required field.
 ///
-/// Two passes over the line: one that only looks at the top-level keys (no key or value is built, except
-/// `schema_version`'s), then serde's derived parse of the event.
+/// The object form takes two passes over the line: one that only looks at the top-level keys (no key or
+/// value is built, except `schema_version`'s), then serde's derived parse of the event. The positional
+/// form (what gateways ship) takes one: its length says which fields it has.
 pub fn parse_wire_event(line: &[u8]) -> Result<CallEvent, WireEventError> {
+    if line.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        return parse_positional(line);
+    }
     let found: Presence = serde_json::from_slice(line).map_err(|e| WireEventError::Json(e.to_string()))?;
     if let Some(missing) = REQUIRED.iter().enumerate().find(|(i, _)| found.seen & (1 << i) == 0) {
         return Err(WireEventError::Missing(missing.1));
@@ -42,6 +50,30 @@ pub fn parse_wire_event(line: &[u8]) -> Result<CallEvent, WireEventError> {
         return Err(WireEventError::Version { found: version });
     }
     serde_json::from_slice(line).map_err(|e| WireEventError::Json(e.to_string()))
+}
+
+fn parse_positional(line: &[u8]) -> Result<CallEvent, WireEventError> {
+    struct Seq;
+    impl<'de> serde::de::Visitor<'de> for Seq {
+        type Value = (CallEvent, usize);
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a call event as a JSON array")
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<(CallEvent, usize), A::Error> {
+            crate::event::positional_seq(seq)
+        }
+    }
+    let json = |e: serde_json::Error| WireEventError::Json(e.to_string());
+    let mut de = serde_json::Deserializer::from_slice(line);
+    let (ev, n) = serde::Deserializer::deserialize_seq(&mut de, Seq).map_err(json)?;
+    de.end().map_err(json)?;
+    if let Some(i) = REQUIRED_AT.iter().position(|at| *at >= n) {
+        return Err(WireEventError::Missing(REQUIRED[i]));
+    }
+    if ev.schema_version == 0 || ev.schema_version > SCHEMA_VERSION {
+        return Err(WireEventError::Version { found: u64::from(ev.schema_version) });
+    }
+    Ok(ev)
 }
 
 /// The first pass's answer: which of [`REQUIRED`] are there (bit `i` for `REQUIRED[i]`), and the schema
@@ -132,6 +164,57 @@ mod tests {
         assert!(matches!(parse_wire_event(b"{\"event_id\":"), Err(WireEventError::Json(_))));
     }
 
+    #[test]
+    fn positional_lines_are_checked_like_objects() {
+        let full = CallEvent {
+            schema_version: SCHEMA_VERSION,
+            event_id: "e1".into(),
+            ts_start_us: 3,
+            outcome: crate::Outcome::Timeout,
+            input_tokens: 27,
+            output_tokens: 28,
+            usage_source: crate::UsageSource::EstimatedApprox,
+            cost_nanousd: 42,
+            price_id: "p34".into(),
+            team: "t".into(),
+            ..Default::default()
+        };
+        let object: serde_json::Value = serde_json::to_value(&full).unwrap();
+        let values: Vec<serde_json::Value> =
+            serde_json::to_value(crate::Positional(&full)).unwrap().as_array().unwrap().clone();
+        // Each required field is where REQUIRED_AT says.
+        for (name, at) in REQUIRED.iter().zip(REQUIRED_AT) {
+            assert_eq!(values[at], object[*name], "{name} at {at}");
+            assert_ne!(values[at], serde_json::to_value(CallEvent::default()).unwrap()[*name], "{name}");
+        }
+        let line = |v: &[serde_json::Value]| serde_json::to_vec(v).unwrap();
+        assert_eq!(parse_wire_event(&line(&values)).unwrap(), full);
+        assert_eq!(parse_wire_event(&[b"  ".as_slice(), &line(&values)].concat()).unwrap(), full);
+        // Cut before each required field: that field is missing (the first one the array lacks).
+        for (name, at) in REQUIRED.iter().zip(REQUIRED_AT) {
+            assert_eq!(parse_wire_event(&line(&values[..at])).unwrap_err(), WireEventError::Missing(name));
+        }
+        // Cut after the last required field (all of `full`'s later fields are defaults): read as an older
+        // release's shorter array.
+        assert_eq!(parse_wire_event(&line(&values[..35])).unwrap(), full);
+        // A later release's longer array: read up to what this build knows, when its version is known.
+        let mut longer = values.clone();
+        longer.push(serde_json::json!({"new": 1}));
+        assert_eq!(parse_wire_event(&line(&longer)).unwrap(), full);
+        for (version, err) in [(0, Some(0)), (99, Some(99)), (1, None)] {
+            let mut v = values.clone();
+            v[0] = version.into();
+            match err {
+                Some(found) => assert_eq!(parse_wire_event(&line(&v)).unwrap_err(), WireEventError::Version { found }),
+                None => assert_eq!(parse_wire_event(&line(&v)).unwrap().schema_version, 1),
+            }
+        }
+        for bad in ["[", "[1,", "[\"x\"]", "[1] x", "[-1]"] {
+            assert!(matches!(parse_wire_event(bad.as_bytes()), Err(WireEventError::Json(_))), "{bad}");
+        }
+        assert_eq!(parse_wire_event(b"[]").unwrap_err(), WireEventError::Missing("schema_version"));
+    }
+
     /// The three-pass form this replaced (every key into a map, the version, then the event), kept as the
     /// reference the one-pass key scan must agree with.
     fn reference(line: &[u8]) -> Result<CallEvent, WireEventError> {
@@ -193,8 +276,8 @@ mod tests {
         same(&escaped);
         same(&text.replacen('{', "{\"not_a_field\":[1,{\"a\":null}],", 1));
         same(&text.replacen('{', "{\"cost_nanousd\":7,", 1));
-        // Not an object, broken, trailing bytes.
-        for line in ["[]", "null", "1", "\"x\"", "{", "{}", &format!("{text} x"), &text[..text.len() - 1]] {
+        // Not an object (an array is the positional form, tested above), broken, trailing bytes.
+        for line in ["null", "1", "\"x\"", "{", "{}", &format!("{text} x"), &text[..text.len() - 1]] {
             same(line);
         }
     }

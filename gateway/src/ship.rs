@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tollgate_events::prom::{self, Kind};
-use tollgate_events::CallEvent;
+use tollgate_events::{CallEvent, Positional};
 use tracing::{error, info, warn};
 
 #[derive(Debug, Clone, Deserialize)]
@@ -135,7 +135,14 @@ struct Line {
     /// The source the batch is sent under (absent in spools written before sources were per start).
     #[serde(default)]
     src: Option<String>,
+    /// Positional arrays (objects in spools written before 2026-12), read by either form.
+    #[serde(deserialize_with = "either_forms")]
     events: Vec<CallEvent>,
+}
+
+fn either_forms<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<CallEvent>, D::Error> {
+    let events: Vec<tollgate_events::EitherForm> = Vec::deserialize(d)?;
+    Ok(events.into_iter().map(|e| e.0).collect())
 }
 
 impl Outbox {
@@ -273,7 +280,7 @@ impl Outbox {
             let mut line = format!("{{\"seq\":{seq},\"src\":{src},\"events\":[").into_bytes();
             let start = line.len();
             for e in events {
-                serde_json::to_writer(&mut line, e)?;
+                serde_json::to_writer(&mut line, &Positional(e))?;
                 line.push(b'\n');
             }
             let nd = line[start..].to_vec();
@@ -375,18 +382,23 @@ struct Sender {
 }
 
 impl Sender {
-    /// The request body of a batch read back from the spool: its events as zstd JSON lines.
-    fn encode(events: &[CallEvent]) -> Result<Bytes, String> {
-        let mut body = Vec::with_capacity(events.len() * 600);
+    /// The request body of a batch read back from the spool: its events as zstd JSON lines, positional
+    /// arrays or (for a collector that reads only those) objects.
+    fn encode(events: &[CallEvent], objects: bool) -> Result<Bytes, String> {
+        let mut body = Vec::with_capacity(events.len() * if objects { 600 } else { 300 });
         for e in events {
-            serde_json::to_writer(&mut body, e).map_err(|e| e.to_string())?;
+            if objects {
+                serde_json::to_writer(&mut body, e).map_err(|e| e.to_string())?;
+            } else {
+                serde_json::to_writer(&mut body, &Positional(e)).map_err(|e| e.to_string())?;
+            }
             body.push(b'\n');
         }
         Ok(Bytes::from(zstd::bulk::compress(&body, 1).map_err(|e| e.to_string())?))
     }
 
     /// One attempt; Ok when the collector stored the batch (or already had it).
-    async fn send(&self, source: &str, seq: u64, compressed: Bytes) -> Result<(), String> {
+    async fn send(&self, source: &str, seq: u64, compressed: Bytes) -> Result<(), SendError> {
         let mut req = http::Request::post(format!("{}/v1/ingest", self.url))
             .header(http::header::CONTENT_TYPE, "application/x-ndjson")
             .header(http::header::CONTENT_ENCODING, "zstd")
@@ -394,17 +406,37 @@ impl Sender {
         if let Some(t) = &self.token {
             req = req.header(http::header::AUTHORIZATION, format!("Bearer {t}"));
         }
-        let req = req.body(Full::new(compressed)).map_err(|e| e.to_string())?;
+        let req = req.body(Full::new(compressed)).map_err(|e| SendError::Other(e.to_string()))?;
         let resp = tokio::time::timeout(self.timeout, self.client.request(req))
             .await
-            .map_err(|_| "collector did not answer in time".to_string())?
-            .map_err(|e| e.to_string())?;
+            .map_err(|_| SendError::Other("collector did not answer in time".to_string()))?
+            .map_err(|e| SendError::Other(e.to_string()))?;
         let status = resp.status();
         let text = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
         if status.is_success() {
             Ok(())
         } else {
-            Err(format!("collector answered {status}: {}", String::from_utf8_lossy(&text)))
+            let text = String::from_utf8_lossy(&text);
+            // What a collector from before the positional form answers to an array.
+            let objects_only = status == http::StatusCode::BAD_REQUEST
+                && text.contains("bad_event")
+                && text.contains("invalid type: sequence");
+            let message = format!("collector answered {status}: {text}");
+            Err(if objects_only { SendError::ObjectsOnly(message) } else { SendError::Other(message) })
+        }
+    }
+}
+
+enum SendError {
+    /// The collector refused the batch's positional events: an older release, which reads objects only.
+    ObjectsOnly(String),
+    Other(String),
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SendError::ObjectsOnly(m) | SendError::Other(m) => f.write_str(m),
         }
     }
 }
@@ -499,6 +531,9 @@ pub async fn run_shipper(
     }
     let mut backoff = Duration::from_millis(100);
     let mut deadline: Option<tokio::time::Instant> = None;
+    // Set once the collector turns out to read only the object form: batches are then read back from
+    // the spool and sent as objects, until the process restarts.
+    let mut objects = false;
     loop {
         let front = outbox.lock().ok().and_then(|o| o.waiting.front().copied());
         let Some((seq, offset, len)) = front else {
@@ -517,7 +552,11 @@ pub async fn run_shipper(
             }
         }
         // The body built when the batch was spooled, or else the batch read back from the spool.
-        let cached = outbox.lock().ok().and_then(|mut o| o.body(seq).map(|(n, b)| (n, b, o.source.clone())));
+        let cached = if objects {
+            None
+        } else {
+            outbox.lock().ok().and_then(|mut o| o.body(seq).map(|(n, b)| (n, b, o.source.clone())))
+        };
         let (events, body, source) = match cached {
             Some(c) => c,
             None => {
@@ -536,7 +575,7 @@ pub async fn run_shipper(
                     }
                 };
                 let source = line.src.clone().unwrap_or_else(|| outbox_source(&outbox));
-                match Sender::encode(&line.events) {
+                match Sender::encode(&line.events, objects) {
                     Ok(b) => (line.events.len() as u64, b, source),
                     Err(e) => {
                         error!(error = %e, seq, "spool entry cannot be encoded; skipped");
@@ -560,6 +599,14 @@ pub async fn run_shipper(
                     metrics.spool_batches.store(o.waiting.len() as u64, Ordering::Relaxed);
                 }
                 backoff = Duration::from_millis(100);
+            }
+            Err(SendError::ObjectsOnly(e)) if !objects => {
+                warn!(
+                    error = %e,
+                    "the collector reads call events only as JSON objects (a release before the positional form): \
+                     sending objects from now on; upgrade the collector"
+                );
+                objects = true;
             }
             Err(e) => {
                 metrics.send_errors.fetch_add(1, Ordering::Relaxed);
@@ -598,6 +645,71 @@ fn outbox_source(outbox: &std::sync::Mutex<Outbox>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A collector from before the positional form: each line must be a JSON object (its key scan's
+    /// error for anything else), answered as its ingest endpoint did.
+    async fn old_collector(got: Arc<std::sync::Mutex<Vec<serde_json::Value>>>) -> String {
+        use axum::routing::post;
+        let app = axum::Router::new().route(
+            "/v1/ingest",
+            post(move |body: Bytes| async move {
+                let raw = zstd::stream::decode_all(&body[..]).unwrap();
+                let mut events = Vec::new();
+                for (i, line) in raw.split(|b| *b == b'\n').filter(|l| !l.is_empty()).enumerate() {
+                    match serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(line) {
+                        Ok(m) => events.push(serde_json::Value::Object(m)),
+                        Err(e) => {
+                            let message = format!("line {}: not a call event: {e}", i + 1);
+                            let body = serde_json::json!({"error": {"message": message, "type": "ingest_error", "code": "bad_event"}});
+                            return (http::StatusCode::BAD_REQUEST, body.to_string());
+                        }
+                    }
+                }
+                let n = events.len();
+                got.lock().unwrap().extend(events);
+                (http::StatusCode::OK, serde_json::json!({"accepted": n, "first_offset": 0}).to_string())
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        format!("http://{addr}")
+    }
+
+    #[tokio::test]
+    async fn a_collector_that_reads_only_objects_gets_objects() {
+        let dir = tempfile::tempdir().unwrap();
+        let got = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let url = old_collector(got.clone()).await;
+        let cfg = ShipConfig {
+            collector_url: url,
+            token_env: None,
+            gateway_id: Some("gw".into()),
+            spool_max_bytes: 0,
+            timeout_ms: 5_000,
+        };
+        let outbox = open_spool(&cfg, dir.path()).unwrap();
+        let (tx, rx) = mpsc::channel(4);
+        let metrics = Arc::new(ShipMetrics::default());
+        let shipper = tokio::spawn(run_shipper(rx, outbox, cfg, metrics.clone(), Duration::from_secs(10)));
+        let ev = |i: u64| CallEvent {
+            schema_version: tollgate_events::SCHEMA_VERSION,
+            event_id: format!("e{i}"),
+            cost_nanousd: 1_000 + i,
+            ..Default::default()
+        };
+        tx.send(vec![ev(1), ev(2)]).await.unwrap();
+        tx.send(vec![ev(3)]).await.unwrap();
+        drop(tx);
+        tokio::time::timeout(Duration::from_secs(20), shipper).await.unwrap().unwrap();
+        let got = got.lock().unwrap();
+        let ids: Vec<&str> = got.iter().map(|e| e["event_id"].as_str().unwrap()).collect();
+        assert_eq!(ids, ["e1", "e2", "e3"]);
+        assert_eq!(got[2]["cost_nanousd"], 1_003);
+        assert_eq!(metrics.shipped_events.load(Ordering::Relaxed), 3);
+        // The refusal that told the shipper is not a send error.
+        assert_eq!(metrics.send_errors.load(Ordering::Relaxed), 0);
+    }
 
     #[test]
     fn outbox_survives_restarts_and_torn_lines() {
