@@ -655,7 +655,13 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Collector { config } => {
             let (cfg, _) = load(&config).unwrap_or_else(|e| exit_config(e));
-            runtime()?.block_on(collector_main(cfg))
+            // A collector only takes batches (gateways wait for its answer off their request path) and
+            // writes them: all of it is batch work, which on a shared host should not preempt the request
+            // path of a gateway beside it.
+            batch_scheduling();
+            let rt =
+                tokio::runtime::Builder::new_multi_thread().enable_all().on_thread_start(batch_scheduling).build()?;
+            rt.block_on(collector_main(cfg))
         }
         Cmd::Migrate { config, clickhouse_url, database } => {
             let ch = migrate_target(&config, clickhouse_url, database).unwrap_or_else(|e| exit_config(e));
