@@ -31,15 +31,15 @@ fn main() {
     }
     println!("cargo:rerun-if-changed=link/tollgate.order");
     println!("cargo:rerun-if-env-changed=TOLLGATE_NO_SYMBOL_ORDER");
-    // Read when the script runs, not baked in when it is compiled: a build script compiled for another
-    // checkout of the same package (a git worktree sharing the target directory) is reused as it is, and
-    // would point the linker at that checkout's file, or at nothing once it is gone.
-    let dir = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string());
-    let order = Path::new(&dir).join("link/tollgate.order");
+    let order = Path::new(env!("CARGO_MANIFEST_DIR")).join("link/tollgate.order");
     // Debug builds name their functions differently and gain nothing from the order.
     let optimized = std::env::var("PROFILE").as_deref() == Ok("release");
     if optimized && links_with_lld() && order.exists() && std::env::var_os("TOLLGATE_NO_SYMBOL_ORDER").is_none() {
-        println!("cargo:rustc-link-arg-bin=tollgate=-Wl,--symbol-ordering-file={}", order.display());
+        // Relative: cargo runs rustc, and so the linker, in the workspace root, which is this package's
+        // directory. An absolute path would be kept by every checkout that shares the target directory
+        // (another git worktree): cargo does not run this script again for a checkout at another path, so
+        // the link would read that checkout's file, and fail once it is gone.
+        println!("cargo:rustc-link-arg-bin=tollgate=-Wl,--symbol-ordering-file=link/tollgate.order");
         println!("cargo:rustc-link-arg-bin=tollgate=-Wl,--no-warn-symbol-ordering");
     }
 }
