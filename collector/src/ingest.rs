@@ -1,8 +1,8 @@
-//! `POST /v1/ingest`: how gateways hand their event batches to a collector process. The body is the
-//! events as JSON lines (objects, or `Positional` arrays as gateways send them), optionally zstd-compressed (`content-encoding: zstd`); the caller authenticates
-//! with `authorization: Bearer <token>`. The answer comes only after the batch is in the write-ahead log
-//! (fsynced): 200 `{"accepted": n, "first_offset": o}`. A full log answers 503 with `retry-after`, and the
-//! gateway keeps the batch in its spool.
+//! `POST /v1/ingest`: how gateways hand their event batches to a collector process. The body is the events as
+//! JSON lines (objects, or `Positional` arrays as gateways send them), optionally zstd-compressed
+//! (`content-encoding: zstd`); the caller authenticates with `authorization: Bearer <token>`. The answer
+//! comes only after the batch is in the write-ahead log (fsynced): 200 `{"accepted": n, "first_offset": o}`.
+//! A full log answers 503 with `retry-after`, and the gateway keeps the batch in its spool.
 
 use crate::wal::WalError;
 use crate::Collector;

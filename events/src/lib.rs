@@ -16,7 +16,7 @@ pub use event::{
     date_of_day, event_from_json, positional_seq, CallEvent, ClientApi, EitherForm, Endpoint, Outcome, Positional,
     UsageSource, CALL_EVENT_FIELDS, SCHEMA_VERSION,
 };
-pub use money::{format_usd, parse_usd_to_nano, MoneyError};
+pub use money::{format_usd, parse_usd_to_nano, write_usd, MoneyError};
 pub use prices::{
     bound_usage, litellm_to_catalog, parse_catalog, parse_effective_from, strip_date_suffix, tier_of_price_id,
     usd_per_m, BoundedUsage, Catalog, CatalogEntry, CatalogFormat, Cost, LiteLlmReport, MatchKind, ModelLimits,

@@ -35,7 +35,15 @@ pub fn parse_usd_to_nano(text: &str) -> Result<u64, MoneyError> {
 
 /// Renders nano-USD as a decimal USD string with all nine places: `1_500` → `"0.000001500"`.
 pub fn format_usd(nanos: u64) -> String {
-    format!("{}.{:09}", nanos / 1_000_000_000, nanos % 1_000_000_000)
+    let mut s = String::with_capacity(30);
+    // Writing to a `String` cannot fail.
+    let _ = write_usd(&mut s, nanos);
+    s
+}
+
+/// [`format_usd`]'s text, written into `out` (no string of its own).
+pub fn write_usd(out: &mut impl std::fmt::Write, nanos: u64) -> std::fmt::Result {
+    write!(out, "{}.{:09}", nanos / 1_000_000_000, nanos % 1_000_000_000)
 }
 
 #[cfg(test)]

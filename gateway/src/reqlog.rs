@@ -150,22 +150,14 @@ impl<'a> Line<'a> {
         self.out.push_str(itoa::Buffer::new().format(v));
     }
 
-    /// Nano-USD as exact dollars with nine places (what `format_usd` writes, without its allocation): bare in
-    /// text, a JSON string in JSON.
+    /// Nano-USD as exact dollars with nine places (`write_usd`, into the line): bare in text, a JSON string
+    /// in JSON.
     fn usd(&mut self, k: &str, nanos: u64) {
         self.key(k);
         if self.json {
             self.out.push('"');
         }
-        self.out.push_str(itoa::Buffer::new().format(nanos / 1_000_000_000));
-        self.out.push('.');
-        let frac = nanos % 1_000_000_000;
-        let mut b = itoa::Buffer::new();
-        let digits = b.format(frac);
-        for _ in digits.len()..9 {
-            self.out.push('0');
-        }
-        self.out.push_str(digits);
+        let _ = tollgate_events::write_usd(self.out, nanos);
         if self.json {
             self.out.push('"');
         }
