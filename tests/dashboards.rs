@@ -147,7 +147,7 @@ fn seed() -> Vec<CallEvent> {
             team: team.into(),
             project: "p".into(),
             user: ["alice", "bob", "carol", "dan"][(i % 4) as usize].into(),
-            api_key_id: format!("{dept}-key"),
+            api_key_id: format!("{dept}-key").into(),
             endpoint: Endpoint::Chat,
             stream,
             provider: "openai".into(),
@@ -226,9 +226,9 @@ fn expected(panel: u64, events: &[CallEvent], depts: &[&str]) -> Vec<Value> {
     match panel {
         1 | 2 | 3 => {
             let (col, key): (&str, Box<dyn Fn(&CallEvent) -> String>) = match panel {
-                1 => ("department", Box::new(|e| e.department.clone())),
+                1 => ("department", Box::new(|e| e.department.to_string())),
                 2 => ("team", Box::new(|e| format!("{}/{}", e.department, e.team))),
-                _ => ("model", Box::new(|e| e.served_model.clone())),
+                _ => ("model", Box::new(|e| e.served_model.to_string())),
             };
             series(&sel, key, |e| e.cost_nanousd)
                 .into_iter()
@@ -238,8 +238,9 @@ fn expected(panel: u64, events: &[CallEvent], depts: &[&str]) -> Vec<Value> {
         4 => {
             let mut m: BTreeMap<(String, String, String, String), (u64, u64, u64, u64)> = BTreeMap::new();
             for e in &sel {
-                let a =
-                    m.entry((e.department.clone(), e.team.clone(), e.user.clone(), e.api_key_id.clone())).or_default();
+                let a = m
+                    .entry((e.department.to_string(), e.team.to_string(), e.user.to_string(), e.api_key_id.to_string()))
+                    .or_default();
                 a.0 += 1;
                 a.1 += e.input_tokens;
                 a.2 += e.output_tokens;
@@ -269,7 +270,7 @@ fn expected(panel: u64, events: &[CallEvent], depts: &[&str]) -> Vec<Value> {
         6 => {
             let mut m: BTreeMap<String, (BTreeSet<String>, u64)> = BTreeMap::new();
             for e in &sel {
-                let a = m.entry(e.served_model.clone()).or_default();
+                let a = m.entry(e.served_model.to_string()).or_default();
                 a.0.insert(e.request_id.clone());
                 a.1 += e.cost_nanousd;
             }
@@ -302,7 +303,7 @@ fn expected(panel: u64, events: &[CallEvent], depts: &[&str]) -> Vec<Value> {
         9 => {
             let mut m: BTreeMap<String, Vec<&CallEvent>> = BTreeMap::new();
             for e in sel.iter().filter(|e| e.outcome == Outcome::Ok) {
-                m.entry(e.served_model.clone()).or_default().push(e);
+                m.entry(e.served_model.to_string()).or_default().push(e);
             }
             m.into_iter()
                 .map(|(model, es)| {

@@ -49,14 +49,14 @@ fn call(i: u64, n: u64) -> CallEvent {
         ts_end_us: ts + 500_000,
         tenant: if r % 7 == 0 { "globex" } else { "acme" }.into(),
         department: dept.into(),
-        team: format!("{dept}-t{}", (r >> 8) % 3),
-        project: format!("p{}", (r >> 12) % 4),
-        user: format!("u{}", (r >> 16) % 25),
-        api_key_id: format!("key-{}", (r >> 20) % 6),
+        team: format!("{dept}-t{}", (r >> 8) % 3).into(),
+        project: format!("p{}", (r >> 12) % 4).into(),
+        user: format!("u{}", (r >> 16) % 25).into(),
+        api_key_id: format!("key-{}", (r >> 20) % 6).into(),
         tags,
         endpoint: if (r >> 24) % 4 == 0 { Endpoint::Messages } else { Endpoint::Chat },
         provider: "openai".into(),
-        upstream: format!("up{}", (r >> 26) % 2),
+        upstream: format!("up{}", (r >> 26) % 2).into(),
         requested_model: MODELS[((r >> 28) % 4) as usize].into(),
         served_model: MODELS[((r >> 28) % 4) as usize].into(),
         route: "default".into(),
@@ -135,15 +135,15 @@ type Key = fn(&CallEvent) -> Vec<String>;
 fn groupings() -> Vec<(&'static str, Key)> {
     vec![
         ("", |_| vec![]),
-        ("department", |e| vec![e.department.clone()]),
-        ("department,team,model", |e| vec![e.department.clone(), e.team.clone(), e.served_model.clone()]),
-        ("tenant,user,key", |e| vec![e.tenant.clone(), e.user.clone(), e.api_key_id.clone()]),
+        ("department", |e| vec![e.department.to_string()]),
+        ("department,team,model", |e| vec![e.department.to_string(), e.team.to_string(), e.served_model.to_string()]),
+        ("tenant,user,key", |e| vec![e.tenant.to_string(), e.user.to_string(), e.api_key_id.to_string()]),
         ("outcome,date", |e| vec![e.outcome.as_str().to_string(), tollgate_events::date_of_day(e.day())]),
         ("model,upstream,endpoint", |e| {
-            vec![e.served_model.clone(), e.upstream.clone(), e.endpoint.as_str().to_string()]
+            vec![e.served_model.to_string(), e.upstream.to_string(), e.endpoint.as_str().to_string()]
         }),
         // Not in the rollup: always raw.
-        ("stream,department", |e| vec![e.stream.to_string(), e.department.clone()]),
+        ("stream,department", |e| vec![e.stream.to_string(), e.department.to_string()]),
     ]
 }
 
@@ -164,10 +164,10 @@ async fn same_answers(events: &[CallEvent], rollup: &QueryService, raw: &QuerySe
         for (scope, value) in scopes.into_iter().take(if full { 4 } else { 1 }) {
             let f = SpendFilter::scope(scope, value).unwrap();
             let col = |e: &CallEvent| match scope {
-                "department" => e.department.clone(),
-                "user" => e.user.clone(),
-                "key" => e.api_key_id.clone(),
-                _ => e.team.clone(),
+                "department" => e.department.to_string(),
+                "user" => e.user.to_string(),
+                "key" => e.api_key_id.to_string(),
+                _ => e.team.to_string(),
             };
             let want: u64 = events
                 .iter()
@@ -209,11 +209,11 @@ async fn same_answers(events: &[CallEvent], rollup: &QueryService, raw: &QuerySe
 async fn grouped_spend(events: &[CallEvent], range: &TimeRange, svc: &QueryService, what: &str) {
     type Pick = fn(&CallEvent) -> String;
     let budgets: [(&str, &str, &[&str], Pick); 6] = [
-        ("department", "finance", &["key-3"], |e| e.department.clone()),
-        ("user", "u7", &[], |e| e.user.clone()),
-        ("team", "research-t1", &["key-1", "key-3"], |e| e.team.clone()),
-        ("key", "key-3", &[], |e| e.api_key_id.clone()),
-        ("department", "engineering", &[], |e| e.department.clone()),
+        ("department", "finance", &["key-3"], |e| e.department.to_string()),
+        ("user", "u7", &[], |e| e.user.to_string()),
+        ("team", "research-t1", &["key-1", "key-3"], |e| e.team.to_string()),
+        ("key", "key-3", &[], |e| e.api_key_id.to_string()),
+        ("department", "engineering", &[], |e| e.department.to_string()),
         ("tag", "dev", &["key-5"], |e| e.tags["env"].clone()),
     ];
     let pending: Vec<String> =

@@ -45,9 +45,9 @@ pub async fn plan(
         let ev = CallEvent {
             event_id: text(r.first()),
             ts_start_us: r.get(1).and_then(|x| x.as_i64()).unwrap_or(0),
-            served_model: text(r.get(2)),
-            requested_model: text(r.get(3)),
-            upstream: text(r.get(4)),
+            served_model: text(r.get(2)).into(),
+            requested_model: text(r.get(3)).into(),
+            upstream: text(r.get(4)).into(),
             input_tokens: num(r.get(5)),
             output_tokens: num(r.get(6)),
             cached_input_tokens: num(r.get(7)),
@@ -55,7 +55,7 @@ pub async fn plan(
             reasoning_tokens: num(r.get(9)),
             usage_source: if text(r.get(10)) == "capped" { UsageSource::Capped } else { UsageSource::Provider },
             cost_nanousd: num(r.get(11)),
-            price_id: text(r.get(12)),
+            price_id: text(r.get(12)).into(),
             ..Default::default()
         };
         if !scope.covers(ev.ts_start_us, &ev.served_model, &ev.requested_model) {

@@ -155,9 +155,9 @@ fn reprice_batch(
         let ev = CallEvent {
             event_id: event_id.value(i).to_string(),
             ts_start_us: ts.value(i),
-            served_model: served.value(i).to_string(),
-            requested_model: requested.value(i).to_string(),
-            upstream: upstream.value(i).to_string(),
+            served_model: served.value(i).into(),
+            requested_model: requested.value(i).into(),
+            upstream: upstream.value(i).into(),
             input_tokens: input.value(i),
             output_tokens: output.value(i),
             cached_input_tokens: cached.value(i),
@@ -165,7 +165,7 @@ fn reprice_batch(
             reasoning_tokens: reasoning.value(i),
             usage_source: if usage_source.value(i) == "capped" { UsageSource::Capped } else { UsageSource::Provider },
             cost_nanousd: cost.value(i),
-            price_id: price_id.value(i).to_string(),
+            price_id: price_id.value(i).into(),
             ..Default::default()
         };
         if let Some(c) = reprice_event(table, &ev) {

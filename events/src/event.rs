@@ -3,6 +3,12 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+/// The event's short text fields: names from the key and the route, models, reasons. Up to 24 bytes
+/// are held inline (no allocation), which covers nearly every value; longer ones go to the heap as a
+/// `String` would. An event is built on a request worker and dropped on the events thread, so inline
+/// text is also text that thread does not free into the worker's allocator arena.
+pub type Text = compact_str::CompactString;
+
 /// Bumped whenever a field is added, removed or changes meaning. Stored in every row.
 pub const SCHEMA_VERSION: u16 = 2;
 
@@ -171,31 +177,31 @@ pub struct CallEvent {
     pub ts_start_us: i64,
     pub ts_end_us: i64,
     // attribution
-    pub tenant: String,
-    pub department: String,
-    pub team: String,
-    pub project: String,
-    pub user: String,
+    pub tenant: Text,
+    pub department: Text,
+    pub team: Text,
+    pub project: Text,
+    pub user: Text,
     /// The virtual key's id from config, never the key itself.
-    pub api_key_id: String,
+    pub api_key_id: Text,
     pub tags: BTreeMap<String, String>,
     // call
     pub endpoint: Endpoint,
     pub client_api: ClientApi,
     pub stream: bool,
-    pub provider: String,
-    pub upstream: String,
-    pub requested_model: String,
-    pub served_model: String,
-    pub route: String,
-    pub routing_strategy: String,
+    pub provider: Text,
+    pub upstream: Text,
+    pub requested_model: Text,
+    pub served_model: Text,
+    pub route: Text,
+    pub routing_strategy: Text,
     pub attempt: u16,
-    pub fallback_from: String,
+    pub fallback_from: Text,
     // outcome
     pub status_code: u16,
     pub outcome: Outcome,
-    pub error_type: String,
-    pub finish_reason: String,
+    pub error_type: Text,
+    pub finish_reason: Text,
     // usage
     pub input_tokens: u64,
     pub output_tokens: u64,
@@ -207,7 +213,7 @@ pub struct CallEvent {
     /// USD × 10⁹, exact.
     pub cost_nanousd: u64,
     /// Which price-table entry priced this call (`model@version`), empty when unpriced.
-    pub price_id: String,
+    pub price_id: Text,
     // time
     pub latency_ms: u32,
     /// Time to the first byte of content, rounded up to whole milliseconds; 0 means no content came.
@@ -223,7 +229,7 @@ pub struct CallEvent {
     /// What a cache hit would have cost (USD × 10⁹); 0 otherwise.
     pub saved_nanousd: u64,
     /// The admission guard (`name:rule`) that rejected or flagged this call; empty when none did.
-    pub guard: String,
+    pub guard: Text,
     /// The routing strategy's predicted cost of this attempt (USD × 10⁹); 0 when it predicted none.
     pub predicted_cost_nanousd: u64,
 }
@@ -557,7 +563,7 @@ mod tests {
         values.truncate(CALL_EVENT_FIELDS - 4);
         let back = event_from_json(&serde_json::to_vec(&values).unwrap()).unwrap();
         let expected =
-            CallEvent { saved_nanousd: 0, guard: String::new(), predicted_cost_nanousd: 0, cache_hit: false, ..e };
+            CallEvent { saved_nanousd: 0, guard: Text::default(), predicted_cost_nanousd: 0, cache_hit: false, ..e };
         assert_eq!(back, expected);
         // Not an event at all.
         assert!(event_from_json(b"[1,2,3,").is_err());

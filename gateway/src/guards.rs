@@ -213,11 +213,11 @@ impl Guards {
         }
         match verdict.decisive() {
             Some(h) if h.action == Action::Block => {
-                ev.guard = h.label();
+                ev.guard = h.label().into();
                 Err(GatewayError::GuardBlocked { guard: h.guard.clone(), rule: h.rule.clone() })
             }
             Some(h) if h.action == Action::Flag => {
-                ev.guard = h.label();
+                ev.guard = h.label().into();
                 Ok(())
             }
             _ => Ok(()),
@@ -276,9 +276,9 @@ impl Guards {
         prices: &PriceTable,
     ) -> Response {
         let mut shadow = CallEvent {
-            served_model: hit.served_model.clone(),
+            served_model: hit.served_model.as_str().into(),
             requested_model: guard.event.requested_model.clone(),
-            upstream: hit.upstream.clone(),
+            upstream: hit.upstream.as_str().into(),
             ts_start_us: guard.event.ts_start_us,
             input_tokens: hit.input_tokens,
             output_tokens: hit.output_tokens,
@@ -293,10 +293,10 @@ impl Guards {
         let ev = &mut guard.event;
         ev.cache_hit = true;
         ev.saved_nanousd = saved;
-        ev.served_model.clone_from(&hit.served_model);
-        ev.provider.clone_from(&hit.provider);
-        ev.upstream.clone_from(&hit.upstream);
-        ev.finish_reason.clone_from(&hit.finish_reason);
+        ev.served_model = hit.served_model.as_str().into();
+        ev.provider = hit.provider.as_str().into();
+        ev.upstream = hit.upstream.as_str().into();
+        ev.finish_reason = hit.finish_reason.as_str().into();
         ev.usage_source = UsageSource::None;
         ev.response_bytes = hit.body.len() as u64;
         guard.mark_content();
@@ -543,10 +543,10 @@ impl ClientFilter for GuardBodyFilter {
                         status: 200,
                         content_type: f.content_type,
                         stream: self.stream,
-                        served_model: ev.served_model.clone(),
-                        provider: ev.provider.clone(),
-                        upstream: ev.upstream.clone(),
-                        finish_reason: ev.finish_reason.clone(),
+                        served_model: ev.served_model.to_string(),
+                        provider: ev.provider.to_string(),
+                        upstream: ev.upstream.to_string(),
+                        finish_reason: ev.finish_reason.to_string(),
                         input_tokens: ev.input_tokens,
                         output_tokens: ev.output_tokens,
                         cached_input_tokens: ev.cached_input_tokens,

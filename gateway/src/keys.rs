@@ -47,22 +47,22 @@ impl ValidatedKey {
     /// Fills the attribution fields, applying `x-tollgate-*` overrides when the key allows them.
     pub fn attribute(&self, ev: &mut CallEvent, headers: &HeaderMap) {
         let c = &self.cfg;
-        ev.api_key_id.clone_from(&c.id);
-        ev.tenant.clone_from(&c.tenant);
-        ev.department.clone_from(&c.department);
-        ev.team.clone_from(&c.team);
-        ev.project.clone_from(&c.project);
-        ev.user.clone_from(&c.user);
+        ev.api_key_id = c.id.as_str().into();
+        ev.tenant = c.tenant.as_str().into();
+        ev.department = c.department.as_str().into();
+        ev.team = c.team.as_str().into();
+        ev.project = c.project.as_str().into();
+        ev.user = c.user.as_str().into();
         ev.tags.clone_from(&c.tags);
         if !c.allow_attribution_headers {
             return;
         }
         let h = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty());
         if let Some(v) = h("x-tollgate-project") {
-            ev.project = v.to_string();
+            ev.project = v.into();
         }
         if let Some(v) = h("x-tollgate-user") {
-            ev.user = v.to_string();
+            ev.user = v.into();
         }
         if let Some(v) = h("x-tollgate-tags") {
             for pair in v.split(',') {

@@ -431,8 +431,8 @@ mod tests {
         let m = GatewayMetrics::new(&MetricsConfig { max_label_values: 3, ..Default::default() }, ["gpt-4o"]);
         for i in 0..50 {
             let ev = CallEvent {
-                requested_model: format!("{}{i}", "x".repeat(1 << 20)),
-                served_model: format!("{}{i}", "y".repeat(1 << 20)),
+                requested_model: format!("{}{i}", "x".repeat(1 << 20)).into(),
+                served_model: format!("{}{i}", "y".repeat(1 << 20)).into(),
                 outcome: Outcome::InvalidRequest,
                 ..Default::default()
             };
@@ -440,8 +440,8 @@ mod tests {
         }
         for i in 0..50 {
             m.observe(&CallEvent {
-                requested_model: format!("m{i}"),
-                served_model: format!("s{i}"),
+                requested_model: format!("m{i}").into(),
+                served_model: format!("s{i}").into(),
                 provider: "openai".into(),
                 ..Default::default()
             });

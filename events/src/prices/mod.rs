@@ -179,7 +179,7 @@ pub struct ModelLimits {
 pub struct Cost {
     pub nanousd: u64,
     /// The entry's id, with `#tier` when a non-standard service tier's rates were used.
-    pub price_id: String,
+    pub price_id: crate::Text,
     /// The exact cost did not fit in a u64 (it is then `u64::MAX`).
     pub overflowed: bool,
 }
@@ -224,8 +224,11 @@ impl ModelPrice {
             Some(n) => (n, false),
             None => (u64::MAX, true),
         };
-        let price_id =
-            if tiered { format!("{}#{}", self.price_id, u.service_tier.as_str()) } else { self.price_id.clone() };
+        let price_id = if tiered {
+            format!("{}#{}", self.price_id, u.service_tier.as_str()).into()
+        } else {
+            self.price_id.as_str().into()
+        };
         Cost { nanousd, price_id, overflowed }
     }
 
@@ -527,7 +530,7 @@ impl PriceTable {
             }
             None => {
                 ev.cost_nanousd = 0;
-                ev.price_id = UNPRICED.to_string();
+                ev.price_id = UNPRICED.into();
                 out.unpriced = true;
             }
         }

@@ -55,9 +55,9 @@ pub fn reprice_event(table: &PriceTable, ev: &CallEvent) -> Option<RepriceChange
     Some(RepriceChange {
         event_id: ev.event_id.clone(),
         ts_start_us: ev.ts_start_us,
-        served_model: if ev.served_model.is_empty() { ev.requested_model.clone() } else { ev.served_model.clone() },
-        old_price_id: ev.price_id.clone(),
-        new_price_id: e.price_id,
+        served_model: if ev.served_model.is_empty() { &ev.requested_model } else { &ev.served_model }.to_string(),
+        old_price_id: ev.price_id.to_string(),
+        new_price_id: e.price_id.into_string(),
         old_cost_nanousd: ev.cost_nanousd,
         new_cost_nanousd: e.cost_nanousd,
     })

@@ -331,7 +331,7 @@ fn reprice_keeps_one_hour_cache_writes_implied_by_the_old_cost() {
         cached_input_tokens: 10_240,
         cache_write_tokens: 2_048,
         cost_nanousd: old.nanousd,
-        price_id: old.price_id.clone(),
+        price_id: old.price_id.as_str().into(),
         ..Default::default()
     };
     // The fix: 1-hour cache writes cost $7/M. The event's 1,024 one-hour writes are read from its old cost.

@@ -44,8 +44,8 @@ impl BudgetStep {
         ctx.body = with_model_for(ctx.endpoint, &ctx.headers, &ctx.body, &cheaper)?;
         tracing::debug!(%budget, from = %ctx.model, to = %cheaper, "budget downgrade");
         let ev = &mut ctx.guard.event;
-        ev.served_model = cheaper.clone();
-        ev.fallback_from = std::mem::replace(&mut ctx.model, cheaper);
+        ev.served_model = cheaper.as_str().into();
+        ev.fallback_from = std::mem::replace(&mut ctx.model, cheaper).into();
         ev.routing_strategy = "budget_downgrade".into();
         ctx.route = Some(route.clone());
         Ok(Admit::Continue)

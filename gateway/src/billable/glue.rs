@@ -167,7 +167,7 @@ pub fn price_units(ev: &mut CallEvent, u: &Units) {
     let c = table.cost(&model, &u.usage);
     ev.cost_nanousd = ev.cost_nanousd.saturating_add(c.nanousd);
     if let Some(id) = c.price_id.filter(|_| ev.price_id.is_empty()) {
-        ev.price_id = id;
+        ev.price_id = id.into();
     }
     for (tool, n) in &u.usage.tool_calls {
         ev.tags.insert(format!("builtin_tool.{tool}"), n.to_string());

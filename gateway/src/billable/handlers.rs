@@ -61,8 +61,8 @@ async fn stored_response(st: &GatewayState, method: Method, id: &str, req: Reque
     let Some(up) = response_ids::global().upstream_of(id).and_then(|name| upstream_named(st, &name)) else {
         return respond::fail(&mut g, GatewayError::UnknownResponse(id.to_string()), &rid);
     };
-    g.event.provider = up.provider.kind().to_string();
-    g.event.upstream.clone_from(&up.cfg.name);
+    g.event.provider = up.provider.kind().into();
+    g.event.upstream = up.cfg.name.as_str().into();
     let path = match parts.uri.query() {
         Some(q) => format!("/responses/{id}?{q}"),
         None => format!("/responses/{id}"),

@@ -84,7 +84,7 @@ impl BodyReader {
             *text_seen = meta.output_text.len();
         }
         if let Some(m) = meta.model.as_ref().filter(|m| **m != g.event.served_model) {
-            g.event.served_model.clone_from(m);
+            g.event.served_model = m.as_str().into();
         }
         if let (Some(id), false) = (&meta.response_id, *remembered) {
             if !g.event.upstream.is_empty() {
@@ -104,13 +104,13 @@ impl BodyReader {
             g.units = Some(Box::new(Units { usage, source: UsageSource::Provider }));
         }
         if let Some(f) = &meta.finish {
-            g.event.finish_reason.clone_from(f);
+            g.event.finish_reason = f.as_str().into();
         }
         if meta.terminal {
             let status = g.event.status_code;
             match &meta.error {
                 Some(code) => {
-                    g.event.error_type.clone_from(code);
+                    g.event.error_type = code.as_str().into();
                     g.finish(Outcome::UpstreamError, status);
                 }
                 None => g.finish(Outcome::Ok, status),

@@ -144,7 +144,7 @@ impl BudgetState {
     /// Whether this budget covers a call: by the call's attribution, or because the call's key is bound
     /// by this budget through its own attribution (headers refine reports, they do not escape budgets).
     pub fn covers(&self, ev: &CallEvent) -> bool {
-        if self.lock().def.keys.contains(&ev.api_key_id) {
+        if self.lock().def.keys.iter().any(|k| *k == ev.api_key_id) {
             return true;
         }
         let v = match self.scope {

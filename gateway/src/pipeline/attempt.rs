@@ -118,9 +118,9 @@ pub async fn attempt(
     hold_first_frame: bool,
 ) -> Attempted {
     let up = &target.upstream;
-    guard.event.provider = up.provider.kind().to_string();
-    guard.event.upstream.clone_from(&up.cfg.name);
-    guard.event.served_model.clone_from(&target.model);
+    guard.event.provider = up.provider.kind().into();
+    guard.event.upstream = up.cfg.name.as_str().into();
+    guard.event.served_model = target.model.as_str().into();
     let path = match up.path(input.endpoint, &target.model) {
         Ok(p) => p,
         Err(e) => return gateway_failure(guard, e, Source::Client, target),
@@ -202,7 +202,7 @@ pub async fn attempt(
         guard.event.response_bytes = bytes.len() as u64;
         let err: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
         let (_, etype) = response::upstream_error_parts(&err);
-        guard.event.error_type = etype.unwrap_or("upstream_error").to_string();
+        guard.event.error_type = etype.unwrap_or("upstream_error").into();
         respond::finish_upstream_error(&mut guard, status);
         let retryable = up.provider.retryable_status(status);
         let source = if status.is_client_error() && !retryable { Source::Client } else { Source::Upstream };

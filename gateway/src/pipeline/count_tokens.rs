@@ -19,8 +19,8 @@ pub async fn count_tokens(ctx: CallCtx) -> Response {
         return respond::fail(&mut guard, GatewayError::UnknownModel(model), &rid);
     };
     let up = &target.upstream;
-    guard.event.provider = up.provider.kind().to_string();
-    guard.event.upstream.clone_from(&up.cfg.name);
+    guard.event.provider = up.provider.kind().into();
+    guard.event.upstream = up.cfg.name.as_str().into();
     let resp = if up.wire() == Wire::Anthropic {
         let (uri, host) = match up.target_uri(&target.model, "/messages/count_tokens") {
             Ok(u) => u,
@@ -56,7 +56,7 @@ pub async fn count_tokens(ctx: CallCtx) -> Response {
             guard.event.response_bytes = bytes.len() as u64;
             let err: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
             let (_, etype) = crate::translate::response::upstream_error_parts(&err);
-            guard.event.error_type = etype.unwrap_or("upstream_error").to_string();
+            guard.event.error_type = etype.unwrap_or("upstream_error").into();
             respond::finish_upstream_error(&mut guard, up_parts.status);
             let wire = up.wire();
             return respond::upstream_error(

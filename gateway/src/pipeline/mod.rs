@@ -110,7 +110,7 @@ impl Pipeline {
         let who = Who { key_id: &ctx.guard.event.api_key_id, user: &ctx.guard.event.user, ask };
         let mut plan = Plan::new(route.clone(), &who);
         if ctx.guard.event.routing_strategy.is_empty() {
-            ctx.guard.event.routing_strategy.clone_from(&route.label);
+            ctx.guard.event.routing_strategy = route.label.as_str().into();
         }
         // A Responses request continuing a stored response goes to the upstream that holds it.
         let pinned = crate::billable::glue::pinned_target(ctx.endpoint, &ctx.body, &route);
@@ -163,7 +163,7 @@ impl Pipeline {
                 tokio::time::sleep(wait).await;
             }
             let mut ev = (**base).clone();
-            ev.fallback_from = from;
+            ev.fallback_from = from.as_str().into();
             guard = CallGuard::new(self.meter.clone(), ev);
             guard.event.attempt = u16::try_from(plan.attempts).unwrap_or(u16::MAX);
             guard.priced.clone_from(&priced);

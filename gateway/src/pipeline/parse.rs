@@ -40,9 +40,9 @@ pub async fn parse(
         return Err(GatewayError::InvalidBody("`model` is required".into()));
     };
     let ev = &mut ctx.guard.event;
-    ev.requested_model = model.clone();
-    ev.served_model = model.clone();
-    ev.route = model.clone();
+    ev.requested_model = model.as_str().into();
+    ev.served_model = ev.requested_model.clone();
+    ev.route = ev.requested_model.clone();
     let route = routes.get(&model).ok_or_else(|| GatewayError::UnknownModel(model.clone()))?;
     if let Some(key) = &ctx.key {
         if !key.may_use(&model) {

@@ -799,7 +799,7 @@ impl std::ops::Deref for Text<'_> {
 }
 
 /// Sets `to` to `text` (an owned copy) unless it already holds it, as a repeated `model` does.
-fn set_text(to: &mut String, text: &str) {
+fn set_text(to: &mut tollgate_events::Text, text: &str) {
     if to != text {
         to.clear();
         to.push_str(text);

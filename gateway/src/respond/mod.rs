@@ -40,7 +40,7 @@ pub fn fail(guard: &mut CallGuard, e: GatewayError, rid: &str) -> Response {
 /// Records a gateway error as the call's outcome (the response is built later, if at all).
 pub fn record_error(guard: &mut CallGuard, e: &GatewayError) {
     let (_, code) = e.type_and_code();
-    guard.event.error_type = code.to_string();
+    guard.event.error_type = code.into();
     guard.finish(e.outcome(), e.status().as_u16());
 }
 
