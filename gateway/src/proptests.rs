@@ -208,7 +208,7 @@ fn meter_stream(chunks: Vec<Bytes>, kind: BodyKind, wire: Wire, translation: Tra
         }
     });
     let pending = rx.try_recv_for_tests().expect("one event");
-    (out, *pending.event)
+    (out, pending.event)
 }
 
 proptest! {

@@ -58,7 +58,7 @@ impl AdmissionStep for BudgetStep {
     }
 
     fn admit<'a>(&'a self, ctx: &'a mut CallCtx) -> AdmitFuture<'a> {
-        Box::pin(std::future::ready(self.check(ctx)))
+        AdmitFuture::ready(self.check(ctx))
     }
 }
 

@@ -15,6 +15,6 @@ impl AdmissionStep for CacheStep {
     }
 
     fn admit<'a>(&'a self, ctx: &'a mut CallCtx) -> AdmitFuture<'a> {
-        Box::pin(self.0.cache_step(ctx))
+        AdmitFuture::boxed(self.0.cache_step(ctx))
     }
 }

@@ -15,6 +15,6 @@ impl AdmissionStep for ContextLimitStep {
     }
 
     fn admit<'a>(&'a self, ctx: &'a mut CallCtx) -> AdmitFuture<'a> {
-        Box::pin(std::future::ready(self.0.context_step(ctx).map(|()| Admit::Continue)))
+        AdmitFuture::ready(self.0.context_step(ctx).map(|()| Admit::Continue))
     }
 }

@@ -15,6 +15,6 @@ impl AdmissionStep for InjectionStep {
     }
 
     fn admit<'a>(&'a self, ctx: &'a mut CallCtx) -> AdmitFuture<'a> {
-        Box::pin(async move { self.0.injection_step(ctx).await.map(|()| Admit::Continue) })
+        AdmitFuture::boxed(async move { self.0.injection_step(ctx).await.map(|()| Admit::Continue) })
     }
 }

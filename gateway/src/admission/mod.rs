@@ -17,6 +17,7 @@ use axum::response::Response;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 /// What a step decided.
 pub enum Admit {
@@ -25,7 +26,34 @@ pub enum Admit {
     Answer(Response),
 }
 
-pub type AdmitFuture<'a> = Pin<Box<dyn Future<Output = Result<Admit, GatewayError>> + Send + 'a>>;
+/// A step's decision. Most steps decide at once and allocate nothing; a step that waits (the response
+/// cache, an injection check calling out) boxes its future.
+pub enum AdmitFuture<'a> {
+    Ready(Option<Result<Admit, GatewayError>>),
+    Boxed(Pin<Box<dyn Future<Output = Result<Admit, GatewayError>> + Send + 'a>>),
+}
+
+impl<'a> AdmitFuture<'a> {
+    pub fn ready(decision: Result<Admit, GatewayError>) -> AdmitFuture<'a> {
+        AdmitFuture::Ready(Some(decision))
+    }
+
+    pub fn boxed(f: impl Future<Output = Result<Admit, GatewayError>> + Send + 'a) -> AdmitFuture<'a> {
+        AdmitFuture::Boxed(Box::pin(f))
+    }
+}
+
+impl Future for AdmitFuture<'_> {
+    type Output = Result<Admit, GatewayError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            // Polled again after it answered: never again ready, as futures may do.
+            AdmitFuture::Ready(decision) => decision.take().map_or(Poll::Pending, Poll::Ready),
+            AdmitFuture::Boxed(f) => f.as_mut().poll(cx),
+        }
+    }
+}
 
 /// One admission check.
 pub trait AdmissionStep: Send + Sync {

@@ -14,6 +14,6 @@ impl AdmissionStep for RedactStep {
     }
 
     fn admit<'a>(&'a self, ctx: &'a mut CallCtx) -> AdmitFuture<'a> {
-        Box::pin(std::future::ready(self.0.redact_step(ctx).map(|()| Admit::Continue)))
+        AdmitFuture::ready(self.0.redact_step(ctx).map(|()| Admit::Continue))
     }
 }

@@ -56,7 +56,9 @@ pub struct PricingHints {
 /// An event on its way to the metering task.
 #[derive(Debug)]
 pub struct PendingEvent {
-    pub event: Box<CallEvent>,
+    /// By value: the guard's box stays on the worker that made it (freed there, into its own arena);
+    /// only the event's fields cross to the metering task.
+    pub event: CallEvent,
     /// Non-token usage (media units, built-in tool calls), priced with the unit price table.
     pub units: Option<Box<crate::billable::reader::Units>>,
     pub estimate: Option<Box<EstimateInput>>,
@@ -205,7 +207,7 @@ pub fn finish_event(
     estimator: &TokenEstimator,
     metrics: &GatewayMetrics,
 ) -> CallEvent {
-    let mut ev = *p.event;
+    let mut ev = p.event;
     if let Some(est) = p.estimate {
         let model = if ev.served_model.is_empty() { ev.requested_model.clone() } else { ev.served_model.clone() };
         let (input, output) = match catch_unwind(AssertUnwindSafe(|| estimate(&model, &est, estimator))) {
@@ -589,7 +591,7 @@ impl Drop for CallGuard {
             prices.price_event(&mut priced, hints.service_tier.unwrap_or_default(), hints.cache_write_1h);
             let _ = tx.send(priced.cost_nanousd);
         }
-        let event = std::mem::take(&mut self.event);
+        let event = std::mem::take(&mut *self.event);
         let priced = std::mem::take(&mut self.priced);
         self.meter.inner.metrics.in_flight.dec();
         let units = self.units.take();
@@ -614,7 +616,7 @@ mod spill_tests {
             Arc::new(GatewayMetrics::default()),
         );
         let pending = |i: u32| PendingEvent {
-            event: Box::new(CallEvent { event_id: format!("e{i}"), ..Default::default() }),
+            event: CallEvent { event_id: format!("e{i}"), ..Default::default() },
             units: None,
             estimate: None,
             hints: Default::default(),
