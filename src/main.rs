@@ -253,11 +253,15 @@ struct ServerConfig {
     /// On SIGTERM/Ctrl-C, how long open streams may run before they are cut.
     #[serde(default = "default_grace_ms")]
     shutdown_grace_ms: u64,
+    /// Threads that serve client connections, each holding its connections for their life (0: one per
+    /// core).
+    #[serde(default)]
+    io_threads: usize,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        ServerConfig { listen: default_listen(), shutdown_grace_ms: default_grace_ms() }
+        ServerConfig { listen: default_listen(), shutdown_grace_ms: default_grace_ms(), io_threads: 0 }
     }
 }
 
@@ -1031,9 +1035,10 @@ async fn serve(cfg: Config, validated: ValidatedConfig, mode: Mode, config_path:
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let limits = tollgate_gateway::listen::ClientLimits::from_settings(&cfg.gateway);
+    let io_threads = cfg.server.io_threads;
     let server = tokio::spawn(async move {
         let mut rx = stop_rx;
-        tollgate_gateway::listen::serve(listener, app, front_door, limits, async move {
+        tollgate_gateway::listen::serve(listener, app, front_door, limits, io_threads, async move {
             let _ = rx.wait_for(|s| *s).await;
         })
         .await

@@ -24,7 +24,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::{pin, Pin};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -46,6 +46,28 @@ struct Idle {
     sender: Sender,
     conn: Box<Conn>,
     since: Instant,
+    /// Where the connection was opened (see [`keep_connections_on_this_thread`]).
+    home: usize,
+}
+
+thread_local! {
+    static HOME: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Marks the calling thread as one that runs a single-threaded runtime of its own for its whole life
+/// (a connection thread of `listen::serve`): the upstream connections it opens are lent only to calls
+/// on it. A connection's socket is registered with the I/O driver of the runtime that opened it, which
+/// only that thread polls, and its buffers come from that thread's allocator arena: used by a call on
+/// another thread, every read would wake that call across threads (or never, while its own thread
+/// waits for work) and every buffer freed would take the other arena's lock. On other threads (the
+/// workers of a multi-threaded runtime, which share one driver) connections are shared among them.
+pub fn keep_connections_on_this_thread() {
+    static NEXT: AtomicUsize = AtomicUsize::new(1);
+    HOME.with(|h| h.set(NEXT.fetch_add(1, Ordering::Relaxed)));
+}
+
+fn home() -> usize {
+    HOME.with(|h| h.get())
 }
 
 /// Connections to one upstream's hosts, idle ones kept per host (most recently used first out).
@@ -80,6 +102,7 @@ pub struct Lease {
     pool: Arc<InlineClient>,
     /// The connection's future has completed (closed or failed): it must not be polled again.
     closed: bool,
+    home: usize,
 }
 
 impl InlineClient {
@@ -137,21 +160,31 @@ impl InlineClient {
         let io = self.connector.clone().call(target).await.map_err(ClientError::Connect)?;
         let (sender, conn) = http1::Builder::new().handshake(io).await?;
         self.opened.fetch_add(1, Ordering::Relaxed);
-        Ok(Lease { sender, conn: Box::new(conn), key, pool: self.clone(), closed: false })
+        Ok(Lease { sender, conn: Box::new(conn), key, pool: self.clone(), closed: false, home: home() })
     }
 
-    /// The most recently used idle connection to `key` that is still open.
+    /// The most recently used idle connection to `key` that is still open and may be used here.
     fn checkout(self: &Arc<Self>, key: &Key) -> Option<Lease> {
         let now = Instant::now();
+        let me = home();
         loop {
-            let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).get_mut(key)?.pop()?;
-            if now.saturating_duration_since(idle.since) > self.idle_timeout {
-                // The rest of the list is older still.
-                self.idle.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
-                return None;
-            }
-            let mut lease =
-                Lease { sender: idle.sender, conn: idle.conn, key: key.clone(), pool: self.clone(), closed: false };
+            let idle = {
+                let mut all = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+                let list = all.get_mut(key)?;
+                // Oldest first (each was pushed when it came back): those past the timeout are a prefix.
+                let expired = list.partition_point(|i| now.saturating_duration_since(i.since) > self.idle_timeout);
+                list.drain(..expired);
+                let at = list.iter().rposition(|i| i.home == me)?;
+                list.remove(at)
+            };
+            let mut lease = Lease {
+                sender: idle.sender,
+                conn: idle.conn,
+                key: key.clone(),
+                pool: self.clone(),
+                closed: false,
+                home: idle.home,
+            };
             lease.poll_conn(&mut Context::from_waker(Waker::noop()));
             if !lease.closed && lease.sender.is_ready() {
                 return Some(lease);
@@ -202,8 +235,8 @@ impl Lease {
         if self.closed || !self.sender.is_ready() {
             return;
         }
-        let Lease { sender, conn, key, pool, .. } = self;
-        pool.put(key, Idle { sender, conn, since: Instant::now() });
+        let Lease { sender, conn, key, pool, home, .. } = self;
+        pool.put(key, Idle { sender, conn, since: Instant::now(), home });
     }
 }
 
@@ -222,9 +255,10 @@ mod tests {
         tokio::spawn(async move {
             loop {
                 let (stream, _) = listener.accept().await.unwrap();
-                count.fetch_add(1, Ordering::SeqCst);
+                // Each answer names its connection (0, 1, … in the order they were accepted).
+                let conn_no = count.fetch_add(1, Ordering::SeqCst);
                 tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(|req: Request<Incoming>| async move {
+                    let svc = hyper::service::service_fn(move |req: Request<Incoming>| async move {
                         let path = req.uri().path().to_string();
                         let close = path.contains("close");
                         // `/chunked...`: the path in three chunks (no length: chunked transfer coding).
@@ -239,6 +273,7 @@ mod tests {
                             Full::new(Bytes::from(path)).boxed()
                         };
                         let mut resp = Response::new(body);
+                        resp.headers_mut().insert("x-conn", http::HeaderValue::from(conn_no));
                         if close {
                             resp.headers_mut()
                                 .insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
@@ -365,6 +400,68 @@ mod tests {
             read(resp, lease).await;
         }
         assert_eq!(accepted.load(Ordering::SeqCst), opened);
+    }
+
+    /// A thread with a single-threaded runtime of its own, running the jobs it is sent one at a time.
+    struct OnThread(std::sync::mpsc::Sender<Box<dyn FnOnce(&tokio::runtime::Runtime) + Send>>);
+
+    impl OnThread {
+        fn start() -> OnThread {
+            let (tx, rx) = std::sync::mpsc::channel::<Box<dyn FnOnce(&tokio::runtime::Runtime) + Send>>();
+            std::thread::spawn(move || {
+                keep_connections_on_this_thread();
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                for job in rx {
+                    job(&rt);
+                }
+            });
+            OnThread(tx)
+        }
+
+        fn run<T: Send + 'static>(&self, f: impl FnOnce(&tokio::runtime::Runtime) -> T + Send + 'static) -> T {
+            let (tx, rx) = std::sync::mpsc::channel();
+            self.0.send(Box::new(move |rt| tx.send(f(rt)).unwrap())).unwrap();
+            rx.recv().unwrap()
+        }
+    }
+
+    fn conn_no(resp: &Response<Incoming>) -> String {
+        resp.headers()["x-conn"].to_str().unwrap().to_string()
+    }
+
+    /// Connection threads (`listen::serve`) each call upstreams: an idle connection goes back only to a
+    /// call on the thread that opened it, even when another thread's connection came back later.
+    #[test]
+    fn a_thread_gets_back_the_connections_it_opened() {
+        let server_rt = tokio::runtime::Runtime::new().unwrap();
+        let (base, accepted) = server_rt.block_on(server());
+        let client = InlineClient::new(Duration::from_secs(1), Duration::from_secs(90), 8);
+        let (a, b) = (OnThread::start(), OnThread::start());
+        let call = |client: &Arc<InlineClient>, base: &str, path: &str| {
+            let (client, req) = (client.clone(), request(base, path));
+            move |rt: &tokio::runtime::Runtime| rt.block_on(client.request(req)).unwrap()
+        };
+        // A holds its connection (0) while B opens one (1) and gives it back; then A gives 0 back.
+        let (resp_a, lease_a) = a.run(call(&client, &base, "/a1"));
+        assert_eq!(conn_no(&resp_a), "0");
+        let (resp_b, lease_b) = b.run(call(&client, &base, "/b1"));
+        assert_eq!(conn_no(&resp_b), "1");
+        assert_eq!(b.run(move |rt| rt.block_on(read(resp_b, lease_b))), "/b1");
+        assert_eq!(a.run(move |rt| rt.block_on(read(resp_a, lease_a))), "/a1");
+        // 0 is the most recent idle connection, yet B's next call gets its own 1, and A's gets 0.
+        let (resp, lease) = b.run(call(&client, &base, "/b2"));
+        assert_eq!(conn_no(&resp), "1");
+        assert_eq!(b.run(move |rt| rt.block_on(read(resp, lease))), "/b2");
+        let (resp, lease) = a.run(call(&client, &base, "/a2"));
+        assert_eq!(conn_no(&resp), "0");
+        assert_eq!(a.run(move |rt| rt.block_on(read(resp, lease))), "/a2");
+        // A third thread with none of its own idle opens one: the others' runtimes are not running now,
+        // and a call on one of their connections would never be woken.
+        let c = OnThread::start();
+        let (resp, lease) = c.run(call(&client, &base, "/c1"));
+        assert_eq!(conn_no(&resp), "2");
+        assert_eq!(c.run(move |rt| rt.block_on(read(resp, lease))), "/c1");
+        assert_eq!(accepted.load(Ordering::SeqCst), 3);
     }
 
     #[tokio::test]

@@ -69,23 +69,43 @@ impl hyper::service::Service<http::Request<Incoming>> for Front {
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, then waits for open connections to finish
-/// their requests (the caller bounds that wait). `gateway`: the state behind `app`'s metered routes,
-/// whose calls then skip the router (see [`Front`]).
+/// their requests (the caller bounds that wait, and cuts the rest by dropping this future). `gateway`:
+/// the state behind `app`'s metered routes, whose calls then skip the router (see [`Front`]).
+///
+/// Connections are served by `threads` threads of their own (0: one per core), each a single-threaded
+/// runtime; this task only accepts them and deals them out in turn. A connection then stays on one
+/// thread for its life: its calls are never stolen by another worker half-way, nothing of it is woken
+/// across threads, and the buffers hyper and the gateway allocate for it are freed by the thread that
+/// allocated them (glibc's per-thread arenas: a free from another thread takes that arena's lock, and on
+/// a shared runtime those frees were most of `serve`'s futex calls; bench/RESULTS.md, thirteenth round).
+/// Dealing in turn keeps the threads' shares of connections even, which the kernel's choice among
+/// several accepting threads does not.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     gateway: Arc<GatewayState>,
     limits: ClientLimits,
+    threads: usize,
     shutdown: impl Future<Output = ()>,
 ) {
     let front = Front { app, gateway };
-    let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .max_header_size(limits.hard_max_header_bytes)
-        .max_buf_size(limits.hard_max_header_bytes.max(8192 + 4096 * 100));
-    let graceful = GracefulShutdown::new();
+    let threads = if threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { threads };
+    let (cut_tx, cut_rx) = tokio::sync::watch::channel(false);
+    // Dropped with this future (the caller's grace period ran out): the threads drop their connections.
+    let _cut_on_drop = CutOnDrop(cut_tx);
+    let mut shards = Vec::with_capacity(threads);
+    for i in 0..threads {
+        match Shard::start(i, front.clone(), limits, cut_rx.clone()) {
+            Ok(shard) => shards.push(shard),
+            Err(error) => tracing::warn!(%error, "could not start a connection thread"),
+        }
+    }
+    if shards.is_empty() {
+        // No thread could be started: serve on this runtime rather than not at all.
+        return serve_here(listener, front, limits, shutdown).await;
+    }
     tokio::pin!(shutdown);
+    let mut next = 0usize;
     loop {
         let tcp = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -103,15 +123,130 @@ pub async fn serve(
         if let Err(error) = tcp.set_nodelay(true) {
             debug!(%error, "could not set TCP_NODELAY");
         }
-        let conn = http.serve_connection(TokioIo::new(tcp), front.clone());
-        let conn = graceful.watch(conn);
-        // Everything of the connection's calls runs in this task; see `self_wake` for why its own wakes
-        // are polled in place.
-        tokio::spawn(crate::self_wake::PollInPlace::new(async move {
-            if let Err(error) = conn.await {
-                debug!(%error, "client connection ended with an error");
+        // Leaves this runtime's I/O driver; the connection's thread registers it with its own.
+        let tcp = match tcp.into_std() {
+            Ok(tcp) => tcp,
+            Err(error) => {
+                debug!(%error, "could not hand a connection over");
+                continue;
             }
-        }));
+        };
+        let shard = &shards[next % shards.len()];
+        next = next.wrapping_add(1);
+        if shard.conns.send(tcp).is_err() {
+            debug!("a connection thread has ended; connection dropped");
+        }
+    }
+    drop(listener);
+    // Closing the hand-over channels starts each thread's graceful shutdown.
+    let done: Vec<_> = shards.into_iter().map(|s| s.done).collect();
+    for d in done {
+        let _ = d.await;
+    }
+}
+
+/// One connection thread: its hand-over channel and the signal that its runtime has ended.
+struct Shard {
+    conns: tokio::sync::mpsc::UnboundedSender<std::net::TcpStream>,
+    done: tokio::sync::oneshot::Receiver<()>,
+}
+
+impl Shard {
+    fn start(
+        i: usize,
+        front: Front,
+        limits: ClientLimits,
+        mut cut: tokio::sync::watch::Receiver<bool>,
+    ) -> std::io::Result<Shard> {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let (conns, mut rx) = tokio::sync::mpsc::unbounded_channel::<std::net::TcpStream>();
+        let (done_tx, done) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new().name(format!("tollgate-io-{i}")).spawn(move || {
+            crate::inline_client::keep_connections_on_this_thread();
+            rt.block_on(async move {
+                let http = http1_builder(limits);
+                let graceful = GracefulShutdown::new();
+                let accept = async {
+                    while let Some(tcp) = rx.recv().await {
+                        let tcp = match tokio::net::TcpStream::from_std(tcp) {
+                            Ok(tcp) => tcp,
+                            Err(error) => {
+                                debug!(%error, "could not register a connection");
+                                continue;
+                            }
+                        };
+                        spawn_connection(&http, &graceful, tcp, front.clone());
+                    }
+                };
+                tokio::select! {
+                    () = accept => graceful.shutdown().await,
+                    _ = cut.wait_for(|c| *c) => {}
+                }
+            });
+            // Every connection still open is dropped with the runtime (its calls' events are emitted as
+            // the client's disconnect) before the acceptor learns that this thread is done.
+            drop(rt);
+            let _ = done_tx.send(());
+        })?;
+        Ok(Shard { conns, done })
+    }
+}
+
+struct CutOnDrop(tokio::sync::watch::Sender<bool>);
+
+impl Drop for CutOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.send(true);
+    }
+}
+
+fn http1_builder(limits: ClientLimits) -> hyper::server::conn::http1::Builder {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_header_size(limits.hard_max_header_bytes)
+        .max_buf_size(limits.hard_max_header_bytes.max(8192 + 4096 * 100));
+    http
+}
+
+fn spawn_connection(
+    http: &hyper::server::conn::http1::Builder,
+    graceful: &GracefulShutdown,
+    tcp: tokio::net::TcpStream,
+    front: Front,
+) {
+    let conn = http.serve_connection(TokioIo::new(tcp), front);
+    let conn = graceful.watch(conn);
+    // Everything of the connection's calls runs in this task; see `self_wake` for why its own wakes
+    // are polled in place.
+    tokio::spawn(crate::self_wake::PollInPlace::new(async move {
+        if let Err(error) = conn.await {
+            debug!(%error, "client connection ended with an error");
+        }
+    }));
+}
+
+/// Accepts and serves connections on the current runtime (when no connection thread could start).
+async fn serve_here(listener: TcpListener, front: Front, limits: ClientLimits, shutdown: impl Future<Output = ()>) {
+    let http = http1_builder(limits);
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let tcp = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _)) => tcp,
+                Err(error) => {
+                    debug!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        if let Err(error) = tcp.set_nodelay(true) {
+            debug!(%error, "could not set TCP_NODELAY");
+        }
+        spawn_connection(&http, &graceful, tcp, front.clone());
     }
     drop(listener);
     graceful.shutdown().await;
