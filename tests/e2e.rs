@@ -585,10 +585,12 @@ fn bad_config_exits_with_one_line_naming_the_key() {
 /// The gateway keeps its upstream connections alive: calls one after another (non-stream, stream, an
 /// Anthropic-format call translated, an upstream error) go over the one connection the first call opened;
 /// a client that hangs up mid-stream costs that connection (HTTP/1 cannot drop half an answer) and one new
-/// connection, nothing more; and every call, the hung-up one included, has its event.
+/// connection, nothing more; and every call, the hung-up one included, has its event. One connection
+/// thread: each keeps upstream connections of its own (`inline_client`'s unit tests), so with more the
+/// count would depend on which thread the client's connections were dealt to.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_connections_are_reused_across_calls_and_a_hang_up_costs_one() {
-    let gw = Gateway::start().await;
+    let gw = Gateway::start_with(Opts { server: "io_threads = 1".into(), ..Opts::default() }).await;
     let first = gw.post("/v1/chat/completions", Some(ENG_KEY), &chat_body("gpt-4o-mini", "hi", false)).await;
     assert_eq!(first.status(), 200);
     first.bytes().await.unwrap();

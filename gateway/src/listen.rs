@@ -2,7 +2,8 @@
 //! clients trickling their headers held 200 connections for as long as they liked; this loop runs hyper
 //! with a timer, `header_read_timeout` and a hard cap on header bytes (above the gateway's own
 //! `max_header_bytes`, which LLM endpoints answer in the client's error shape with an event), and drains
-//! connections gracefully on shutdown.
+//! connections gracefully on shutdown. Accepted connections are served by threads of their own (see
+//! [`serve`]).
 
 use crate::GatewayState;
 use axum::body::Body;
@@ -106,23 +107,7 @@ pub async fn serve(
     }
     tokio::pin!(shutdown);
     let mut next = 0usize;
-    loop {
-        let tcp = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((tcp, _)) => tcp,
-                Err(error) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    debug!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        // Without TCP_NODELAY the last small SSE write of a stream waits for the client's delayed ACK.
-        if let Err(error) = tcp.set_nodelay(true) {
-            debug!(%error, "could not set TCP_NODELAY");
-        }
+    while let Some(tcp) = next_connection(&listener, shutdown.as_mut()).await {
         // Leaves this runtime's I/O driver; the connection's thread registers it with its own.
         let tcp = match tcp.into_std() {
             Ok(tcp) => tcp,
@@ -231,23 +216,36 @@ async fn serve_here(listener: TcpListener, front: Front, limits: ClientLimits, s
     let http = http1_builder(limits);
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
-    loop {
-        let tcp = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((tcp, _)) => tcp,
-                Err(error) => {
-                    debug!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        if let Err(error) = tcp.set_nodelay(true) {
-            debug!(%error, "could not set TCP_NODELAY");
-        }
+    while let Some(tcp) = next_connection(&listener, shutdown.as_mut()).await {
         spawn_connection(&http, &graceful, tcp, front.clone());
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+/// The next client connection, with `TCP_NODELAY` set; `None` once `shutdown` has resolved.
+async fn next_connection(
+    listener: &TcpListener,
+    mut shutdown: Pin<&mut impl Future<Output = ()>>,
+) -> Option<tokio::net::TcpStream> {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _)) => {
+                    // Without TCP_NODELAY the last small SSE write of a stream waits for the client's
+                    // delayed ACK.
+                    if let Err(error) = tcp.set_nodelay(true) {
+                        debug!(%error, "could not set TCP_NODELAY");
+                    }
+                    return Some(tcp);
+                }
+                Err(error) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    debug!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            },
+            () = &mut shutdown => return None,
+        }
+    }
 }

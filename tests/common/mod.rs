@@ -43,6 +43,8 @@ pub struct Gateway {
 
 /// Knobs a test may turn.
 pub struct Opts {
+    /// Extra lines of `[server]`.
+    pub server: String,
     pub gateway: String,
     pub collector: String,
     pub query: String,
@@ -57,6 +59,7 @@ pub struct Opts {
 impl Default for Opts {
     fn default() -> Self {
         Opts {
+            server: String::new(),
             gateway: String::new(),
             collector: "flush_interval_ms = 100".into(),
             query: String::new(),
@@ -82,6 +85,7 @@ impl Gateway {
 [server]
 listen = "127.0.0.1:{{port}}"
 shutdown_grace_ms = 5000
+{server}
 [storage]
 data_dir = "{data}"
 [gateway]
@@ -125,6 +129,7 @@ allow_attribution_headers = true
 {extra}
 "#,
             data = dir.path().join("data").display(),
+            server = opts.server,
             gateway = opts.gateway,
             collector = opts.collector,
             query = opts.query,
@@ -276,8 +281,17 @@ impl Drop for Gateway {
     }
 }
 
+/// A port for a server the test starts itself (ClickHouse, ZooKeeper, Redis). Taken below the kernel's
+/// ephemeral range (32768 and up): a port there that was free a moment ago can meanwhile become the
+/// local end of any outgoing connection of a test running beside this one, and the server then fails
+/// to bind it ("Address already in use"). Random, then checked by binding it.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    loop {
+        let port = 20_000 + (fastrand::u16(..) % 12_000);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 pub fn parquet_files(dir: &Path) -> Vec<PathBuf> {
