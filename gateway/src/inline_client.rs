@@ -402,12 +402,14 @@ mod tests {
         assert_eq!(accepted.load(Ordering::SeqCst), opened);
     }
 
+    type Job = Box<dyn FnOnce(&tokio::runtime::Runtime) + Send>;
+
     /// A thread with a single-threaded runtime of its own, running the jobs it is sent one at a time.
-    struct OnThread(std::sync::mpsc::Sender<Box<dyn FnOnce(&tokio::runtime::Runtime) + Send>>);
+    struct OnThread(std::sync::mpsc::Sender<Job>);
 
     impl OnThread {
         fn start() -> OnThread {
-            let (tx, rx) = std::sync::mpsc::channel::<Box<dyn FnOnce(&tokio::runtime::Runtime) + Send>>();
+            let (tx, rx) = std::sync::mpsc::channel::<Job>();
             std::thread::spawn(move || {
                 keep_connections_on_this_thread();
                 let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
