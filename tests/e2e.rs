@@ -525,6 +525,29 @@ async fn graceful_shutdown_flushes_every_event_and_report_reads_them() {
     assert!(table.contains("TOTAL") && table.contains(&format!("0.{expected_cost:09}")), "{table}");
 }
 
+/// A stream still running when the shutdown's grace period ends is cut: the process exits soon after the
+/// grace period rather than when the stream would have ended (a minute later), with the cut call's event
+/// stored. Connections live on threads of their own (`listen::serve`); the cut must reach them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_cuts_a_stream_that_outlives_the_grace_period_and_stores_its_event() {
+    let mut gw = Gateway::start_with(Opts { server: "shutdown_grace_ms = 300".into(), ..Opts::default() }).await;
+    // 600 chunks 100 ms apart: a minute.
+    let slow = chat_body("gpt-4o-mini", "MOCK[tokens=600,delay_ms=100]", true);
+    let r = send(&gw, "cut-1", Some(ENG_KEY), &slow).await;
+    assert_eq!(r.status(), 200);
+    let mut body = r.bytes_stream();
+    body.next().await.unwrap().unwrap();
+    let t0 = Instant::now();
+    let status = gw.stop();
+    let took = t0.elapsed();
+    assert!(status.success(), "exit status {status:?}; log:\n{}", gw.log());
+    assert!(took < std::time::Duration::from_secs(20), "shutdown waited {took:?} for the stream; log:\n{}", gw.log());
+    drop(body);
+    gw.spawn();
+    let ev = gw.event("cut-1").await;
+    assert_eq!(s(&ev, "outcome"), "client_disconnect", "{ev}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_event_queue_spills_to_disk_and_loses_nothing() {
     // A queue of one event and a burst of concurrent calls: most events take the spill path.

@@ -149,9 +149,9 @@ impl Shard {
         std::thread::Builder::new().name(format!("tollgate-io-{i}")).spawn(move || {
             crate::inline_client::keep_connections_on_this_thread();
             rt.block_on(async move {
-                let http = http1_builder(limits);
-                let graceful = GracefulShutdown::new();
-                let accept = async {
+                let serve = async move {
+                    let http = http1_builder(limits);
+                    let graceful = GracefulShutdown::new();
                     while let Some(tcp) = rx.recv().await {
                         let tcp = match tokio::net::TcpStream::from_std(tcp) {
                             Ok(tcp) => tcp,
@@ -162,9 +162,12 @@ impl Shard {
                         };
                         spawn_connection(&http, &graceful, tcp, front.clone());
                     }
+                    graceful.shutdown().await;
                 };
+                // The cut ends the graceful wait too: a stream longer than the grace period must not
+                // keep the thread (and the event senders it holds) alive.
                 tokio::select! {
-                    () = accept => graceful.shutdown().await,
+                    () = serve => {}
                     _ = cut.wait_for(|c| *c) => {}
                 }
             });

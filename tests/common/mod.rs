@@ -84,7 +84,6 @@ impl Gateway {
             r#"
 [server]
 listen = "127.0.0.1:{{port}}"
-shutdown_grace_ms = 5000
 {server}
 [storage]
 data_dir = "{data}"
@@ -129,7 +128,12 @@ allow_attribution_headers = true
 {extra}
 "#,
             data = dir.path().join("data").display(),
-            server = opts.server,
+            // A test's own grace period replaces the default one.
+            server = if opts.server.contains("shutdown_grace_ms") {
+                opts.server
+            } else {
+                format!("shutdown_grace_ms = 5000\n{}", opts.server)
+            },
             gateway = opts.gateway,
             collector = opts.collector,
             query = opts.query,
