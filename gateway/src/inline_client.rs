@@ -171,9 +171,7 @@ impl InlineClient {
             let idle = {
                 let mut all = self.idle.lock().unwrap_or_else(|p| p.into_inner());
                 let list = all.get_mut(key)?;
-                // Oldest first (each was pushed when it came back): those past the timeout are a prefix.
-                let expired = list.partition_point(|i| now.saturating_duration_since(i.since) > self.idle_timeout);
-                list.drain(..expired);
+                self.drop_expired(list, now);
                 let at = list.iter().rposition(|i| i.home == me)?;
                 list.remove(at)
             };
@@ -195,12 +193,17 @@ impl InlineClient {
     fn put(&self, key: Key, idle: Idle) {
         let mut all = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         let list = all.entry(key).or_default();
-        // Oldest first (each was pushed when it came back): those past the timeout are a prefix.
-        let expired = list.partition_point(|i| idle.since.saturating_duration_since(i.since) > self.idle_timeout);
-        list.drain(..expired);
+        self.drop_expired(list, idle.since);
         if list.len() < self.max_idle_per_host {
             list.push(idle);
         }
+    }
+
+    /// Closes the connections of `list` idle longer than the timeout at `now`.
+    fn drop_expired(&self, list: &mut Vec<Idle>, now: Instant) {
+        // Oldest first (each was pushed when it came back): those past the timeout are a prefix.
+        let expired = list.partition_point(|i| now.saturating_duration_since(i.since) > self.idle_timeout);
+        list.drain(..expired);
     }
 }
 
