@@ -525,9 +525,10 @@ async fn graceful_shutdown_flushes_every_event_and_report_reads_them() {
     assert!(table.contains("TOTAL") && table.contains(&format!("0.{expected_cost:09}")), "{table}");
 }
 
-/// A stream still running when the shutdown's grace period ends is cut: the process exits soon after the
-/// grace period rather than when the stream would have ended (a minute later), with the cut call's event
-/// stored. Connections live on threads of their own (`listen::serve`); the cut must reach them.
+/// A stream still running when the shutdown's grace period ends is cut, not waited for: its event is stored
+/// as the client's disconnect with part of the stream's tokens (waited for, the stream would have ended a
+/// minute later, `ok` with all 600). Connections live on threads of their own (`listen::serve`); the cut
+/// must reach them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_cuts_a_stream_that_outlives_the_grace_period_and_stores_its_event() {
     let mut gw = Gateway::start_with(Opts { server: "shutdown_grace_ms = 300".into(), ..Opts::default() }).await;
@@ -537,15 +538,13 @@ async fn shutdown_cuts_a_stream_that_outlives_the_grace_period_and_stores_its_ev
     assert_eq!(r.status(), 200);
     let mut body = r.bytes_stream();
     body.next().await.unwrap().unwrap();
-    let t0 = Instant::now();
     let status = gw.stop();
-    let took = t0.elapsed();
     assert!(status.success(), "exit status {status:?}; log:\n{}", gw.log());
-    assert!(took < std::time::Duration::from_secs(20), "shutdown waited {took:?} for the stream; log:\n{}", gw.log());
     drop(body);
     gw.spawn();
     let ev = gw.event("cut-1").await;
     assert_eq!(s(&ev, "outcome"), "client_disconnect", "{ev}");
+    assert!(u(&ev, "output_tokens") < 600, "the stream ran to its end: {ev}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -613,7 +612,8 @@ fn bad_config_exits_with_one_line_naming_the_key() {
 /// count would depend on which thread the client's connections were dealt to.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_connections_are_reused_across_calls_and_a_hang_up_costs_one() {
-    let gw = Gateway::start_with(Opts { server: "io_threads = 1".into(), ..Opts::default() }).await;
+    let gw = Gateway::start_with(Opts { server: "shutdown_grace_ms = 5000\nio_threads = 1".into(), ..Opts::default() })
+        .await;
     let first = gw.post("/v1/chat/completions", Some(ENG_KEY), &chat_body("gpt-4o-mini", "hi", false)).await;
     assert_eq!(first.status(), 200);
     first.bytes().await.unwrap();

@@ -43,7 +43,7 @@ pub struct Gateway {
 
 /// Knobs a test may turn.
 pub struct Opts {
-    /// Extra lines of `[server]`.
+    /// The lines of `[server]` after `listen`.
     pub server: String,
     pub gateway: String,
     pub collector: String,
@@ -59,7 +59,7 @@ pub struct Opts {
 impl Default for Opts {
     fn default() -> Self {
         Opts {
-            server: String::new(),
+            server: "shutdown_grace_ms = 5000".into(),
             gateway: String::new(),
             collector: "flush_interval_ms = 100".into(),
             query: String::new(),
@@ -128,12 +128,7 @@ allow_attribution_headers = true
 {extra}
 "#,
             data = dir.path().join("data").display(),
-            // A test's own grace period replaces the default one.
-            server = if opts.server.contains("shutdown_grace_ms") {
-                opts.server
-            } else {
-                format!("shutdown_grace_ms = 5000\n{}", opts.server)
-            },
+            server = opts.server,
             gateway = opts.gateway,
             collector = opts.collector,
             query = opts.query,
