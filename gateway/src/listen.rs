@@ -149,6 +149,7 @@ impl Shard {
         std::thread::Builder::new().name(format!("tollgate-io-{i}")).spawn(move || {
             crate::inline_client::keep_connections_on_this_thread();
             rt.block_on(async move {
+                tokio::spawn(keep_timer_wheel_awake());
                 let serve = async move {
                     let http = http1_builder(limits);
                     let graceful = GracefulShutdown::new();
@@ -177,6 +178,21 @@ impl Shard {
             let _ = done_tx.send(());
         })?;
         Ok(Shard { conns, done })
+    }
+}
+
+/// A timer that always expires within a second, so the thread's timer wheel is never without an early
+/// deadline. tokio's time driver writes to the runtime's eventfd whenever a timer is armed earlier than
+/// the deadline the driver last parked with, or when it parked with none; every call arms some (hyper's
+/// `header_read_timeout` for each request's head, the upstream timeouts), and on an otherwise timer-less
+/// thread each arming was such a write, about a third of a system call per call (bench/RESULTS.md,
+/// fourteenth round). Behind this tick they are later deadlines and need no wake-up; it costs one wake-up
+/// per second per thread.
+async fn keep_timer_wheel_awake() {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
     }
 }
 
