@@ -254,10 +254,14 @@ struct ServerConfig {
     #[serde(default = "default_grace_ms")]
     shutdown_grace_ms: u64,
     /// Threads that serve client connections, each holding its connections for their life (0: one per
-    /// core).
+    /// core; at most [`MAX_IO_THREADS`]).
     #[serde(default)]
     io_threads: usize,
 }
+
+/// Each connection thread is a runtime with a 2 MiB stack and upstream connections of its own; more
+/// threads than this are a typo, not a plan.
+const MAX_IO_THREADS: usize = 256;
 
 impl Default for ServerConfig {
     fn default() -> Self {
@@ -356,6 +360,13 @@ fn load(path: &Path) -> Result<(Config, ValidatedConfig), String> {
             "config {}: server.listen: `{}` is not an address like 127.0.0.1:8080",
             path.display(),
             cfg.server.listen
+        ));
+    }
+    if cfg.server.io_threads > MAX_IO_THREADS {
+        return Err(format!(
+            "config {}: server.io_threads: {} is more than {MAX_IO_THREADS} (0 means one per core)",
+            path.display(),
+            cfg.server.io_threads
         ));
     }
     if let Some(ch) = &cfg.clickhouse {

@@ -587,6 +587,7 @@ fn bad_config_exits_with_one_line_naming_the_key() {
         ("[[upstreams]]\nname = \"a\"\nbase_url = \"http://x/v1\"\nmodels = [\"my-llama\"]\n", "upstreams[0].models"),
         ("[collector]\nflush_interval_ms = \"soon\"\n", "flush_interval_ms"),
         ("[server]\nlisten = \"127.0.0.1:1\"\ncolour = \"blue\"\n", "colour"),
+        ("[server]\nio_threads = 100000\n", "server.io_threads"),
         ("[[upstreams]]\nname = \"a\"\nbase_url = \"ftp://x\"\nmodels = [\"gpt-4o\"]\n", "upstreams[0].base_url"),
         ("[[keys]]\nid = \"k\"\nhash = \"hunter2\"\n", "keys[0].hash"),
         ("[prices.\"m\"]\ninput = \"1.2.3\"\noutput = 1\n", "prices"),

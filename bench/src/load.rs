@@ -1,4 +1,6 @@
-//! The load driver: `c` workers, each owning one keep-alive HTTP/1 connection, for a fixed window.
+//! The load driver: `c` workers, each owning one keep-alive HTTP/1 connection (or, for
+//! `fresh_connections`, opening a new one for every request and closing it after the answer), for a
+//! fixed window.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,6 +29,8 @@ pub struct LoadSpec {
     pub body: Bytes,
     pub bearer: Option<String>,
     pub stream: bool,
+    /// A new connection per request, closed after the answer; its latency includes the connect.
+    pub fresh_connections: bool,
     pub concurrency: usize,
     pub measure: Duration,
     /// Expected requests per second over all workers, to size the sample vectors up front.
@@ -72,6 +76,7 @@ async fn worker(spec: Arc<LoadSpec>, t_measure: Instant, t_end: Instant, cap: us
     let hard_deadline = tokio::time::Instant::from_std(t_end + HANG_GRACE);
     let mut tail = Vec::with_capacity(TAIL * 2);
     'connection: while Instant::now() < t_end {
+        let t_connect = Instant::now();
         let mut sender = match tokio::time::timeout_at(hard_deadline, connect(spec.addr)).await {
             Ok(Ok(s)) => s,
             _ => {
@@ -88,7 +93,8 @@ async fn worker(spec: Arc<LoadSpec>, t_measure: Instant, t_end: Instant, cap: us
                 out.errors += 1;
                 return out;
             };
-            let t0 = Instant::now();
+            // A fresh connection's request is timed from before its connect.
+            let t0 = if spec.fresh_connections { t_connect } else { Instant::now() };
             let res =
                 tokio::time::timeout_at(hard_deadline, one_request(&mut sender, req, spec.stream, &mut tail)).await;
             let t1 = Instant::now();
@@ -107,6 +113,10 @@ async fn worker(spec: Arc<LoadSpec>, t_measure: Instant, t_end: Instant, cap: us
                     }
                     continue 'connection;
                 }
+            }
+            if spec.fresh_connections {
+                // Dropping the sender closes the connection (this side closes first, as clients do).
+                continue 'connection;
             }
         }
     }
@@ -234,6 +244,7 @@ mod tests {
             body: Bytes::from_static(b"{}"),
             bearer: Some("Bearer k".into()),
             stream: true,
+            fresh_connections: false,
             concurrency: 2,
             measure: Duration::from_millis(200),
             expected_rps: 1000,
@@ -245,6 +256,49 @@ mod tests {
     }
 
     #[tokio::test(flavor = "current_thread")]
+    async fn fresh_connections_open_one_connection_per_request() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let served = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (a, sv) = (accepted.clone(), served.clone());
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                a.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let sv = sv.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 8192];
+                    let resp = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}";
+                    while let Ok(n) = s.read(&mut buf).await {
+                        if n == 0 || s.write_all(resp.as_bytes()).await.is_err() {
+                            break;
+                        }
+                        sv.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                });
+            }
+        });
+        let spec = LoadSpec {
+            addr,
+            path: "/".into(),
+            body: Bytes::from_static(b"{}"),
+            bearer: None,
+            stream: false,
+            fresh_connections: true,
+            concurrency: 2,
+            measure: Duration::from_millis(200),
+            expected_rps: 1000,
+        };
+        let s = run(spec, Instant::now()).await.unwrap();
+        assert!(s.requests > 10, "{s:?}");
+        assert_eq!(s.errors, 0);
+        // Every request came on a connection of its own (the count is the server's, not the driver's).
+        let (accepted, served) =
+            (accepted.load(std::sync::atomic::Ordering::Relaxed), served.load(std::sync::atomic::Ordering::Relaxed));
+        assert_eq!(accepted, served, "{accepted} connections for {served} requests");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
     async fn dead_target_counts_errors_and_stops() {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
         let spec = LoadSpec {
@@ -253,6 +307,7 @@ mod tests {
             body: Bytes::new(),
             bearer: None,
             stream: false,
+            fresh_connections: false,
             concurrency: 1,
             measure: Duration::from_millis(100),
             expected_rps: 10,

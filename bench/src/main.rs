@@ -45,6 +45,11 @@ struct Args {
     /// before their median is taken.
     #[arg(long, default_value_t = 1)]
     rounds: usize,
+    /// Scenarios: `non-stream` and `stream` on keep-alive connections; `new-connection` is non-stream
+    /// with a new connection for every request, closed after the answer (its latency includes the connect),
+    /// as clients without a connection pool do.
+    #[arg(long, value_delimiter = ',', default_value = "non-stream,stream")]
+    scenarios: Vec<Scenario>,
     /// Concurrency levels (workers, one keep-alive connection each).
     #[arg(long, value_delimiter = ',', default_value = "1,32")]
     concurrency: Vec<usize>,
@@ -90,6 +95,24 @@ enum Target {
     Gateway,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Scenario {
+    NonStream,
+    Stream,
+    NewConnection,
+}
+
+impl Scenario {
+    /// (name in the tables, streamed, a new connection per request)
+    fn spec(self) -> (&'static str, bool, bool) {
+        match self {
+            Scenario::NonStream => ("non-stream", false, false),
+            Scenario::Stream => ("stream", true, false),
+            Scenario::NewConnection => ("non-stream, new connection per request", false, true),
+        }
+    }
+}
+
 /// The guards of the `guarded` target: what a cautious platform team turns on.
 const GUARDS: &str = r#"
 [[guards]]
@@ -125,6 +148,9 @@ fn main() -> Result<()> {
     let args = Args::parse();
     if args.seconds == 0 || args.rounds == 0 || args.concurrency.is_empty() || args.concurrency.contains(&0) {
         bail!("--seconds, --rounds and every --concurrency value must be > 0");
+    }
+    if args.scenarios.is_empty() {
+        bail!("--scenarios must name at least one scenario");
     }
     if !(0.0..=60.0).contains(&args.warmup) {
         bail!("--warmup must be within 0..=60 seconds");
@@ -231,7 +257,7 @@ fn main() -> Result<()> {
 
     let mut rows = Vec::new();
     let mut rss = Vec::new();
-    for (scenario, stream) in [("non-stream", false), ("stream", true)] {
+    for (scenario, stream, fresh_connections) in args.scenarios.iter().map(|s| s.spec()) {
         for &c in &args.concurrency {
             for round in 0..args.rounds {
                 // Each round another target goes first (the cyclic order stays), so no target always meets
@@ -253,6 +279,7 @@ fn main() -> Result<()> {
                         body: Bytes::from_static(if stream { BODY_STREAM } else { BODY }.as_bytes()),
                         bearer: Some(format!("Bearer {key}")),
                         stream,
+                        fresh_connections,
                         concurrency: c,
                         measure: Duration::from_secs(args.seconds),
                         expected_rps: EXPECTED_RPS,
@@ -324,6 +351,12 @@ fn main() -> Result<()> {
         )
     };
     let with_cpu = rows.iter().any(|r| r.cpu_s.is_some());
+    let fresh = if args.scenarios.contains(&Scenario::NewConnection) {
+        " (in `new connection per request` each worker opens a new connection for every request and closes it \
+         after the answer; its latency includes the connect)"
+    } else {
+        ""
+    };
     let report = Report {
         date: utc_now()?,
         nproc,
@@ -332,7 +365,7 @@ fn main() -> Result<()> {
         rounds: args.rounds,
         setup: vec![
             format!(
-                "{each_target} c workers each own one keep-alive HTTP/1 connection; the driver runs on {driver} tokio \
+                "{each_target} c workers each own one keep-alive HTTP/1 connection{fresh}; the driver runs on {driver} tokio \
                  runtime on the same {nproc} cores as the processes under test."
             ),
             format!(

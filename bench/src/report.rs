@@ -107,6 +107,9 @@ fn mark(met: bool) -> &'static str {
     }
 }
 
+/// The scenarios the target lines are checked in.
+const TARGET_SCENARIOS: [&str; 2] = ["non-stream", "stream"];
+
 impl Report {
     fn view(&self) -> RoundsView<'_> {
         RoundsView(&self.rows)
@@ -283,7 +286,8 @@ impl Report {
                 continue;
             }
             any = true;
-            for (scenario, _) in &scenarios {
+            // The lines are for clients that keep their connections.
+            for (scenario, _) in scenarios.iter().filter(|(n, _)| TARGET_SCENARIOS.contains(n)) {
                 self.target_lines(&mut s, gw, scenario);
             }
             let peak = self.rss.iter().filter(|m| m.process == gw).map(|m| m.rss_kib).max();
