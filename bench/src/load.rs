@@ -292,10 +292,13 @@ mod tests {
         let s = run(spec, Instant::now()).await.unwrap();
         assert!(s.requests > 10, "{s:?}");
         assert_eq!(s.errors, 0);
-        // Every request came on a connection of its own (the count is the server's, not the driver's).
+        // Every request came on a connection of its own (the counts are the server's, not the driver's): at
+        // least one connection per request counted, and beyond the requests served no more than each
+        // worker's last connection (opened as the window closed) and an answer not yet counted.
         let (accepted, served) =
             (accepted.load(std::sync::atomic::Ordering::Relaxed), served.load(std::sync::atomic::Ordering::Relaxed));
-        assert_eq!(accepted, served, "{accepted} connections for {served} requests");
+        assert!(accepted >= s.requests as u64, "{accepted} connections for {} requests", s.requests);
+        assert!(accepted <= served + 4, "{accepted} connections for {served} requests served");
     }
 
     #[tokio::test(flavor = "current_thread")]
