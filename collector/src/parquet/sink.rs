@@ -144,7 +144,7 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), SinkError> {
 /// Columns whose every value is new (the ids) are not dictionary-encoded: a dictionary would only hash and
 /// store each value once more, overflow its page and fall back to plain encoding anyway.
 ///
-/// An open day's files ([`Zstd::Fast`]) compress only the columns with bytes to save ([`WIDE_COLUMNS`]):
+/// An open day's files ([`Zstd::Fast`]) compress only the columns with bytes to save ([`wide`]):
 /// the other columns (attribution, model names, outcomes, flags) are dictionary-encoded to a few dozen
 /// bytes per file, which a zstd frame makes larger, not smaller, and each compressed column costs the
 /// writer a compression and a decompression context of its own (parquet makes both per column per file).
@@ -156,9 +156,13 @@ pub(super) fn writer_props(row_group_rows: usize, level: Zstd) -> Result<WriterP
     let mut b = WriterProperties::builder().set_max_row_group_row_count(Some(row_group_rows.max(1)));
     b = match level {
         Zstd::Compact => b.set_compression(zstd),
-        Zstd::Fast => WIDE_COLUMNS.iter().fold(b.set_compression(Compression::UNCOMPRESSED), |b, c| {
-            b.set_column_compression(ColumnPath::from(*c), zstd)
-        }),
+        Zstd::Fast => tollgate_events::call_event_schema()
+            .fields()
+            .iter()
+            .filter(|f| wide(f))
+            .fold(b.set_compression(Compression::UNCOMPRESSED), |b, f| {
+                b.set_column_compression(ColumnPath::from(f.name().as_str()), zstd)
+            }),
     };
     for unique in UNIQUE_COLUMNS {
         b = b.set_column_dictionary_enabled(ColumnPath::from(unique), false);
@@ -177,28 +181,14 @@ pub(super) enum Zstd {
     Compact = 3,
 }
 
-/// Columns whose values vary from call to call: the ids, the times and the measures. In an open day's
-/// files only these are compressed.
-const WIDE_COLUMNS: [&str; 18] = [
-    "event_id",
-    "request_id",
-    "ts_start",
-    "ts_end",
-    "input_tokens",
-    "output_tokens",
-    "cached_input_tokens",
-    "cache_write_tokens",
-    "reasoning_tokens",
-    "cost_nanousd",
-    "latency_ms",
-    "ttft_ms",
-    "upstream_latency_ms",
-    "gateway_overhead_us",
-    "request_bytes",
-    "response_bytes",
-    "saved_nanousd",
-    "predicted_cost_nanousd",
-];
+/// Whether a column is compressed in an open day's files: the ids, the times and the measures (every
+/// 32- and 64-bit number: tokens, cost, latencies, sizes), whose values vary from call to call. Names,
+/// outcomes, flags and the small numbers (schema version, attempt, status) are dictionary-encoded to a few
+/// bytes and stay plain.
+fn wide(field: &arrow::datatypes::Field) -> bool {
+    use arrow::datatypes::DataType::{Timestamp, UInt32, UInt64};
+    UNIQUE_COLUMNS.contains(&field.name().as_str()) || matches!(field.data_type(), Timestamp(..) | UInt32 | UInt64)
+}
 
 /// Columns with a new value in (almost) every row.
 const UNIQUE_COLUMNS: [&str; 2] = ["event_id", "request_id"];
@@ -319,10 +309,27 @@ mod tests {
     #[test]
     fn open_day_files_compress_the_wide_columns_and_compacted_files_all() {
         let schema = tollgate_events::call_event_schema();
-        // Every name in the list is a column (a misspelt one would silently go uncompressed).
-        for c in WIDE_COLUMNS {
-            assert!(schema.field_with_name(c).is_ok(), "{c} is not a column");
-        }
+        // Written out here, not derived from the rule under test.
+        let wide = [
+            "event_id",
+            "request_id",
+            "ts_start",
+            "ts_end",
+            "input_tokens",
+            "output_tokens",
+            "cached_input_tokens",
+            "cache_write_tokens",
+            "reasoning_tokens",
+            "cost_nanousd",
+            "latency_ms",
+            "ttft_ms",
+            "upstream_latency_ms",
+            "gateway_overhead_us",
+            "request_bytes",
+            "response_bytes",
+            "saved_nanousd",
+            "predicted_cost_nanousd",
+        ];
         let mut b = CallEventBatchBuilder::new();
         for i in 0..50u64 {
             let mut e = ev(1_700_000_000_000_000 + i as i64, i);
@@ -347,7 +354,7 @@ mod tests {
         let fast = codecs(Zstd::Fast);
         assert_eq!(fast.len(), 46);
         for (column, codec) in &fast {
-            let wide = WIDE_COLUMNS.contains(&column.as_str());
+            let wide = wide.contains(&column.as_str());
             assert_eq!(zstd(codec), wide, "{column}: {codec:?}");
             assert!(wide || *codec == Compression::UNCOMPRESSED, "{column}: {codec:?}");
         }
