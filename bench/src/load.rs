@@ -210,12 +210,24 @@ mod tests {
         assert!(!ends_with_done(b""));
     }
 
+    /// What the stand-in counted: connections accepted, answers written.
+    #[derive(Default)]
+    struct Counts {
+        accepted: std::sync::atomic::AtomicU64,
+        served: std::sync::atomic::AtomicU64,
+    }
+
     /// A stand-in upstream (the real mock is a separate binary): one canned SSE reply per request.
-    async fn stand_in() -> SocketAddr {
+    async fn stand_in() -> (SocketAddr, Arc<Counts>) {
+        use std::sync::atomic::Ordering::Relaxed;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let counts = Arc::new(Counts::default());
+        let c = counts.clone();
         tokio::spawn(async move {
             while let Ok((mut s, _)) = listener.accept().await {
+                c.accepted.fetch_add(1, Relaxed);
+                let c = c.clone();
                 tokio::spawn(async move {
                     let mut buf = vec![0u8; 8192];
                     let body = "data: {\"choices\":[]}\n\ndata: [DONE]\n\n";
@@ -228,16 +240,17 @@ mod tests {
                         if n == 0 || s.write_all(resp.as_bytes()).await.is_err() {
                             break;
                         }
+                        c.served.fetch_add(1, Relaxed);
                     }
                 });
             }
         });
-        addr
+        (addr, counts)
     }
 
     #[tokio::test(flavor = "current_thread")]
     async fn drives_load_and_stops_on_its_own() {
-        let addr = stand_in().await;
+        let (addr, _) = stand_in().await;
         let spec = LoadSpec {
             addr,
             path: "/v1/chat/completions".into(),
@@ -257,27 +270,7 @@ mod tests {
 
     #[tokio::test(flavor = "current_thread")]
     async fn fresh_connections_open_one_connection_per_request() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let accepted = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let served = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let (a, sv) = (accepted.clone(), served.clone());
-        tokio::spawn(async move {
-            while let Ok((mut s, _)) = listener.accept().await {
-                a.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let sv = sv.clone();
-                tokio::spawn(async move {
-                    let mut buf = vec![0u8; 8192];
-                    let resp = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}";
-                    while let Ok(n) = s.read(&mut buf).await {
-                        if n == 0 || s.write_all(resp.as_bytes()).await.is_err() {
-                            break;
-                        }
-                        sv.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    }
-                });
-            }
-        });
+        let (addr, counts) = stand_in().await;
         let spec = LoadSpec {
             addr,
             path: "/".into(),
@@ -295,8 +288,8 @@ mod tests {
         // Every request came on a connection of its own (the counts are the server's, not the driver's): at
         // least one connection per request counted, and beyond the requests served no more than each
         // worker's last connection (opened as the window closed) and an answer not yet counted.
-        let (accepted, served) =
-            (accepted.load(std::sync::atomic::Ordering::Relaxed), served.load(std::sync::atomic::Ordering::Relaxed));
+        let accepted = counts.accepted.load(std::sync::atomic::Ordering::Relaxed);
+        let served = counts.served.load(std::sync::atomic::Ordering::Relaxed);
         assert!(accepted >= s.requests as u64, "{accepted} connections for {} requests", s.requests);
         assert!(accepted <= served + 4, "{accepted} connections for {served} requests served");
     }
