@@ -856,15 +856,70 @@ impl Background {
     }
 }
 
-/// Marks the calling thread `SCHED_BATCH`: the same share of the CPU as any other thread, but its
-/// wake-ups never preempt a running thread, so a metering batch waits for a request in flight rather than
-/// the other way round. Best effort.
+/// Marks the calling thread `SCHED_BATCH` with a long time slice: the same share of the CPU as any other
+/// thread, but it yields to the request path in both directions. Its wake-ups never preempt a running
+/// thread, so a metering batch waits for a request in flight; and a request-path thread that wakes while
+/// it runs takes the core at once. The second half is the slice: Linux's EEVDF scheduler (6.6 and later)
+/// lets a waking thread preempt the running one only when the waking one's deadline (its virtual time plus
+/// its slice) comes first, and a running thread keeps the core for its slice regardless unless the waking
+/// thread asked for a shorter slice (6.12 and later). With the default slice (about 1.4 ms on two cores)
+/// a connection thread could wait that long behind a Parquet write or a write-ahead-log batch; with
+/// [`BACKGROUND_SLICE`] on these threads the connection threads' default slice is the shorter one. The
+/// share of the CPU is the weight's (nice), not the slice's, so the background work never starves.
+/// Best effort: on older kernels the slice is ignored and only `SCHED_BATCH` applies.
 fn batch_scheduling() {
     #[cfg(target_os = "linux")]
     {
-        let param = libc::sched_param { sched_priority: 0 };
-        // SAFETY: sets the scheduling policy of the calling thread (pid 0) with a valid parameter.
-        let _ = unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) };
+        if sched::set_batch_with_slice(BACKGROUND_SLICE).is_err() {
+            let param = libc::sched_param { sched_priority: 0 };
+            // SAFETY: sets the scheduling policy of the calling thread (pid 0) with a valid parameter.
+            let _ = unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) };
+        }
+    }
+}
+
+/// The time slice background threads ask for: long enough that every request-path thread's default
+/// slice is shorter (the kernel clamps a requested slice to 0.1-100 ms).
+const BACKGROUND_SLICE: Duration = Duration::from_millis(20);
+
+#[cfg(target_os = "linux")]
+mod sched {
+    use std::time::Duration;
+
+    /// `struct sched_attr` of `sched_setattr(2)` (the first version, 56 bytes).
+    #[repr(C)]
+    #[derive(Default)]
+    struct SchedAttr {
+        size: u32,
+        policy: u32,
+        flags: u64,
+        nice: i32,
+        priority: u32,
+        /// For `SCHED_OTHER` and `SCHED_BATCH` since Linux 6.12: the requested time slice.
+        runtime: u64,
+        deadline: u64,
+        period: u64,
+    }
+
+    /// Switches the calling thread to `SCHED_BATCH` with the given slice, keeping its nice value.
+    pub fn set_batch_with_slice(slice: Duration) -> std::io::Result<()> {
+        let mut attr = SchedAttr { size: std::mem::size_of::<SchedAttr>() as u32, ..Default::default() };
+        // SAFETY: reads the calling thread's (0) attributes into a buffer of the size passed.
+        let r = unsafe { libc::syscall(libc::SYS_sched_getattr, 0, &mut attr as *mut SchedAttr, attr.size, 0) };
+        if r != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        attr.size = std::mem::size_of::<SchedAttr>() as u32;
+        attr.policy = libc::SCHED_BATCH as u32;
+        attr.flags = 0;
+        attr.priority = 0;
+        attr.runtime = u64::try_from(slice.as_nanos()).unwrap_or(u64::MAX);
+        // SAFETY: sets the calling thread's (0) attributes from a fully initialised struct of the size given.
+        let r = unsafe { libc::syscall(libc::SYS_sched_setattr, 0, &attr as *const SchedAttr, 0) };
+        if r != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
     }
 }
 

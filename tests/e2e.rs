@@ -605,6 +605,53 @@ fn bad_config_exits_with_one_line_naming_the_key() {
     }
 }
 
+/// The background threads (metering, write-ahead log, Parquet writes) run `SCHED_BATCH` and, on a kernel
+/// with per-thread slices (Linux 6.12 and later, where `sched_getattr` reports a slice for every
+/// ordinary thread), ask for a 20 ms slice, longer than the connection threads' default, so a connection
+/// thread that wakes takes the core from them at once; the connection threads keep the default policy.
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn background_threads_yield_the_core_to_connection_threads() {
+    let gw = Gateway::start().await;
+    let r = gw.post("/v1/chat/completions", Some(ENG_KEY), &chat_body("gpt-4o-mini", "hi", false)).await;
+    assert_eq!(r.status(), 200);
+    r.bytes().await.unwrap();
+    gw.wait_events(1).await;
+    let pid = gw.child.as_ref().unwrap().id();
+    let (mut events, mut io) = (Vec::new(), Vec::new());
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let task = task.unwrap().path();
+        let tid: i32 = task.file_name().unwrap().to_str().unwrap().parse().unwrap();
+        let Ok(comm) = std::fs::read_to_string(task.join("comm")) else { continue };
+        // (policy, slice in ns) as the kernel reports them: `struct sched_attr`, first version.
+        let mut attr = [0u8; 48];
+        // SAFETY: reads thread `tid`'s attributes into a 48-byte buffer, the size passed.
+        let rc = unsafe { libc::syscall(libc::SYS_sched_getattr, tid, attr.as_mut_ptr(), 48u32, 0u32) };
+        if rc != 0 {
+            continue; // the thread ended meanwhile
+        }
+        let policy = u32::from_ne_bytes(attr[4..8].try_into().unwrap());
+        let slice = u64::from_ne_bytes(attr[24..32].try_into().unwrap());
+        match comm.trim() {
+            "tollgate-events" => events.push((policy, slice)),
+            c if c.starts_with("tollgate-io") => io.push((policy, slice)),
+            _ => {}
+        }
+    }
+    assert!(!events.is_empty() && !io.is_empty(), "events {events:?} io {io:?}");
+    let slices = io.iter().all(|&(_, s)| s > 0);
+    for &(policy, slice) in &events {
+        assert_eq!(policy, libc::SCHED_BATCH as u32, "{events:?}");
+        if slices {
+            assert_eq!(slice, 20_000_000, "{events:?}");
+        }
+    }
+    for &(policy, slice) in &io {
+        assert_eq!(policy, libc::SCHED_OTHER as u32, "{io:?}");
+        assert!(slice < 20_000_000, "{io:?}");
+    }
+}
+
 /// The gateway keeps its upstream connections alive: calls one after another (non-stream, stream, an
 /// Anthropic-format call translated, an upstream error) go over the one connection the first call opened;
 /// a client that hangs up mid-stream costs that connection (HTTP/1 cannot drop half an answer) and one new
