@@ -768,18 +768,23 @@ mod tests {
         (0..n).map(|i| format!("ev-{i:08}")).collect()
     }
 
-    #[test]
-    fn merge_copies_large_row_groups_and_rewrites_small_ones_every_row_once() {
+    /// A data directory whose day holds one sink file per size, in order; and the events' count.
+    fn day_of_parts(sizes: &[u64]) -> (tempfile::TempDir, PathBuf, u64) {
         let dir = tempfile::tempdir().unwrap();
         let day = dir.path().join("calls").join(format!("date={DATE}"));
         std::fs::create_dir_all(&day).unwrap();
-        // Two batches of a loaded gateway and two of a quiet one, interleaved.
-        let sizes = [10_000, 100, 9_000, 50];
         let mut at = 0;
-        for n in sizes {
+        for &n in sizes {
             part(&day, at, n);
             at += n;
         }
+        (dir, day, at)
+    }
+
+    #[test]
+    fn merge_copies_large_row_groups_and_rewrites_small_ones_every_row_once() {
+        // Two batches of a loaded gateway and two of a quiet one, interleaved.
+        let (dir, day, at) = day_of_parts(&[10_000, 100, 9_000, 50]);
         let lock = CallsLock::open(dir.path()).unwrap();
         let cfg = CompactionConfig { merge_parts: 2, ..CompactionConfig::new(dir.path().to_path_buf()) };
         let done = merge_open_days(&cfg, &lock, u64::MAX, DATE).unwrap();
@@ -797,15 +802,7 @@ mod tests {
     fn merge_of_sink_files_writes_row_groups_of_at_most_8192_rows() {
         // The merge's writer holds one row group in memory while it fills it: a busy gateway's merge of
         // thousands of 4,096-row sink files stays within a few MiB only if those groups stay small.
-        let dir = tempfile::tempdir().unwrap();
-        let day = dir.path().join("calls").join(format!("date={DATE}"));
-        std::fs::create_dir_all(&day).unwrap();
-        let sizes = [4_096, 4_096, 4_096, 100];
-        let mut at = 0;
-        for n in sizes {
-            part(&day, at, n);
-            at += n;
-        }
+        let (dir, day, at) = day_of_parts(&[4_096, 4_096, 4_096, 100]);
         let lock = CallsLock::open(dir.path()).unwrap();
         let cfg = CompactionConfig { merge_parts: 2, ..CompactionConfig::new(dir.path().to_path_buf()) };
         merge_open_days(&cfg, &lock, u64::MAX, DATE).unwrap();
@@ -816,15 +813,7 @@ mod tests {
 
     #[test]
     fn merge_that_stops_at_its_row_cap_leaves_every_row_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let day = dir.path().join("calls").join(format!("date={DATE}"));
-        std::fs::create_dir_all(&day).unwrap();
-        let sizes = [10_000, 100, 9_000, 50, 8_192];
-        let mut at = 0;
-        for n in sizes {
-            part(&day, at, n);
-            at += n;
-        }
+        let (dir, day, at) = day_of_parts(&[10_000, 100, 9_000, 50, 8_192]);
         let lock = CallsLock::open(dir.path()).unwrap();
         let cfg = CompactionConfig {
             merge_parts: 2,
