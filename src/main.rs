@@ -886,7 +886,7 @@ const BACKGROUND_SLICE: Duration = Duration::from_millis(20);
 mod sched {
     use std::time::Duration;
 
-    /// `struct sched_attr` of `sched_setattr(2)` (the first version, 56 bytes).
+    /// `struct sched_attr` of `sched_setattr(2)`, its first version (48 bytes, `SCHED_ATTR_SIZE_VER0`).
     #[repr(C)]
     #[derive(Default)]
     struct SchedAttr {
