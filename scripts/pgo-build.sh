@@ -35,6 +35,8 @@ RAW=$D/raw
 echo "1/4 instrumented build"
 RUSTFLAGS="-Cprofile-generate=$RAW" CARGO_TARGET_DIR="$TARGET-pgo-gen" cargo build --release -p tollgate
 GEN=$(realpath "$TARGET-pgo-gen/release/tollgate")
+# Build scripts are instrumented too and wrote counts of their own while the build ran: not tollgate's.
+rm -rf "$RAW"
 
 echo "2/4 training load"
 # The bench kills what it started; the wrapper below is what it kills, and `tollgate` (not exec'd) lives
