@@ -20,7 +20,7 @@ cd "$(dirname "$0")/.."
 OUT=${1:-target/pgo/tollgate}
 TARGET=${CARGO_TARGET_DIR:-target}
 SYSROOT=$(rustc --print sysroot)
-PROFDATA=$(ls "$SYSROOT"/lib/rustlib/*/bin/llvm-profdata 2>/dev/null | head -1)
+PROFDATA=$(ls "$SYSROOT"/lib/rustlib/*/bin/llvm-profdata 2>/dev/null | head -1 || true)
 [ -x "$PROFDATA" ] || { echo "llvm-profdata not found: rustup component add llvm-tools"; exit 1; }
 BENCH=$TARGET/release/tollgate-bench
 MOCK=$TARGET/release/tollgate-mock
@@ -30,7 +30,8 @@ for b in "$BENCH" "$MOCK" "$SOAK"; do
 done
 D=$(mktemp -d)
 trap 'rm -rf "$D"' EXIT
-RAW=$D/raw
+# A fixed path: it is baked into the instrumented build, so a second run reuses that build.
+RAW=$(realpath -m "$TARGET-pgo-gen")/counts
 
 echo "1/4 instrumented build"
 RUSTFLAGS="-Cprofile-generate=$RAW" CARGO_TARGET_DIR="$TARGET-pgo-gen" cargo build --release -p tollgate
