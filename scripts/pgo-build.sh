@@ -7,7 +7,7 @@
 #   PGO_PROFILE=dist scripts/pgo-build.sh       (the optimised build in the `dist` profile instead. Not the
 #                                                default: a profile other than `release` gives every function
 #                                                another symbol name, so `link/tollgate.order` orders none of
-#                                                them; measured, 12 MiB more of the binary resident and 8%
+#                                                them; measured, 11 MiB more of the binary resident and 8%
 #                                                more CPU per call than the release-profile PGO build)
 #   PGO_TRAIN=soak scripts/pgo-build.sh         (train on two minutes of the soak's calls and hostile
 #                                                inputs alone, without its SQL and giant bodies and without
