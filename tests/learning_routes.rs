@@ -147,15 +147,16 @@ targets = [{ upstream = "a", model = "route-a" }, { upstream = "b", model = "rou
         Opts { gateway: "routing_stats_interval_ms = 0".into(), ..Opts::default() },
     )
     .await;
-    // b is steadily a little slow; a is fast.
-    f.b.set_directives("first_delay_ms=40").unwrap();
+    // b is steadily slow; a is fast. The gap is wide: one answer of a's that a busy box (a debug build on
+    // two cores) delays past b's latency is enough to send a few calls to b while it is in the window.
+    f.b.set_directives("first_delay_ms=100").unwrap();
     let warm = run(&f, 40, "warm").await;
     assert!(count(&warm, 'a') >= 30, "the fast target takes most calls: {warm:?}");
 
     // a becomes slow: after at most 3 calls (one slow answer is enough for its p95), at least 80% of the
     // next 60 go to b. 60 calls, so that exploration (10%) misses a in all of them with probability
     // 0.9^60 = 0.2% only.
-    f.a.set_directives("first_delay_ms=250").unwrap();
+    f.a.set_directives("first_delay_ms=400").unwrap();
     let slow = run(&f, 63, "slow").await;
     let after = &slow[3..];
     assert!(count(after, 'b') >= 48, "traffic moves away from the slow target: {slow:?}");
