@@ -62,20 +62,23 @@ stop_trained() {
   while read -r p; do while kill -0 "$p" 2>/dev/null; do sleep 0.1; done; done < "$D/pids"
   rm -f "$D/pids"
 }
+# train NAME COMMAND...: runs one training load (its output in $D/NAME.log), then stops what it started.
+train() {
+  local name=$1
+  shift
+  "$@" > "$D/$name.log" 2>&1 || echo "the $name ended with an error (see below); what ran still counts"
+  tail -3 "$D/$name.log"
+  stop_trained
+}
 touch "$D/soak.md"
 if [ "${PGO_TRAIN:-bench}" = soak ]; then
-  "$SOAK" --minutes 2 --skip SQL --skip 1.1M --skip '1 MiB' --tollgate "$D/wrap.sh" --mock "$MOCK" \
-    --results "$D/soak.md" > "$D/soak.log" 2>&1 ||
-    echo "the soak ended with an error (see below); what ran still counts"; tail -3 "$D/soak.log"
-  stop_trained
+  train soak "$SOAK" --minutes 2 --skip SQL --skip 1.1M --skip '1 MiB' --tollgate "$D/wrap.sh" --mock "$MOCK" \
+    --results "$D/soak.md"
 else
-  "$BENCH" --seconds 4 --warmup 1 --rounds 1 --concurrency 1,32 --scenarios non-stream,stream,new-connection \
-    --only tollgate,gateway --tollgate "$D/wrap.sh" --mock "$MOCK" --out "$D/bench.md" > "$D/bench.log" 2>&1 ||
-    echo "the bench ended with an error (see below); what ran still counts"; tail -3 "$D/bench.log"
-  stop_trained
-  "$SOAK" --minutes 1 --tollgate "$D/wrap.sh" --mock "$MOCK" --results "$D/soak.md" > "$D/soak.log" 2>&1 ||
-    echo "the soak ended with an error (see below); what ran still counts"; tail -3 "$D/soak.log"
-  stop_trained
+  train bench "$BENCH" --seconds 4 --warmup 1 --rounds 1 --concurrency 1,32 \
+    --scenarios non-stream,stream,new-connection --only tollgate,gateway --tollgate "$D/wrap.sh" --mock "$MOCK" \
+    --out "$D/bench.md"
+  train soak "$SOAK" --minutes 1 --tollgate "$D/wrap.sh" --mock "$MOCK" --results "$D/soak.md"
 fi
 ls "$RAW"/*.profraw > /dev/null || { echo "no counts were written"; exit 1; }
 
