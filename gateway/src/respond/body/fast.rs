@@ -14,9 +14,13 @@
 //! `content`, `error`) and strings with escapes are cut out by extent and given to serde as they are, so
 //! their meaning is serde's by construction.
 
-use super::{AnthropicBlockMeta, AnthropicDeltaMeta, AnthropicMeta, ChoiceMeta, Choices, ChunkMeta, MessageMeta, Text};
+use super::{
+    AnthropicBlockMeta, AnthropicDeltaMeta, AnthropicMeta, ChoiceMeta, Choices, ChunkMeta, CompletionDetails,
+    MessageMeta, PromptDetails, Text, UsageJson,
+};
 use serde::Deserialize;
 use std::borrow::Cow;
+use tollgate_events::ReportedTokens;
 
 /// Deeper than this, the payload goes to serde (whose own limit is 128 levels).
 const MAX_DEPTH: u32 = 64;
@@ -47,7 +51,10 @@ pub(super) fn chunk_meta(payload: &[u8]) -> Option<ChunkMeta<'_>> {
                 seen.once(1)?;
                 s.choices(&mut meta.choices)?;
             }
-            b"usage" => s.serde_field(&mut seen, 2, &mut meta.usage)?,
+            b"usage" => {
+                seen.once(2)?;
+                meta.usage = s.opt_usage()?;
+            }
             b"service_tier" => s.text_field(&mut seen, 3, &mut meta.service_tier)?,
             _ => s.skip()?,
         }
@@ -278,6 +285,101 @@ impl<'a> Scan<'a> {
         serde_json::from_slice::<T>(self.raw()?).ok()
     }
 
+    /// An OpenAI `usage` value as serde reads an `Option<UsageJson>`. Every whole response and the last
+    /// chunk of a metered stream carry one, and serde's visitors (a `ReportedTokens` through
+    /// `deserialize_any` per count) cost about as much as the rest of the body. Read here when it is an
+    /// object of plain counts: unsigned integers or (for the optional ones) `null`, other fields of any
+    /// JSON. Anything else (a count that is negative, fractional, a string or out of range; a duplicated
+    /// field; a key with an escape) goes to serde as before, from the value's own bytes.
+    fn opt_usage(&mut self) -> Option<Option<UsageJson>> {
+        if self.peek()? == b'n' {
+            return self.literal(b"null").map(|()| None);
+        }
+        let (from, depth) = (self.i, self.depth);
+        if let Some(u) = self.usage() {
+            return Some(Some(u));
+        }
+        (self.i, self.depth) = (from, depth);
+        self.opt_serde()
+    }
+
+    fn usage(&mut self) -> Option<UsageJson> {
+        let mut u = UsageJson {
+            prompt_tokens: ReportedTokens::default(),
+            completion_tokens: ReportedTokens::default(),
+            prompt_tokens_details: None,
+            completion_tokens_details: None,
+        };
+        let mut seen = Seen::default();
+        self.object(|s, key| {
+            match key {
+                b"prompt_tokens" => {
+                    seen.once(0)?;
+                    u.prompt_tokens = s.count()?;
+                }
+                b"completion_tokens" => {
+                    seen.once(1)?;
+                    u.completion_tokens = s.count()?;
+                }
+                b"prompt_tokens_details" => {
+                    seen.once(2)?;
+                    u.prompt_tokens_details =
+                        s.opt_details(b"cached_tokens")?.map(|cached_tokens| PromptDetails { cached_tokens });
+                }
+                b"completion_tokens_details" => {
+                    seen.once(3)?;
+                    u.completion_tokens_details = s
+                        .opt_details(b"reasoning_tokens")?
+                        .map(|reasoning_tokens| CompletionDetails { reasoning_tokens });
+                }
+                _ => s.skip()?,
+            }
+            Some(())
+        })?;
+        Some(u)
+    }
+
+    /// `null` (`None`) or a details object whose one field of interest, `field`, is an optional count:
+    /// `Some(None)` when the object lacks it or has it `null`.
+    fn opt_details(&mut self, field: &[u8]) -> Option<Option<Option<ReportedTokens>>> {
+        if self.peek()? == b'n' {
+            return self.literal(b"null").map(|()| None);
+        }
+        let mut count = None;
+        let mut seen = Seen::default();
+        self.object(|s, key| {
+            if key == field {
+                seen.once(0)?;
+                if s.peek()? == b'n' {
+                    s.literal(b"null")?;
+                } else {
+                    count = Some(s.count()?);
+                }
+            } else {
+                s.skip()?;
+            }
+            Some(())
+        })?;
+        Some(Some(count))
+    }
+
+    /// A token count written as a plain unsigned integer that fits a `u64` (what serde_json hands
+    /// `ReportedTokens` as `visit_u64`); `None` for any other number or value.
+    fn count(&mut self) -> Option<ReportedTokens> {
+        let start = self.i;
+        let mut value: u64 = 0;
+        while let Some(c) = self.peek().filter(u8::is_ascii_digit) {
+            value = value.checked_mul(10)?.checked_add(u64::from(c - b'0'))?;
+            self.i += 1;
+        }
+        let n = self.i - start;
+        // No digits, a leading zero, or a fraction or exponent to follow: serde's answer, not this one.
+        if n == 0 || (n > 1 && self.b[start] == b'0') || matches!(self.peek(), Some(b'.' | b'e' | b'E')) {
+            return None;
+        }
+        Some(ReportedTokens { value, anomalous: false })
+    }
+
     /// The bytes of the value at the cursor, skipped (and so validated).
     fn raw(&mut self) -> Option<&'a [u8]> {
         let from = self.i;
@@ -505,19 +607,44 @@ mod tests {
         })
     }
 
-    fn usage() -> BoxedStrategy<String> {
-        let count = prop_oneof![
-            any::<u32>().prop_map(|n| n.to_string()),
-            Just("-3".to_string()),
-            Just("2.5".to_string()),
-            Just("\"7\"".to_string())
-        ];
+    /// A token count: mostly plain, sometimes each form serde reads differently or refuses.
+    fn count() -> BoxedStrategy<String> {
         prop_oneof![
-            Just("null".to_string()),
-            (count.clone(), count.clone(), count).prop_map(|(p, c, k)| format!(
+            6 => any::<u64>().prop_map(|n| n.to_string()),
+            2 => (0u64..100).prop_map(|n| n.to_string()),
+            1 => prop::sample::select(vec!["-3", "-0", "2.5", "1e3", "7E0", "05", "00", "\"7\"", "null", "true",
+                "18446744073709551615", "18446744073709551616", "99999999999999999999999"])
+                .prop_map(str::to_string),
+        ]
+        .boxed()
+    }
+
+    fn details(field: &'static str, ws: &'static str) -> BoxedStrategy<String> {
+        prop_oneof![
+            1 => Just("null".to_string()),
+            5 => fields(vec![(field, count()), ("audio_tokens", count())], ws),
+            1 => any_json(),
+        ]
+        .boxed()
+    }
+
+    fn usage(ws: &'static str) -> BoxedStrategy<String> {
+        prop_oneof![
+            1 => Just("null".to_string()),
+            2 => (count(), count(), count()).prop_map(|(p, c, k)| format!(
                 r#"{{"prompt_tokens":{p},"completion_tokens":{c},"total_tokens":1,"prompt_tokens_details":{{"cached_tokens":{k}}},"completion_tokens_details":{{"reasoning_tokens":0}}}}"#
             )),
-            any_json(),
+            6 => fields(
+                vec![
+                    ("prompt_tokens", count()),
+                    ("completion_tokens", count()),
+                    ("total_tokens", count()),
+                    ("prompt_tokens_details", details("cached_tokens", ws)),
+                    ("completion_tokens_details", details("reasoning_tokens", ws)),
+                ],
+                ws,
+            ),
+            1 => any_json(),
         ]
         .boxed()
     }
@@ -574,7 +701,7 @@ mod tests {
                 ("created", Just("1700000000".to_string()).boxed()),
                 ("model", text_or_any().boxed()),
                 ("choices", choices(ws)),
-                ("usage", usage()),
+                ("usage", usage(ws)),
                 ("service_tier", text_or_any().boxed()),
             ],
             ws,
@@ -793,6 +920,43 @@ mod tests {
         // `type` is not optional to serde: `null` there fails the whole event, and so declines here.
         let null_type = br#"{"type":null,"delta":{"text":"a"}}"#;
         assert_eq!((fast_anthropic(null_type), serde_anthropic(null_type)), (None, None));
+    }
+
+    /// Usage objects as providers send them are read without serde, with serde's answer; the forms that
+    /// need serde's rules are declined by the direct reader (and so still read by serde).
+    #[test]
+    fn reads_provider_usage_directly() {
+        use super::super::UsageJson;
+        use super::Scan;
+        let direct = |u: &str| {
+            let mut s = Scan { b: u.as_bytes(), i: 0, depth: 0 };
+            s.usage().filter(|_| s.i == u.len()).map(|u| format!("{u:?}"))
+        };
+        let by_serde = |u: &str| serde_json::from_str::<UsageJson>(u).ok().map(|u| format!("{u:?}"));
+        for u in [
+            r#"{"prompt_tokens":9,"completion_tokens":5,"total_tokens":14,"prompt_tokens_details":{"cached_tokens":3,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":2,"audio_tokens":0,"accepted_prediction_tokens":0,"rejected_prediction_tokens":0}}"#,
+            r#"{"prompt_tokens":9,"completion_tokens":5,"total_tokens":14}"#,
+            r#"{"prompt_tokens": 0, "completion_tokens": 18446744073709551615, "prompt_tokens_details": null, "completion_tokens_details": {"reasoning_tokens": null}}"#,
+            r#"{}"#,
+        ] {
+            let d = direct(u);
+            assert!(d.is_some(), "not read directly: {u}");
+            assert_eq!(d, by_serde(u), "{u}");
+        }
+        for u in [
+            r#"{"prompt_tokens":1.5e1,"completion_tokens":5}"#,
+            r#"{"prompt_tokens":-2,"completion_tokens":5}"#,
+            r#"{"prompt_tokens":"7"}"#,
+            r#"{"prompt_tokens":null}"#,
+            r#"{"prompt_tokens":18446744073709551616}"#,
+            r#"{"prompt_tokens":05}"#,
+            r#"{"prompt_tokens":1,"prompt_tokens":2}"#,
+            r#"{"prompt_tokens_details":{"cached_tokens":1,"cached_tokens":1}}"#,
+            r#"{"prompt\u005ftokens":1}"#,
+            r#"[1,2]"#,
+        ] {
+            assert_eq!(direct(u), None, "{u}");
+        }
     }
 
     /// The forms providers send are read directly (not left to serde), with serde's answer.
