@@ -29,7 +29,8 @@ pub struct CollectorConfig {
     pub wal_max_bytes: u64,
     /// How many of the most recent events the write-ahead log remembers by `event_id`: an event sent
     /// again (a gateway replaying its spill file after a crash) is left out instead of stored twice.
-    /// About 40 bytes of memory per event; 0 turns it off.
+    /// About 40 bytes of memory per event; 0 turns it off. The live events of an in-process gateway (`serve`)
+    /// are new by construction and not remembered; its replayed spill file is.
     #[serde(default = "default_dedup_window_events")]
     pub dedup_window_events: usize,
     /// `tollgate collector`: address of the ingest endpoint.

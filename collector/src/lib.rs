@@ -18,12 +18,12 @@ use tokio::sync::{mpsc, watch};
 use tollgate_clickhouse::sink::PendingRows;
 pub use tollgate_clickhouse::ClickHouseSink;
 use tollgate_events::prom::{self, Kind};
-use tollgate_events::CallEvent;
+use tollgate_events::{CallEvent, EventBatch};
 use tracing::{error, info, warn};
 
 pub use config::{CollectorConfig, SinkKind};
 pub use parquet::{ParquetSink, ParquetSinkConfig, PendingBatch, SealedBatch};
-pub use wal::{Cursor, Wal, WalError};
+pub use wal::{Cursor, Ids, Wal, WalError};
 
 #[derive(Debug, Default)]
 pub struct CollectorMetrics {
@@ -212,19 +212,21 @@ impl Collector {
         events: Vec<CallEvent>,
         source: Option<(String, u64)>,
     ) -> Result<Option<(u64, u64)>, WalError> {
-        self.append_shared(Arc::new(events), source).await
+        self.append_shared(Arc::new(events), source, Ids::Check).await
     }
 
-    /// As [`Collector::append`], for a caller that keeps the batch to try again (no copy of it).
+    /// As [`Collector::append`], for a caller that keeps the batch to try again (no copy of it), saying
+    /// whether the events' ids are checked against the ones the log remembers.
     pub async fn append_shared(
         &self,
         events: Arc<Vec<CallEvent>>,
         source: Option<(String, u64)>,
+        ids: Ids,
     ) -> Result<Option<(u64, u64)>, WalError> {
         let wal = self.wal.clone();
         let metrics = self.metrics.clone();
         let r = tokio::task::spawn_blocking(move || {
-            wal.append_shared(&events, source.as_ref().map(|(g, s)| (g.as_str(), *s)))
+            wal.append_shared(&events, source.as_ref().map(|(g, s)| (g.as_str(), *s)), ids)
         })
         .await
         .map_err(|e| WalError::Corrupt(0, format!("append task: {e}")))?;
@@ -253,12 +255,14 @@ impl Collector {
 
 /// Feeds an in-process queue (the gateway's metering task in `serve`) into the log. A full log makes it
 /// wait (and the metering queue spill to disk); clients are never blocked.
-pub async fn run_intake(mut rx: mpsc::Receiver<Vec<CallEvent>>, collector: Collector) {
-    while let Some(events) = rx.recv().await {
-        let events = Arc::new(events);
+pub async fn run_intake(mut rx: mpsc::Receiver<EventBatch>, collector: Collector) {
+    while let Some(batch) = rx.recv().await {
+        // Live events are new; a replayed spill file may hold events a crashed replay already sent.
+        let ids = if batch.replayed { Ids::Check } else { Ids::New };
+        let events = Arc::new(batch.events);
         let mut backoff = Duration::from_millis(50);
         loop {
-            match collector.append_shared(events.clone(), None).await {
+            match collector.append_shared(events.clone(), None, ids).await {
                 Ok(_) => break,
                 Err(error) => {
                     warn!(%error, retry_in_ms = backoff.as_millis() as u64, "cannot append to the write-ahead log");

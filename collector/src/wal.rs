@@ -16,7 +16,8 @@
 //!
 //! Events are also deduplicated by `event_id` over the last `dedup_window` events appended: a gateway
 //! that replays its spill file after a crash (or any sender that resends events under a new batch)
-//! cannot store a call twice. The window survives restarts: each segment's checkpoint carries the ids
+//! cannot store a call twice. Batches that cannot hold an event sent before (the live metering queue of an
+//! in-process gateway, [`Ids::New`]) skip the window. The window survives restarts: each segment's checkpoint carries the ids
 //! of the window, and the active segment's own events add to them on open.
 
 use std::fs::{File, OpenOptions};
@@ -32,6 +33,16 @@ const CHECKPOINT: &[u8; 4] = b"TGWC";
 const HEADER: usize = 4 + 4 + 4 + 8 + 4 + 2;
 
 type Sources = std::collections::HashMap<String, u64>;
+
+/// Whether an append checks the batch's event ids against the window (and adds them to it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ids {
+    /// Events that may have been sent before (another process's batches, a replayed spill file).
+    Check,
+    /// Events made by this process and sent once (the live metering queue of `serve`): no lookups in
+    /// the window, and they take no room in it.
+    New,
+}
 
 /// Events whose ids the log remembers for deduplication, by default.
 pub const DEFAULT_DEDUP_WINDOW: usize = 131_072;
@@ -407,7 +418,7 @@ impl Wal {
     /// log already holds this source's batch (a resend) or every one of its events (by id). Events whose
     /// ids are in the dedup window are left out. Blocking I/O: call from a blocking context.
     pub fn append(&self, events: &[CallEvent], source: Option<(&str, u64)>) -> Result<Option<(u64, u64)>, WalError> {
-        self.append_inner(events, None, source)
+        self.append_inner(events, None, source, Ids::Check)
     }
 
     /// As [`Wal::append`], and keeps the batch in the in-memory tail when it went in whole.
@@ -415,8 +426,9 @@ impl Wal {
         &self,
         events: &Arc<Vec<CallEvent>>,
         source: Option<(&str, u64)>,
+        ids: Ids,
     ) -> Result<Option<(u64, u64)>, WalError> {
-        self.append_inner(events, Some(events), source)
+        self.append_inner(events, Some(events), source, ids)
     }
 
     /// The batches of the in-memory tail from the one holding offset `at` on, as long as they follow each
@@ -441,6 +453,7 @@ impl Wal {
         events: &[CallEvent],
         shared: Option<&Arc<Vec<CallEvent>>>,
         source: Option<(&str, u64)>,
+        ids: Ids,
     ) -> Result<Option<(u64, u64)>, WalError> {
         let mut w = self.writer.lock().map_err(|_| WalError::Corrupt(0, "writer lock poisoned".into()))?;
         if let Some((g, seq)) = source {
@@ -448,7 +461,11 @@ impl Wal {
                 return Ok(None);
             }
         }
-        let keys: Vec<Option<u128>> = events.iter().map(|e| id_key(&e.event_id)).collect();
+        // Per event: its id's key when it is checked (a batch of new events has none, and keeps them all).
+        let keys: Vec<Option<u128>> = match ids {
+            Ids::Check => events.iter().map(|e| id_key(&e.event_id)).collect(),
+            Ids::New => Vec::new(),
+        };
         let mut fresh = IdSet::with_capacity_and_hasher(keys.len(), Default::default());
         let keep: Vec<bool> = keys
             .iter()
@@ -471,7 +488,8 @@ impl Wal {
         // The roll to a new segment below keeps `w.next`, so the record can be made first.
         let first = w.next;
         let src = source.map(|(g, seq)| format!("{g}:{seq}")).unwrap_or_default();
-        let fresh_events = events.iter().zip(&keep).filter(|(_, k)| **k).map(|(e, _)| e);
+        let fresh_events =
+            events.iter().enumerate().filter(|(i, _)| keep.get(*i).copied().unwrap_or(true)).map(|(_, e)| e);
         let count =
             u32::try_from(events.len() - dropped).map_err(|_| WalError::Corrupt(first, "batch too large".into()))?;
         // Positional JSON lines: the events without their field names (see `Positional`).
@@ -651,6 +669,24 @@ mod tests {
         CallEvent { event_id: format!("e{i}"), cost_nanousd: i, ..Default::default() }
     }
 
+    /// Live events (`Ids::New`) are neither looked up in the window nor added to it; checked ones are.
+    #[test]
+    fn new_events_skip_the_window_and_checked_ones_use_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = Wal::open(dir.path(), 1 << 20, 0).unwrap();
+        let batch = |ids: &[u64]| Arc::new(ids.iter().map(|i| ev(*i)).collect::<Vec<_>>());
+        assert_eq!(wal.append_shared(&batch(&[1, 2]), None, Ids::New).unwrap(), Some((0, 2)));
+        assert!(wal.writer.lock().unwrap().seen.set.is_empty(), "new events take no room in the window");
+        // Not remembered, so a checked batch with the same id goes in.
+        assert_eq!(wal.append_shared(&batch(&[1]), None, Ids::Check).unwrap(), Some((2, 3)));
+        // Remembered now: checked again it is left out, unchecked it is not looked up.
+        assert_eq!(wal.append_shared(&batch(&[1, 3]), None, Ids::Check).unwrap(), Some((3, 4)));
+        assert_eq!(wal.append_shared(&batch(&[1]), None, Ids::New).unwrap(), Some((4, 5)));
+        assert_eq!(wal.duplicates.load(std::sync::atomic::Ordering::Relaxed), 1);
+        let got: Vec<String> = wal.read_from(0, 100).unwrap().into_iter().map(|(_, e)| e.event_id).collect();
+        assert_eq!(got, ["e1", "e2", "e1", "e3", "e1"]);
+    }
+
     #[test]
     fn records_of_the_earlier_object_form_are_read_and_remembered_after_an_upgrade() {
         let dir = tempfile::tempdir().unwrap();
@@ -776,10 +812,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let wal = Wal::open(dir.path(), 1 << 20, 0).unwrap();
         let batch = |from: u64, n: u64| Arc::new((from..from + n).map(ev).collect::<Vec<_>>());
-        wal.append_shared(&batch(0, 3), None).unwrap();
+        wal.append_shared(&batch(0, 3), None, Ids::Check).unwrap();
         wal.append(&[ev(3)], None).unwrap(); // not shared: a gap in the tail
-        wal.append_shared(&batch(4, 2), None).unwrap();
-        wal.append_shared(&batch(6, 4), None).unwrap();
+        wal.append_shared(&batch(4, 2), None, Ids::Check).unwrap();
+        wal.append_shared(&batch(6, 4), None, Ids::Check).unwrap();
         let offsets = |at: u64| -> Vec<u64> {
             wal.tail_from(at)
                 .iter()
@@ -797,7 +833,7 @@ mod tests {
         assert!(offsets(10).is_empty());
         // Bounded: old batches leave as new ones come.
         for i in 0..(2 * TAIL_EVENTS as u64 / 100) {
-            wal.append_shared(&batch(10 + 100 * i, 100), None).unwrap();
+            wal.append_shared(&batch(10 + 100 * i, 100), None, Ids::Check).unwrap();
         }
         assert!(offsets(0).is_empty());
         let held = wal.tail.lock().unwrap().iter().map(|(_, b)| b.len()).sum::<usize>();

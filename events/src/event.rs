@@ -234,6 +234,17 @@ pub struct CallEvent {
     pub predicted_cost_nanousd: u64,
 }
 
+/// Events on their way from the metering task to the write-ahead log (`serve`) or the spool (`gateway`).
+#[derive(Debug, Default)]
+pub struct EventBatch {
+    pub events: Vec<CallEvent>,
+    /// Read back from the metering spill file. A run that crashed while replaying it sends its events
+    /// again, so the log checks these against the ids it remembers. Live events are new by construction
+    /// (each call's id is made once, and an event goes either to the queue or to the spill file): the log
+    /// neither checks nor remembers them.
+    pub replayed: bool,
+}
+
 /// Fields of a [`CallEvent`], which is also the length of its [`Positional`] form.
 pub const CALL_EVENT_FIELDS: usize = 45;
 

@@ -13,8 +13,8 @@ mod wire;
 
 pub use arrow_schema::{call_event_schema, to_record_batch, CallEventBatchBuilder};
 pub use event::{
-    date_of_day, event_from_json, positional_seq, CallEvent, ClientApi, EitherForm, Endpoint, Outcome, Positional,
-    Text, UsageSource, CALL_EVENT_FIELDS, SCHEMA_VERSION,
+    date_of_day, event_from_json, positional_seq, CallEvent, ClientApi, EitherForm, Endpoint, EventBatch, Outcome,
+    Positional, Text, UsageSource, CALL_EVENT_FIELDS, SCHEMA_VERSION,
 };
 pub use money::{format_usd, parse_usd_to_nano, write_usd, MoneyError};
 pub use prices::{

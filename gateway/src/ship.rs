@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tollgate_events::prom::{self, Kind};
-use tollgate_events::{CallEvent, Positional};
+use tollgate_events::{CallEvent, EventBatch, Positional};
 use tracing::{error, info, warn};
 
 #[derive(Debug, Clone, Deserialize)]
@@ -463,7 +463,7 @@ pub fn gateway_id(cfg: &ShipConfig, data_dir: &Path) -> std::io::Result<String> 
 /// the spool as soon as they come (so a slow collector never leaves events in memory), the other sends
 /// from the spool in order.
 pub async fn run_shipper(
-    mut rx: mpsc::Receiver<Vec<CallEvent>>,
+    mut rx: mpsc::Receiver<EventBatch>,
     outbox: Outbox,
     cfg: ShipConfig,
     metrics: Arc<ShipMetrics>,
@@ -478,10 +478,11 @@ pub async fn run_shipper(
         let max = cfg.spool_max_bytes;
         tokio::spawn(async move {
             while let Some(first) = rx.recv().await {
-                // Group commit: everything metering has handed over by now goes in with one fsync.
-                let mut batches = vec![first];
+                // Group commit: everything metering has handed over by now goes in with one fsync. Replayed
+                // or not, the collector checks every shipped event's id.
+                let mut batches = vec![first.events];
                 while let Ok(more) = rx.try_recv() {
-                    batches.push(more);
+                    batches.push(more.events);
                 }
                 let ob = outbox.clone();
                 let sizes: Vec<u64> = batches.iter().map(|b| b.len() as u64).collect();
@@ -698,8 +699,8 @@ mod tests {
             cost_nanousd: 1_000 + i,
             ..Default::default()
         };
-        tx.send(vec![ev(1), ev(2)]).await.unwrap();
-        tx.send(vec![ev(3)]).await.unwrap();
+        tx.send(EventBatch { events: vec![ev(1), ev(2)], replayed: false }).await.unwrap();
+        tx.send(EventBatch { events: vec![ev(3)], replayed: true }).await.unwrap();
         drop(tx);
         tokio::time::timeout(Duration::from_secs(20), shipper).await.unwrap().unwrap();
         let got = got.lock().unwrap();

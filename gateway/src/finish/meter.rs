@@ -16,7 +16,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 use tollgate_events::{
-    CallEvent, Outcome, PriceBook, PriceTable, ServiceTier, Tally, TokenEstimator, UsageSource, SCHEMA_VERSION,
+    CallEvent, EventBatch, Outcome, PriceBook, PriceTable, ServiceTier, Tally, TokenEstimator, UsageSource,
+    SCHEMA_VERSION,
 };
 use tracing::{error, warn};
 
@@ -305,7 +306,7 @@ const OUT_BATCH: usize = 1024;
 /// Runs until every `Meter` clone is dropped and the queue is empty: finishes events and hands them to
 /// `out` (the collector's queue, which applies backpressure here, never to clients) in batches. Replays
 /// the spill file when the queue is idle.
-pub async fn run_metering(mut r: MeterReceiver, out: mpsc::Sender<Vec<CallEvent>>) {
+pub async fn run_metering(mut r: MeterReceiver, out: mpsc::Sender<EventBatch>) {
     let inner = r.inner.clone();
     // Events spilled by an earlier run go first.
     replay_spill(&inner, &out).await;
@@ -334,7 +335,7 @@ pub async fn run_metering(mut r: MeterReceiver, out: mpsc::Sender<Vec<CallEvent>
                     if batch.len() >= OUT_BATCH {
                         log.flush();
                     }
-                    if batch.len() >= OUT_BATCH && out.send(std::mem::take(&mut batch)).await.is_err() {
+                    if batch.len() >= OUT_BATCH && out.send(live(std::mem::take(&mut batch))).await.is_err() {
                         error!("collector queue closed; metering stops");
                         return;
                     }
@@ -345,7 +346,7 @@ pub async fn run_metering(mut r: MeterReceiver, out: mpsc::Sender<Vec<CallEvent>
         };
         log.flush();
         idle_ticks = if batch.is_empty() { idle_ticks + 1 } else { 0 };
-        if !batch.is_empty() && out.send(batch).await.is_err() {
+        if !batch.is_empty() && out.send(live(batch)).await.is_err() {
             error!("collector queue closed; metering stops");
             return;
         }
@@ -360,7 +361,15 @@ pub async fn run_metering(mut r: MeterReceiver, out: mpsc::Sender<Vec<CallEvent>
     replay_spill(&inner, &out).await;
 }
 
-async fn replay_spill(inner: &MeterInner, out: &mpsc::Sender<Vec<CallEvent>>) {
+fn live(events: Vec<CallEvent>) -> EventBatch {
+    EventBatch { events, replayed: false }
+}
+
+fn replayed(events: Vec<CallEvent>) -> EventBatch {
+    EventBatch { events, replayed: true }
+}
+
+async fn replay_spill(inner: &MeterInner, out: &mpsc::Sender<EventBatch>) {
     let replaying = inner.spill_path.with_extension("replaying");
     // A crash mid-replay leaves `.replaying`, which is sent again from the start: events already sent
     // from it can then be stored twice (documented in the README; the write-ahead log of issue 5 closes it).
@@ -392,7 +401,7 @@ async fn replay_spill(inner: &MeterInner, out: &mpsc::Sender<Vec<CallEvent>>) {
                 n += 1;
                 if batch.len() >= OUT_BATCH {
                     log.flush();
-                    if out.send(std::mem::take(&mut batch)).await.is_err() {
+                    if out.send(replayed(std::mem::take(&mut batch))).await.is_err() {
                         return;
                     }
                 }
@@ -401,7 +410,7 @@ async fn replay_spill(inner: &MeterInner, out: &mpsc::Sender<Vec<CallEvent>>) {
         }
     }
     log.flush();
-    if !batch.is_empty() && out.send(batch).await.is_err() {
+    if !batch.is_empty() && out.send(replayed(batch)).await.is_err() {
         return;
     }
     if let Err(error) = tokio::fs::remove_file(&replaying).await {
