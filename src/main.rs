@@ -307,8 +307,10 @@ impl Default for StorageConfig {
 }
 
 impl StorageConfig {
-    fn compaction(&self) -> tollgate_collector::parquet::CompactionConfig {
-        let mut c = tollgate_collector::parquet::CompactionConfig::new(self.data_dir.clone());
+    /// `sink_batch_rows`: `collector.batch_max_rows`, the row groups of a busy sink, which merges copy.
+    fn compaction(&self, sink_batch_rows: usize) -> tollgate_collector::parquet::CompactionConfig {
+        let mut c =
+            tollgate_collector::parquet::CompactionConfig::new(self.data_dir.clone()).for_sink_batches(sink_batch_rows);
         c.rows_per_file = self.compact_rows_per_file.max(1);
         c.merge_parts = self.merge_open_day_files;
         c
@@ -770,7 +772,7 @@ fn main() -> anyhow::Result<()> {
 /// compaction coordinate through a lock file; only what the sink committed is compacted).
 fn compact(cfg: &Config, before: Option<String>) -> anyhow::Result<()> {
     use tollgate_collector::parquet as pq;
-    let c = cfg.storage.compaction();
+    let c = cfg.storage.compaction(cfg.collector.batch_max_rows);
     let lock = pq::CallsLock::open(&c.data_dir)?;
     let before = before.unwrap_or_else(|| pq::cutoff_date(cfg.storage.compact_after_days));
     let days = pq::compact_days(&c, &lock, pq::committed_offset(&c.data_dir), &before)?;
@@ -937,7 +939,7 @@ fn open_sinks(cfg: &Config, data_dir: &Path) -> anyhow::Result<(Sinks, Option<Ar
     if cfg.collector.sinks.contains(&SinkKind::Parquet) {
         if cfg.storage.compact_interval_s > 0 {
             tokio::spawn(tollgate_collector::parquet::run_compaction(
-                cfg.storage.compaction(),
+                cfg.storage.compaction(cfg.collector.batch_max_rows),
                 Duration::from_secs(cfg.storage.compact_interval_s),
                 cfg.storage.compact_after_days,
             ));

@@ -108,8 +108,12 @@ fn default_queue_capacity() -> usize {
 /// and its resident memory jumped by 30-55 MiB at flushes; at 4,096 it stayed under 53 MiB at the same CPU
 /// per call (bench/RESULTS.md, tenth round). Quiet gateways still write once per `flush_interval_ms`.
 fn default_batch_max_rows() -> usize {
-    4_096
+    DEFAULT_BATCH_MAX_ROWS
 }
+
+/// The default of `collector.batch_max_rows` (see `default_batch_max_rows`): also what an open day's merge
+/// copies without decoding, by default (`parquet::CompactionConfig::copy_row_group_rows`).
+pub const DEFAULT_BATCH_MAX_ROWS: usize = 4_096;
 fn default_flush_interval_ms() -> u64 {
     1_000
 }

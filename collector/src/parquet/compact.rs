@@ -70,13 +70,36 @@ pub struct CompactionConfig {
     /// merged: its sink files become one file (not sorted; no summary: the day is still being written). 0
     /// turns merging off. Bounds the files a query of today opens (the sink writes one per flush).
     pub merge_parts: usize,
+    /// An open day's merge copies a row group of at least this many rows as it is (its encoded column
+    /// chunks spliced into the merged file, not decoded and compressed again) and writes smaller ones
+    /// again together. A busy gateway's sink files are its full batches (`collector.batch_max_rows`
+    /// rows): they must qualify, or every call is encoded twice (see [`CompactionConfig::for_sink_batches`]).
+    pub copy_row_group_rows: usize,
 }
 
 impl CompactionConfig {
     pub fn new(data_dir: PathBuf) -> CompactionConfig {
-        CompactionConfig { data_dir, rows_per_file: 4 * 1024 * 1024, row_group_rows: 128 * 1024, merge_parts: 16 }
+        CompactionConfig {
+            data_dir,
+            rows_per_file: 4 * 1024 * 1024,
+            row_group_rows: 128 * 1024,
+            merge_parts: 16,
+            copy_row_group_rows: 0,
+        }
+        .for_sink_batches(crate::config::DEFAULT_BATCH_MAX_ROWS)
+    }
+
+    /// Copies the sink's full batches of `batch_max_rows` rows in merges: row groups from that size up,
+    /// within [`MIN_COPY_ROWS`] (a merged file does not keep a gateway's tiny batches) and
+    /// [`MERGE_ROW_GROUP_ROWS`] (what a merge's own writer makes).
+    pub fn for_sink_batches(mut self, batch_max_rows: usize) -> CompactionConfig {
+        self.copy_row_group_rows = batch_max_rows.clamp(MIN_COPY_ROWS, MERGE_ROW_GROUP_ROWS);
+        self
     }
 }
+
+/// Row groups under this many rows are always written again by a merge, whatever the sink's batch.
+pub const MIN_COPY_ROWS: usize = 1024;
 
 /// What a rewrite of a day directory takes and leaves.
 #[derive(Clone, Copy, PartialEq)]
@@ -389,7 +412,7 @@ fn close_day(
 }
 
 /// An open day's merge: the inputs (oldest first) go into one file, not sorted (the day's compaction
-/// sorts it once the day closes). A row group of at least [`COPY_ROW_GROUP_ROWS`] rows (a sink file's
+/// sorts it once the day closes). A row group of at least `cfg.copy_row_group_rows` rows (a sink file's
 /// batch under load, or a row group an earlier merge copied) is copied as it is, its encoded column
 /// chunks spliced into the new file without being decoded: a merge under load then holds no more than
 /// a copy buffer and the footers, and spends no CPU on compression. Smaller row groups (a quiet
@@ -418,7 +441,7 @@ fn merge_files(cfg: &CompactionConfig, day: &Path, inputs: &mut Vec<String>, out
         let same_schema = meta.metadata().file_metadata().schema() == w.schema_descr().root_schema();
         for (i, rg) in meta.metadata().row_groups().iter().enumerate() {
             rows += rg.num_rows().max(0) as u64;
-            if same_schema && rg.num_rows() >= COPY_ROW_GROUP_ROWS as i64 {
+            if same_schema && rg.num_rows() >= cfg.copy_row_group_rows.max(1) as i64 {
                 copy_row_group(&mut w, &f, meta.metadata(), i)?;
                 continue;
             }
@@ -444,9 +467,6 @@ fn merge_files(cfg: &CompactionConfig, day: &Path, inputs: &mut Vec<String>, out
 /// a few MiB (with 32,768 rows a merge under load took 18 MiB of RSS for two seconds, with 8,192 about
 /// 10; bench/RESULTS.md, fifteenth round). A later merge copies groups of this size as they are.
 const MERGE_ROW_GROUP_ROWS: usize = 8 * 1024;
-
-/// A row group of at least this many rows is copied into a merged file as it is (not decoded).
-const COPY_ROW_GROUP_ROWS: usize = 8 * 1024;
 
 /// Splices row group `i` of `meta` (read from `f`) into `w` as a row group of its own, with its
 /// statistics and page index.
@@ -799,16 +819,37 @@ mod tests {
     }
 
     #[test]
-    fn merge_of_sink_files_writes_row_groups_of_at_most_8192_rows() {
-        // The merge's writer holds one row group in memory while it fills it: a busy gateway's merge of
-        // thousands of 4,096-row sink files stays within a few MiB only if those groups stay small.
-        let (dir, day, at) = day_of_parts(&[4_096, 4_096, 4_096, 100]);
+    fn merge_copies_the_sinks_full_batches_as_they_are() {
+        // A busy gateway's sink files are full batches of the collector's default `batch_max_rows`; the
+        // default merge must copy them, or every call is Parquet-encoded twice (it was, while the copy
+        // threshold was 8,192 rows and the batch 4,096).
+        let batch = crate::config::CollectorConfig::default().batch_max_rows as u64;
+        let (dir, day, at) = day_of_parts(&[batch, batch, batch, 100]);
         let lock = CallsLock::open(dir.path()).unwrap();
         let cfg = CompactionConfig { merge_parts: 2, ..CompactionConfig::new(dir.path().to_path_buf()) };
         merge_open_days(&cfg, &lock, u64::MAX, DATE).unwrap();
         let (ids, groups) = read_day(&day);
         assert_eq!(ids, expected(at), "every row exactly once");
-        assert_eq!(groups, [8_192, 4_196]);
+        assert_eq!(groups, [batch as i64, batch as i64, batch as i64, 100]);
+    }
+
+    #[test]
+    fn merge_of_small_sink_files_writes_row_groups_of_at_most_8192_rows() {
+        // The merge's writer holds one row group in memory while it fills it: a merge of thousands of
+        // small sink files stays within a few MiB only if those groups stay small.
+        let (dir, day, at) = day_of_parts(&[1_000; 10]);
+        let lock = CallsLock::open(dir.path()).unwrap();
+        let cfg = CompactionConfig { merge_parts: 2, ..CompactionConfig::new(dir.path().to_path_buf()) };
+        merge_open_days(&cfg, &lock, u64::MAX, DATE).unwrap();
+        let (ids, groups) = read_day(&day);
+        assert_eq!(ids, expected(at), "every row exactly once");
+        assert_eq!(groups, [8_192, 1_808]);
+    }
+
+    #[test]
+    fn merges_copy_from_the_sinks_batch_size_within_bounds() {
+        let c = |rows| CompactionConfig::new(PathBuf::new()).for_sink_batches(rows).copy_row_group_rows;
+        assert_eq!((c(4_096), c(2_000), c(100_000), c(10)), (4_096, 2_000, 8_192, 1_024));
     }
 
     #[test]
