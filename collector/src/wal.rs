@@ -488,8 +488,7 @@ impl Wal {
         // The roll to a new segment below keeps `w.next`, so the record can be made first.
         let first = w.next;
         let src = source.map(|(g, seq)| format!("{g}:{seq}")).unwrap_or_default();
-        let fresh_events =
-            events.iter().enumerate().filter(|(i, _)| keep.get(*i).copied().unwrap_or(true)).map(|(_, e)| e);
+        let fresh_events = events.iter().enumerate().filter(|(i, _)| ids == Ids::New || keep[*i]).map(|(_, e)| e);
         let count =
             u32::try_from(events.len() - dropped).map_err(|_| WalError::Corrupt(first, "batch too large".into()))?;
         // Positional JSON lines: the events without their field names (see `Positional`).
