@@ -161,7 +161,10 @@ pub struct Wal {
     tail: Mutex<std::collections::VecDeque<(u64, Arc<Vec<CallEvent>>)>>,
 }
 
-/// Events the in-memory tail holds at most (about 1 KiB each decoded).
+/// Event slots the in-memory tail holds at most, counted by each batch's capacity (what it keeps
+/// allocated, 608 bytes a slot plus the events' strings), not its length: under light traffic the metering
+/// queue hands in batches of one or two events in room for 64, and a bound on events let 4,096 such batches
+/// (about 160 MiB) pile up over a quiet hour.
 const TAIL_EVENTS: usize = 4_096;
 
 fn seg_path(dir: &Path, start: u64) -> PathBuf {
@@ -537,9 +540,9 @@ impl Wal {
             // Before the new end is announced, so a sink woken by it finds the batch here.
             let mut tail = self.tail.lock().unwrap_or_else(|p| p.into_inner());
             tail.push_back((first, batch.clone()));
-            let mut held: usize = tail.iter().map(|(_, b)| b.len()).sum();
+            let mut held: usize = tail.iter().map(|(_, b)| b.capacity()).sum();
             while held > TAIL_EVENTS && tail.len() > 1 {
-                held -= tail.pop_front().map(|(_, b)| b.len()).unwrap_or(0);
+                held -= tail.pop_front().map(|(_, b)| b.capacity()).unwrap_or(0);
             }
         }
         drop(w);
@@ -837,6 +840,24 @@ mod tests {
         assert!(offsets(0).is_empty());
         let held = wal.tail.lock().unwrap().iter().map(|(_, b)| b.len()).sum::<usize>();
         assert!(held <= TAIL_EVENTS && held > TAIL_EVENTS - 100, "{held}");
+    }
+
+    /// The tail's bound is on the memory its batches keep: one event in room for 64 counts as 64.
+    #[test]
+    fn the_tail_bounds_the_room_its_batches_keep_not_their_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = Wal::open(dir.path(), 64 << 20, 0).unwrap();
+        let room = 64;
+        for i in 0..TAIL_EVENTS as u64 {
+            let mut b = Vec::with_capacity(room);
+            b.push(ev(i));
+            wal.append_shared(&Arc::new(b), None, Ids::New).unwrap();
+        }
+        let tail = wal.tail.lock().unwrap();
+        let kept: usize = tail.iter().map(|(_, b)| b.capacity()).sum();
+        assert!(kept <= TAIL_EVENTS, "{kept} event slots kept for {} events", tail.len());
+        assert_eq!(tail.len(), TAIL_EVENTS / room, "the newest batches that fit");
+        assert_eq!(tail.back().map(|(first, _)| *first), Some(TAIL_EVENTS as u64 - 1));
     }
 
     #[test]

@@ -11,9 +11,14 @@ use tiktoken_rs::CoreBPE;
 /// Counts tokens with the right encoding for a model.
 #[derive(Default)]
 pub struct TokenEstimator {
-    o200k: OnceLock<Option<CoreBPE>>,
-    cl100k: OnceLock<Option<CoreBPE>>,
+    _private: (),
 }
+
+/// The encodings, loaded once for the whole process: each takes 15-26 MiB of heap (o200k's two rank maps
+/// and their byte strings alone are 26 MiB), and the metering task and the context-window guard each hold
+/// an estimator, so tables per estimator loaded o200k twice in `serve`.
+static O200K: OnceLock<Option<CoreBPE>> = OnceLock::new();
+static CL100K: OnceLock<Option<CoreBPE>> = OnceLock::new();
 
 /// Chat formats add a few tokens per message for role and separators (OpenAI's published rule of thumb).
 const TOKENS_PER_MESSAGE: u64 = 3;
@@ -88,9 +93,9 @@ impl TokenEstimator {
 
     fn encoding(&self, model: &str) -> Option<&CoreBPE> {
         if Self::is_o200k(model) {
-            self.o200k.get_or_init(|| tiktoken_rs::o200k_base().ok()).as_ref()
+            O200K.get_or_init(|| tiktoken_rs::o200k_base().ok()).as_ref()
         } else {
-            self.cl100k.get_or_init(|| tiktoken_rs::cl100k_base().ok()).as_ref()
+            CL100K.get_or_init(|| tiktoken_rs::cl100k_base().ok()).as_ref()
         }
     }
 
@@ -203,6 +208,17 @@ mod tests {
         assert_eq!(t.count_request("gpt-4o", &body), 9);
         let emb = serde_json::json!({"input":["hello world","hello"]});
         assert_eq!(t.count_request("text-embedding-3-small", &emb), 3);
+    }
+
+    /// The metering task and the context-window guard each hold an estimator; the tables are the process's.
+    #[test]
+    fn estimators_share_one_copy_of_each_encoding() {
+        let (a, b) = (TokenEstimator::new(), TokenEstimator::new());
+        for model in ["gpt-4o", "claude-sonnet-4-5"] {
+            let (ea, eb) = (a.encoding(model).unwrap(), b.encoding(model).unwrap());
+            assert!(std::ptr::eq(ea, eb), "{model}: two estimators loaded two tables");
+        }
+        assert!(!std::ptr::eq(a.encoding("gpt-4o").unwrap(), a.encoding("claude-sonnet-4-5").unwrap()));
     }
 
     #[test]
