@@ -2,6 +2,7 @@
 //! and what it cost. Every other crate reads and writes this schema; none keeps a private copy of it.
 
 mod arrow_schema;
+mod bpe;
 mod event;
 mod money;
 pub mod prices;

@@ -154,7 +154,7 @@ fn chain(e: &RuleEngine, args: &Args) -> Result<()> {
         black_box(small.check("k", "small", "small", &v, body.len(), None));
     });
     println!(
-        "\nContext check that has to count (100 KB prompt, 16k-token window, `o200k`/`cl100k` via tiktoken): {} µs.",
+        "\nContext check that has to count (100 KB prompt, 16k-token window, `cl100k`): {} µs.",
         us(counted)
     );
     Ok(())
