@@ -1,5 +1,5 @@
 //! Token estimation for calls whose provider did not report usage (client hung up, stream cut, usage
-//! omitted). OpenAI models use their own tiktoken encoding; every other model (Claude, Llama, …) is
+//! omitted). OpenAI models use their own encoding (counted by `bpe.rs`); every other model (Claude, Llama, …) is
 //! counted with `cl100k_base`, a documented approximation that events mark `estimated_approx`
 //! ([`TokenEstimator::is_exact`]). Encodings load once, on first use, off the request path.
 //! Request bodies may be in OpenAI's chat format or Anthropic's Messages format.
@@ -23,9 +23,10 @@ static CL100K: OnceLock<Option<Bpe>> = OnceLock::new();
 const TOKENS_PER_MESSAGE: u64 = 3;
 const TOKENS_PER_REPLY: u64 = 3;
 
-/// Longest text handed to the tokenizer at once. tiktoken's pre-tokenizer regex has a backtracking
-/// limit and panics past it (a prompt of ~1.1M spaces to an o200k model did); short pieces keep every
-/// call far below it, and cutting where a word starts keeps the count that of the whole text.
+/// Longest text handed to the tokenizer at once. The encodings' split patterns need a backtracking
+/// matcher, which gives up past its limit (tiktoken-rs panicked on a prompt of ~1.1M spaces to an o200k
+/// model); short pieces keep every call far below it, and cutting where a word starts keeps the count
+/// that of the whole text.
 const PIECE: usize = 16 * 1024;
 /// How far back from `PIECE` a word start is looked for before cutting anywhere.
 const PIECE_SLACK: usize = 1024;
@@ -104,8 +105,8 @@ impl TokenEstimator {
     }
 
     /// As [`TokenEstimator::count_text`], saying whether the count is partly a bytes/4 approximation:
-    /// the tokenizer is run on pieces of at most `PIECE` bytes, and a piece it panics on (it never
-    /// should) is counted in bytes instead of taking the caller down.
+    /// the tokenizer is run on pieces of at most `PIECE` bytes, and a piece it gives up on or panics on
+    /// (neither should happen) is counted in bytes instead of taking the caller down.
     pub fn tally_text(&self, model: &str, text: &str) -> Tally {
         let Some(bpe) = self.encoding(model) else { return Tally::bytes(text.len() as u64) };
         let mut total = Tally::default();
