@@ -203,9 +203,8 @@ impl Bpe {
         bounds.extend(0..=piece.len());
         ranks.clear();
         ranks.extend((0..piece.len() - 1).map(|i| pair(bounds, i)));
-        loop {
-            // `min_by_key` keeps the first of equal keys: the leftmost pair, as tiktoken merges.
-            let Some((i, &lowest)) = ranks.iter().enumerate().min_by_key(|(_, r)| **r) else { break };
+        // `min_by_key` keeps the first of equal keys: the leftmost pair, as tiktoken merges.
+        while let Some((i, &lowest)) = ranks.iter().enumerate().min_by_key(|(_, r)| **r) {
             if lowest == EMPTY {
                 break;
             }

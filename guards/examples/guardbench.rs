@@ -153,10 +153,7 @@ fn chain(e: &RuleEngine, args: &Args) -> Result<()> {
     let counted = time(20, || {
         black_box(small.check("k", "small", "small", &v, body.len(), None));
     });
-    println!(
-        "\nContext check that has to count (100 KB prompt, 16k-token window, `cl100k`): {} µs.",
-        us(counted)
-    );
+    println!("\nContext check that has to count (100 KB prompt, 16k-token window, `cl100k`): {} µs.", us(counted));
     Ok(())
 }
 
