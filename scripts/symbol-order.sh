@@ -9,7 +9,7 @@
 #   scripts/symbol-order.sh --check [BIN]  (how many of the file's names BIN, default the release binary, has)
 #
 # Names that a later build no longer has are skipped by the linker: a stale file orders less, it never
-# breaks a build. Regenerate after a dependency upgrade or a large change to the request path.
+# breaks a build. Regenerate after a dependency upgrade or any change to the code it lists (`--check`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TARGET=${CARGO_TARGET_DIR:-target}
