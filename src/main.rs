@@ -984,10 +984,9 @@ async fn serve(cfg: Config, validated: ValidatedConfig, mode: Mode, config_path:
     if let Some(w) = validated.prices.staleness_warning_today() {
         warn!(read_on = tollgate_events::BUILTIN_PRICES_READ_ON, "{w}");
     }
-    let guards =
-        tollgate_gateway::guards::Guards::start(&guards_config(&cfg), Arc::new(tollgate_events::TokenEstimator::new()))
-            .await
-            .map_err(|e| anyhow::anyhow!("config {config_label}: {e}"))?;
+    let guards = tollgate_gateway::guards::Guards::start(&guards_config(&cfg))
+        .await
+        .map_err(|e| anyhow::anyhow!("config {config_label}: {e}"))?;
     // The process's one metrics registry: every part registers its families into it.
     let mut registry = Registry::default();
     let gw_metrics = Arc::new(GatewayMetrics::new(&cfg.metrics, validated.model_routes.keys().map(String::as_str)));

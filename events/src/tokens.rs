@@ -8,8 +8,9 @@ use crate::bpe::{Bpe, CL100K_BASE, O200K_BASE};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::OnceLock;
 
-/// Counts tokens with the right encoding for a model.
-#[derive(Default)]
+/// Counts tokens with the right encoding for a model. A handle without state (the encodings are the
+/// process's, loaded on first use): make one wherever tokens are counted.
+#[derive(Clone, Copy, Default)]
 pub struct TokenEstimator {
     _private: (),
 }

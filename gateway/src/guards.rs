@@ -14,7 +14,7 @@ use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, StatusCode};
 use serde_json::Value;
 use std::sync::Arc;
-use tollgate_events::{CallEvent, ClientApi, Outcome, PriceTable, TokenEstimator, UsageSource};
+use tollgate_events::{CallEvent, ClientApi, Outcome, PriceTable, UsageSource};
 use tollgate_guards::cache::{CachePlan, CachedResponse, ResponseCache};
 use tollgate_guards::classifier::{Classification, Classifier, OnError};
 use tollgate_guards::config::{validate_guards, CacheConfig, ContextConfig, GuardConfig, RedactMode, RedactionConfig};
@@ -98,7 +98,7 @@ impl Guards {
     }
 
     /// Builds everything and opens the cache store (connects to Redis).
-    pub async fn start(cfg: &GuardsConfig, estimator: Arc<TokenEstimator>) -> Result<Arc<Guards>, GuardError> {
+    pub async fn start(cfg: &GuardsConfig) -> Result<Arc<Guards>, GuardError> {
         cfg.validate()?;
         let client = crate::http_client::http_client(std::time::Duration::from_secs(5));
         let metrics = Arc::new(GuardMetrics::default());
@@ -112,7 +112,7 @@ impl Guards {
         let context = cfg
             .context
             .enabled
-            .then(|| cfg.context.catalog().map(|c| ContextLimiter::new(c, cfg.context.policies.clone(), estimator)))
+            .then(|| cfg.context.catalog().map(|c| ContextLimiter::new(c, cfg.context.policies.clone())))
             .transpose()?;
         let redactor = if cfg.redaction.requests != RedactMode::Off || cfg.redaction.responses != RedactMode::Off {
             let kinds = if cfg.redaction.kinds.is_empty() { Kind::ALL.to_vec() } else { cfg.redaction.kinds.clone() };

@@ -17,7 +17,6 @@ use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tollgate_events::TokenEstimator;
 use tollgate_guards::cache::{cache_key, CacheKey, CacheStore, CachedResponse, KeyPolicy, MemoryCache, RedisCache};
 use tollgate_guards::config::{validate_guards, GuardConfig};
 use tollgate_guards::context::{ContextLimiter, WindowCatalog};
@@ -100,7 +99,7 @@ fn us(d: Duration) -> String {
 
 fn chain(e: &RuleEngine, args: &Args) -> Result<()> {
     let redactor = Redactor::new(&Kind::ALL)?;
-    let limiter = ContextLimiter::new(WindowCatalog::builtin(), vec![], Arc::new(TokenEstimator::new()));
+    let limiter = ContextLimiter::new(WindowCatalog::builtin(), vec![]);
     println!("| prompt | parse | context limit | injection rules | request redaction | cache key | whole chain | rules per KB |");
     println!("|---|---:|---:|---:|---:|---:|---:|---:|");
     for kb in [1usize, 100] {
@@ -148,7 +147,7 @@ fn chain(e: &RuleEngine, args: &Args) -> Result<()> {
     let small = {
         let mut c = WindowCatalog::builtin();
         c.set("small", tollgate_guards::context::ContextWindow { window: 16_000, max_output: 4_000, max_input: None });
-        ContextLimiter::new(c, vec![], Arc::new(TokenEstimator::new()))
+        ContextLimiter::new(c, vec![])
     };
     let counted = time(20, || {
         black_box(small.check("k", "small", "small", &v, body.len(), None));

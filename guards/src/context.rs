@@ -5,7 +5,6 @@
 
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use tollgate_events::TokenEstimator;
 
 /// A model's limits, in tokens.
@@ -150,12 +149,12 @@ pub enum ContextCheck {
 pub struct ContextLimiter {
     catalog: WindowCatalog,
     policies: Vec<InputPolicy>,
-    estimator: Arc<TokenEstimator>,
+    estimator: TokenEstimator,
 }
 
 impl ContextLimiter {
-    pub fn new(catalog: WindowCatalog, policies: Vec<InputPolicy>, estimator: Arc<TokenEstimator>) -> ContextLimiter {
-        ContextLimiter { catalog, policies, estimator }
+    pub fn new(catalog: WindowCatalog, policies: Vec<InputPolicy>) -> ContextLimiter {
+        ContextLimiter { catalog, policies, estimator: TokenEstimator::new() }
     }
 
     pub fn catalog(&self) -> &WindowCatalog {
@@ -237,7 +236,7 @@ mod tests {
     fn limiter(policies: Vec<InputPolicy>) -> ContextLimiter {
         let mut c = WindowCatalog::builtin();
         c.set("tiny", ContextWindow { window: 100, max_output: 50, max_input: None });
-        ContextLimiter::new(c, policies, Arc::new(TokenEstimator::new()))
+        ContextLimiter::new(c, policies)
     }
 
     /// A chat body whose prompt is `n` tokens for tiktoken encodings: 3 (reply) + 3 (message) + 1 ("user")

@@ -72,7 +72,7 @@ pub struct PendingEvent {
 /// or the queue would never close and shutdown would never finish draining.
 struct MeterInner {
     prices: Arc<PriceBook>,
-    estimator: Arc<TokenEstimator>,
+    estimator: TokenEstimator,
     spill_path: PathBuf,
     spill_lock: Mutex<()>,
     metrics: Arc<GatewayMetrics>,
@@ -110,7 +110,7 @@ impl Meter {
         let (tx, rx) = mpsc::channel(capacity);
         let inner = Arc::new(MeterInner {
             prices,
-            estimator: Arc::new(TokenEstimator::new()),
+            estimator: TokenEstimator::new(),
             spill_path,
             spill_lock: Mutex::new(()),
             metrics,

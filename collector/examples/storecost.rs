@@ -1,0 +1,185 @@
+//! What each step of turning calls into a durable record costs per event, on this machine: the
+//! write-ahead log's append (positional JSON, CRC, `write`, `fdatasync`), the Parquet sink's column
+//! builders and file (encode, zstd, `fsync`s), and, for comparison, the same columns written as an Arrow
+//! IPC stream (plain and zstd). Events look like the gateway bench's (one model, one key, fresh ids).
+//!
+//! `cargo run --release -p tollgate-collector --example storecost -- [ROUNDS] [DRAIN]`
+//! (defaults 20 rounds of 4,096 events; DRAIN events per write-ahead append, as a metering drain of
+//! 20 ms at 3,200 calls/s would hand it). Medians over the rounds, nanoseconds per event.
+
+use std::time::Instant;
+use tollgate_collector::parquet::{ParquetSink, ParquetSinkConfig, PendingBatch};
+use tollgate_collector::wal::Wal;
+use tollgate_events::{CallEvent, CallEventBatchBuilder, ClientApi, Endpoint, Outcome, Positional, UsageSource};
+
+const EVENTS: usize = 4096;
+
+/// SplitMix64: ids that look like the gateway's (random hex), different in every round.
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+fn event(i: usize, round: usize, now_us: i64) -> CallEvent {
+    let n = (round * EVENTS + i) as u64;
+    let id = |salt: u64| format!("{:016x}{:016x}", mix(n * 4 + salt), mix(n * 4 + salt + 2));
+    CallEvent {
+        schema_version: 1,
+        event_id: id(1),
+        request_id: id(2),
+        ts_start_us: now_us + i as i64 * 31,
+        ts_end_us: now_us + i as i64 * 31 + 900,
+        tenant: "acme".into(),
+        department: "research".into(),
+        team: "search".into(),
+        project: "ranker".into(),
+        user: "u-17".into(),
+        api_key_id: "key-bench".into(),
+        endpoint: Endpoint::Chat,
+        client_api: ClientApi::Openai,
+        provider: "openai".into(),
+        upstream: "mock".into(),
+        requested_model: "gpt-4o-mini".into(),
+        served_model: "gpt-4o-mini-2024-07-18".into(),
+        route: "gpt-4o-mini".into(),
+        routing_strategy: "single".into(),
+        attempt: 1,
+        status_code: 200,
+        outcome: Outcome::Ok,
+        finish_reason: "stop".into(),
+        input_tokens: 9 + (i % 7) as u64,
+        output_tokens: 5 + (i % 3) as u64,
+        usage_source: UsageSource::Provider,
+        cost_nanousd: 4_350 + (i % 11) as u64 * 150,
+        price_id: "openai/gpt-4o-mini@2024-07-18".into(),
+        latency_ms: 1,
+        upstream_latency_ms: 1,
+        gateway_overhead_us: 3 + (i % 5) as u32,
+        request_bytes: 76,
+        response_bytes: 572,
+        ..Default::default()
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// The process's CPU time (every thread: the sink writes on the runtime's blocking pool), ns.
+fn cpu_ns() -> u128 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: writes the clock's value into a valid timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as u128 * 1_000_000_000 + ts.tv_nsec as u128
+}
+
+/// A step's start: wall clock and CPU time.
+struct Start(Instant, u128);
+
+fn start() -> Start {
+    Start(Instant::now(), cpu_ns())
+}
+
+/// Wall and CPU nanoseconds per event since `s`.
+fn per_event(s: Start) -> (f64, f64) {
+    let n = EVENTS as f64;
+    (s.0.elapsed().as_nanos() as f64 / n, (cpu_ns() - s.1) as f64 / n)
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let rounds: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(20);
+    let drain: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(64).max(1);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let dir = tempfile::tempdir_in(std::env::var_os("STORECOST_DIR").unwrap_or_else(|| ".".into())).expect("dir");
+    let now_us = chrono::Utc::now().timestamp_micros();
+    let wal = Wal::open(&dir.path().join("wal"), 64 << 20, 0).expect("wal");
+    let mut sink = ParquetSink::open(ParquetSinkConfig::new(dir.path().join("data"))).expect("sink");
+    let names = ["json", "wal", "builders", "parquet", "ipc", "ipc-zstd"];
+    let mut t: Vec<Vec<(f64, f64)>> = vec![Vec::new(); names.len()];
+    let mut sizes = (0, 0, 0, 0);
+    for round in 0..rounds {
+        let events: Vec<CallEvent> = (0..EVENTS).map(|i| event(i, round, now_us)).collect();
+        // Positional JSON alone: what the write-ahead log encodes per event.
+        let s = start();
+        let mut buf = Vec::with_capacity(EVENTS * 512);
+        for e in &events {
+            serde_json::to_writer(&mut buf, &Positional(e)).expect("json");
+            buf.push(b'\n');
+        }
+        t[0].push(per_event(s));
+        std::hint::black_box(&buf);
+        // The write-ahead log's append, one drain at a time, each with its fdatasync.
+        let s = start();
+        for chunk in events.chunks(drain) {
+            wal.append(chunk, None).expect("append");
+        }
+        t[1].push(per_event(s));
+        // The sink's column builders, then its file (one per batch: encode, zstd, fsyncs, rename).
+        let s = start();
+        let mut b = CallEventBatchBuilder::new();
+        for e in &events {
+            b.append(e);
+        }
+        let batch = b.finish().expect("batch");
+        t[2].push(per_event(s));
+        sink.set_next_offset((round * EVENTS) as u64);
+        let mut pending = PendingBatch::default();
+        for e in &events {
+            sink.append(&mut pending, e);
+        }
+        let sealed = sink.seal(&mut pending).expect("seal");
+        let s = start();
+        rt.block_on(sink.write(sealed)).expect("write");
+        t[3].push(per_event(s));
+        // The same columns as an Arrow IPC stream, with one fsync.
+        let s = start();
+        let path = dir.path().join(format!("ipc-{round}.arrow"));
+        let file = std::fs::File::create(&path).expect("ipc file");
+        let mut w = arrow_ipc::writer::StreamWriter::try_new(file, &batch.schema()).expect("ipc");
+        w.write(&batch).expect("ipc write");
+        w.finish().expect("ipc finish");
+        w.into_inner().expect("ipc file").sync_all().expect("sync");
+        t[4].push(per_event(s));
+        let s = start();
+        let zpath = dir.path().join(format!("ipc-zstd-{round}.arrow"));
+        let file = std::fs::File::create(&zpath).expect("ipc file");
+        let opts = arrow_ipc::writer::IpcWriteOptions::default()
+            .try_with_compression(Some(arrow_ipc::CompressionType::ZSTD))
+            .expect("zstd");
+        let mut w = arrow_ipc::writer::StreamWriter::try_new_with_options(file, &batch.schema(), opts).expect("ipc");
+        w.write(&batch).expect("ipc write");
+        w.finish().expect("ipc finish");
+        w.into_inner().expect("ipc file").sync_all().expect("sync");
+        t[5].push(per_event(s));
+        let len = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len() as usize).unwrap_or(0);
+        let day = dir.path().join("data/calls").read_dir().expect("days").next().expect("day").expect("day").path();
+        let part = day.join(format!("part-{:020}.parquet", round * EVENTS));
+        sizes = (buf.len(), len(&part), len(&path), len(&zpath));
+    }
+    println!("{rounds} rounds of {EVENTS} events, {drain} per write-ahead append; ns per event (median):");
+    println!("  {:<9} {:>8} {:>8}", "step", "wall", "CPU");
+    for (name, v) in names.iter().zip(t) {
+        let (wall, cpu): (Vec<f64>, Vec<f64>) = v.into_iter().unzip();
+        println!("  {name:<9} {:>8.0} {:>8.0}", median(wall), median(cpu));
+    }
+    let (json, parquet, ipc, zipc) = sizes;
+    println!(
+        "  bytes per event: positional JSON {}, Parquet {}, Arrow IPC {}, Arrow IPC zstd {}",
+        json / EVENTS,
+        parquet / EVENTS,
+        ipc / EVENTS,
+        zipc / EVENTS
+    );
+}
