@@ -14,21 +14,13 @@ use tollgate_events::{CallEvent, CallEventBatchBuilder, ClientApi, Endpoint, Out
 
 const EVENTS: usize = 4096;
 
-/// SplitMix64: ids that look like the gateway's (random hex), different in every round.
-fn mix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
-fn event(i: usize, round: usize, now_us: i64) -> CallEvent {
-    let n = (round * EVENTS + i) as u64;
-    let id = |salt: u64| format!("{:016x}{:016x}", mix(n * 4 + salt), mix(n * 4 + salt + 2));
+/// An event like the gateway's for the bench's call; its ids are fresh UUIDv7s, as the gateway's are.
+fn event(i: usize, now_us: i64) -> CallEvent {
+    let id = || uuid::Uuid::now_v7().simple().to_string();
     CallEvent {
         schema_version: 1,
-        event_id: id(1),
-        request_id: id(2),
+        event_id: id(),
+        request_id: id(),
         ts_start_us: now_us + i as i64 * 31,
         ts_end_us: now_us + i as i64 * 31 + 900,
         tenant: "acme".into(),
@@ -110,7 +102,7 @@ fn main() {
     let mut t: Vec<Vec<(f64, f64)>> = vec![Vec::new(); names.len()];
     let mut sizes = (0, 0, 0, 0);
     for round in 0..rounds {
-        let events: Vec<CallEvent> = (0..EVENTS).map(|i| event(i, round, now_us)).collect();
+        let events: Vec<CallEvent> = (0..EVENTS).map(|i| event(i, now_us)).collect();
         // Positional JSON alone: what the write-ahead log encodes per event.
         let s = start();
         let mut buf = Vec::with_capacity(EVENTS * 512);
