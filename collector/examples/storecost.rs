@@ -7,6 +7,8 @@
 //! (defaults 20 rounds of 4,096 events; DRAIN events per write-ahead append, as a metering drain of
 //! 20 ms at 3,200 calls/s would hand it). Medians over the rounds, nanoseconds per event.
 
+use std::error::Error;
+use std::path::Path;
 use std::time::Instant;
 use tollgate_collector::parquet::{ParquetSink, ParquetSinkConfig, PendingBatch};
 use tollgate_collector::wal::Wal;
@@ -89,25 +91,40 @@ fn per_event(s: Start) -> (f64, f64) {
     (s.0.elapsed().as_nanos() as f64 / n, (cpu_ns() - s.1) as f64 / n)
 }
 
-fn main() {
+/// Writes `batch` to `path` as an Arrow IPC stream and syncs the file; returns its size in bytes.
+fn write_ipc(
+    path: &Path,
+    batch: &arrow::record_batch::RecordBatch,
+    opts: arrow_ipc::writer::IpcWriteOptions,
+) -> Result<u64, Box<dyn Error>> {
+    let file = std::fs::File::create(path)?;
+    let mut w = arrow_ipc::writer::StreamWriter::try_new_with_options(file, &batch.schema(), opts)?;
+    w.write(batch)?;
+    w.finish()?;
+    let file = w.into_inner()?;
+    file.sync_all()?;
+    Ok(file.metadata()?.len())
+}
+
+fn main() -> Result<(), Box<dyn Error>> {
     let mut args = std::env::args().skip(1);
     let rounds: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(20);
     let drain: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(64).max(1);
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-    let dir = tempfile::tempdir_in(std::env::var_os("STORECOST_DIR").unwrap_or_else(|| ".".into())).expect("dir");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let dir = tempfile::tempdir_in(std::env::var_os("STORECOST_DIR").unwrap_or_else(|| ".".into()))?;
     let now_us = chrono::Utc::now().timestamp_micros();
-    let wal = Wal::open(&dir.path().join("wal"), 64 << 20, 0).expect("wal");
-    let mut sink = ParquetSink::open(ParquetSinkConfig::new(dir.path().join("data"))).expect("sink");
+    let wal = Wal::open(&dir.path().join("wal"), 64 << 20, 0)?;
+    let mut sink = ParquetSink::open(ParquetSinkConfig::new(dir.path().join("data")))?;
     let names = ["json", "wal", "builders", "parquet", "ipc", "ipc-zstd"];
     let mut t: Vec<Vec<(f64, f64)>> = vec![Vec::new(); names.len()];
-    let mut sizes = (0, 0, 0, 0);
+    let mut sizes = (0, 0, 0);
     for round in 0..rounds {
         let events: Vec<CallEvent> = (0..EVENTS).map(|i| event(i, now_us)).collect();
         // Positional JSON alone: what the write-ahead log encodes per event.
         let s = start();
         let mut buf = Vec::with_capacity(EVENTS * 512);
         for e in &events {
-            serde_json::to_writer(&mut buf, &Positional(e)).expect("json");
+            serde_json::to_writer(&mut buf, &Positional(e))?;
             buf.push(b'\n');
         }
         t[0].push(per_event(s));
@@ -115,7 +132,7 @@ fn main() {
         // The write-ahead log's append, one drain at a time, each with its fdatasync.
         let s = start();
         for chunk in events.chunks(drain) {
-            wal.append(chunk, None).expect("append");
+            wal.append(chunk, None)?;
         }
         t[1].push(per_event(s));
         // The sink's column builders, then its file (one per batch: encode, zstd, fsyncs, rename).
@@ -124,41 +141,34 @@ fn main() {
         for e in &events {
             b.append(e);
         }
-        let batch = b.finish().expect("batch");
+        let batch = b.finish()?;
         t[2].push(per_event(s));
         sink.set_next_offset((round * EVENTS) as u64);
         let mut pending = PendingBatch::default();
         for e in &events {
             sink.append(&mut pending, e);
         }
-        let sealed = sink.seal(&mut pending).expect("seal");
+        let sealed = sink.seal(&mut pending)?;
         let s = start();
-        rt.block_on(sink.write(sealed)).expect("write");
+        rt.block_on(sink.write(sealed))?;
         t[3].push(per_event(s));
-        // The same columns as an Arrow IPC stream, with one fsync.
+        // The same columns as an Arrow IPC stream, with one fsync: plain, then with zstd buffers.
         let s = start();
-        let path = dir.path().join(format!("ipc-{round}.arrow"));
-        let file = std::fs::File::create(&path).expect("ipc file");
-        let mut w = arrow_ipc::writer::StreamWriter::try_new(file, &batch.schema()).expect("ipc");
-        w.write(&batch).expect("ipc write");
-        w.finish().expect("ipc finish");
-        w.into_inner().expect("ipc file").sync_all().expect("sync");
+        let plain = arrow_ipc::writer::IpcWriteOptions::default();
+        let ipc = write_ipc(&dir.path().join(format!("ipc-{round}.arrow")), &batch, plain.clone())?;
         t[4].push(per_event(s));
         let s = start();
-        let zpath = dir.path().join(format!("ipc-zstd-{round}.arrow"));
-        let file = std::fs::File::create(&zpath).expect("ipc file");
-        let opts = arrow_ipc::writer::IpcWriteOptions::default()
-            .try_with_compression(Some(arrow_ipc::CompressionType::ZSTD))
-            .expect("zstd");
-        let mut w = arrow_ipc::writer::StreamWriter::try_new_with_options(file, &batch.schema(), opts).expect("ipc");
-        w.write(&batch).expect("ipc write");
-        w.finish().expect("ipc finish");
-        w.into_inner().expect("ipc file").sync_all().expect("sync");
+        let zstd = plain.try_with_compression(Some(arrow_ipc::CompressionType::ZSTD))?;
+        let zipc = write_ipc(&dir.path().join(format!("ipc-zstd-{round}.arrow")), &batch, zstd)?;
         t[5].push(per_event(s));
-        let len = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len() as usize).unwrap_or(0);
-        let day = dir.path().join("data/calls").read_dir().expect("days").next().expect("day").expect("day").path();
-        let part = day.join(format!("part-{:020}.parquet", round * EVENTS));
-        sizes = (buf.len(), len(&part), len(&path), len(&zpath));
+        sizes = (buf.len() as u64, ipc, zipc);
+    }
+    // The Parquet files' bytes: every file the sink wrote, all rounds.
+    let mut parquet = 0;
+    for day in std::fs::read_dir(dir.path().join("data/calls"))? {
+        for f in std::fs::read_dir(day?.path())? {
+            parquet += f?.metadata()?.len();
+        }
     }
     println!("{rounds} rounds of {EVENTS} events, {drain} per write-ahead append; ns per event (median):");
     println!("  {:<9} {:>8} {:>8}", "step", "wall", "CPU");
@@ -166,12 +176,14 @@ fn main() {
         let (wall, cpu): (Vec<f64>, Vec<f64>) = v.into_iter().unzip();
         println!("  {name:<9} {:>8.0} {:>8.0}", median(wall), median(cpu));
     }
-    let (json, parquet, ipc, zipc) = sizes;
+    let (json, ipc, zipc) = sizes;
+    let per = EVENTS as u64;
     println!(
         "  bytes per event: positional JSON {}, Parquet {}, Arrow IPC {}, Arrow IPC zstd {}",
-        json / EVENTS,
-        parquet / EVENTS,
-        ipc / EVENTS,
-        zipc / EVENTS
+        json / per,
+        parquet / (per * rounds as u64).max(1),
+        ipc / per,
+        zipc / per
     );
+    Ok(())
 }
